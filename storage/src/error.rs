@@ -1,0 +1,27 @@
+//! Errors of the storage layer.
+
+/// What can go wrong in the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O error, corruption detected by sled, ...).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A value could not be encoded.
+    #[error("encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// A stored value could not be decoded.
+    #[error("decode: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// Stored data is inconsistent.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}

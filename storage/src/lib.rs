@@ -1,0 +1,31 @@
+//! Storage layer of the heartbeat registry.
+//!
+//! It holds the data model (the service record, modelled on Cinder's `services` table, and
+//! the commands that change it), the Raft type configuration, and the sled-backed
+//! implementations of openraft's [`RaftLogStorage`](openraft::storage::RaftLogStorage) and
+//! [`RaftStateMachine`](openraft::storage::RaftStateMachine).
+//!
+//! One sled database per node holds both the Raft log and the state machine, each in trees
+//! of its own. The state machine is also kept in memory ([`ServicesState`]) so reads never
+//! scan sled and snapshots copy the records together with their applied log id.
+//!
+//! This crate knows nothing of HTTP.
+#![deny(missing_docs)]
+
+mod codec;
+pub mod error;
+pub mod log_store;
+pub mod model;
+pub mod snapshot;
+pub mod state;
+pub mod state_machine;
+pub mod store;
+pub mod types;
+
+pub use error::StoreError;
+pub use log_store::LogStore;
+pub use model::{Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord};
+pub use state::{ServicesState, StateView};
+pub use state_machine::StateMachineStore;
+pub use store::open_store;
+pub use types::{NodeId, TypeConfig};

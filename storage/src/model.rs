@@ -1,0 +1,153 @@
+//! The data model: service records and the commands that change them.
+//!
+//! A [`ServiceRecord`] carries the columns of Cinder's `services` table. Every time a record
+//! holds was stamped by the Raft leader when it proposed the command (see [`Command`]), so
+//! applying a command never reads a clock and every node computes the same records.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Availability zone given to a service that reports none (Cinder's default).
+pub const DEFAULT_AVAILABILITY_ZONE: &str = "nova";
+/// Replication status of a service that reports none (Cinder's `not-capable`).
+pub const DEFAULT_REPLICATION_STATUS: &str = "not-capable";
+
+/// Identity of a service: one record per (host, binary), as in Cinder.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// Host the service runs on, e.g. `node1@lvm`.
+    pub host: String,
+    /// The service's binary, e.g. `cinder-volume`.
+    pub binary: String,
+}
+
+impl ServiceKey {
+    /// Builds a key.
+    pub fn new(host: impl Into<String>, binary: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            binary: binary.into(),
+        }
+    }
+}
+
+/// One service, with the columns of Cinder's `services` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Id assigned by the state machine when the record is created (deterministic: a counter
+    /// in the replicated state).
+    pub id: u64,
+    /// Host the service runs on.
+    pub host: String,
+    /// The service's binary.
+    pub binary: String,
+    /// The service's RPC topic.
+    pub topic: String,
+    /// Number of heartbeats applied to this record; never goes backwards.
+    pub report_count: u64,
+    /// Whether an operator disabled the service.
+    pub disabled: bool,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// Availability zone the service reported.
+    pub availability_zone: String,
+    /// When the record was created (leader time).
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub created_at: DateTime<Utc>,
+    /// Time of the latest heartbeat (leader time).
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Time of the latest administrative change (leader time); never used for liveness.
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    pub modified_at: Option<DateTime<Utc>>,
+    /// Soft-deleted.
+    pub deleted: bool,
+    /// When it was soft-deleted.
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// RPC version the service reported.
+    pub rpc_current_version: Option<String>,
+    /// Versioned-object version the service reported.
+    pub object_current_version: Option<String>,
+    /// Replication status (Cinder volume services).
+    pub replication_status: String,
+    /// Whether the service is frozen (Cinder volume services).
+    pub frozen: bool,
+    /// Active replication backend (Cinder volume services).
+    pub active_backend_id: Option<String>,
+    /// Cluster the service belongs to (Cinder's `cluster_name`).
+    pub cluster_name: Option<String>,
+}
+
+impl ServiceRecord {
+    /// The record's key.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(self.host.clone(), self.binary.clone())
+    }
+
+    /// Time of the latest heartbeat, or of creation when none was counted yet: the time
+    /// liveness is measured from.
+    pub fn last_heartbeat(&self) -> DateTime<Utc> {
+        self.updated_at.unwrap_or(self.created_at)
+    }
+}
+
+/// A heartbeat as a reporter sends it. Optional fields, when present, replace the record's
+/// values: the reporter's view of itself wins, as in Cinder's `report_state`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Host the service runs on.
+    pub host: String,
+    /// The service's binary.
+    pub binary: String,
+    /// RPC topic; defaults to the binary on creation.
+    pub topic: Option<String>,
+    /// Availability zone; defaults to [`DEFAULT_AVAILABILITY_ZONE`] on creation.
+    pub availability_zone: Option<String>,
+    /// Cluster name.
+    pub cluster_name: Option<String>,
+    /// RPC version.
+    pub rpc_current_version: Option<String>,
+    /// Versioned-object version.
+    pub object_current_version: Option<String>,
+}
+
+impl Heartbeat {
+    /// A heartbeat with only the identity set.
+    pub fn new(host: impl Into<String>, binary: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            binary: binary.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The key of the service this heartbeat is for.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(self.host.clone(), self.binary.clone())
+    }
+}
+
+/// A change to the services table, as it travels through the Raft log.
+///
+/// Every time a command needs is inside it, stamped by the leader when it proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// One or more heartbeats, coalesced into one log entry.
+    Heartbeats {
+        /// Leader time at which they were accepted.
+        #[serde(with = "chrono::serde::ts_microseconds")]
+        at: DateTime<Utc>,
+        /// The heartbeats, applied in order.
+        beats: Vec<Heartbeat>,
+    },
+}
+
+/// What applying a log entry yields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// The records a command changed, in the order of the command's items.
+    Records(Vec<ServiceRecord>),
+    /// Entries with no application payload (blank and membership entries).
+    Empty,
+}

@@ -1,0 +1,225 @@
+//! The services table in memory, and the deterministic rules that change it.
+//!
+//! [`ServicesState`] is the state machine's contents: the records and the log id they reflect.
+//! The sled trees persist it; this copy serves reads and snapshots, so a snapshot always pairs
+//! the records with exactly the applied log id they reflect.
+
+use std::collections::{btree_map, BTreeMap, BTreeSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use openraft::EntryPayload;
+
+use crate::model::{
+    Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord, DEFAULT_AVAILABILITY_ZONE,
+    DEFAULT_REPLICATION_STATUS,
+};
+use crate::types::{Entry, LogId, StoredMembership};
+
+/// The replicated services table and the Raft state applied with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicesState {
+    /// Log id of the last entry applied.
+    pub last_applied: Option<LogId>,
+    /// The last membership applied.
+    pub membership: StoredMembership,
+    /// Id the next created record gets.
+    pub next_id: u64,
+    /// Every record by (host, binary); soft-deleted ones included.
+    services: BTreeMap<ServiceKey, ServiceRecord>,
+}
+
+impl Default for ServicesState {
+    fn default() -> Self {
+        Self {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            next_id: 1,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+impl ServicesState {
+    /// Builds a state from its parts (loaded from sled or from a snapshot).
+    pub fn from_parts(
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        next_id: u64,
+        records: impl IntoIterator<Item = ServiceRecord>,
+    ) -> Self {
+        let services = records.into_iter().map(|r| (r.key(), r)).collect();
+        Self {
+            last_applied,
+            membership,
+            next_id,
+            services,
+        }
+    }
+
+    /// Applies one committed log entry, recording which keys changed.
+    pub fn apply_entry(
+        &mut self,
+        entry: &Entry,
+        changed: &mut BTreeSet<ServiceKey>,
+    ) -> CommandResponse {
+        self.last_applied = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => CommandResponse::Empty,
+            EntryPayload::Membership(m) => {
+                self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                CommandResponse::Empty
+            }
+            EntryPayload::Normal(cmd) => self.apply_command(cmd, changed),
+        }
+    }
+
+    fn apply_command(
+        &mut self,
+        cmd: &Command,
+        changed: &mut BTreeSet<ServiceKey>,
+    ) -> CommandResponse {
+        match cmd {
+            Command::Heartbeats { at, beats } => {
+                let records = beats
+                    .iter()
+                    .map(|hb| {
+                        let key = hb.key();
+                        let record = self.heartbeat(&key, hb, *at);
+                        changed.insert(key);
+                        record
+                    })
+                    .collect();
+                CommandResponse::Records(records)
+            }
+        }
+    }
+
+    /// Counts a heartbeat: creates the record when the service is unknown (or was removed),
+    /// else adds one to `report_count` and moves `updated_at`.
+    fn heartbeat(
+        &mut self,
+        key: &ServiceKey,
+        hb: &Heartbeat,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> ServiceRecord {
+        let record = match self.services.entry(key.clone()) {
+            btree_map::Entry::Occupied(o) if !o.get().deleted => {
+                let r = o.into_mut();
+                r.report_count += 1;
+                r.updated_at = Some(at);
+                r
+            }
+            btree_map::Entry::Occupied(mut o) => {
+                o.insert(fresh_record(&mut self.next_id, key, at));
+                o.into_mut()
+            }
+            btree_map::Entry::Vacant(v) => v.insert(fresh_record(&mut self.next_id, key, at)),
+        };
+        if let Some(t) = &hb.topic {
+            record.topic = t.clone();
+        }
+        if let Some(z) = &hb.availability_zone {
+            record.availability_zone = z.clone();
+        }
+        if let Some(c) = &hb.cluster_name {
+            record.cluster_name = Some(c.clone());
+        }
+        if let Some(v) = &hb.rpc_current_version {
+            record.rpc_current_version = Some(v.clone());
+        }
+        if let Some(v) = &hb.object_current_version {
+            record.object_current_version = Some(v.clone());
+        }
+        record.clone()
+    }
+
+    /// The record of a service, soft-deleted ones included.
+    pub fn get(&self, key: &ServiceKey) -> Option<&ServiceRecord> {
+        self.services.get(key)
+    }
+
+    /// Every record, soft-deleted ones included, ordered by (host, binary).
+    pub fn records(&self) -> impl Iterator<Item = &ServiceRecord> {
+        self.services.values()
+    }
+
+    /// The records of one host, ordered by binary: a range scan, costing what it returns.
+    pub fn records_of_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> impl Iterator<Item = &'a ServiceRecord> + 'a {
+        let start = ServiceKey::new(host, String::new());
+        self.services
+            .range(start..)
+            .take_while(move |(k, _)| k.host == host)
+            .map(|(_, r)| r)
+    }
+
+    /// Number of records, soft-deleted ones included.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}
+
+/// A new record for a service's first heartbeat (or its first after removal), taking the next
+/// id from the replicated counter.
+fn fresh_record(
+    next_id: &mut u64,
+    key: &ServiceKey,
+    at: chrono::DateTime<chrono::Utc>,
+) -> ServiceRecord {
+    let id = *next_id;
+    *next_id += 1;
+    ServiceRecord {
+        id,
+        host: key.host.clone(),
+        binary: key.binary.clone(),
+        topic: key.binary.clone(),
+        report_count: 1,
+        disabled: false,
+        disabled_reason: None,
+        availability_zone: DEFAULT_AVAILABILITY_ZONE.to_string(),
+        created_at: at,
+        updated_at: Some(at),
+        modified_at: None,
+        deleted: false,
+        deleted_at: None,
+        rpc_current_version: None,
+        object_current_version: None,
+        replication_status: DEFAULT_REPLICATION_STATUS.to_string(),
+        frozen: false,
+        active_backend_id: None,
+        cluster_name: None,
+    }
+}
+
+/// A shared, read-only handle on a node's in-memory services table.
+#[derive(Debug, Clone, Default)]
+pub struct StateView {
+    inner: Arc<RwLock<ServicesState>>,
+}
+
+impl StateView {
+    pub(crate) fn new(state: ServicesState) -> Self {
+        Self {
+            inner: Arc::new(RwLock::new(state)),
+        }
+    }
+
+    /// Runs `f` on the current state. Keep `f` short: applies wait for it.
+    pub fn read<R>(&self, f: impl FnOnce(&ServicesState) -> R) -> R {
+        let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        f(&guard)
+    }
+
+    /// Runs `f` with the state locked for writing (the state machine only).
+    pub(crate) fn write<R>(&self, f: impl FnOnce(&mut ServicesState) -> R) -> R {
+        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+}

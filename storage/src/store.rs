@@ -1,0 +1,32 @@
+//! Opening a node's sled database: one database, one tree per concern.
+
+use std::path::Path;
+
+use crate::error::StoreError;
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachineStore;
+
+/// Tree of log entries, keyed by big-endian index so sled's order is the log's order.
+pub(crate) const TREE_LOG: &str = "raft_log";
+/// Tree of the log's metadata: vote, last purged log id, committed log id.
+pub(crate) const TREE_LOG_META: &str = "raft_log_meta";
+/// Tree of service records, keyed by the encoded (host, binary).
+pub(crate) const TREE_SERVICES: &str = "services";
+/// Tree of the state machine's metadata: last applied log id, membership, next record id.
+pub(crate) const TREE_SM_META: &str = "sm_meta";
+/// Tree holding the current snapshot (its metadata and its data).
+pub(crate) const TREE_SNAPSHOT: &str = "snapshot";
+
+/// sled's page cache per node; its default (1 GiB) is far more than a registry needs.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Opens (or creates) the database under `dir` and loads the state machine into memory.
+pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_BYTES)
+        .open()?;
+    let log = LogStore::open(&db)?;
+    let sm = StateMachineStore::open(&db)?;
+    Ok((log, sm))
+}

@@ -1,0 +1,24 @@
+//! openraft's storage conformance suite, run against the sled log store and state machine.
+
+use openraft::testing::{StoreBuilder, Suite};
+use registry_storage::{open_store, LogStore, StateMachineStore, TypeConfig};
+use tempfile::TempDir;
+
+/// Builds a fresh store in a temporary directory; the directory lives as long as the test.
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore, StateMachineStore), openraft::StorageError<u64>> {
+        let dir = TempDir::new().map_err(|e| openraft::StorageIOError::write(&e))?;
+        let (log, sm) = open_store(dir.path()).map_err(|e| openraft::StorageIOError::write(&e))?;
+        Ok((dir, log, sm))
+    }
+}
+
+/// Every property openraft requires of a storage implementation holds for ours.
+#[test]
+fn openraft_storage_suite() -> Result<(), openraft::StorageError<u64>> {
+    Suite::test_all(SledBuilder)
+}
