@@ -1,1 +1,23 @@
-//! placeholder
+//! HTTP layer of the heartbeat registry (warp).
+//!
+//! - [`routes`]: the public API (`/v1/heartbeats`, `/v1/services`, `/v1/cluster`, `/health`)
+//!   and the internal Raft RPC routes (`/raft/*`, bincode bodies);
+//! - [`app::RegistryApp`]: what a route needs of a node (its Raft handle, its in-memory
+//!   services table, its settings), with the write path (leader commit, forwarding) and the
+//!   read path (consistency levels);
+//! - [`liveness`]: `up`/`down`, computed at read time;
+//! - [`wire`]: JSON request and response bodies, validated;
+//! - [`error::ApiError`]: every error a route answers, mapped to HTTP in one place;
+//! - [`client::RegistryClient`]: a typed client of the public API.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod client;
+pub mod error;
+pub mod liveness;
+pub mod routes;
+pub mod rpc;
+pub mod wire;
+
+pub use app::{ApiSettings, RegistryApp};
+pub use error::ApiError;

@@ -1,1 +1,16 @@
-//! placeholder
+//! The registry node: configuration, Raft wiring, the HTTP server, start-up and graceful
+//! shutdown.
+//!
+//! A node is a library first: a Rust program starts one inside its own process with
+//! [`Node::start`] (a config and an already-bound listener) and stops it with
+//! [`Node::shutdown`], or hands both and a shutdown future to [`run`]. The `registry-node`
+//! binary only parses arguments and calls [`run`].
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod network;
+mod node;
+pub mod signals;
+
+pub use config::{ConfigError, NodeConfig, Peer, RaftSettings};
+pub use node::{run, Node, NodeError};

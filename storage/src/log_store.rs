@@ -219,3 +219,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
+
+impl LogStore {
+    /// Flushes everything written to the node's database (used on shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,431 @@
+//! What the routes need of a node: its Raft handle, its in-memory services table and its
+//! settings; and the two paths every request takes, the write path (commit on the leader,
+//! forwarded there from any node) and the read path (consistency levels).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+use registry_storage::TypeConfig;
+use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecord, StateView};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::Reply;
+
+use crate::error::ApiError;
+use crate::liveness::Liveness;
+use crate::wire::{ClusterOut, MemberOut, ServiceOut, ServicesQuery};
+
+/// Header set on a request one node forwards to the leader, so it is never forwarded again.
+pub const FORWARDED_HEADER: &str = "x-registry-forwarded";
+/// Header with the applied log index the answer reflects.
+pub const APPLIED_INDEX_HEADER: &str = "x-registry-applied-index";
+/// Header naming the node that served a read.
+pub const SERVED_BY_HEADER: &str = "x-registry-served-by";
+/// Header with the consistency level a read was served at.
+pub const CONSISTENCY_HEADER: &str = "x-registry-consistency";
+/// Header with the milliseconds since this node last heard from a leader (stale reads).
+pub const LEADER_CONTACT_HEADER: &str = "x-registry-last-leader-contact-ms";
+
+/// Settings of the API layer.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSettings {
+    /// Liveness rule.
+    pub liveness: Liveness,
+    /// How long a write may wait for a leader and its commit before failing with 503.
+    pub write_timeout: Duration,
+    /// How long a linearizable read may wait for the leader to confirm its quorum.
+    pub read_timeout: Duration,
+}
+
+/// A node as the API sees it. Cheap to clone.
+#[derive(Clone)]
+pub struct RegistryApp {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// This node's id.
+    id: NodeId,
+    /// The Raft handle.
+    raft: Raft<TypeConfig>,
+    /// The in-memory services table.
+    view: StateView,
+    /// Settings.
+    settings: ApiSettings,
+    /// Pooled client for forwarding to the leader.
+    http: reqwest::Client,
+    /// When a leader last sent this node an AppendEntries (or this node led).
+    last_leader_contact: Mutex<Option<Instant>>,
+}
+
+/// What the write path did with a request.
+pub enum Written {
+    /// Committed and applied here: the records the heartbeats produced.
+    Here(Vec<ServiceRecord>),
+    /// Forwarded to the leader: its answer, passed through.
+    Forwarded(warp::reply::Response),
+}
+
+/// Where a read is served.
+pub enum ReadAt {
+    /// Here, from the local state machine.
+    Here,
+    /// By the leader, whose answer is passed through.
+    Forwarded(warp::reply::Response),
+}
+
+impl RegistryApp {
+    /// Wraps a node's parts.
+    pub fn new(id: NodeId, raft: Raft<TypeConfig>, view: StateView, settings: ApiSettings) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .timeout(settings.write_timeout.max(settings.read_timeout))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                raft,
+                view,
+                settings,
+                http,
+                last_leader_contact: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The Raft handle (for the RPC routes).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ApiSettings {
+        &self.inner.settings
+    }
+
+    /// Records that a leader just reached this node.
+    pub fn touch_leader_contact(&self) {
+        *self
+            .inner
+            .last_leader_contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Milliseconds since a leader last reached this node (zero on the leader itself).
+    pub fn millis_since_leader_contact(&self) -> Option<u64> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return m.millis_since_quorum_ack.or(Some(0));
+        }
+        let last = *self
+            .inner
+            .last_leader_contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Commits heartbeats through the leader. On the leader they are stamped with its clock
+    /// and proposed; elsewhere the request is forwarded to the leader, once.
+    pub async fn write_heartbeats(
+        &self,
+        beats: Vec<Heartbeat>,
+        body: bytes::Bytes,
+        forwarded: bool,
+    ) -> Result<Written, ApiError> {
+        let deadline = Instant::now() + self.inner.settings.write_timeout;
+        loop {
+            let cmd = Command::Heartbeats {
+                at: Utc::now(),
+                beats: beats.clone(),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let res = tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)).await;
+            let err = match res {
+                Err(_) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "write not committed within {:?}: the leader has no quorum",
+                        self.inner.settings.write_timeout
+                    )))
+                }
+                Ok(Ok(resp)) => {
+                    return match resp.data {
+                        CommandResponse::Records(r) => Ok(Written::Here(r)),
+                        CommandResponse::Empty => Err(ApiError::Internal(
+                            "heartbeat entry applied without records".into(),
+                        )),
+                    }
+                }
+                Ok(Err(e)) => e,
+            };
+            let fwd = match err {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f,
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                    return Err(ApiError::Internal(e.to_string()))
+                }
+                RaftError::Fatal(f) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "raft on this node stopped: {f}"
+                    )))
+                }
+            };
+            if forwarded {
+                return Err(not_leader(self.inner.id, &fwd));
+            }
+            if let Some(resp) = self
+                .forward_or_wait(&fwd, Method::POST, "/v1/heartbeats", body.clone(), deadline)
+                .await?
+            {
+                return Ok(Written::Forwarded(resp));
+            }
+        }
+    }
+
+    /// Decides where a read at `consistency` is served. A linearizable read is confirmed by
+    /// the leader with a quorum (openraft's read-index) and then served from this node's
+    /// state machine when this node leads, else forwarded to the leader.
+    pub async fn read_at(
+        &self,
+        query: &ServicesQuery,
+        path_and_query: &str,
+        forwarded: bool,
+    ) -> Result<ReadAt, ApiError> {
+        if query.consistency.unwrap_or_default() == crate::wire::Consistency::Stale {
+            return Ok(ReadAt::Here);
+        }
+        let deadline = Instant::now() + self.inner.settings.read_timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let res = tokio::time::timeout(remaining, self.inner.raft.ensure_linearizable()).await;
+            let fwd = match res {
+                Err(_) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "linearizable read not confirmed within {:?}: no quorum; \
+                         use ?consistency=stale to read this node's state",
+                        self.inner.settings.read_timeout
+                    )))
+                }
+                Ok(Ok(_)) => return Ok(ReadAt::Here),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => f,
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "linearizable read refused: {q}; use ?consistency=stale"
+                    )))
+                }
+                Ok(Err(RaftError::Fatal(f))) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "raft on this node stopped: {f}"
+                    )))
+                }
+            };
+            if forwarded {
+                return Err(not_leader(self.inner.id, &fwd));
+            }
+            if let Some(resp) = self
+                .forward_or_wait(
+                    &fwd,
+                    Method::GET,
+                    path_and_query,
+                    bytes::Bytes::new(),
+                    deadline,
+                )
+                .await?
+            {
+                return Ok(ReadAt::Forwarded(resp));
+            }
+        }
+    }
+
+    /// Forwards a request to the leader named in `fwd` and returns its answer; when no leader
+    /// is known, or the known one cannot be reached, waits (until `deadline`) for the group to
+    /// elect one and returns `None` so the caller tries again.
+    async fn forward_or_wait(
+        &self,
+        fwd: &ForwardToLeader<NodeId, BasicNode>,
+        method: Method,
+        path_and_query: &str,
+        body: bytes::Bytes,
+        deadline: Instant,
+    ) -> Result<Option<warp::reply::Response>, ApiError> {
+        if let (Some(leader), Some(node)) = (fwd.leader_id, &fwd.leader_node) {
+            if leader != self.inner.id {
+                match self.forward(&node.addr, method, path_and_query, body).await {
+                    Ok(resp) => return Ok(Some(resp)),
+                    Err(e) if e.is_connect() => {
+                        tracing::debug!(leader, error = %e, "leader unreachable; waiting for a new one");
+                    }
+                    Err(e) => {
+                        return Err(ApiError::Unavailable(format!(
+                            "forwarding to leader {leader} at {} failed, outcome unknown: {e}",
+                            node.addr
+                        )))
+                    }
+                }
+            }
+        }
+        self.wait_for_other_leader(fwd.leader_id, deadline).await?;
+        Ok(None)
+    }
+
+    /// Waits until a leader other than `not` is known, or fails at `deadline`.
+    async fn wait_for_other_leader(
+        &self,
+        not: Option<NodeId>,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let mut rx = self.inner.raft.metrics();
+        let wait = async {
+            rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != not)
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ApiError::Unavailable("raft on this node stopped".into())),
+            Err(_) => Err(ApiError::Unavailable(
+                "no leader elected in time: the registry has no quorum".into(),
+            )),
+        }
+    }
+
+    async fn forward(
+        &self,
+        addr: &str,
+        method: Method,
+        path_and_query: &str,
+        body: bytes::Bytes,
+    ) -> Result<warp::reply::Response, reqwest::Error> {
+        let url = format!("http://{addr}{path_and_query}");
+        let resp = self
+            .inner
+            .http
+            .request(method, url)
+            .header(FORWARDED_HEADER, self.inner.id.to_string())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = StatusCode::from_u16(resp.status().as_u16())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut headers = HeaderMap::new();
+        for (name, value) in resp.headers() {
+            if name.as_str().starts_with("x-registry-") || name == "content-type" {
+                if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                    headers.insert(name.clone(), v);
+                }
+            }
+        }
+        let bytes = resp.bytes().await?;
+        let mut out = bytes.to_vec().into_response();
+        *out.status_mut() = status;
+        out.headers_mut().extend(headers);
+        Ok(out)
+    }
+
+    /// The services matching `query`, with their state computed now.
+    pub fn services(&self, query: &ServicesQuery) -> (Vec<ServiceOut>, Option<u64>) {
+        let now = Utc::now();
+        let rule = self.inner.settings.liveness;
+        self.inner.view.read(|state| {
+            let keep = |r: &&registry_storage::ServiceRecord| {
+                !r.deleted && query.binary.as_ref().is_none_or(|b| &r.binary == b)
+            };
+            let out = |r: &registry_storage::ServiceRecord| ServiceOut::new(r, rule.state(r, now));
+            let list = match &query.host {
+                Some(h) => state.records_of_host(h).filter(keep).map(out).collect(),
+                None => state.records().filter(keep).map(out).collect(),
+            };
+            (list, state.last_applied.map(|l| l.index))
+        })
+    }
+
+    /// Headers describing how fresh a read served here is.
+    pub fn freshness_headers(&self, applied: Option<u64>, consistency: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        };
+        put(
+            APPLIED_INDEX_HEADER,
+            applied.map_or("none".into(), |i| i.to_string()),
+        );
+        put(SERVED_BY_HEADER, self.inner.id.to_string());
+        put(CONSISTENCY_HEADER, consistency.to_string());
+        if let Some(ms) = self.millis_since_leader_contact() {
+            put(LEADER_CONTACT_HEADER, ms.to_string());
+        }
+        h
+    }
+
+    /// The group as this node sees it.
+    pub fn cluster(&self) -> ClusterOut {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let matched = m.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberOut {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: if *id == m.id {
+                    m.last_log_index
+                } else {
+                    matched.get(id).copied().flatten().map(|l| l.index)
+                },
+            })
+            .collect();
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()));
+        ClusterOut {
+            node_id: m.id,
+            role: format!("{:?}", m.state),
+            leader_id: m.current_leader,
+            leader_addr,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            members,
+            records: self.inner.view.read(|s| s.len()),
+        }
+    }
+
+    /// Whether this node is a member of a group with a known leader.
+    pub fn healthy(&self) -> Result<NodeId, String> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        if let Err(e) = &m.running_state {
+            return Err(format!("raft stopped: {e}"));
+        }
+        if !m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == m.id)
+        {
+            return Err("this node is not a member of a cluster yet".into());
+        }
+        m.current_leader
+            .ok_or_else(|| "no leader known: the cluster has no quorum or is electing".into())
+    }
+}
+
+fn not_leader(id: NodeId, fwd: &ForwardToLeader<NodeId, BasicNode>) -> ApiError {
+    ApiError::Unavailable(format!(
+        "node {id} received a forwarded request but is not the leader (leader now: {:?}); retry",
+        fwd.leader_id
+    ))
+}

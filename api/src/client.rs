@@ -1,0 +1,148 @@
+//! A typed client of the public API, trying each known node in turn.
+
+use std::time::Duration;
+
+use crate::error::ErrorBody;
+use crate::wire::{ClusterOut, Consistency, HeartbeatIn, ServicesOut};
+
+/// What a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No endpoint could be reached.
+    #[error("no registry endpoint reachable (tried {tried}): {last}")]
+    Unreachable {
+        /// Endpoints tried.
+        tried: usize,
+        /// The last transport error.
+        last: String,
+    },
+    /// An endpoint answered with an error.
+    #[error("HTTP {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error message from the body.
+        message: String,
+    },
+    /// The request went out but no answer came back: the outcome is unknown.
+    #[error("request outcome unknown: {0}")]
+    Unknown(String),
+}
+
+impl ClientError {
+    /// The HTTP status, when an endpoint answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of the registry's public API. Cloning shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+}
+
+impl RegistryClient {
+    /// A client of the nodes at `endpoints` (`host:port` or `http://host:port`), each request
+    /// bounded by `timeout`.
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>, timeout: Duration) -> Self {
+        let endpoints = endpoints
+            .into_iter()
+            .map(Into::into)
+            .map(|e: String| {
+                let e = e.trim_end_matches('/').to_string();
+                if e.starts_with("http://") || e.starts_with("https://") {
+                    e
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http, endpoints }
+    }
+
+    /// The endpoints, as base URLs.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Sends heartbeats; answers the records as committed.
+    pub async fn heartbeat(&self, beats: &[HeartbeatIn]) -> Result<ServicesOut, ClientError> {
+        self.send(|base| self.http.post(format!("{base}/v1/heartbeats")).json(beats))
+            .await
+    }
+
+    /// Lists services.
+    pub async fn services(
+        &self,
+        host: Option<&str>,
+        binary: Option<&str>,
+        consistency: Consistency,
+    ) -> Result<ServicesOut, ClientError> {
+        let mut q: Vec<(&str, &str)> = vec![("consistency", consistency.as_str())];
+        if let Some(h) = host {
+            q.push(("host", h));
+        }
+        if let Some(b) = binary {
+            q.push(("binary", b));
+        }
+        self.send(|base| self.http.get(format!("{base}/v1/services")).query(&q))
+            .await
+    }
+
+    /// The cluster as the first reachable node sees it.
+    pub async fn cluster(&self) -> Result<ClusterOut, ClientError> {
+        self.send(|base| self.http.get(format!("{base}/v1/cluster")))
+            .await
+    }
+
+    /// Sends the request built by `build` to each endpoint in turn until one answers; an
+    /// answer that is an error is returned as is (not retried elsewhere), as is a request
+    /// whose outcome is unknown.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let mut last = String::from("no endpoint configured");
+        for base in &self.endpoints {
+            let resp = match build(base).send().await {
+                Ok(r) => r,
+                Err(e) if e.is_connect() => {
+                    last = format!("{base}: {e}");
+                    continue;
+                }
+                Err(e) => return Err(ClientError::Unknown(format!("{base}: {e}"))),
+            };
+            let status = resp.status();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| ClientError::Unknown(format!("{base}: {e}")))?;
+            if status.is_success() {
+                return serde_json::from_slice(&bytes).map_err(|e| ClientError::Api {
+                    status: status.as_u16(),
+                    message: format!("unexpected answer: {e}"),
+                });
+            }
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Err(ClientError::Unreachable {
+            tried: self.endpoints.len(),
+            last,
+        })
+    }
+}

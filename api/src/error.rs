@@ -1,0 +1,121 @@
+//! Errors the API answers with, and the one place that maps them (and warp's rejections) to
+//! HTTP status codes and JSON bodies `{"error": {"code": .., "message": ..}}`.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reject::Reject;
+use warp::{Rejection, Reply};
+
+/// An error answered to an API client.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or a field is invalid (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such route or record (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is larger than the route accepts (413).
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The route's limit in bytes.
+        limit: u64,
+    },
+    /// No leader, no quorum, or the write was not committed in time; retrying later may
+    /// succeed (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or a broken invariant (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error as a JSON reply.
+    pub fn into_reply(self) -> warp::reply::Response {
+        let status = self.status();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: status.as_u16(),
+                message: self.to_string(),
+            },
+        };
+        warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    }
+}
+
+impl Reject for ApiError {}
+
+/// JSON body of every error.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    /// The HTTP status code.
+    pub code: u16,
+    /// A sentence saying what is wrong.
+    pub message: String,
+}
+
+/// Renders every rejection as a JSON error: the single place where warp's own rejections
+/// become [`ApiError`]s.
+pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let err = if let Some(e) = rejection.find::<ApiError>() {
+        e.clone()
+    } else if rejection.is_not_found() {
+        ApiError::NotFound("no such route".into())
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        return Ok(error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large for this route",
+        ));
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::BadRequest(format!("invalid query string: {e}"))
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return Ok(error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this route",
+        ));
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        return Ok(error_reply(
+            StatusCode::LENGTH_REQUIRED,
+            "a Content-Length header is required",
+        ));
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::BadRequest(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::BadRequest(e.to_string())
+    } else {
+        tracing::warn!(?rejection, "unhandled rejection");
+        ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
+    };
+    Ok(err.into_reply())
+}
+
+fn error_reply(status: StatusCode, message: &str) -> warp::reply::Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: status.as_u16(),
+            message: message.into(),
+        },
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}

@@ -1,0 +1,85 @@
+//! Whether a service is `up`, computed at read time (Cinder's rule).
+//!
+//! A service is `up` when `abs(now - last_heartbeat) <= service_down_time`, where
+//! `last_heartbeat` is the leader-stamped time of its latest heartbeat (or its creation) and
+//! `now` is the serving node's clock, passed in so the rule is tested without waiting.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use registry_storage::ServiceRecord;
+use serde::{Deserialize, Serialize};
+
+/// `up` or `down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Heartbeated within `service_down_time`.
+    Up,
+    /// Silent for longer than `service_down_time`.
+    Down,
+}
+
+/// The liveness rule with its setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// How long a service may stay silent and still be `up`.
+    pub service_down_time: Duration,
+}
+
+impl Liveness {
+    /// The state of `record` at `now`.
+    pub fn state(&self, record: &ServiceRecord, now: DateTime<Utc>) -> State {
+        let silent = (now - record.last_heartbeat()).abs();
+        let limit =
+            chrono::Duration::from_std(self.service_down_time).unwrap_or(chrono::Duration::MAX);
+        if silent <= limit {
+            State::Up
+        } else {
+            State::Down
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registry_storage::{Command, Heartbeat, ServicesState};
+
+    fn record_at(at: DateTime<Utc>) -> ServiceRecord {
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+        let mut state = ServicesState::default();
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Command::Heartbeats {
+                at,
+                beats: vec![Heartbeat::new("h", "cinder-volume")],
+            }),
+        };
+        state.apply_entry(&entry, &mut Default::default());
+        state
+            .records()
+            .next()
+            .cloned()
+            .expect("the heartbeat created a record")
+    }
+
+    /// Up exactly up to `service_down_time` after the last heartbeat, down after; the
+    /// difference is absolute, as in Cinder's API (a heartbeat "from the future" counts).
+    #[test]
+    fn up_until_service_down_time() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+            .expect("valid time")
+            .with_timezone(&Utc);
+        let rule = Liveness {
+            service_down_time: Duration::from_secs(60),
+        };
+        let r = record_at(t0);
+        let s = chrono::Duration::seconds;
+        assert_eq!(rule.state(&r, t0), State::Up);
+        assert_eq!(rule.state(&r, t0 + s(60)), State::Up);
+        assert_eq!(rule.state(&r, t0 + s(61)), State::Down);
+        assert_eq!(rule.state(&r, t0 - s(60)), State::Up);
+        assert_eq!(rule.state(&r, t0 - s(61)), State::Down);
+    }
+}

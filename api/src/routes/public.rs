@@ -1,0 +1,138 @@
+//! The public API: heartbeats in, services and cluster state out.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::{with_app, MAX_BODY_BYTES};
+use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
+use crate::error::ApiError;
+use crate::wire::{parse_heartbeats, ServiceOut, ServicesOut, ServicesQuery};
+
+pub(super) fn routes(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    heartbeats(app.clone())
+        .or(services(app.clone()))
+        .unify()
+        .or(cluster(app.clone()))
+        .unify()
+        .or(health(app))
+        .unify()
+}
+
+/// `POST /v1/heartbeats`: one heartbeat object or an array of them; answered after commit.
+fn heartbeats(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "heartbeats")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
+        .and(warp::header::optional::<String>(FORWARDED_HEADER))
+        .and(warp::body::bytes())
+        .and(with_app(app))
+        .then(post_heartbeats)
+}
+
+async fn post_heartbeats(
+    forwarded: Option<String>,
+    body: Bytes,
+    app: RegistryApp,
+) -> warp::reply::Response {
+    let beats = match parse_heartbeats(&body) {
+        Ok(b) => b,
+        Err(e) => return e.into_reply(),
+    };
+    match app.write_heartbeats(beats, body, forwarded.is_some()).await {
+        Ok(Written::Here(records)) => {
+            let now = chrono::Utc::now();
+            let rule = app.settings().liveness;
+            let services = records
+                .iter()
+                .map(|r| ServiceOut::new(r, rule.state(r, now)))
+                .collect();
+            warp::reply::json(&ServicesOut { services }).into_response()
+        }
+        Ok(Written::Forwarded(resp)) => resp,
+        Err(e) => e.into_reply(),
+    }
+}
+
+/// `GET /v1/services[?host=H][&binary=B][&consistency=linearizable|stale]`.
+fn services(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "services")
+        .and(warp::get())
+        .and(raw_query())
+        .and(warp::header::optional::<String>(FORWARDED_HEADER))
+        .and(with_app(app))
+        .then(get_services)
+}
+
+/// The raw query string, empty when there is none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+async fn get_services(
+    raw: String,
+    forwarded: Option<String>,
+    app: RegistryApp,
+) -> warp::reply::Response {
+    let query: ServicesQuery = match parse_query(&raw) {
+        Ok(q) => q,
+        Err(e) => return e.into_reply(),
+    };
+    let path = format!("/v1/services?{raw}");
+    match app.read_at(&query, &path, forwarded.is_some()).await {
+        Ok(ReadAt::Here) => {
+            let (services, applied) = app.services(&query);
+            let consistency = query.consistency.unwrap_or_default().as_str();
+            let mut resp = warp::reply::json(&ServicesOut { services }).into_response();
+            resp.headers_mut()
+                .extend(app.freshness_headers(applied, consistency));
+            resp
+        }
+        Ok(ReadAt::Forwarded(resp)) => resp,
+        Err(e) => e.into_reply(),
+    }
+}
+
+/// Parses a query string, refusing unknown keys and bad values with a clear message.
+fn parse_query<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+}
+
+/// `GET /v1/cluster`: leader, term, members and indexes as this node knows them.
+fn cluster(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "cluster")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: RegistryApp| warp::reply::json(&app.cluster()).into_response())
+}
+
+/// `GET /health`: 200 with the leader's id when this node is in a cluster with a known
+/// leader, else 503 saying why.
+fn health(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("health")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: RegistryApp| match app.healthy() {
+            Ok(leader) => warp::reply::with_status(
+                warp::reply::json(
+                    &serde_json::json!({"status": "ok", "node_id": app.id(), "leader_id": leader}),
+                ),
+                StatusCode::OK,
+            )
+            .into_response(),
+            Err(why) => ApiError::Unavailable(why).into_reply(),
+        })
+}

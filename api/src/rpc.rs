@@ -1,0 +1,53 @@
+//! Encoding of the internal Raft RPCs (bincode bodies), shared by the routes that serve
+//! them and the network client that sends them.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Largest Raft RPC body accepted (an append batch or a snapshot chunk).
+pub const MAX_RPC_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Content type of RPC bodies.
+pub const CONTENT_TYPE: &str = "application/x-bincode";
+
+/// Paths of the three Raft RPCs.
+pub mod path {
+    /// AppendEntries.
+    pub const APPEND: &str = "append";
+    /// RequestVote.
+    pub const VOTE: &str = "vote";
+    /// InstallSnapshot (one chunk).
+    pub const SNAPSHOT: &str = "snapshot";
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ MAX_RPC_BYTES as usize }>()
+}
+
+/// Why an RPC body could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcCodecError {
+    /// Encoding failed.
+    #[error("encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// The bytes are not a valid message of the expected type.
+    #[error("decode: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// The message was followed by unexpected bytes.
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+}
+
+/// Encodes an RPC message.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcCodecError> {
+    Ok(bincode::serde::encode_to_vec(value, config())?)
+}
+
+/// Decodes an RPC message of exactly type `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcCodecError> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())?;
+    if read != bytes.len() {
+        return Err(RpcCodecError::Trailing(bytes.len() - read));
+    }
+    Ok(value)
+}

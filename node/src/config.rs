@@ -1,0 +1,213 @@
+//! A node's configuration: one TOML file per node, loaded into a typed, validated struct.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, with its line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// One node of the group, as every node's config lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// The peer's node id.
+    pub id: u64,
+    /// The address its HTTP API (and Raft RPC) listens on, `host:port`.
+    pub addr: String,
+}
+
+/// Raft timings and log compaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    /// How often the leader sends heartbeats to followers.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomised election timeout.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomised election timeout.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    /// Build a snapshot once this many entries were applied since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the latest snapshot (so a briefly lagging follower
+    /// catches up from the log rather than by a snapshot install).
+    pub max_in_snapshot_log_to_keep: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+        }
+    }
+}
+
+/// A registry node's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must appear in `peers`.
+    pub node_id: u64,
+    /// Address the HTTP server binds, `ip:port`.
+    pub listen: SocketAddr,
+    /// Directory of the node's sled database; a relative path is taken from the directory
+    /// of the config file.
+    pub data_dir: PathBuf,
+    /// Every member of the group, this node included. A node that starts with an empty data
+    /// directory forms the group with them.
+    pub peers: Vec<Peer>,
+    /// How long a service may stay silent and still be `up` (Cinder's `service_down_time`).
+    #[serde(with = "humantime_serde", default = "default_service_down_time")]
+    pub service_down_time: Duration,
+    /// How often reporters send heartbeats (Cinder's `report_interval`).
+    #[serde(with = "humantime_serde", default = "default_report_interval")]
+    pub report_interval: Duration,
+    /// How long a write may wait for a leader and its commit before answering 503.
+    #[serde(with = "humantime_serde", default = "default_write_timeout")]
+    pub write_timeout: Duration,
+    /// How long a linearizable read may wait for the leader's quorum before answering 503.
+    #[serde(with = "humantime_serde", default = "default_read_timeout")]
+    pub read_timeout: Duration,
+    /// Raft timings and log compaction.
+    #[serde(default)]
+    pub raft: RaftSettings,
+}
+
+fn default_service_down_time() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_report_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates a config file; a relative `data_dir` is resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: NodeConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+        if config.data_dir.is_relative() {
+            let base = path.parent().unwrap_or_else(|| Path::new("."));
+            config.data_dir = base.join(&config.data_dir);
+        }
+        config.validate()
+    }
+
+    /// Checks the values and corrects `service_down_time` as Cinder does.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let ids: BTreeSet<u64> = self.peers.iter().map(|p| p.id).collect();
+        if ids.len() != self.peers.len() {
+            return invalid("peers: node ids must be unique".into());
+        }
+        let addrs: BTreeSet<&str> = self.peers.iter().map(|p| p.addr.as_str()).collect();
+        if addrs.len() != self.peers.len() {
+            return invalid("peers: addresses must be unique".into());
+        }
+        if !ids.contains(&self.node_id) {
+            return invalid(format!("node_id {} is not among the peers", self.node_id));
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval.is_zero() {
+            return invalid("raft.heartbeat_interval must be more than zero".into());
+        }
+        if r.election_timeout_min <= r.heartbeat_interval {
+            return invalid("raft.election_timeout_min must exceed raft.heartbeat_interval".into());
+        }
+        if r.election_timeout_max <= r.election_timeout_min {
+            return invalid(
+                "raft.election_timeout_max must exceed raft.election_timeout_min".into(),
+            );
+        }
+        if r.snapshot_logs_since_last == 0 {
+            return invalid("raft.snapshot_logs_since_last must be at least 1".into());
+        }
+        if self.report_interval.is_zero() {
+            return invalid("report_interval must be more than zero".into());
+        }
+        if self.service_down_time <= self.report_interval {
+            let corrected = self.report_interval.mul_f64(2.5);
+            tracing::warn!(
+                service_down_time = ?self.service_down_time,
+                report_interval = ?self.report_interval,
+                corrected = ?corrected,
+                "service_down_time must exceed report_interval; using 2.5 x report_interval"
+            );
+            self.service_down_time = corrected;
+        }
+        if self.write_timeout.is_zero() || self.read_timeout.is_zero() {
+            return invalid("write_timeout and read_timeout must be more than zero".into());
+        }
+        Ok(self)
+    }
+
+    /// The address this node advertises to its peers (its entry in `peers`).
+    pub fn advertised_addr(&self) -> &str {
+        self.peers
+            .iter()
+            .find(|p| p.id == self.node_id)
+            .map_or("", |p| p.addr.as_str())
+    }
+
+    /// openraft's config for these settings.
+    pub fn openraft_config(&self) -> Result<openraft::Config, ConfigError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        openraft::Config {
+            cluster_name: "heartbeat-registry".into(),
+            heartbeat_interval: ms(self.raft.heartbeat_interval),
+            election_timeout_min: ms(self.raft.election_timeout_min),
+            election_timeout_max: ms(self.raft.election_timeout_max),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                self.raft.snapshot_logs_since_last,
+            ),
+            max_in_snapshot_log_to_keep: self.raft.max_in_snapshot_log_to_keep,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ConfigError::Invalid(format!("raft: {e}")))
+    }
+}

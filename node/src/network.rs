@@ -1,0 +1,133 @@
+//! Raft RPC to the other nodes over HTTP, with bincode bodies: one pooled HTTP client per
+//! node, a per-call deadline from openraft, and the errors sorted the way openraft's
+//! replication expects (unreachable peers are backed off; remote Raft errors are returned as
+//! such).
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use registry_api::rpc::{self, path};
+use registry_storage::{NodeId, TypeConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Builds connections to peers; all share one connection pool.
+#[derive(Debug, Clone)]
+pub struct HttpNetwork {
+    client: reqwest::Client,
+}
+
+impl HttpNetwork {
+    /// A network whose connections are reused across RPCs.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(8)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_millis(500))
+            .build()?;
+        Ok(Self { client })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+    type Network = HttpPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> HttpPeer {
+        HttpPeer {
+            target,
+            base: format!("http://{}/raft", node.addr),
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// The RPC channel to one peer.
+#[derive(Debug, Clone)]
+pub struct HttpPeer {
+    target: NodeId,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl HttpPeer {
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc_path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = rpc::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = self
+            .client
+            .post(format!("{}/{rpc_path}", self.base))
+            .timeout(option.hard_ttl())
+            .header("content-type", rpc::CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let err =
+                std::io::Error::other(format!("peer {} answered {status}: {text}", self.target));
+            return Err(RPCError::Network(NetworkError::new(&err)));
+        }
+        let res: Result<Resp, E> =
+            rpc::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpPeer {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(path::APPEND, &req, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(path::SNAPSHOT, &req, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        req: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(path::VOTE, &req, &option).await
+    }
+}

@@ -1,0 +1,171 @@
+//! Starting and stopping a node: storage, Raft, bootstrap, the HTTP server.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, Raft};
+use registry_api::liveness::Liveness;
+use registry_api::{ApiSettings, RegistryApp};
+use registry_storage::{open_store, LogStore, NodeId, StoreError, TypeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::network::HttpNetwork;
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The storage could not be opened or flushed.
+    #[error("storage: {0}")]
+    Storage(#[from] StoreError),
+    /// Raft could not be created or failed fatally.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The listener or the HTTP client could not be set up.
+    #[error("io: {0}")]
+    Io(String),
+}
+
+/// A running registry node.
+pub struct Node {
+    /// The node's id.
+    pub id: NodeId,
+    /// The address its HTTP server is bound to.
+    pub addr: SocketAddr,
+    /// The Raft handle (for tests and embedding programs).
+    pub raft: Raft<TypeConfig>,
+    /// What the routes use.
+    pub app: RegistryApp,
+    /// The log store, kept to flush on shutdown.
+    log: LogStore,
+    /// Stops the HTTP server.
+    stop_http: oneshot::Sender<()>,
+    /// The HTTP server task.
+    server: JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens the node's storage, starts Raft and the HTTP server on `listener`, and forms the
+    /// group with its peers if this node has never been part of one.
+    pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+        let raft_config = Arc::new(config.openraft_config()?);
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| NodeError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        let (log, sm) = open_store(&config.data_dir)?;
+        let view = sm.view();
+        let network = HttpNetwork::new().map_err(|e| NodeError::Io(e.to_string()))?;
+        let raft = Raft::new(config.node_id, raft_config, network, log.clone(), sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let settings = ApiSettings {
+            liveness: Liveness {
+                service_down_time: config.service_down_time,
+            },
+            write_timeout: config.write_timeout,
+            read_timeout: config.read_timeout,
+        };
+        let app = RegistryApp::new(config.node_id, raft.clone(), view, settings);
+        let addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Io(e.to_string()))?;
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let routes = registry_api::routes::all(app.clone());
+        let server = tokio::spawn(async move {
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async {
+                    let _ = stopped.await;
+                })
+                .run()
+                .await;
+        });
+        tracing::info!(node_id = config.node_id, %addr, data_dir = %config.data_dir.display(), "node listening");
+
+        bootstrap(&raft, &config).await?;
+        Ok(Node {
+            id: config.node_id,
+            addr,
+            raft,
+            app,
+            log,
+            stop_http,
+            server,
+        })
+    }
+
+    /// Stops in a fixed order: stop accepting requests, shut Raft down, flush storage.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.stop_http.send(());
+        if let Err(e) = self.server.await {
+            tracing::warn!(error = %e, "HTTP server task ended abnormally");
+        }
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| NodeError::Raft(format!("shutdown: {e}")))?;
+        self.log.flush().await?;
+        tracing::info!(node_id = self.id, "node stopped");
+        Ok(())
+    }
+}
+
+/// Forms the group with every configured peer when this node has never been initialised.
+/// Running it on every node at once is safe: they all propose the same membership at the
+/// same log position; a node that already holds a log or a vote is never re-initialised.
+async fn bootstrap(raft: &Raft<TypeConfig>, config: &NodeConfig) -> Result<(), NodeError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    if initialized {
+        tracing::info!("existing Raft state found; rejoining the group");
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = config
+        .peers
+        .iter()
+        .map(|p| (p.id, BasicNode::new(p.addr.clone())))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(peers = config.peers.len(), "initialised a new group");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+            tracing::info!(reason = %e, "group already initialised");
+            Ok(())
+        }
+        Err(e) => Err(NodeError::Raft(format!("initialize: {e}"))),
+    }
+}
+
+/// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly.
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let node = Node::start(config, listener).await?;
+    let mut metrics = node.raft.metrics();
+    tokio::select! {
+        _ = shutdown => {}
+        why = async {
+            metrics
+                .wait_for(|m| m.running_state.is_err())
+                .await
+                .map(|m| m.running_state.clone())
+        } => {
+            tracing::error!(?why, "raft stopped with a fatal error");
+        }
+    }
+    node.shutdown().await
+}
