@@ -1,1 +1,30 @@
-//! Shared helpers for the integration tests.
+//! Harnesses for the integration tests: clusters of registry nodes in this process
+//! ([`inproc`]) or as `registry-node` processes ([`procs`]), waiting on conditions with
+//! deadlines ([`wait`]), and a history of what reporters were told ([`history`]).
+
+pub mod history;
+pub mod inproc;
+pub mod procs;
+pub mod wait;
+
+/// Three peers on loopback ports picked by the OS, for configs that must name every peer
+/// before any node starts.
+pub fn free_loopback_addrs(n: usize) -> Vec<std::net::SocketAddr> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("listener address"))
+        .collect()
+}
+
+/// Logs of the code under test, shown with `--nocapture` (`RUST_LOG` filters them).
+pub fn init_test_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,149 @@
+//! A cluster of registry nodes inside the test process, each on its own loopback port and
+//! data directory; nodes can be stopped and restarted on the same port and directory.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use registry_api::client::RegistryClient;
+use registry_node::{Node, NodeConfig, Peer, RaftSettings};
+use tempfile::TempDir;
+
+/// Settings for a test cluster; defaults suit fast tests.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Raft settings of every node.
+    pub raft: RaftSettings,
+    /// Liveness setting of every node.
+    pub service_down_time: Duration,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            raft: RaftSettings::default(),
+            service_down_time: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The in-process cluster. Dropping it stops nothing gracefully: tests call
+/// [`InProcCluster::shutdown`] or let the runtime end.
+pub struct InProcCluster {
+    /// Where every node's data directory lives.
+    pub dir: TempDir,
+    /// Each node's config (index i is node id i + 1).
+    pub configs: Vec<NodeConfig>,
+    /// Running nodes; `None` where stopped.
+    pub nodes: Vec<Option<Node>>,
+}
+
+impl InProcCluster {
+    /// Starts `spec.nodes` nodes that form one group.
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        let dir = TempDir::new()?;
+        let addrs: Vec<SocketAddr> = crate::free_loopback_addrs(spec.nodes);
+        let peers: Vec<Peer> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Peer {
+                id: i as u64 + 1,
+                addr: a.to_string(),
+            })
+            .collect();
+        let configs = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                NodeConfig {
+                    node_id: i as u64 + 1,
+                    listen: *a,
+                    data_dir: dir.path().join(format!("node{}", i + 1)),
+                    peers: peers.clone(),
+                    service_down_time: spec.service_down_time,
+                    report_interval: Duration::from_secs(1),
+                    write_timeout: Duration::from_secs(5),
+                    read_timeout: Duration::from_secs(2),
+                    raft: spec.raft.clone(),
+                }
+                .validate()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cluster = Self {
+            dir,
+            nodes: configs.iter().map(|_| None).collect(),
+            configs,
+        };
+        for i in 0..cluster.configs.len() {
+            cluster.start_node(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts (or restarts) node index `i` on its port and data directory.
+    pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(self.nodes[i].is_none(), "node {} is already running", i + 1);
+        let config = self.configs[i].clone();
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        self.nodes[i] = Some(Node::start(config, listener).await?);
+        Ok(())
+    }
+
+    /// Stops node index `i` cleanly.
+    pub async fn stop_node(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(node) = self.nodes[i].take() {
+            node.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i).await?;
+        }
+        Ok(())
+    }
+
+    /// The running node index `i`.
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// Waits until every running node knows the same leader; returns its index.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        crate::wait::until("every running node agrees on a leader", timeout, || async {
+            let leaders: Vec<Option<u64>> = self
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.raft.metrics().borrow().current_leader)
+                .collect();
+            let first = leaders.first().copied().flatten()?;
+            let alive = self.nodes[(first - 1) as usize].is_some();
+            (alive && leaders.iter().all(|l| *l == Some(first))).then_some((first - 1) as usize)
+        })
+        .await
+    }
+
+    /// Waits until every running node applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
+        for node in self.nodes.iter().flatten() {
+            node.raft
+                .wait(Some(timeout))
+                .applied_index_at_least(Some(index), "node applied the leader's entries")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A client talking only to node index `i`.
+    pub fn client_of(&self, i: usize) -> RegistryClient {
+        RegistryClient::new(
+            [self.configs[i].listen.to_string()],
+            Duration::from_secs(10),
+        )
+    }
+}

@@ -1,0 +1,3 @@
+//! Process-level clusters: `registry-node` processes, killed with SIGKILL and restarted.
+
+mod t10_leader_kill;
