@@ -57,11 +57,8 @@ mod tests {
             }),
         };
         state.apply_entry(&entry, &mut Default::default());
-        state
-            .records()
-            .next()
-            .cloned()
-            .expect("the heartbeat created a record")
+        let record = state.records().next().cloned();
+        record.expect("the heartbeat created a record")
     }
 
     /// Up exactly up to `service_down_time` after the last heartbeat, down after; the

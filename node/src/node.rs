@@ -162,7 +162,7 @@ pub async fn run(
             metrics
                 .wait_for(|m| m.running_state.is_err())
                 .await
-                .map(|m| m.running_state.clone())
+                .map(|m| format!("{:?}", m.running_state))
         } => {
             tracing::error!(?why, "raft stopped with a fatal error");
         }

@@ -19,6 +19,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuil
 
 /// Every property openraft requires of a storage implementation holds for ours.
 #[test]
-fn openraft_storage_suite() -> Result<(), openraft::StorageError<u64>> {
-    Suite::test_all(SledBuilder)
+fn openraft_storage_suite() -> anyhow::Result<()> {
+    Suite::test_all(SledBuilder)?;
+    Ok(())
 }

@@ -43,19 +43,27 @@ pub(super) fn routes(
     append.or(vote).unify().or(snapshot).unify()
 }
 
-/// Decodes a request body or answers 400 saying why.
-fn decode_body<T: serde::de::DeserializeOwned>(
+/// Decodes the request body as `Req`, runs `call`, and encodes its result; an undecodable
+/// body is answered 400 and never reaches Raft.
+async fn serve<Req, Res, Fut>(
     what: &str,
     body: &Bytes,
-) -> Result<T, warp::reply::Response> {
-    rpc::decode(body).map_err(|e| {
-        tracing::warn!(rpc = what, error = %e, "refused an undecodable Raft RPC");
-        ApiError::BadRequest(format!("undecodable {what} request: {e}")).into_reply()
-    })
-}
-
-fn encode_reply<T: serde::Serialize>(value: &T) -> warp::reply::Response {
-    match rpc::encode(value) {
+    call: impl FnOnce(Req) -> Fut,
+) -> warp::reply::Response
+where
+    Req: serde::de::DeserializeOwned,
+    Res: serde::Serialize,
+    Fut: std::future::Future<Output = Res>,
+{
+    let req: Req = match rpc::decode(body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(rpc = what, error = %e, "refused an undecodable Raft RPC");
+            return ApiError::BadRequest(format!("undecodable {what} request: {e}")).into_reply();
+        }
+    };
+    let res = call(req).await;
+    match rpc::encode(&res) {
         Ok(bytes) => {
             let mut resp = bytes.into_response();
             resp.headers_mut().insert(
@@ -70,43 +78,45 @@ fn encode_reply<T: serde::Serialize>(value: &T) -> warp::reply::Response {
 
 /// `POST /raft/append`: AppendEntries (also the leader's heartbeat).
 async fn append(body: Bytes, app: RegistryApp) -> warp::reply::Response {
-    let req: AppendEntriesRequest<TypeConfig> = match decode_body("append", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
-        app.raft().append_entries(req).await;
-    if matches!(
-        res,
-        Ok(AppendEntriesResponse::Success)
-            | Ok(AppendEntriesResponse::PartialSuccess(_))
-            | Ok(AppendEntriesResponse::Conflict)
-    ) {
-        app.touch_leader_contact();
-    }
-    encode_reply(&res)
+    serve(
+        "append",
+        &body,
+        |req: AppendEntriesRequest<TypeConfig>| async {
+            let res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                app.raft().append_entries(req).await;
+            if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                app.touch_leader_contact();
+            }
+            res
+        },
+    )
+    .await
 }
 
 /// `POST /raft/vote`: RequestVote.
 async fn vote(body: Bytes, app: RegistryApp) -> warp::reply::Response {
-    let req: VoteRequest<NodeId> = match decode_body("vote", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let res: Result<VoteResponse<NodeId>, RaftError<NodeId>> = app.raft().vote(req).await;
-    encode_reply(&res)
+    serve("vote", &body, |req: VoteRequest<NodeId>| async {
+        let res: Result<VoteResponse<NodeId>, RaftError<NodeId>> = app.raft().vote(req).await;
+        res
+    })
+    .await
 }
 
 /// `POST /raft/snapshot`: one chunk of InstallSnapshot.
 async fn snapshot(body: Bytes, app: RegistryApp) -> warp::reply::Response {
-    let req: InstallSnapshotRequest<TypeConfig> = match decode_body("snapshot", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let res: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> =
-        app.raft().install_snapshot(req).await;
-    if res.is_ok() {
-        app.touch_leader_contact();
-    }
-    encode_reply(&res)
+    serve(
+        "snapshot",
+        &body,
+        |req: InstallSnapshotRequest<TypeConfig>| async {
+            let res: Result<
+                InstallSnapshotResponse<NodeId>,
+                RaftError<NodeId, InstallSnapshotError>,
+            > = app.raft().install_snapshot(req).await;
+            if res.is_ok() {
+                app.touch_leader_contact();
+            }
+            res
+        },
+    )
+    .await
 }

@@ -1,0 +1,68 @@
+//! Every config file shipped in `cluster-config/` parses and validates.
+
+use std::path::Path;
+
+use registry_node::NodeConfig;
+
+/// The local cluster's configs load, name distinct nodes on distinct loopback ports, and
+/// each lists all three peers.
+#[test]
+fn cluster_config_files_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-config");
+    let mut ids = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("cluster-config directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "three node configs in cluster-config/");
+    for f in files {
+        let c = NodeConfig::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(
+            c.listen.ip().is_loopback(),
+            "{} listens on loopback",
+            f.display()
+        );
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.advertised_addr(), c.listen.to_string());
+        assert!(
+            c.data_dir.starts_with(&dir),
+            "data_dir is resolved against the config's directory"
+        );
+        c.openraft_config().expect("valid raft settings");
+        ids.push(c.node_id);
+    }
+    assert_eq!(ids, vec![1, 2, 3]);
+}
+
+/// Refused configs say what is wrong; a too-short `service_down_time` is corrected to
+/// 2.5 x `report_interval`, as Cinder does.
+#[test]
+fn invalid_configs_are_refused() {
+    let base = r#"
+node_id = 1
+listen = "127.0.0.1:0"
+data_dir = "/tmp/x"
+[[peers]]
+id = 1
+addr = "127.0.0.1:1"
+"#;
+    let parse = |extra: &str| -> Result<NodeConfig, String> {
+        let text = format!("{extra}\n{base}");
+        let c: NodeConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())
+    };
+    assert!(parse("").is_ok());
+    let e = parse("colour = \"red\"").unwrap_err();
+    assert!(e.contains("unknown field"), "{e}");
+    let e = parse("service_down_time = \"sixty\"").unwrap_err();
+    assert!(e.contains("service_down_time"), "{e}");
+    let c = parse("service_down_time = \"5s\"\nreport_interval = \"10s\"")
+        .expect("corrected, not refused");
+    assert_eq!(c.service_down_time, std::time::Duration::from_secs(25));
+    let text = base.replace("node_id = 1", "node_id = 7");
+    let c: NodeConfig = toml::from_str(&text).expect("parses");
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("not among the peers"), "{e}");
+}
