@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 use registry_storage::TypeConfig;
@@ -62,8 +62,10 @@ struct Inner {
 
 /// What the write path did with a request.
 pub enum Written {
-    /// Committed and applied here: the records the heartbeats produced.
+    /// Committed and applied here: the records the command produced.
     Here(Vec<ServiceRecord>),
+    /// Committed and applied here, but it named no live record: nothing changed.
+    NotFound,
     /// Forwarded to the leader: its answer, passed through.
     Forwarded(warp::reply::Response),
 }
@@ -142,15 +144,28 @@ impl RegistryApp {
         body: bytes::Bytes,
         forwarded: bool,
     ) -> Result<Written, ApiError> {
+        let cmd = |at| Command::Heartbeats {
+            at,
+            beats: beats.clone(),
+        };
+        self.write(cmd, (Method::POST, "/v1/heartbeats"), body, forwarded)
+            .await
+    }
+
+    /// Commits the command built by `cmd` (given the leader's time) through the leader; a
+    /// node that is not the leader forwards the original request (`route`, `body`) there.
+    pub async fn write(
+        &self,
+        cmd: impl Fn(DateTime<Utc>) -> Command,
+        route: (Method, &str),
+        body: bytes::Bytes,
+        forwarded: bool,
+    ) -> Result<Written, ApiError> {
         let deadline = Instant::now() + self.inner.settings.write_timeout;
         loop {
-            let cmd = Command::Heartbeats {
-                at: Utc::now(),
-                beats: beats.clone(),
-            };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let res = tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)).await;
-            let err = match res {
+            let proposal = self.inner.raft.client_write(cmd(Utc::now()));
+            let err = match tokio::time::timeout(remaining, proposal).await {
                 Err(_) => {
                     return Err(ApiError::Unavailable(format!(
                         "write not committed within {:?}: the leader has no quorum",
@@ -160,9 +175,10 @@ impl RegistryApp {
                 Ok(Ok(resp)) => {
                     return match resp.data {
                         CommandResponse::Records(r) => Ok(Written::Here(r)),
-                        CommandResponse::Empty => Err(ApiError::Internal(
-                            "heartbeat entry applied without records".into(),
-                        )),
+                        CommandResponse::NotFound => Ok(Written::NotFound),
+                        CommandResponse::Empty => {
+                            Err(ApiError::Internal("entry applied without a result".into()))
+                        }
                     }
                 }
                 Ok(Err(e)) => e,
@@ -182,7 +198,7 @@ impl RegistryApp {
                 return Err(not_leader(self.inner.id, &fwd));
             }
             if let Some(resp) = self
-                .forward_or_wait(&fwd, Method::POST, "/v1/heartbeats", body.clone(), deadline)
+                .forward_or_wait(&fwd, route.0.clone(), route.1, body.clone(), deadline)
                 .await?
             {
                 return Ok(Written::Forwarded(resp));
@@ -333,7 +349,7 @@ impl RegistryApp {
 
     /// The services matching `query`, with their state computed now.
     pub fn services(&self, query: &ServicesQuery) -> (Vec<ServiceOut>, Option<u64>) {
-        let now = Utc::now();
+        let now = self.registry_now();
         let rule = self.inner.settings.liveness;
         self.inner.view.read(|state| {
             let keep = |r: &&registry_storage::ServiceRecord| {
@@ -346,6 +362,21 @@ impl RegistryApp {
             };
             (list, state.last_applied.map(|l| l.index))
         })
+    }
+
+    /// Registry time now, as this node tells it (see [`registry_storage::clock`]).
+    pub fn registry_now(&self) -> DateTime<Utc> {
+        self.inner.view.registry_now().unwrap_or_else(Utc::now)
+    }
+
+    /// The listed form of records just written, with their state.
+    pub fn service_outs(&self, records: &[ServiceRecord]) -> Vec<ServiceOut> {
+        let now = self.registry_now();
+        let rule = self.inner.settings.liveness;
+        records
+            .iter()
+            .map(|r| ServiceOut::new(r, rule.state(r, now)))
+            .collect()
     }
 
     /// Headers describing how fresh a read served here is.

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::error::ErrorBody;
-use crate::wire::{ClusterOut, Consistency, HeartbeatIn, ServicesOut};
+use crate::wire::{
+    ClusterOut, Consistency, HeartbeatIn, ServiceAction, ServiceActionIn, ServicesOut,
+};
 
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +98,27 @@ impl RegistryClient {
         }
         self.send(|base| self.http.get(format!("{base}/v1/services")).query(&q))
             .await
+    }
+
+    /// Runs an administrative action on a service (or, for freeze and thaw, a host).
+    pub async fn action(
+        &self,
+        action: ServiceAction,
+        host: &str,
+        binary: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<ServicesOut, ClientError> {
+        let body = ServiceActionIn {
+            host: host.to_string(),
+            binary: binary.map(str::to_string),
+            reason: reason.map(str::to_string),
+        };
+        self.send(|base| {
+            self.http
+                .put(format!("{base}/v1/services/{}", action.name()))
+                .json(&body)
+        })
+        .await
     }
 
     /// The cluster as the first reachable node sees it.

@@ -1,8 +1,10 @@
 //! Whether a service is `up`, computed at read time (Cinder's rule).
 //!
-//! A service is `up` when `abs(now - last_heartbeat) <= service_down_time`, where
-//! `last_heartbeat` is the leader-stamped time of its latest heartbeat (or its creation) and
-//! `now` is the serving node's clock, passed in so the rule is tested without waiting.
+//! A service is `up` when `abs(now - last_seen) <= service_down_time` and no operator forced
+//! it down. Both times are registry time (see [`registry_storage::clock`]): `last_seen` was
+//! stamped by the leader into the heartbeat's log entry, and `now` is the serving node's
+//! estimate of registry time, passed in so the rule is tested without waiting. Neither the
+//! reporter's clock nor the serving node's wall clock enters the rule.
 
 use std::time::Duration;
 
@@ -30,7 +32,10 @@ pub struct Liveness {
 impl Liveness {
     /// The state of `record` at `now`.
     pub fn state(&self, record: &ServiceRecord, now: DateTime<Utc>) -> State {
-        let silent = (now - record.last_heartbeat()).abs();
+        if record.forced_down {
+            return State::Down;
+        }
+        let silent = (now - record.last_seen).abs();
         let limit =
             chrono::Duration::from_std(self.service_down_time).unwrap_or(chrono::Duration::MAX);
         if silent <= limit {
@@ -78,5 +83,12 @@ mod tests {
         assert_eq!(rule.state(&r, t0 + s(61)), State::Down);
         assert_eq!(rule.state(&r, t0 - s(60)), State::Up);
         assert_eq!(rule.state(&r, t0 - s(61)), State::Down);
+        let mut forced = r.clone();
+        forced.forced_down = true;
+        assert_eq!(
+            rule.state(&forced, t0),
+            State::Down,
+            "forced down overrides heartbeats"
+        );
     }
 }

@@ -172,6 +172,8 @@ pub struct ServiceOut {
     pub active_backend_id: Option<String>,
     /// Cluster name.
     pub cluster_name: Option<String>,
+    /// Forced down by an operator.
+    pub forced_down: bool,
 }
 
 impl ServiceOut {
@@ -201,6 +203,7 @@ impl ServiceOut {
             frozen: r.frozen,
             active_backend_id: r.active_backend_id.clone(),
             cluster_name: r.cluster_name.clone(),
+            forced_down: r.forced_down,
         }
     }
 }
@@ -282,4 +285,129 @@ pub struct ClusterOut {
     pub members: Vec<MemberOut>,
     /// Number of records in this node's state machine, removed ones included.
     pub records: usize,
+}
+
+/// Body of `PUT /v1/services/{action}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceActionIn {
+    /// The service's host.
+    pub host: String,
+    /// The service's binary (every action but freeze and thaw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// Why the service is disabled (`disable` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The administrative actions of `PUT /v1/services/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceAction {
+    /// Disable (with an optional reason).
+    Disable,
+    /// Enable (the reason is kept).
+    Enable,
+    /// Force down: listed `down` whatever the heartbeats say.
+    ForceDown,
+    /// Clear a forced down.
+    ClearForceDown,
+    /// Soft-delete; the next heartbeat re-creates the service.
+    Remove,
+    /// Freeze every service of a host.
+    Freeze,
+    /// Thaw every service of a host.
+    Thaw,
+}
+
+impl ServiceAction {
+    /// Every action, with its path segment.
+    pub const ALL: [(ServiceAction, &'static str); 7] = [
+        (ServiceAction::Disable, "disable"),
+        (ServiceAction::Enable, "enable"),
+        (ServiceAction::ForceDown, "force-down"),
+        (ServiceAction::ClearForceDown, "clear-force-down"),
+        (ServiceAction::Remove, "remove"),
+        (ServiceAction::Freeze, "freeze"),
+        (ServiceAction::Thaw, "thaw"),
+    ];
+
+    /// The action named by a path segment.
+    pub fn parse(segment: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, name)| *name == segment)
+            .map(|(a, _)| *a)
+    }
+
+    /// The action's path segment.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(a, _)| *a == self)
+            .map_or("", |(_, name)| name)
+    }
+
+    /// Whether the action applies to a whole host rather than one service.
+    pub fn is_per_host(self) -> bool {
+        matches!(self, ServiceAction::Freeze | ServiceAction::Thaw)
+    }
+}
+
+/// Validates an action's body and builds the command (given the leader's time).
+pub fn action_command(
+    action: ServiceAction,
+    body: &ServiceActionIn,
+) -> Result<impl Fn(DateTime<Utc>) -> registry_storage::Command, ApiError> {
+    use registry_storage::{AdminAction, Command, ServiceKey};
+    check_field("host", &body.host)?;
+    if let Some(r) = &body.reason {
+        check_field("reason", r)?;
+        if action != ServiceAction::Disable {
+            return Err(ApiError::BadRequest(format!(
+                "'reason' is accepted by disable only, not by {}",
+                action.name()
+            )));
+        }
+    }
+    let host = body.host.clone();
+    let key = if action.is_per_host() {
+        if body.binary.is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "{} applies to a whole host: 'binary' is not accepted",
+                action.name()
+            )));
+        }
+        None
+    } else {
+        let binary = body
+            .binary
+            .clone()
+            .ok_or_else(|| ApiError::BadRequest(format!("{} needs 'binary'", action.name())))?;
+        check_field("binary", &binary)?;
+        Some(ServiceKey::new(host.clone(), binary))
+    };
+    let admin = match action {
+        ServiceAction::Disable => Some(AdminAction::Disable {
+            reason: body.reason.clone(),
+        }),
+        ServiceAction::Enable => Some(AdminAction::Enable),
+        ServiceAction::ForceDown => Some(AdminAction::ForceDown(true)),
+        ServiceAction::ClearForceDown => Some(AdminAction::ForceDown(false)),
+        ServiceAction::Remove => Some(AdminAction::Remove),
+        ServiceAction::Freeze | ServiceAction::Thaw => None,
+    };
+    let frozen = action == ServiceAction::Freeze;
+    Ok(move |at| match (&key, &admin) {
+        (Some(key), Some(action)) => Command::Admin {
+            at,
+            key: key.clone(),
+            action: action.clone(),
+        },
+        _ => Command::Freeze {
+            at,
+            host: host.clone(),
+            frozen,
+        },
+    })
 }

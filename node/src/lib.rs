@@ -11,6 +11,7 @@ pub mod config;
 pub mod network;
 mod node;
 pub mod signals;
+mod ticker;
 
 pub use config::{ConfigError, NodeConfig, Peer, RaftSettings};
 pub use node::{run, Node, NodeError};

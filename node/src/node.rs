@@ -11,7 +11,7 @@ use registry_api::liveness::Liveness;
 use registry_api::{ApiSettings, RegistryApp};
 use registry_storage::{open_store, LogStore, NodeId, StoreError, TypeConfig};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, NodeConfig};
@@ -50,6 +50,10 @@ pub struct Node {
     stop_http: oneshot::Sender<()>,
     /// The HTTP server task.
     server: JoinHandle<()>,
+    /// Stops the background tasks (the clock tick).
+    stop_tasks: watch::Sender<bool>,
+    /// The clock tick task.
+    ticker: JoinHandle<()>,
 }
 
 impl Node {
@@ -73,6 +77,12 @@ impl Node {
             write_timeout: config.write_timeout,
             read_timeout: config.read_timeout,
         };
+        let (stop_tasks, stopped_tasks) = watch::channel(false);
+        let ticker = tokio::spawn(crate::ticker::run(
+            raft.clone(),
+            view.clone(),
+            stopped_tasks,
+        ));
         let app = RegistryApp::new(config.node_id, raft.clone(), view, settings);
         let addr = listener
             .local_addr()
@@ -99,6 +109,8 @@ impl Node {
             log,
             stop_http,
             server,
+            stop_tasks,
+            ticker,
         })
     }
 
@@ -107,6 +119,10 @@ impl Node {
         let _ = self.stop_http.send(());
         if let Err(e) = self.server.await {
             tracing::warn!(error = %e, "HTTP server task ended abnormally");
+        }
+        let _ = self.stop_tasks.send(true);
+        if let Err(e) = self.ticker.await {
+            tracing::warn!(error = %e, "tick task ended abnormally");
         }
         self.raft
             .shutdown()

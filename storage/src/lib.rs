@@ -12,6 +12,7 @@
 //! This crate knows nothing of HTTP.
 #![deny(missing_docs)]
 
+pub mod clock;
 mod codec;
 pub mod error;
 pub mod log_store;
@@ -22,9 +23,10 @@ pub mod state_machine;
 pub mod store;
 pub mod types;
 
+pub use clock::RegistryClock;
 pub use error::StoreError;
 pub use log_store::LogStore;
-pub use model::{Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord};
+pub use model::{AdminAction, Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord};
 pub use state::{ServicesState, StateView};
 pub use state_machine::StateMachineStore;
 pub use store::open_store;

@@ -77,6 +77,13 @@ pub struct ServiceRecord {
     pub active_backend_id: Option<String>,
     /// Cluster the service belongs to (Cinder's `cluster_name`).
     pub cluster_name: Option<String>,
+    /// Forced down by an operator (Nova's `forced_down`, for fencing): listed `down` whatever
+    /// its heartbeats say.
+    pub forced_down: bool,
+    /// Registry time (see [`crate::clock`]) of the latest heartbeat, or of creation: what
+    /// liveness is measured from.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub last_seen: DateTime<Utc>,
 }
 
 impl ServiceRecord {
@@ -85,10 +92,19 @@ impl ServiceRecord {
         ServiceKey::new(self.host.clone(), self.binary.clone())
     }
 
-    /// Time of the latest heartbeat, or of creation when none was counted yet: the time
-    /// liveness is measured from.
+    /// Time of the latest heartbeat, or of creation when none was counted yet (leader wall
+    /// time, as displayed).
     pub fn last_heartbeat(&self) -> DateTime<Utc> {
         self.updated_at.unwrap_or(self.created_at)
+    }
+
+    /// The time listed as `updated_at` by Cinder: the newer of the latest heartbeat and the
+    /// latest administrative change.
+    pub fn listed_updated_at(&self) -> Option<DateTime<Utc>> {
+        match (self.updated_at, self.modified_at) {
+            (Some(u), Some(m)) => Some(u.max(m)),
+            (u, m) => u.or(m),
+        }
     }
 }
 
@@ -128,6 +144,22 @@ impl Heartbeat {
     }
 }
 
+/// An operator's change to one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminAction {
+    /// Disable, with an optional reason (replaces the old one when given).
+    Disable {
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Enable; the old reason is kept, as Cinder does.
+    Enable,
+    /// Force the service down (true) or clear the force (false).
+    ForceDown(bool),
+    /// Soft-delete the record; the service's next heartbeat creates a fresh one.
+    Remove,
+}
+
 /// A change to the services table, as it travels through the Raft log.
 ///
 /// Every time a command needs is inside it, stamped by the leader when it proposed it.
@@ -141,6 +173,44 @@ pub enum Command {
         /// The heartbeats, applied in order.
         beats: Vec<Heartbeat>,
     },
+    /// An administrative change to one service.
+    Admin {
+        /// Leader time of the change.
+        #[serde(with = "chrono::serde::ts_microseconds")]
+        at: DateTime<Utc>,
+        /// The service.
+        key: ServiceKey,
+        /// The change.
+        action: AdminAction,
+    },
+    /// Freeze (true) or thaw (false) every service of a host.
+    Freeze {
+        /// Leader time of the change.
+        #[serde(with = "chrono::serde::ts_microseconds")]
+        at: DateTime<Utc>,
+        /// The host.
+        host: String,
+        /// Frozen or not.
+        frozen: bool,
+    },
+    /// The leader's clock tick: keeps registry time moving when nothing else is written.
+    Tick {
+        /// Leader time.
+        #[serde(with = "chrono::serde::ts_microseconds")]
+        at: DateTime<Utc>,
+    },
+}
+
+impl Command {
+    /// The leader time stamped into the command.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Command::Heartbeats { at, .. }
+            | Command::Admin { at, .. }
+            | Command::Freeze { at, .. }
+            | Command::Tick { at } => *at,
+        }
+    }
 }
 
 /// What applying a log entry yields.
@@ -148,6 +218,9 @@ pub enum Command {
 pub enum CommandResponse {
     /// The records a command changed, in the order of the command's items.
     Records(Vec<ServiceRecord>),
-    /// Entries with no application payload (blank and membership entries).
+    /// The command names no live record (an unknown or removed service, a host with no
+    /// services); nothing changed.
+    NotFound,
+    /// Entries with no application payload (blank, membership and tick entries).
     Empty,
 }

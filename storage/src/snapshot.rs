@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::RegistryClock;
 use crate::codec::{decode, encode};
 use crate::error::StoreError;
 use crate::model::ServiceRecord;
@@ -17,6 +18,8 @@ struct SnapshotPayload {
     last_applied: Option<LogId>,
     /// Id the next created record gets.
     next_id: u64,
+    /// Registry time as of `last_applied`.
+    clock: RegistryClock,
     /// Every record, soft-deleted ones included.
     records: Vec<ServiceRecord>,
 }
@@ -26,6 +29,7 @@ pub(crate) fn encode_state(state: &ServicesState) -> Result<Vec<u8>, StoreError>
     encode(&SnapshotPayload {
         last_applied: state.last_applied,
         next_id: state.next_id,
+        clock: state.clock,
         records: state.records().cloned().collect(),
     })
 }
@@ -43,6 +47,7 @@ pub(crate) fn decode_state(meta: &SnapshotMeta, data: &[u8]) -> Result<ServicesS
         payload.last_applied,
         StoredMembership::clone(&meta.last_membership),
         payload.next_id,
+        payload.clock,
         payload.records,
     ))
 }

@@ -5,13 +5,17 @@
 //! the records with exactly the applied log id they reflect.
 
 use std::collections::{btree_map, BTreeMap, BTreeSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use openraft::EntryPayload;
 
+use crate::clock::RegistryClock;
+
 use crate::model::{
-    Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord, DEFAULT_AVAILABILITY_ZONE,
-    DEFAULT_REPLICATION_STATUS,
+    AdminAction, Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord,
+    DEFAULT_AVAILABILITY_ZONE, DEFAULT_REPLICATION_STATUS,
 };
 use crate::types::{Entry, LogId, StoredMembership};
 
@@ -24,6 +28,8 @@ pub struct ServicesState {
     pub membership: StoredMembership,
     /// Id the next created record gets.
     pub next_id: u64,
+    /// Registry time as of the last applied entry.
+    pub clock: RegistryClock,
     /// Every record by (host, binary); soft-deleted ones included.
     services: BTreeMap<ServiceKey, ServiceRecord>,
 }
@@ -34,6 +40,7 @@ impl Default for ServicesState {
             last_applied: None,
             membership: StoredMembership::default(),
             next_id: 1,
+            clock: RegistryClock::default(),
             services: BTreeMap::new(),
         }
     }
@@ -45,6 +52,7 @@ impl ServicesState {
         last_applied: Option<LogId>,
         membership: StoredMembership,
         next_id: u64,
+        clock: RegistryClock,
         records: impl IntoIterator<Item = ServiceRecord>,
     ) -> Self {
         let services = records.into_iter().map(|r| (r.key(), r)).collect();
@@ -52,6 +60,7 @@ impl ServicesState {
             last_applied,
             membership,
             next_id,
+            clock,
             services,
         }
     }
@@ -78,42 +87,90 @@ impl ServicesState {
         cmd: &Command,
         changed: &mut BTreeSet<ServiceKey>,
     ) -> CommandResponse {
+        let at = cmd.at();
+        let reg = self.clock.advance(at);
         match cmd {
-            Command::Heartbeats { at, beats } => {
+            Command::Heartbeats { beats, .. } => {
                 let records = beats
                     .iter()
                     .map(|hb| {
                         let key = hb.key();
-                        let record = self.heartbeat(&key, hb, *at);
+                        let record = self.heartbeat(&key, hb, at, reg);
                         changed.insert(key);
                         record
                     })
                     .collect();
                 CommandResponse::Records(records)
             }
+            Command::Admin { key, action, .. } => {
+                let Some(r) = self.services.get_mut(key).filter(|r| !r.deleted) else {
+                    return CommandResponse::NotFound;
+                };
+                match action {
+                    AdminAction::Disable { reason } => {
+                        r.disabled = true;
+                        if reason.is_some() {
+                            r.disabled_reason = reason.clone();
+                        }
+                    }
+                    AdminAction::Enable => r.disabled = false,
+                    AdminAction::ForceDown(down) => r.forced_down = *down,
+                    AdminAction::Remove => {
+                        r.deleted = true;
+                        r.deleted_at = Some(at);
+                    }
+                }
+                r.modified_at = Some(at);
+                changed.insert(key.clone());
+                CommandResponse::Records(vec![r.clone()])
+            }
+            Command::Freeze { host, frozen, .. } => {
+                let start = ServiceKey::new(host.clone(), String::new());
+                let records: Vec<ServiceRecord> = self
+                    .services
+                    .range_mut(start..)
+                    .take_while(|(k, _)| &k.host == host)
+                    .filter(|(_, r)| !r.deleted)
+                    .map(|(k, r)| {
+                        r.frozen = *frozen;
+                        r.modified_at = Some(at);
+                        changed.insert(k.clone());
+                        r.clone()
+                    })
+                    .collect();
+                if records.is_empty() {
+                    CommandResponse::NotFound
+                } else {
+                    CommandResponse::Records(records)
+                }
+            }
+            Command::Tick { .. } => CommandResponse::Empty,
         }
     }
 
     /// Counts a heartbeat: creates the record when the service is unknown (or was removed),
-    /// else adds one to `report_count` and moves `updated_at`.
+    /// else adds one to `report_count` and moves `updated_at` (leader time) and `last_seen`
+    /// (registry time).
     fn heartbeat(
         &mut self,
         key: &ServiceKey,
         hb: &Heartbeat,
-        at: chrono::DateTime<chrono::Utc>,
+        at: DateTime<Utc>,
+        reg: DateTime<Utc>,
     ) -> ServiceRecord {
         let record = match self.services.entry(key.clone()) {
             btree_map::Entry::Occupied(o) if !o.get().deleted => {
                 let r = o.into_mut();
                 r.report_count += 1;
                 r.updated_at = Some(at);
+                r.last_seen = reg;
                 r
             }
             btree_map::Entry::Occupied(mut o) => {
-                o.insert(fresh_record(&mut self.next_id, key, at));
+                o.insert(fresh_record(&mut self.next_id, key, at, reg));
                 o.into_mut()
             }
-            btree_map::Entry::Vacant(v) => v.insert(fresh_record(&mut self.next_id, key, at)),
+            btree_map::Entry::Vacant(v) => v.insert(fresh_record(&mut self.next_id, key, at, reg)),
         };
         if let Some(t) = &hb.topic {
             record.topic = t.clone();
@@ -171,7 +228,8 @@ impl ServicesState {
 fn fresh_record(
     next_id: &mut u64,
     key: &ServiceKey,
-    at: chrono::DateTime<chrono::Utc>,
+    at: DateTime<Utc>,
+    reg: DateTime<Utc>,
 ) -> ServiceRecord {
     let id = *next_id;
     *next_id += 1;
@@ -195,19 +253,32 @@ fn fresh_record(
         frozen: false,
         active_backend_id: None,
         cluster_name: None,
+        forced_down: false,
+        last_seen: reg,
     }
 }
 
 /// A shared, read-only handle on a node's in-memory services table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StateView {
     inner: Arc<RwLock<ServicesState>>,
+    /// When this node last applied a stamped entry (or started, or installed a snapshot):
+    /// registry time is extrapolated from there with the monotonic clock, so this node's
+    /// wall clock never matters.
+    stamped_at: Arc<Mutex<Instant>>,
+}
+
+impl Default for StateView {
+    fn default() -> Self {
+        Self::new(ServicesState::default())
+    }
 }
 
 impl StateView {
     pub(crate) fn new(state: ServicesState) -> Self {
         Self {
             inner: Arc::new(RwLock::new(state)),
+            stamped_at: Arc::new(Mutex::new(Instant::now())),
         }
     }
 
@@ -217,9 +288,48 @@ impl StateView {
         f(&guard)
     }
 
-    /// Runs `f` with the state locked for writing (the state machine only).
+    /// Runs `f` with the state locked for writing (the state machine only); notes the time
+    /// when `f` moved the registry clock.
     pub(crate) fn write<R>(&self, f: impl FnOnce(&mut ServicesState) -> R) -> R {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
+        let before = guard.clock;
+        let out = f(&mut guard);
+        if guard.clock != before {
+            *self
+                .stamped_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
+        out
+    }
+
+    /// Replaces the whole state (a snapshot install); registry time restarts from it.
+    pub(crate) fn install(&self, state: ServicesState) {
+        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        *guard = state;
+        *self
+            .stamped_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Registry time now, as this node can tell it: the registry time of the last stamped
+    /// entry it applied, plus the time elapsed since on its monotonic clock, up to the outage
+    /// grace. `None` before any stamped entry.
+    pub fn registry_now(&self) -> Option<DateTime<Utc>> {
+        let elapsed = self
+            .stamped_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        self.read(|s| s.clock.now_after(elapsed))
+    }
+
+    /// Time since this node last applied a stamped entry.
+    pub fn since_last_stamp(&self) -> std::time::Duration {
+        self.stamped_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
     }
 }

@@ -27,6 +27,7 @@ use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, T
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_NEXT_ID: &[u8] = b"next_id";
+const KEY_CLOCK: &[u8] = b"clock";
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
@@ -58,6 +59,7 @@ struct EncodedMeta {
     last_applied: Vec<u8>,
     membership: Vec<u8>,
     next_id: Vec<u8>,
+    clock: Vec<u8>,
 }
 
 impl EncodedMeta {
@@ -66,6 +68,7 @@ impl EncodedMeta {
             last_applied: encode(&state.last_applied)?,
             membership: encode(&state.membership)?,
             next_id: encode(&state.next_id)?,
+            clock: encode(&state.clock)?,
         })
     }
 
@@ -76,6 +79,7 @@ impl EncodedMeta {
         meta.insert(KEY_LAST_APPLIED, self.last_applied.as_slice())?;
         meta.insert(KEY_MEMBERSHIP, self.membership.as_slice())?;
         meta.insert(KEY_NEXT_ID, self.next_id.as_slice())?;
+        meta.insert(KEY_CLOCK, self.clock.as_slice())?;
         Ok(())
     }
 }
@@ -106,11 +110,20 @@ impl StateMachineStore {
         if let Some(v) = get(KEY_NEXT_ID)? {
             state.next_id = decode(&v)?;
         }
+        if let Some(v) = get(KEY_CLOCK)? {
+            state.clock = decode(&v)?;
+        }
         let records = services
             .iter()
             .map(|kv| decode(&kv?.1))
             .collect::<Result<Vec<_>, _>>()?;
-        let state = ServicesState::from_parts(last_applied, membership, state.next_id, records);
+        let state = ServicesState::from_parts(
+            last_applied,
+            membership,
+            state.next_id,
+            state.clock,
+            records,
+        );
         let seq = chrono::Utc::now().timestamp_millis().unsigned_abs();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -206,7 +219,7 @@ impl StateMachineStore {
             },
         ))?;
         inner.db.flush_async().await?;
-        inner.view.write(|s| *s = state);
+        inner.view.install(state);
         Ok(())
     }
 

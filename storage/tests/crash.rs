@@ -140,6 +140,23 @@ fn snapshot_of_view(sm: &StateMachineStore) -> ServicesState {
     sm.view().read(ServicesState::clone)
 }
 
+/// Reopens a store in this process after every handle on it was dropped. sled's background
+/// threads can hold the database's file lock for a moment after the last handle goes, so
+/// this retries "could not acquire lock" until a deadline.
+async fn reopen(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open_store(dir) {
+            Ok(store) => return Ok(store),
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                ensure!(Instant::now() < deadline, "reopen: {e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Crash harness.
 // ---------------------------------------------------------------------------------------------
@@ -310,14 +327,16 @@ fn heartbeat_now(beats: Vec<Heartbeat>) -> Command {
 // 1a. Store-level crash.
 // ---------------------------------------------------------------------------------------------
 
-/// The vote the store-level crash child saves last.
+/// The vote the vote crash child saves last.
 fn child_vote() -> Vote {
     Vote::new_committed(term_of(40), 1)
 }
 
-/// Crash child of [`store_crash_loses_no_acknowledged_write`]: saves a vote, appends entries
-/// 1..=40 (acknowledged through the `LogFlushed` callback), applies 1..=20, purges up to 10,
-/// applies 21..=35 (not flushed), records all that, and aborts.
+/// Crash child of [`store_crash_loses_no_acknowledged_write`]. Every durability claim it
+/// tests is the *last* flush before the abort, so a missing flush is not hidden by a later
+/// one: appends 1..=24, applies 1..=20, purges up to 10 (flushes), applies 21..=24, appends
+/// 25..=40 in acknowledged batches (the last flushes), applies 25..=35 and saves committed 35
+/// (neither flushes), records all that, and aborts.
 #[tokio::test]
 #[ignore = "crash child: run by store_crash_loses_no_acknowledged_write"]
 async fn crash_child_store_writes() -> anyhow::Result<()> {
@@ -325,19 +344,20 @@ async fn crash_child_store_writes() -> anyhow::Result<()> {
         return Ok(());
     };
     let (mut log, mut sm) = open_store(&dir.join("db"))?;
-    log.save_vote(&Vote::new(1, 1)).await?;
-    log.save_vote(&child_vote()).await?;
-    // Several appended batches, each acknowledged by the store's LogFlushed callback
-    // (`blocking_append` waits for it).
-    for start in (1..=40).step_by(8) {
+    // `blocking_append` waits for the store's LogFlushed callback: the acknowledgement.
+    for start in (1..=24).step_by(8) {
         log.blocking_append(gen_entries(start..=start + 7)).await?;
     }
     for start in (1..=20).step_by(4) {
         sm.apply(gen_entries(start..=start + 3)).await?;
     }
     log.purge(gen_log_id(10)).await?;
-    for start in (21..=35).step_by(3) {
-        sm.apply(gen_entries(start..=start + 2)).await?;
+    sm.apply(gen_entries(21..=24)).await?;
+    for start in (25..=40).step_by(4) {
+        log.blocking_append(gen_entries(start..=start + 3)).await?;
+    }
+    for start in (25..=35).step_by(3) {
+        sm.apply(gen_entries(start..=(start + 2).min(35))).await?;
     }
     log.save_committed(Some(gen_log_id(35))).await?;
     write_marker(
@@ -352,11 +372,166 @@ async fn crash_child_store_writes() -> anyhow::Result<()> {
     std::process::abort();
 }
 
-/// After a real crash (abort, no flush on drop) the store keeps the saved vote and every log
-/// entry whose append was acknowledged, never loses the purge point it reported, and its state
-/// machine on disk is exactly entries `1..=last_applied` applied once each, with
-/// `last_applied` at least the purge point (so no needed entry is gone) and at most what was
-/// applied; re-applying the rest of the log then counts every heartbeat exactly once.
+/// Crash child of [`acknowledged_appends_survive_crash`]: appends entries 1..=40 in batches of
+/// four, each acknowledged through the store's `LogFlushed` callback, and aborts right after
+/// the last acknowledgement (no later write that would push sled's buffers out).
+#[tokio::test]
+#[ignore = "crash child: run by acknowledged_appends_survive_crash"]
+async fn crash_child_appends() -> anyhow::Result<()> {
+    let Some(dir) = child_dir() else {
+        return Ok(());
+    };
+    let (mut log, _sm) = open_store(&dir.join("db"))?;
+    for start in (1..=40).step_by(4) {
+        // `blocking_append` returns once the store called the LogFlushed callback.
+        log.blocking_append(gen_entries(start..=start + 3)).await?;
+    }
+    write_marker(&dir, &[("acked", 40)])?;
+    std::process::abort();
+}
+
+/// An append is durable once the store acknowledges it through the `LogFlushed` callback:
+/// after a crash right after the last acknowledgement, every acknowledged entry is in the
+/// log, unaltered, and the log ends there.
+#[tokio::test]
+async fn acknowledged_appends_survive_crash() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let marker = run_crash_child("crash_child_appends", tmp.path())?;
+    let acked = marker_value(&marker, "acked")?;
+    let (mut log, _sm) = open_store(&tmp.path().join("db"))?;
+    let state = log.get_log_state().await?;
+    assert_eq!(
+        state.last_log_id,
+        Some(gen_log_id(acked)),
+        "append durability: the last acknowledged entry is not the log's last after a crash"
+    );
+    assert_eq!(
+        log.try_get_log_entries(1..=acked).await?,
+        gen_entries(1..=acked),
+        "append durability: acknowledged entries are missing or altered after a crash"
+    );
+    Ok(())
+}
+
+/// Services each entry of the wide log heartbeats.
+const WIDE_SERVICES: usize = 64;
+/// Entries the wide-apply crash child applies.
+const WIDE_ENTRIES: u64 = 1000;
+
+/// Entry `index` of the wide log: index 1 is the membership {1}, every later one heartbeats
+/// [`WIDE_SERVICES`] services at once, so one apply writes many records.
+fn wide_entry(index: u64) -> Entry {
+    if index == 1 {
+        return gen_entry(1);
+    }
+    let beats = (0..WIDE_SERVICES)
+        .map(|j| {
+            let mut hb = Heartbeat::new(format!("wide-host-{j:03}"), "cinder-volume");
+            hb.rpc_current_version = Some(format!("3.{index}"));
+            hb
+        })
+        .collect();
+    heartbeat_entry(gen_log_id(index), beats)
+}
+
+/// Crash child of [`crash_mid_apply_leaves_applied_id_and_records_together`]: applies
+/// [`WIDE_ENTRIES`] wide entries one batch each (several megabytes, so sled's buffers roll to
+/// disk at arbitrary points of the applies), never flushes, and aborts.
+#[tokio::test]
+#[ignore = "crash child: run by crash_mid_apply_leaves_applied_id_and_records_together"]
+async fn crash_child_wide_applies() -> anyhow::Result<()> {
+    let Some(dir) = child_dir() else {
+        return Ok(());
+    };
+    let (_log, mut sm) = open_store(&dir.join("db"))?;
+    for index in 1..=WIDE_ENTRIES {
+        sm.apply([wide_entry(index)]).await?;
+    }
+    write_marker(&dir, &[("applied", WIDE_ENTRIES)])?;
+    std::process::abort();
+}
+
+/// An apply reaches disk whole or not at all: after a crash in the middle of a stream of
+/// unflushed applies, each writing many records, the state machine on disk is exactly the
+/// entries up to its own `last_applied`, never the applied log id of one entry with only part
+/// of that entry's records (or records without their applied log id).
+#[tokio::test]
+async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let marker = run_crash_child("crash_child_wide_applies", tmp.path())?;
+    let applied = marker_value(&marker, "applied")?;
+    let (_log, mut sm) = open_store(&tmp.path().join("db"))?;
+    let (last_applied, _) = sm.applied_state().await?;
+    let l = last_applied.map_or(0, |l| l.index);
+    eprintln!("wide applies: recovered last_applied={l} of {applied}");
+    assert!(l <= applied, "state machine ahead of what was applied");
+    let mut expected = ServicesState::default();
+    let mut changed = BTreeSet::new();
+    for index in 1..=l {
+        expected.apply_entry(&wide_entry(index), &mut changed);
+    }
+    let on_disk = snapshot_of_view(&sm);
+    let torn: Vec<_> = on_disk
+        .records()
+        .filter(|r| expected.get(&r.key()) != Some(*r))
+        .map(|r| (r.host.clone(), r.report_count))
+        .collect();
+    assert!(
+        torn.is_empty() && on_disk.len() == expected.len(),
+        "atomic apply: after a crash the records on disk do not match their applied log id \
+         {l}: {} of {} records differ ({torn:?})",
+        torn.len(),
+        expected.len()
+    );
+    assert_eq!(
+        on_disk, expected,
+        "atomic apply: state differs from its log id {l}"
+    );
+    Ok(())
+}
+
+/// Crash child of [`vote_survives_crash`]: appends two entries, saves two votes (the second
+/// save is the last write) and aborts.
+#[tokio::test]
+#[ignore = "crash child: run by vote_survives_crash"]
+async fn crash_child_vote() -> anyhow::Result<()> {
+    let Some(dir) = child_dir() else {
+        return Ok(());
+    };
+    let (mut log, _sm) = open_store(&dir.join("db"))?;
+    log.blocking_append(gen_entries(1..=2)).await?;
+    log.save_vote(&Vote::new(1, 1)).await?;
+    log.save_vote(&child_vote()).await?;
+    write_marker(&dir, &[("voted", child_vote().leader_id().term)])?;
+    std::process::abort();
+}
+
+/// The vote is durable once `save_vote` returns: after a crash right after it, `read_vote`
+/// returns that vote, not an earlier one or none.
+#[tokio::test]
+async fn vote_survives_crash() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let marker = run_crash_child("crash_child_vote", tmp.path())?;
+    assert_eq!(
+        marker_value(&marker, "voted")?,
+        child_vote().leader_id().term
+    );
+    let (mut log, _sm) = open_store(&tmp.path().join("db"))?;
+    assert_eq!(
+        log.read_vote().await?,
+        Some(child_vote()),
+        "vote durability: the vote save_vote returned for is not the one on disk after a crash"
+    );
+    Ok(())
+}
+
+/// After a real crash (abort, no flush on drop) in the middle of appends, applies and a
+/// purge, the store keeps every acknowledged log entry after the purge point it has on disk
+/// (so an entry is never removed before the purge point is durable), and its state machine on
+/// disk is exactly entries `1..=last_applied` applied once each, with `last_applied` at least
+/// that purge point (no entry it still needs is gone) and at most what was applied;
+/// re-applying the rest of the log, as openraft does on start-up, counts every heartbeat
+/// exactly once.
 #[tokio::test]
 async fn store_crash_loses_no_acknowledged_write() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
@@ -368,31 +543,27 @@ async fn store_crash_loses_no_acknowledged_write() -> anyhow::Result<()> {
 
     let (mut log, mut sm) = open_store(&tmp.path().join("db"))?;
 
-    // Vote durability.
-    assert_eq!(
-        log.read_vote().await?,
-        Some(child_vote()),
-        "vote durability: the vote save_vote returned for is not the one on disk after a crash"
-    );
-
-    // Log durability.
+    // Log durability. The purge point need not be durable when `purge` returns, but it must
+    // reach disk before any entry goes: the log holds every entry after whatever purge
+    // point is on disk.
     let state = log.get_log_state().await?;
-    assert_eq!(
-        state.last_purged_log_id,
-        Some(gen_log_id(purged)),
-        "purge durability: the purge point reported before the crash is not on disk"
+    assert!(
+        state.last_purged_log_id.is_none() || state.last_purged_log_id == Some(gen_log_id(purged)),
+        "purge point: {:?} on disk, but the child purged up to {purged}",
+        state.last_purged_log_id
     );
+    let p = state.last_purged_log_id.map_or(0, |l| l.index);
     assert_eq!(
         state.last_log_id,
         Some(gen_log_id(acked)),
         "append durability: the last acknowledged entry is not the log's last after a crash"
     );
-    let entries = log.try_get_log_entries(purged + 1..=acked).await?;
+    let entries = log.try_get_log_entries(p + 1..=acked).await?;
     assert_eq!(
         entries,
-        gen_entries(purged + 1..=acked),
-        "append durability: acknowledged entries after the purge point are missing or altered \
-         after a crash"
+        gen_entries(p + 1..=acked),
+        "append/purge durability: entries after the purge point on disk ({p}) are missing or \
+         altered after a crash"
     );
     let on_disk_committed = log.read_committed().await?;
     assert!(
@@ -406,12 +577,12 @@ async fn store_crash_loses_no_acknowledged_write() -> anyhow::Result<()> {
     let l = last_applied.map_or(0, |l| l.index);
     eprintln!(
         "store crash: recovered last_applied={l} (applied before the crash: {applied}), \
-         committed={on_disk_committed:?}"
+         purged={p} (purged before the crash: {purged}), committed={on_disk_committed:?}"
     );
     assert!(
-        l >= purged,
+        l >= p,
         "state machine behind the purged log: applied {last_applied:?} but the log was purged \
-         up to {purged}, so entries {}..={purged} are lost",
+         up to {p}, so entries {}..={p} are lost",
         l + 1
     );
     assert!(
@@ -521,7 +692,13 @@ async fn raft_crash_loses_no_acknowledged_heartbeat() -> anyhow::Result<()> {
     let b_beats = marker_value(&marker, "b_beats")?;
     let last_index = marker_value(&marker, "last_index")?;
 
-    let (log, sm) = open_store(&tmp.path().join("db"))?;
+    let (mut log, sm) = open_store(&tmp.path().join("db"))?;
+    let last_log = log.get_log_state().await?.last_log_id;
+    assert!(
+        last_log.map_or(0, |l| l.index) >= last_index,
+        "acknowledged write lost: the log ends at {last_log:?} after a crash, before the last \
+         acknowledged index {last_index}"
+    );
     let view = sm.view();
     let raft = start_raft(log, sm).await?;
     let waited = raft
@@ -749,7 +926,7 @@ async fn installed_snapshot_survives_reopen() -> anyhow::Result<()> {
         install(&mut sm, &meta, data.clone()).await?;
         check_installed(&mut sm, &meta, &data, "before reopen").await?;
     }
-    let (_log, mut sm) = open_store(dst_dir.path())?;
+    let (_log, mut sm) = reopen(dst_dir.path()).await?;
     check_installed(&mut sm, &meta, &data, "after reopen").await?;
     sm.apply(gen_entries(SNAP_INDEX + 1..=SNAP_INDEX + 5))
         .await?;
@@ -901,7 +1078,7 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() -> anyhow::Result<()>
     }
     drop((_log, sm));
 
-    let (_log, mut sm) = open_store(dst_dir.path())?;
+    let (_log, mut sm) = reopen(dst_dir.path()).await?;
     assert_eq!(
         observe(&mut sm).await?,
         before,

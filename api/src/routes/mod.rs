@@ -1,6 +1,7 @@
 //! Every HTTP route of a node, as warp filters (one function per route, the route in its doc
 //! comment), with one `recover` that renders every error as JSON.
 
+mod admin;
 mod public;
 mod raft_rpc;
 
@@ -19,6 +20,7 @@ pub fn all(
     app: RegistryApp,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     public::routes(app.clone())
+        .or(admin::routes(app.clone()))
         .or(raft_rpc::routes(app))
         .recover(recover)
         .with(warp::trace::request())

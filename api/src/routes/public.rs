@@ -9,7 +9,7 @@ use warp::{Filter, Rejection, Reply};
 use super::{with_app, MAX_BODY_BYTES};
 use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
 use crate::error::ApiError;
-use crate::wire::{parse_heartbeats, ServiceOut, ServicesOut, ServicesQuery};
+use crate::wire::{parse_heartbeats, ServicesOut, ServicesQuery};
 
 pub(super) fn routes(
     app: RegistryApp,
@@ -47,15 +47,13 @@ async fn post_heartbeats(
     };
     match app.write_heartbeats(beats, body, forwarded.is_some()).await {
         Ok(Written::Here(records)) => {
-            let now = chrono::Utc::now();
-            let rule = app.settings().liveness;
-            let services = records
-                .iter()
-                .map(|r| ServiceOut::new(r, rule.state(r, now)))
-                .collect();
+            let services = app.service_outs(&records);
             warp::reply::json(&ServicesOut { services }).into_response()
         }
         Ok(Written::Forwarded(resp)) => resp,
+        Ok(Written::NotFound) => {
+            ApiError::Internal("a heartbeat found no record to count".into()).into_reply()
+        }
         Err(e) => e.into_reply(),
     }
 }

@@ -1,0 +1,72 @@
+//! Administrative actions: `PUT /v1/services/{action}`.
+
+use bytes::Bytes;
+use warp::http::Method;
+use warp::{Filter, Rejection, Reply};
+
+use super::{with_app, MAX_BODY_BYTES};
+use crate::app::{RegistryApp, Written, FORWARDED_HEADER};
+use crate::error::ApiError;
+use crate::wire::{action_command, ServiceAction, ServiceActionIn, ServicesOut};
+
+/// `PUT /v1/services/{disable|enable|force-down|clear-force-down|remove|freeze|thaw}` with
+/// body `{"host", "binary"?, "reason"?}`; answers the changed records, or 404 when the
+/// service (or, for freeze and thaw, any service of the host) does not exist.
+pub(super) fn routes(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "services" / String)
+        .and(warp::put())
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
+        .and(warp::header::optional::<String>(FORWARDED_HEADER))
+        .and(warp::body::bytes())
+        .and(with_app(app))
+        .then(put_action)
+}
+
+async fn put_action(
+    segment: String,
+    forwarded: Option<String>,
+    body: Bytes,
+    app: RegistryApp,
+) -> warp::reply::Response {
+    match act(&segment, forwarded.is_some(), body, &app).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_reply(),
+    }
+}
+
+async fn act(
+    segment: &str,
+    forwarded: bool,
+    body: Bytes,
+    app: &RegistryApp,
+) -> Result<warp::reply::Response, ApiError> {
+    let action = ServiceAction::parse(segment).ok_or_else(|| {
+        let known: Vec<&str> = ServiceAction::ALL.iter().map(|(_, n)| *n).collect();
+        ApiError::NotFound(format!(
+            "unknown action '{segment}'; known: {}",
+            known.join(", ")
+        ))
+    })?;
+    let input: ServiceActionIn = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid {} body: {e}", action.name())))?;
+    let cmd = action_command(action, &input)?;
+    let path = format!("/v1/services/{}", action.name());
+    match app
+        .write(cmd, (Method::PUT, &path), body, forwarded)
+        .await?
+    {
+        Written::Here(records) => {
+            let services = app.service_outs(&records);
+            Ok(warp::reply::json(&ServicesOut { services }).into_response())
+        }
+        Written::Forwarded(resp) => Ok(resp),
+        Written::NotFound => Err(ApiError::NotFound(match &input.binary {
+            Some(b) if !action.is_per_host() => {
+                format!("Service {b} could not be found on host {}.", input.host)
+            }
+            _ => format!("Host {} has no services.", input.host),
+        })),
+    }
+}
