@@ -1,0 +1,606 @@
+#!/usr/bin/env bash
+# local-cluster.sh: start, stop and inspect the local three-node heartbeat registry.
+#
+# Everything the script creates lives under cluster-config/run/:
+#   nodeN.log      the node's stderr (tracing), every line prefixed with "[nodeN] "
+#   nodeN.pid      the PID of the registry-node process itself
+#   nodeN/data     the node's sled database (data_dir in nodeN.toml)
+#   reporter.log   the demo reporter's output, prefixed with "[reporter] "
+#   reporter.pid   the PID of the demo reporter
+#
+# Processes are only ever signalled through their recorded PID, and only after checking
+# that the PID still runs the expected command line; nothing is killed by name. Every wait
+# is a bounded retry loop. All traffic goes to 127.0.0.1.
+#
+# Environment:
+#   REPORT_INTERVAL  seconds between two heartbeat batches of the demo reporter (default 10)
+#   SKIP_BUILD=1     `start` uses the existing binary instead of running cargo build
+#   LOG_LINES        lines per log shown by `logs` (default 30)
+#   RUST_LOG         the nodes' log filter (default: info, without warp's per-request lines,
+#                    which log every Raft RPC)
+set -euo pipefail
+
+# --- Layout -----------------------------------------------------------------------------
+
+SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+SCRIPT_PATH="$SCRIPT_DIR/$(basename -- "${BASH_SOURCE[0]}")"
+ROOT_DIR="$(dirname -- "$SCRIPT_DIR")"
+RUN_DIR="$SCRIPT_DIR/run"
+BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/registry-node"
+
+NODES=(1 2 3)
+HOST=127.0.0.1
+REPORT_INTERVAL="${REPORT_INTERVAL:-10}"
+NODE_LOG_FILTER="${RUST_LOG:-info,warp::filters::trace=warn}"
+
+# Bounded waits: poll every DELAY seconds until a wall-clock deadline (a deadline rather
+# than a number of tries, so that a loaded machine cannot stretch the wait).
+HEALTH_TIMEOUT=10 # start-up: every node answers /health (is in a group with a leader)
+STOP_TIMEOUT=10   # shutdown: per process, before SIGKILL
+ELECT_TIMEOUT=10  # kill-leader: the remaining nodes agree on a new leader
+DELAY=0.1
+
+# The demo reporter's batch: three Cinder services, one POST per interval.
+HEARTBEATS='[
+  {"host": "node1@lvm", "binary": "cinder-volume",    "availability_zone": "nova"},
+  {"host": "node1",     "binary": "cinder-scheduler", "availability_zone": "nova"},
+  {"host": "node2",     "binary": "cinder-backup",    "availability_zone": "nova"}
+]'
+
+# Names (nodeN, reporter) of the processes started by this invocation; killed again by
+# abort_start if the command fails before it is done.
+STARTED=()
+
+# --- Output -----------------------------------------------------------------------------
+
+info() { printf '%s\n' "$*"; }
+warn() { printf 'local-cluster: %s\n' "$*" >&2; }
+die() {
+  warn "$*"
+  exit 1
+}
+
+usage() {
+  cat <<EOF
+Usage: $(basename -- "$0") COMMAND
+
+Commands:
+  start          build registry-node, start the three nodes and the demo reporter,
+                 wait until every node reports a leader, show the service list
+  stop [N]       stop the reporter and the nodes, or node N only
+                 (SIGTERM, SIGKILL after 10 s)
+  status         each node's process and Raft state, then the service list
+  list           the service list
+  kill-leader    SIGKILL the current leader and wait for the others to elect a new one
+  restart N      stop node N if it runs, start it again, wait for its /health
+  logs [N|reporter] [-f]
+                 the last LOG_LINES (30) lines of the logs (all nodes by default); -f follows
+  clean          stop, then delete $RUN_DIR (logs and data)
+
+Environment: REPORT_INTERVAL (default 10 s), SKIP_BUILD=1, LOG_LINES, RUST_LOG.
+EOF
+}
+
+# Milliseconds since the epoch (bash 5's EPOCHREALTIME, whatever the decimal separator).
+now_ms() {
+  local us=${EPOCHREALTIME/[.,]/}
+  printf '%s\n' $((us / 1000))
+}
+
+# Prints the deadline that lies $1 seconds from now, in now_ms units.
+deadline_in() { printf '%s\n' $(($(now_ms) + $1 * 1000)); }
+
+# True while the deadline $1 has not passed.
+before() { (($(now_ms) < $1)); }
+
+# --- Nodes, URLs and HTTP -----------------------------------------------------------------
+
+# Checks that $1 names one of the nodes.
+check_node() {
+  if ! [[ ${1:-} =~ ^[0-9]+$ && -f $SCRIPT_DIR/node${1:-}.toml ]]; then
+    die "no such node: '${1:-}' (expected one of ${NODES[*]})"
+  fi
+}
+
+# The port node $1 listens on, read from its config file (`listen = "127.0.0.1:21001"`).
+node_port() {
+  local port
+  port=$(sed -n 's/^[[:space:]]*listen[[:space:]]*=[[:space:]]*"[^"]*:\([0-9][0-9]*\)".*/\1/p' \
+    "$SCRIPT_DIR/node$1.toml")
+  [[ -n $port ]] || die "cannot read the listen port from $SCRIPT_DIR/node$1.toml"
+  printf '%s\n' "$port"
+}
+
+node_url() { printf 'http://%s:%s\n' "$HOST" "$(node_port "$1")"; }
+
+# curl to the local cluster only: no proxy, bounded time, errors silent.
+http() { curl --silent --noproxy '*' --max-time 3 "$@"; }
+
+# Prints the body of GET $2 on node $1 when it answers 200; fails otherwise.
+http_get() {
+  local body
+  body=$(http --fail "$(node_url "$1")$2") || return 1
+  printf '%s\n' "$body"
+}
+
+# Prints the given top-level fields of the JSON object on stdin, tab-separated ("-" for null).
+json_fields() {
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("\t".join("-" if d.get(k) is None else str(d[k]) for k in sys.argv[1:]))
+' "$@"
+}
+
+# Prints the given fields of node $1's GET /v1/cluster, tab-separated; fails if it does
+# not answer.
+cluster_fields() {
+  local n=$1 body
+  shift
+  body=$(http_get "$n" /v1/cluster) || return 1
+  printf '%s' "$body" | json_fields "$@"
+}
+
+# --- Processes and PID files --------------------------------------------------------------
+
+pid_file() { printf '%s/%s.pid\n' "$RUN_DIR" "$1"; }
+
+# The command line that the process recorded as $1 (nodeN or reporter) must be running.
+expected_cmd() {
+  case $1 in
+    reporter) printf '%s\n' "$SCRIPT_PATH __reporter" ;;
+    node*) printf '%s\n' "registry-node --config $SCRIPT_DIR/${1}.toml" ;;
+  esac
+}
+
+# True when PID $1 is alive (not a zombie) and its command line contains $2.
+pid_runs() {
+  local line
+  line=$(ps -ww -o stat=,args= -p "$1" 2>/dev/null) || return 1
+  [[ $line != Z* && $line == *"$2"* ]]
+}
+
+# Prints the recorded PID of $1 (nodeN or reporter) if that process is still running.
+running_pid() {
+  local file pid
+  file=$(pid_file "$1")
+  [[ -f $file ]] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] && pid_runs "$pid" "$(expected_cmd "$1")" || return 1
+  printf '%s\n' "$pid"
+}
+
+# Waits until PID $1 is gone; fails if it is still there after $2 seconds.
+wait_gone() {
+  local pid=$1 deadline
+  deadline=$(deadline_in "$2")
+  while before "$deadline"; do
+    pid_runs "$pid" "" || return 0
+    sleep "$DELAY"
+  done
+  ! pid_runs "$pid" ""
+}
+
+# Stops the recorded process $1: SIGTERM, a bounded wait, SIGKILL if it is still alive.
+# Removes its PID file either way.
+stop_process() {
+  local name=$1 pid
+  if pid=$(running_pid "$name"); then
+    kill -TERM "$pid" 2>/dev/null || true
+    if wait_gone "$pid" "$STOP_TIMEOUT"; then
+      info "stopped $name (pid $pid)"
+    else
+      warn "$name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_gone "$pid" 2 || warn "$name (pid $pid) is still alive after SIGKILL"
+    fi
+  fi
+  rm -f -- "$(pid_file "$name")"
+}
+
+# EXIT trap of `start` and `restart`: stops what this invocation started, then exits non-zero.
+abort_start() {
+  local rc=$? name
+  trap - EXIT INT TERM
+  if ((${#STARTED[@]} > 0)); then
+    warn "aborted; stopping the processes started by this command: ${STARTED[*]}"
+    for name in "${STARTED[@]}"; do stop_process "$name"; done
+  fi
+  exit $((rc == 0 ? 1 : rc))
+}
+
+# Arms abort_start until disarm_abort: on failure, Ctrl-C or SIGTERM, nothing half-started
+# stays behind. (A plain SIGTERM would kill bash without running its EXIT trap.)
+arm_abort() {
+  STARTED=()
+  trap abort_start EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+disarm_abort() { trap - EXIT INT TERM; }
+
+# Copies stdin to stdout with $1 in front of every line. Ignores SIGHUP and SIGINT so that
+# it ends exactly when the node's output does (EOF), never before.
+prefix_lines() {
+  trap '' HUP INT
+  local line
+  while IFS= read -r line || [[ -n $line ]]; do
+    printf '%s%s\n' "$1" "$line"
+  done
+}
+
+# Starts node $1 in the background unless its recorded PID is still alive.
+start_node() {
+  local n=$1 pid log
+  if pid=$(running_pid "node$n"); then
+    info "node$n already running (pid $pid)"
+    return 0
+  fi
+  mkdir -p "$RUN_DIR/node$n/data"
+  log="$RUN_DIR/node$n.log"
+  printf '[node%s] ---- %s: starting (local-cluster.sh) ----\n' "$n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$log"
+  # The redirections of a background command are made in the forked child, which then
+  # execs nohup, which execs the node: $! is the registry-node process itself. Its output
+  # goes through the prefixer (a child of the node) that exits when the node's output ends.
+  NO_COLOR=1 RUST_LOG="$NODE_LOG_FILTER" nohup "$BIN" --config "$SCRIPT_DIR/node$n.toml" </dev/null \
+    > >(prefix_lines "[node$n] " >>"$log") 2>&1 &
+  pid=$!
+  printf '%s\n' "$pid" >"$(pid_file "node$n")"
+  STARTED+=("node$n")
+  info "started node$n (pid $pid, $(node_url "$n"))"
+}
+
+# True when node $1 answers 200 on /health (it is in a cluster with a known leader).
+healthy() { http --fail --output /dev/null "$(node_url "$1")/health"; }
+
+show_log_tail() {
+  local log="$RUN_DIR/node$1.log"
+  [[ -f $log ]] || return 0
+  warn "last lines of $log:"
+  tail -n 20 -- "$log" >&2
+}
+
+# Waits (bounded) until every node given answers /health; on failure shows their logs.
+wait_healthy() {
+  local pending=("$@") left n deadline
+  deadline=$(deadline_in "$HEALTH_TIMEOUT")
+  while before "$deadline"; do
+    left=()
+    for n in "${pending[@]}"; do
+      if ! running_pid "node$n" >/dev/null; then
+        warn "node$n exited during start-up"
+        show_log_tail "$n"
+        return 1
+      fi
+      healthy "$n" || left+=("$n")
+    done
+    ((${#left[@]} == 0)) && return 0
+    pending=("${left[@]}")
+    sleep "$DELAY"
+  done
+  warn "no healthy answer from node(s) ${pending[*]} within ${HEALTH_TIMEOUT}s"
+  for n in "${pending[@]}"; do show_log_tail "$n"; done
+  return 1
+}
+
+build() {
+  if [[ ${SKIP_BUILD:-0} == 1 ]]; then
+    [[ -x $BIN ]] || die "SKIP_BUILD=1 but $BIN does not exist"
+    return 0
+  fi
+  info "building registry-node (cargo build --release -p registry-node)..."
+  (cd -- "$ROOT_DIR" && cargo build --release --quiet -p registry-node) || die "build failed"
+}
+
+# --- Cluster state ------------------------------------------------------------------------
+
+# Prints the leader id reported by the first node that answers /v1/cluster and knows one.
+# Nodes in $@ (if any) are skipped.
+find_leader() {
+  local n leader skip
+  for n in "${NODES[@]}"; do
+    for skip in "$@"; do [[ $n == "$skip" ]] && continue 2; done
+    leader=$(cluster_fields "$n" leader_id) || continue
+    if [[ $leader != - ]]; then
+      printf '%s\n' "$leader"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Prints the id of the node that itself reports role=Leader (the highest term wins if a
+# deposed leader has not noticed yet). A follower's leader_id may lag behind an election;
+# the leader's own word does not.
+find_acting_leader() {
+  local n fields role term best="" best_term=-1
+  for n in "${NODES[@]}"; do
+    fields=$(cluster_fields "$n" role term) || continue
+    IFS=$'\t' read -r role term <<<"$fields"
+    if [[ $role == Leader ]] && ((term > best_term)); then
+      best=$n
+      best_term=$term
+    fi
+  done
+  [[ -n $best ]] || return 1
+  printf '%s\n' "$best"
+}
+
+# One line per node: its process and, if it answers, its Raft state.
+print_nodes() {
+  local n pid proc fields state role term leader applied last_log records last
+  for n in "${NODES[@]}"; do
+    if pid=$(running_pid "node$n"); then proc="pid $pid"; else proc="not running"; fi
+    state="no answer"
+    if fields=$(cluster_fields "$n" role term leader_id applied_index last_log_index records); then
+      IFS=$'\t' read -r role term leader applied last_log records <<<"$fields"
+      state="role=$role term=$term leader=$leader applied=$applied last_log=$last_log records=$records"
+    fi
+    printf '  node%-2s %-6s %-16s %s\n' "$n" "$(node_port "$n")" "$proc" "$state"
+  done
+  if pid=$(running_pid reporter); then proc="pid $pid"; else proc="not running"; fi
+  last=$(tail -n 1 -- "$RUN_DIR/reporter.log" 2>/dev/null) || last=""
+  printf '  %-13s %-16s %s\n' "reporter" "$proc" "last: ${last#\[reporter\] }"
+}
+
+# Prints the services JSON from the first node that answers a linearizable read, else
+# from the first one that answers a stale read (with a note on stderr).
+fetch_services() {
+  local n body
+  for n in "${NODES[@]}"; do
+    if body=$(http_get "$n" /v1/services); then
+      printf '%s\n' "$body"
+      return 0
+    fi
+  done
+  for n in "${NODES[@]}"; do
+    if body=$(http_get "$n" "/v1/services?consistency=stale"); then
+      warn "no linearizable answer (no quorum?); stale read from node$n"
+      printf '%s\n' "$body"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Renders {"services": [...]} on stdin as a table.
+SERVICES_TABLE_PY='
+import json, sys
+
+services = json.load(sys.stdin)["services"]
+if not services:
+    print("(no services registered)")
+    sys.exit(0)
+
+def when(ts):
+    return ts.replace("T", " ")[:19] if ts else "-"
+
+header = ["Binary", "Host", "Zone", "Status", "State", "Updated At", "Report Count"]
+rows = [
+    [s["binary"], s["host"], s.get("availability_zone") or "-", s["status"], s["state"],
+     when(s.get("updated_at")), str(s["report_count"])]
+    for s in sorted(services, key=lambda s: (s["binary"], s["host"]))
+]
+widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+def line(cells):
+    return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+print(rule)
+print(line(header))
+print(rule)
+for r in rows:
+    print(line(r))
+print(rule)
+'
+
+print_services() {
+  local body
+  body=$(fetch_services) || {
+    warn "no node answered /v1/services"
+    return 1
+  }
+  printf '%s' "$body" | python3 -c "$SERVICES_TABLE_PY"
+}
+
+# --- Demo reporter ------------------------------------------------------------------------
+
+reporter_log() { printf '[reporter] %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
+
+# POSTs the batch to each node in turn until one answers 200.
+send_batch() {
+  local n code rc
+  for n in "${NODES[@]}"; do
+    rc=0
+    code=$(http --output /dev/null --write-out '%{http_code}' \
+      --header 'Content-Type: application/json' --data "$HEARTBEATS" \
+      "$(node_url "$n")/v1/heartbeats") || rc=$?
+    if ((rc == 0)) && [[ $code == 200 ]]; then
+      reporter_log "sent 3 heartbeats via node$n"
+      return 0
+    fi
+    case $rc in
+      0) reporter_log "node$n: HTTP $code" ;;
+      7) reporter_log "node$n: connection refused" ;;
+      28) reporter_log "node$n: no answer within 3s" ;;
+      *) reporter_log "node$n: curl failed (exit $rc)" ;;
+    esac
+  done
+  reporter_log "no node accepted the batch; next try in ${REPORT_INTERVAL}s"
+  return 1
+}
+
+# `__reporter` (run in the background by start): one batch every REPORT_INTERVAL seconds,
+# forever; never exits on errors. The first batch is sent by `start` itself.
+run_reporter() {
+  local sleeper=""
+  trap 'reporter_log "stopping"; [[ -n $sleeper ]] && kill "$sleeper" 2>/dev/null; exit 0' TERM INT
+  reporter_log "started; a batch every ${REPORT_INTERVAL}s"
+  while true; do
+    sleep "$REPORT_INTERVAL" &
+    sleeper=$!
+    wait "$sleeper" || true
+    sleeper=""
+    send_batch || true
+  done
+}
+
+start_reporter() {
+  local pid
+  if pid=$(running_pid reporter); then
+    info "reporter already running (pid $pid)"
+    return 0
+  fi
+  # First batch now, so that the service list is populated when start returns.
+  send_batch >>"$RUN_DIR/reporter.log" || warn "the first heartbeat batch failed (see run/reporter.log)"
+  REPORT_INTERVAL="$REPORT_INTERVAL" nohup bash "$SCRIPT_PATH" __reporter </dev/null \
+    >>"$RUN_DIR/reporter.log" 2>&1 &
+  pid=$!
+  printf '%s\n' "$pid" >"$(pid_file reporter)"
+  STARTED+=(reporter)
+  info "started reporter (pid $pid, a batch of 3 heartbeats every ${REPORT_INTERVAL}s)"
+}
+
+# --- Commands -----------------------------------------------------------------------------
+
+cmd_start() {
+  local n leader term
+  build
+  mkdir -p "$RUN_DIR"
+  arm_abort
+  for n in "${NODES[@]}"; do start_node "$n"; done
+  wait_healthy "${NODES[@]}" || die "the cluster did not come up"
+  start_reporter
+  disarm_abort
+
+  info ""
+  info "Cluster is up (config: $SCRIPT_DIR/node{1,2,3}.toml)."
+  info "  logs:     $RUN_DIR/node{1,2,3}.log, reporter.log   ($0 logs [N] [-f])"
+  info "  data:     $RUN_DIR/node{1,2,3}/data"
+  if leader=$(find_leader) && term=$(cluster_fields "$leader" term); then
+    info "  leader:   node$leader ($(node_url "$leader")), term $term"
+  else
+    info "  leader:   unknown right now (an election is under way?)"
+  fi
+  info ""
+  print_services
+}
+
+# `stop`: the reporter and every node; `stop N`: node N only.
+cmd_stop() {
+  local n
+  if (($# > 0)); then
+    check_node "$1"
+    stop_process "node$1"
+    return 0
+  fi
+  stop_process reporter
+  for n in "${NODES[@]}"; do stop_process "node$n"; done
+}
+
+cmd_status() {
+  info "Nodes:"
+  print_nodes
+  info ""
+  info "Services:"
+  print_services
+}
+
+cmd_kill_leader() {
+  local leader pid new start deadline term
+  leader=$(find_acting_leader) || die "no node is leader right now (no quorum, or an election is under way)"
+  pid=$(running_pid "node$leader") ||
+    die "node$leader is the leader but has no running recorded PID (not started by this script?)"
+  kill -KILL "$pid"
+  wait_gone "$pid" 2 || die "node$leader (pid $pid) survived SIGKILL"
+  rm -f -- "$(pid_file "node$leader")"
+  start=$(now_ms)
+  deadline=$(deadline_in "$ELECT_TIMEOUT")
+  info "killed leader node$leader (pid $pid) with SIGKILL"
+
+  while before "$deadline"; do
+    if new=$(find_leader "$leader") && [[ $new != "$leader" ]] && all_agree_on "$new" "$leader"; then
+      term=$(cluster_fields "$new" term) || term="?"
+      info "new leader: node$new (term $term), seen by every remaining node after $(($(now_ms) - start)) ms"
+      return 0
+    fi
+    sleep "$DELAY"
+  done
+  die "no new leader within ${ELECT_TIMEOUT}s (do the remaining nodes still have a quorum?)"
+}
+
+# True when every running node except $2 reports $1 as its leader.
+all_agree_on() {
+  local n seen
+  for n in "${NODES[@]}"; do
+    [[ $n == "$2" ]] && continue
+    running_pid "node$n" >/dev/null || continue
+    seen=$(cluster_fields "$n" leader_id) || return 1
+    [[ $seen == "$1" ]] || return 1
+  done
+}
+
+cmd_restart() {
+  local n=${1:-}
+  check_node "$n"
+  [[ -x $BIN ]] || build
+  mkdir -p "$RUN_DIR"
+  stop_process "node$n"
+  arm_abort
+  start_node "$n"
+  wait_healthy "$n" || die "node$n did not become healthy"
+  disarm_abort
+  info "node$n is healthy: $(http_get "$n" /health)"
+}
+
+cmd_logs() {
+  local files=() follow=() arg
+  for arg in "$@"; do
+    case $arg in
+      -f | --follow) follow=(-F) ;;
+      reporter) files+=("$RUN_DIR/reporter.log") ;;
+      *)
+        check_node "$arg"
+        files+=("$RUN_DIR/node$arg.log")
+        ;;
+    esac
+  done
+  if ((${#files[@]} == 0)); then
+    for arg in "${NODES[@]}"; do files+=("$RUN_DIR/node$arg.log"); done
+  fi
+  for arg in "${files[@]}"; do [[ -f $arg ]] || die "no log yet: $arg"; done
+  # The lines already carry their [nodeN] prefix, so tail's file headers are not needed.
+  tail -q -n "${LOG_LINES:-30}" "${follow[@]}" -- "${files[@]}"
+}
+
+cmd_clean() {
+  cmd_stop
+  rm -rf -- "${RUN_DIR:?}"
+  info "removed $RUN_DIR"
+}
+
+main() {
+  [[ $REPORT_INTERVAL =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+    die "REPORT_INTERVAL must be a number of seconds, not '$REPORT_INTERVAL'"
+  local cmd=${1:-}
+  (($# > 0)) && shift
+  case $cmd in
+    start) cmd_start ;;
+    stop) cmd_stop "$@" ;;
+    status) cmd_status ;;
+    list) print_services ;;
+    kill-leader) cmd_kill_leader ;;
+    restart) cmd_restart "$@" ;;
+    logs) cmd_logs "$@" ;;
+    clean) cmd_clean ;;
+    __reporter) run_reporter ;;
+    -h | --help | help) usage ;;
+    *)
+      usage >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"
