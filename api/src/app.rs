@@ -401,7 +401,11 @@ impl RegistryApp {
 
     /// The group as this node sees it.
     pub fn cluster(&self) -> ClusterOut {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let mut m = self.inner.raft.metrics().borrow().clone();
+        if m.current_leader == Some(m.id) && m.state != ServerState::Leader {
+            // A vote for itself persisted before a restart: not a leader now.
+            m.current_leader = None;
+        }
         let membership = m.membership_config.membership();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         let matched = m.replication.clone().unwrap_or_default();
@@ -435,11 +439,16 @@ impl RegistryApp {
         }
     }
 
-    /// Whether this node is a member of a group with a known leader.
+    /// Whether this node is a member of a group with a leader it heard from recently (or,
+    /// when it leads, whose quorum acknowledged it recently): a leader id remembered from
+    /// before a restart does not count.
     pub fn healthy(&self) -> Result<NodeId, String> {
         let m = self.inner.raft.metrics().borrow().clone();
         if let Err(e) = &m.running_state {
             return Err(format!("raft stopped: {e}"));
+        }
+        if m.current_leader == Some(m.id) && m.state != ServerState::Leader {
+            return Err("no leader known since this node restarted".into());
         }
         if !m
             .membership_config
@@ -449,10 +458,25 @@ impl RegistryApp {
         {
             return Err("this node is not a member of a cluster yet".into());
         }
-        m.current_leader
-            .ok_or_else(|| "no leader known: the cluster has no quorum or is electing".into())
+        let leader = m
+            .current_leader
+            .ok_or("no leader known: the cluster has no quorum or is electing")?;
+        let bound = u64::try_from(LEADER_CONTACT_BOUND.as_millis()).unwrap_or(u64::MAX);
+        match self.millis_since_leader_contact() {
+            Some(ms) if ms <= bound => Ok(leader),
+            Some(ms) => Err(format!(
+                "no contact with leader {leader} for {ms} ms: the cluster may have no quorum"
+            )),
+            None => Err(format!(
+                "no contact with leader {leader} since this node started"
+            )),
+        }
     }
 }
+
+/// How recent the last contact with a leader (or, on the leader, with its quorum) must be
+/// for `/health` to answer 200.
+pub const LEADER_CONTACT_BOUND: Duration = Duration::from_millis(1500);
 
 fn not_leader(id: NodeId, fwd: &ForwardToLeader<NodeId, BasicNode>) -> ApiError {
     ApiError::Unavailable(format!(

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 /// Runs until `stop` changes or Raft stops.
 pub async fn run(raft: Raft<TypeConfig>, view: StateView, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(TICK_INTERVAL / 2);
+    let mut interval = tokio::time::interval(TICK_INTERVAL / 3);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

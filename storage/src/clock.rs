@@ -14,11 +14,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How often a leader stamps an entry when nothing else is written.
-pub const TICK_INTERVAL: Duration = Duration::from_millis(500);
+pub const TICK_INTERVAL: Duration = Duration::from_millis(300);
 
-/// The longest gap between stamped entries that still counts in full; anything beyond it is
-/// time without a leader.
-pub const OUTAGE_GRACE: Duration = Duration::from_secs(2);
+/// The longest gap between stamped entries that still counts in full: a tick interval, the
+/// ticker's own period and a commit, with room to spare. Anything beyond it is time without
+/// a leader (an outage, or an election), which does not count against any service.
+pub const OUTAGE_GRACE: Duration = Duration::from_secs(1);
 
 /// The registry clock as the state machine keeps it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,10 +84,10 @@ mod tests {
         );
         assert_eq!(
             c.advance(t(101)),
-            t(4),
-            "a 100 s outage counts only the grace (2 s)"
+            t(3),
+            "a 100 s outage counts only the grace (1 s)"
         );
-        assert_eq!(c.advance(t(102)), t(5));
+        assert_eq!(c.advance(t(102)), t(4));
     }
 
     /// Between entries, a node extrapolates registry time, but freezes it after the grace.
@@ -96,9 +97,9 @@ mod tests {
         assert_eq!(c.now_after(Duration::from_secs(1)), None);
         c.advance(t(10));
         assert_eq!(
-            c.now_after(Duration::from_millis(1500)),
-            Some(t(10) + chrono::Duration::milliseconds(1500))
+            c.now_after(Duration::from_millis(700)),
+            Some(t(10) + chrono::Duration::milliseconds(700))
         );
-        assert_eq!(c.now_after(Duration::from_secs(3600)), Some(t(12)));
+        assert_eq!(c.now_after(Duration::from_secs(3600)), Some(t(11)));
     }
 }

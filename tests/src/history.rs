@@ -1,10 +1,14 @@
 //! What reporters were told, and the checks run on it afterwards.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use registry_api::wire::{ServiceOut, ServicesOut};
+use registry_api::client::{ClientError, RegistryClient};
+use registry_api::wire::{HeartbeatIn, ServiceOut, ServicesOut};
+
+use crate::wait;
 
 /// The outcome of one heartbeat request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,5 +104,71 @@ impl History {
             );
         }
         Ok(())
+    }
+}
+
+/// Reporters, one task per service, each waiting for an answer before its next heartbeat.
+pub struct Reporters {
+    /// Set to stop the reporters.
+    stop: Arc<AtomicBool>,
+    /// One task per service.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What the reporters were told so far.
+    pub history: History,
+}
+
+impl Reporters {
+    /// Starts one reporter per service (`host-0`..), each pausing `pace` between requests.
+    pub fn start(client: RegistryClient, services: usize, pace: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let history = History::default();
+        let tasks = (0..services)
+            .map(|i| {
+                let (client, stop, history) = (client.clone(), stop.clone(), history.clone());
+                tokio::spawn(async move {
+                    let host = format!("host-{i}");
+                    let binary = "cinder-volume".to_string();
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = Instant::now();
+                        let res = client.heartbeat(&[HeartbeatIn::new(&host, &binary)]).await;
+                        let outcome = match res {
+                            Ok(out) => Outcome::Acked(out.services[0].report_count),
+                            Err(e @ ClientError::Api { .. }) => Outcome::Failed(e.to_string()),
+                            Err(e) => Outcome::Unknown(e.to_string()),
+                        };
+                        history.record(Event {
+                            service: (host.clone(), binary.clone()),
+                            sent,
+                            done: Instant::now(),
+                            outcome,
+                        });
+                        tokio::time::sleep(pace).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            tasks,
+            history,
+        }
+    }
+
+    /// Waits until at least `n` heartbeats were acknowledged in all.
+    pub async fn wait_acked(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let what = format!("{n} acknowledged heartbeats");
+        wait::until(&what, timeout, || async {
+            (self.history.acked() >= n).then_some(())
+        })
+        .await
+    }
+
+    /// Stops every reporter and returns the history.
+    pub async fn stop(self) -> History {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.history
     }
 }

@@ -122,8 +122,9 @@ impl InProcCluster {
                 .map(|n| n.raft.metrics().borrow().current_leader)
                 .collect();
             let first = leaders.first().copied().flatten()?;
-            let alive = self.nodes[(first - 1) as usize].is_some();
-            (alive && leaders.iter().all(|l| *l == Some(first))).then_some((first - 1) as usize)
+            let leader = self.nodes[(first - 1) as usize].as_ref()?;
+            let leads = leader.raft.metrics().borrow().state == openraft::ServerState::Leader;
+            (leads && leaders.iter().all(|l| *l == Some(first))).then_some((first - 1) as usize)
         })
         .await
     }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use registry_api::client::RegistryClient;
-use registry_api::wire::ClusterOut;
+use registry_api::wire::{ClusterOut, Consistency, ServicesOut};
 use tempfile::TempDir;
 
 /// Path of the `registry-node` binary built by `cargo test` for this profile.
@@ -28,6 +28,22 @@ pub fn node_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// libfaketime's multi-threaded preload library (Debian package `faketime`).
+pub fn faketime_library() -> anyhow::Result<PathBuf> {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            anyhow::anyhow!("libfaketime not found: install the Debian package `faketime`")
+        })
+}
+
 /// One node process.
 pub struct ProcNode {
     /// Node id.
@@ -40,6 +56,8 @@ pub struct ProcNode {
     pub log: PathBuf,
     /// The running process, if any.
     pub child: Option<Child>,
+    /// libfaketime offset of its wall clock, if any.
+    pub clock_offset: Option<String>,
 }
 
 /// The process cluster.
@@ -64,6 +82,9 @@ pub struct ProcSpec {
     pub snapshot_logs_since_last: u64,
     /// Entries kept behind a snapshot.
     pub max_in_snapshot_log_to_keep: u64,
+    /// Wall-clock offsets (libfaketime `FAKETIME` values such as `+120s`) by node index, to
+    /// run a node whose clock is off.
+    pub clock_offsets: Vec<(usize, String)>,
 }
 
 impl Default for ProcSpec {
@@ -74,6 +95,7 @@ impl Default for ProcSpec {
             report_interval: Duration::from_secs(1),
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
+            clock_offsets: Vec::new(),
         }
     }
 }
@@ -111,6 +133,11 @@ impl ProcCluster {
                 config,
                 log: dir.path().join(format!("node{id}.log")),
                 child: None,
+                clock_offset: spec
+                    .clock_offsets
+                    .iter()
+                    .find(|(n, _)| *n == i)
+                    .map(|(_, o)| o.clone()),
             });
         }
         let mut cluster = Self {
@@ -132,14 +159,20 @@ impl ProcCluster {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        let child = Command::new(&self.binary)
-            .arg("--config")
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--config")
             .arg(&node.config)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        if let Some(offset) = &node.clock_offset {
+            cmd.env("LD_PRELOAD", faketime_library()?)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1");
+        }
+        let child = cmd.spawn()?;
         node.child = Some(child);
         Ok(())
     }
@@ -149,6 +182,24 @@ impl ProcCluster {
         if let Some(mut child) = self.nodes[i].child.take() {
             child.kill()?;
             child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs every node.
+    pub fn kill_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i)?;
+        }
+        Ok(())
+    }
+
+    /// Starts every stopped node.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                self.start_node(i)?;
+            }
         }
         Ok(())
     }
@@ -173,7 +224,9 @@ impl ProcCluster {
             .collect()
     }
 
-    /// Waits until every running node names the same running leader; returns its index.
+    /// Waits until every running node names the same running leader, and that node says it
+    /// leads (a restarted node may still name itself from its persisted vote); returns its
+    /// index.
     pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
         crate::wait::until(
             "every running node agrees on a running leader",
@@ -189,7 +242,9 @@ impl ProcCluster {
                     leader = Some(l);
                 }
                 let idx = (leader? - 1) as usize;
-                self.nodes[idx].child.is_some().then_some(idx)
+                self.nodes[idx].child.as_ref()?;
+                let own = self.client_of(idx).cluster().await.ok()?;
+                (own.role == "Leader").then_some(idx)
             },
         )
         .await
@@ -217,4 +272,34 @@ impl Drop for ProcCluster {
             let _ = self.kill_node(i);
         }
     }
+}
+
+/// Waits until every running node applied what the leader applied, then returns each
+/// running node's own (stale) list.
+pub async fn converged_lists(c: &ProcCluster) -> anyhow::Result<Vec<ServicesOut>> {
+    let leader = c.wait_for_leader(Duration::from_secs(20)).await?;
+    let target = c.client_of(leader).cluster().await?.applied_index;
+    crate::wait::until(
+        "every running node applied the leader's entries",
+        Duration::from_secs(20),
+        || async {
+            for i in c.running() {
+                let applied = c.client_of(i).cluster().await.ok()?.applied_index;
+                if applied < target {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await?;
+    let mut lists = Vec::new();
+    for i in c.running() {
+        lists.push(
+            c.client_of(i)
+                .services(None, None, Consistency::Stale)
+                .await?,
+        );
+    }
+    Ok(lists)
 }

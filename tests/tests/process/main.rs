@@ -1,3 +1,4 @@
 //! Process-level clusters: `registry-node` processes, killed with SIGKILL and restarted.
 
 mod t10_leader_kill;
+mod t20_liveness;

@@ -1,105 +1,12 @@
 //! SIGKILL of the leader, and of the whole cluster, while reporters keep heartbeating.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use registry_api::client::{ClientError, RegistryClient};
-use registry_api::wire::{Consistency, HeartbeatIn, ServicesOut};
-use registry_tests::history::{Event, History, Outcome};
-use registry_tests::procs::{ProcCluster, ProcSpec};
-use registry_tests::{init_test_tracing, wait};
-
-/// Reporters, one task per service, each waiting for an answer before its next heartbeat.
-struct Reporters {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    history: History,
-}
-
-impl Reporters {
-    fn start(client: RegistryClient, services: usize, pace: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let history = History::default();
-        let tasks = (0..services)
-            .map(|i| {
-                let (client, stop, history) = (client.clone(), stop.clone(), history.clone());
-                tokio::spawn(async move {
-                    let host = format!("host-{i}");
-                    let binary = "cinder-volume".to_string();
-                    while !stop.load(Ordering::Relaxed) {
-                        let sent = Instant::now();
-                        let res = client.heartbeat(&[HeartbeatIn::new(&host, &binary)]).await;
-                        let outcome = match res {
-                            Ok(out) => Outcome::Acked(out.services[0].report_count),
-                            Err(e @ ClientError::Api { .. }) => Outcome::Failed(e.to_string()),
-                            Err(e) => Outcome::Unknown(e.to_string()),
-                        };
-                        history.record(Event {
-                            service: (host.clone(), binary.clone()),
-                            sent,
-                            done: Instant::now(),
-                            outcome,
-                        });
-                        tokio::time::sleep(pace).await;
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            tasks,
-            history,
-        }
-    }
-
-    async fn wait_acked(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
-        let what = format!("{n} acknowledged heartbeats");
-        wait::until(&what, timeout, || async {
-            (self.history.acked() >= n).then_some(())
-        })
-        .await
-    }
-
-    async fn stop(self) -> History {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.history
-    }
-}
-
-/// Waits until every running node applied what the leader applied, then returns each
-/// running node's own (stale) list.
-async fn converged_lists(c: &ProcCluster) -> anyhow::Result<Vec<ServicesOut>> {
-    let leader = c.wait_for_leader(Duration::from_secs(20)).await?;
-    let target = c.client_of(leader).cluster().await?.applied_index;
-    wait::until(
-        "every running node applied the leader's entries",
-        Duration::from_secs(20),
-        || async {
-            for i in c.running() {
-                let applied = c.client_of(i).cluster().await.ok()?.applied_index;
-                if applied < target {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await?;
-    let mut lists = Vec::new();
-    for i in c.running() {
-        lists.push(
-            c.client_of(i)
-                .services(None, None, Consistency::Stale)
-                .await?,
-        );
-    }
-    Ok(lists)
-}
+use registry_api::wire::ServicesOut;
+use registry_tests::history::{Outcome, Reporters};
+use registry_tests::init_test_tracing;
+use registry_tests::procs::{converged_lists, ProcCluster, ProcSpec};
 
 fn counts(list: &ServicesOut) -> Vec<(String, u64, u64)> {
     list.services
