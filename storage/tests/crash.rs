@@ -34,8 +34,8 @@ use openraft::{
 };
 use registry_storage::types::{Entry, LogId, SnapshotMeta, Vote};
 use registry_storage::{
-    open_store, Command, CommandResponse, Heartbeat, LogStore, ServiceKey, ServicesState,
-    StateMachineStore, TypeConfig,
+    open_store, AdminAction, Command, CommandResponse, Heartbeat, LogStore, ServiceKey,
+    ServicesState, StateMachineStore, TypeConfig,
 };
 use tempfile::TempDir;
 
@@ -54,12 +54,12 @@ const SIGABRT: i32 = 6;
 // Deterministic log: entry `i` is always the same, so any prefix's state can be recomputed.
 // ---------------------------------------------------------------------------------------------
 
-/// The service heartbeated by every normal entry.
+/// The service heartbeated by every heartbeat entry.
 fn svc_a() -> ServiceKey {
     ServiceKey::new("host-a", "cinder-volume")
 }
 
-/// The service heartbeated by normal entries whose index is a multiple of 3.
+/// The service heartbeated by heartbeat entries whose index is a multiple of 3.
 fn svc_b() -> ServiceKey {
     ServiceKey::new("host-b", "cinder-backup")
 }
@@ -91,21 +91,58 @@ fn heartbeat_entry(id: LogId, beats: Vec<Heartbeat>) -> Entry {
     }
 }
 
-/// Entry `index` of the generated log: index 1 is the membership {1}, every later one a
-/// heartbeat of [`svc_a`] (and of [`svc_b`] when `index % 3 == 0`).
+fn command_entry(id: LogId, command: Command) -> Entry {
+    Entry {
+        log_id: id,
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+/// Whether entry `index` of the generated log is a heartbeat entry (see [`gen_entry`]).
+fn is_heartbeat(index: u64) -> bool {
+    index >= 2 && !matches!(index % 10, 5 | 7 | 9)
+}
+
+/// Entry `index` of the generated log: index 1 is the membership {1}; indexes ending in 5
+/// disable [`svc_b`], in 7 are leader ticks, in 9 freeze or thaw host-b; every other one is
+/// a heartbeat of [`svc_a`] (and of [`svc_b`] when `index % 3 == 0`). So the state has
+/// counters, admin flags and registry time, all of which must survive crashes and snapshots.
 fn gen_entry(index: u64) -> Entry {
     assert!(index >= 1, "the log starts at index 1");
-    if index == 1 {
-        return Entry {
-            log_id: gen_log_id(1),
+    let id = gen_log_id(index);
+    let at = stamp(index);
+    match index {
+        1 => Entry {
+            log_id: id,
             payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], None)),
-        };
+        },
+        i if i % 10 == 5 => command_entry(
+            id,
+            Command::Admin {
+                at,
+                key: svc_b(),
+                action: AdminAction::Disable {
+                    reason: Some(format!("maintenance {i}")),
+                },
+            },
+        ),
+        i if i % 10 == 7 => command_entry(id, Command::Tick { at }),
+        i if i % 10 == 9 => command_entry(
+            id,
+            Command::Freeze {
+                at,
+                host: "host-b".to_string(),
+                frozen: i % 20 == 9,
+            },
+        ),
+        i => {
+            let mut beats = vec![Heartbeat::new("host-a", "cinder-volume")];
+            if i.is_multiple_of(3) {
+                beats.push(Heartbeat::new("host-b", "cinder-backup"));
+            }
+            heartbeat_entry(id, beats)
+        }
     }
-    let mut beats = vec![Heartbeat::new("host-a", "cinder-volume")];
-    if index % 3 == 0 {
-        beats.push(Heartbeat::new("host-b", "cinder-backup"));
-    }
-    heartbeat_entry(gen_log_id(index), beats)
 }
 
 fn gen_entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
@@ -114,12 +151,14 @@ fn gen_entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
 
 /// Heartbeats of [`svc_a`] among entries `1..=upto` of the generated log.
 fn beats_a(upto: u64) -> u64 {
-    upto.saturating_sub(1)
+    (1..=upto).filter(|&i| is_heartbeat(i)).count() as u64
 }
 
 /// Heartbeats of [`svc_b`] among entries `1..=upto` of the generated log.
 fn beats_b(upto: u64) -> u64 {
-    upto / 3
+    (1..=upto)
+        .filter(|&i| is_heartbeat(i) && i.is_multiple_of(3))
+        .count() as u64
 }
 
 /// The state after applying entries `1..=upto` of the generated log, each exactly once.
@@ -324,53 +363,8 @@ fn heartbeat_now(beats: Vec<Heartbeat>) -> Command {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 1a. Store-level crash.
+// 1a. Store-level crashes.
 // ---------------------------------------------------------------------------------------------
-
-/// The vote the vote crash child saves last.
-fn child_vote() -> Vote {
-    Vote::new_committed(term_of(40), 1)
-}
-
-/// Crash child of [`store_crash_loses_no_acknowledged_write`]. Every durability claim it
-/// tests is the *last* flush before the abort, so a missing flush is not hidden by a later
-/// one: appends 1..=24, applies 1..=20, purges up to 10 (flushes), applies 21..=24, appends
-/// 25..=40 in acknowledged batches (the last flushes), applies 25..=35 and saves committed 35
-/// (neither flushes), records all that, and aborts.
-#[tokio::test]
-#[ignore = "crash child: run by store_crash_loses_no_acknowledged_write"]
-async fn crash_child_store_writes() -> anyhow::Result<()> {
-    let Some(dir) = child_dir() else {
-        return Ok(());
-    };
-    let (mut log, mut sm) = open_store(&dir.join("db"))?;
-    // `blocking_append` waits for the store's LogFlushed callback: the acknowledgement.
-    for start in (1..=24).step_by(8) {
-        log.blocking_append(gen_entries(start..=start + 7)).await?;
-    }
-    for start in (1..=20).step_by(4) {
-        sm.apply(gen_entries(start..=start + 3)).await?;
-    }
-    log.purge(gen_log_id(10)).await?;
-    sm.apply(gen_entries(21..=24)).await?;
-    for start in (25..=40).step_by(4) {
-        log.blocking_append(gen_entries(start..=start + 3)).await?;
-    }
-    for start in (25..=35).step_by(3) {
-        sm.apply(gen_entries(start..=(start + 2).min(35))).await?;
-    }
-    log.save_committed(Some(gen_log_id(35))).await?;
-    write_marker(
-        &dir,
-        &[
-            ("acked", 40),
-            ("purged", 10),
-            ("applied", 35),
-            ("committed", 35),
-        ],
-    )?;
-    std::process::abort();
-}
 
 /// Crash child of [`acknowledged_appends_survive_crash`]: appends entries 1..=40 in batches of
 /// four, each acknowledged through the store's `LogFlushed` callback, and aborts right after
@@ -413,81 +407,9 @@ async fn acknowledged_appends_survive_crash() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Services each entry of the wide log heartbeats.
-const WIDE_SERVICES: usize = 64;
-/// Entries the wide-apply crash child applies.
-const WIDE_ENTRIES: u64 = 1000;
-
-/// Entry `index` of the wide log: index 1 is the membership {1}, every later one heartbeats
-/// [`WIDE_SERVICES`] services at once, so one apply writes many records.
-fn wide_entry(index: u64) -> Entry {
-    if index == 1 {
-        return gen_entry(1);
-    }
-    let beats = (0..WIDE_SERVICES)
-        .map(|j| {
-            let mut hb = Heartbeat::new(format!("wide-host-{j:03}"), "cinder-volume");
-            hb.rpc_current_version = Some(format!("3.{index}"));
-            hb
-        })
-        .collect();
-    heartbeat_entry(gen_log_id(index), beats)
-}
-
-/// Crash child of [`crash_mid_apply_leaves_applied_id_and_records_together`]: applies
-/// [`WIDE_ENTRIES`] wide entries one batch each (several megabytes, so sled's buffers roll to
-/// disk at arbitrary points of the applies), never flushes, and aborts.
-#[tokio::test]
-#[ignore = "crash child: run by crash_mid_apply_leaves_applied_id_and_records_together"]
-async fn crash_child_wide_applies() -> anyhow::Result<()> {
-    let Some(dir) = child_dir() else {
-        return Ok(());
-    };
-    let (_log, mut sm) = open_store(&dir.join("db"))?;
-    for index in 1..=WIDE_ENTRIES {
-        sm.apply([wide_entry(index)]).await?;
-    }
-    write_marker(&dir, &[("applied", WIDE_ENTRIES)])?;
-    std::process::abort();
-}
-
-/// An apply reaches disk whole or not at all: after a crash in the middle of a stream of
-/// unflushed applies, each writing many records, the state machine on disk is exactly the
-/// entries up to its own `last_applied`, never the applied log id of one entry with only part
-/// of that entry's records (or records without their applied log id).
-#[tokio::test]
-async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Result<()> {
-    let tmp = TempDir::new()?;
-    let marker = run_crash_child("crash_child_wide_applies", tmp.path())?;
-    let applied = marker_value(&marker, "applied")?;
-    let (_log, mut sm) = open_store(&tmp.path().join("db"))?;
-    let (last_applied, _) = sm.applied_state().await?;
-    let l = last_applied.map_or(0, |l| l.index);
-    eprintln!("wide applies: recovered last_applied={l} of {applied}");
-    assert!(l <= applied, "state machine ahead of what was applied");
-    let mut expected = ServicesState::default();
-    let mut changed = BTreeSet::new();
-    for index in 1..=l {
-        expected.apply_entry(&wide_entry(index), &mut changed);
-    }
-    let on_disk = snapshot_of_view(&sm);
-    let torn: Vec<_> = on_disk
-        .records()
-        .filter(|r| expected.get(&r.key()) != Some(*r))
-        .map(|r| (r.host.clone(), r.report_count))
-        .collect();
-    assert!(
-        torn.is_empty() && on_disk.len() == expected.len(),
-        "atomic apply: after a crash the records on disk do not match their applied log id \
-         {l}: {} of {} records differ ({torn:?})",
-        torn.len(),
-        expected.len()
-    );
-    assert_eq!(
-        on_disk, expected,
-        "atomic apply: state differs from its log id {l}"
-    );
-    Ok(())
+/// The vote the vote crash child saves last.
+fn child_vote() -> Vote {
+    Vote::new_committed(term_of(40), 1)
 }
 
 /// Crash child of [`vote_survives_crash`]: appends two entries, saves two votes (the second
@@ -523,6 +445,45 @@ async fn vote_survives_crash() -> anyhow::Result<()> {
         "vote durability: the vote save_vote returned for is not the one on disk after a crash"
     );
     Ok(())
+}
+
+/// Crash child of [`store_crash_loses_no_acknowledged_write`]: appends 1..=24, applies
+/// 1..=20, purges up to 10, applies 21..=24, appends 25..=40 in acknowledged batches, then
+/// applies 25..=35 and saves committed 35 (neither flushes: the crash hits them in flight),
+/// records all that, and aborts.
+#[tokio::test]
+#[ignore = "crash child: run by store_crash_loses_no_acknowledged_write"]
+async fn crash_child_store_writes() -> anyhow::Result<()> {
+    let Some(dir) = child_dir() else {
+        return Ok(());
+    };
+    let (mut log, mut sm) = open_store(&dir.join("db"))?;
+    // `blocking_append` waits for the store's LogFlushed callback: the acknowledgement.
+    for start in (1..=24).step_by(8) {
+        log.blocking_append(gen_entries(start..=start + 7)).await?;
+    }
+    for start in (1..=20).step_by(4) {
+        sm.apply(gen_entries(start..=start + 3)).await?;
+    }
+    log.purge(gen_log_id(10)).await?;
+    sm.apply(gen_entries(21..=24)).await?;
+    for start in (25..=40).step_by(4) {
+        log.blocking_append(gen_entries(start..=start + 3)).await?;
+    }
+    for start in (25..=35).step_by(3) {
+        sm.apply(gen_entries(start..=(start + 2).min(35))).await?;
+    }
+    log.save_committed(Some(gen_log_id(35))).await?;
+    write_marker(
+        &dir,
+        &[
+            ("acked", 40),
+            ("purged", 10),
+            ("applied", 35),
+            ("committed", 35),
+        ],
+    )?;
+    std::process::abort();
 }
 
 /// After a real crash (abort, no flush on drop) in the middle of appends, applies and a
@@ -630,6 +591,83 @@ async fn store_crash_loses_no_acknowledged_write() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Services each entry of the wide log heartbeats.
+const WIDE_SERVICES: usize = 64;
+/// Entries the wide-apply crash child applies.
+const WIDE_ENTRIES: u64 = 1000;
+
+/// Entry `index` of the wide log: index 1 is the membership {1}, every later one heartbeats
+/// [`WIDE_SERVICES`] services at once, so one apply writes many records.
+fn wide_entry(index: u64) -> Entry {
+    if index == 1 {
+        return gen_entry(1);
+    }
+    let beats = (0..WIDE_SERVICES)
+        .map(|j| {
+            let mut hb = Heartbeat::new(format!("wide-host-{j:03}"), "cinder-volume");
+            hb.rpc_current_version = Some(format!("3.{index}"));
+            hb
+        })
+        .collect();
+    heartbeat_entry(gen_log_id(index), beats)
+}
+
+/// Crash child of [`crash_mid_apply_leaves_applied_id_and_records_together`]: applies
+/// [`WIDE_ENTRIES`] wide entries one batch each (several megabytes, so sled's buffers roll to
+/// disk at arbitrary points of the applies), never flushes, and aborts.
+#[tokio::test]
+#[ignore = "crash child: run by crash_mid_apply_leaves_applied_id_and_records_together"]
+async fn crash_child_wide_applies() -> anyhow::Result<()> {
+    let Some(dir) = child_dir() else {
+        return Ok(());
+    };
+    let (_log, mut sm) = open_store(&dir.join("db"))?;
+    for index in 1..=WIDE_ENTRIES {
+        sm.apply([wide_entry(index)]).await?;
+    }
+    write_marker(&dir, &[("applied", WIDE_ENTRIES)])?;
+    std::process::abort();
+}
+
+/// An apply reaches disk whole or not at all: after a crash in the middle of a stream of
+/// unflushed applies, each writing many records, the state machine on disk is exactly the
+/// entries up to its own `last_applied`, never the applied log id of one entry with only part
+/// of that entry's records (or records without their applied log id).
+#[tokio::test]
+async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let marker = run_crash_child("crash_child_wide_applies", tmp.path())?;
+    let applied = marker_value(&marker, "applied")?;
+    let (_log, mut sm) = open_store(&tmp.path().join("db"))?;
+    let (last_applied, _) = sm.applied_state().await?;
+    let l = last_applied.map_or(0, |l| l.index);
+    eprintln!("wide applies: recovered last_applied={l} of {applied}");
+    assert!(l <= applied, "state machine ahead of what was applied");
+    let mut expected = ServicesState::default();
+    let mut changed = BTreeSet::new();
+    for index in 1..=l {
+        expected.apply_entry(&wide_entry(index), &mut changed);
+    }
+    let on_disk = snapshot_of_view(&sm);
+    let torn: Vec<_> = on_disk
+        .records()
+        .filter(|r| expected.get(&r.key()) != Some(*r))
+        .map(|r| (r.host.clone(), r.report_count))
+        .collect();
+    assert!(
+        torn.is_empty() && on_disk.len() == expected.len(),
+        "atomic apply: after a crash the records on disk do not match their applied log id \
+         {l}: {} of {} records differ ({torn:?})",
+        torn.len(),
+        expected.len()
+    );
+    assert_eq!(
+        on_disk, expected,
+        "atomic apply: state differs from its log id {l}"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1b. Raft-level crash.
 // ---------------------------------------------------------------------------------------------
@@ -655,7 +693,7 @@ async fn crash_child_raft_writes() -> anyhow::Result<()> {
     let (mut last_index, mut b_beats) = (0, 0);
     for i in 1..=RAFT_BEATS {
         let mut beats = vec![Heartbeat::new("host-a", "cinder-volume")];
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             beats.push(Heartbeat::new("host-b", "cinder-backup"));
             b_beats += 1;
         }
