@@ -13,6 +13,7 @@ use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecor
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::Reply;
 
+use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
 use crate::liveness::Liveness;
 use crate::wire::{ClusterOut, MemberOut, ServiceOut, ServicesQuery};
@@ -56,6 +57,8 @@ struct Inner {
     settings: ApiSettings,
     /// Pooled client for forwarding to the leader.
     http: reqwest::Client,
+    /// Group commit of heartbeats.
+    batcher: Batcher,
     /// When a leader last sent this node an AppendEntries (or this node led).
     last_leader_contact: Mutex<Option<Instant>>,
 }
@@ -70,6 +73,14 @@ pub enum Written {
     Forwarded(warp::reply::Response),
 }
 
+/// Where a call that must run on the leader ran.
+pub enum OnLeader<T> {
+    /// Here: its result.
+    Here(T),
+    /// On the leader, whose answer is passed through.
+    Forwarded(warp::reply::Response),
+}
+
 /// Where a read is served.
 pub enum ReadAt {
     /// Here, from the local state machine.
@@ -79,9 +90,17 @@ pub enum ReadAt {
 }
 
 impl RegistryApp {
-    /// Wraps a node's parts.
-    pub fn new(id: NodeId, raft: Raft<TypeConfig>, view: StateView, settings: ApiSettings) -> Self {
+    /// Wraps a node's parts; requests it forwards to the leader leave from `local_ip`.
+    pub fn new(
+        id: NodeId,
+        raft: Raft<TypeConfig>,
+        view: StateView,
+        settings: ApiSettings,
+        local_ip: Option<std::net::IpAddr>,
+    ) -> Self {
+        let batcher = Batcher::spawn(raft.clone());
         let http = reqwest::Client::builder()
+            .local_address(local_ip)
             .pool_max_idle_per_host(64)
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
@@ -93,6 +112,7 @@ impl RegistryApp {
                 view,
                 settings,
                 http,
+                batcher,
                 last_leader_contact: Mutex::new(None),
             }),
         }
@@ -144,11 +164,16 @@ impl RegistryApp {
         body: bytes::Bytes,
         forwarded: bool,
     ) -> Result<Written, ApiError> {
-        let cmd = |at| Command::Heartbeats {
-            at,
-            beats: beats.clone(),
+        let propose = || async {
+            match self.inner.batcher.submit(beats.clone()).await {
+                Ok(res) => res,
+                Err(stopped) => {
+                    tracing::error!(error = %stopped, "heartbeat batcher gone");
+                    Err(RaftError::Fatal(openraft::error::Fatal::Stopped))
+                }
+            }
         };
-        self.write(cmd, (Method::POST, "/v1/heartbeats"), body, forwarded)
+        self.write_with(propose, (Method::POST, "/v1/heartbeats"), body, forwarded)
             .await
     }
 
@@ -161,32 +186,71 @@ impl RegistryApp {
         body: bytes::Bytes,
         forwarded: bool,
     ) -> Result<Written, ApiError> {
+        let propose = || async {
+            self.inner
+                .raft
+                .client_write(cmd(Utc::now()))
+                .await
+                .map(|r| r.data)
+        };
+        self.write_with(propose, route, body, forwarded).await
+    }
+
+    /// The write path: `propose` until it commits, forwarding to the leader (once) or
+    /// waiting for one to be elected, within `write_timeout`.
+    async fn write_with<F, Fut>(
+        &self,
+        propose: F,
+        route: (Method, &str),
+        body: bytes::Bytes,
+        forwarded: bool,
+    ) -> Result<Written, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<CommandResponse, WriteError>>,
+    {
+        match self.on_leader(propose, route, body, forwarded).await? {
+            OnLeader::Here(CommandResponse::Records(r)) => Ok(Written::Here(r)),
+            OnLeader::Here(CommandResponse::NotFound) => Ok(Written::NotFound),
+            OnLeader::Here(CommandResponse::Empty) => {
+                Err(ApiError::Internal("entry applied without a result".into()))
+            }
+            OnLeader::Forwarded(resp) => Ok(Written::Forwarded(resp)),
+        }
+    }
+
+    /// Runs `call` (a write or a membership change) until it succeeds on the leader; a node
+    /// that is not the leader forwards the original request (`route`, `body`) there once, or
+    /// waits for one to be elected; all within `write_timeout`.
+    pub async fn on_leader<T, F, Fut>(
+        &self,
+        call: F,
+        route: (Method, &str),
+        body: bytes::Bytes,
+        forwarded: bool,
+    ) -> Result<OnLeader<T>, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, WriteError>>,
+    {
         let deadline = Instant::now() + self.inner.settings.write_timeout;
         loop {
+            self.check_quorum_contact()?;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let proposal = self.inner.raft.client_write(cmd(Utc::now()));
-            let err = match tokio::time::timeout(remaining, proposal).await {
+            let err = match tokio::time::timeout(remaining, call()).await {
                 Err(_) => {
                     return Err(ApiError::Unavailable(format!(
-                        "write not committed within {:?}: the leader has no quorum",
+                        "not committed within {:?}: the leader has no quorum",
                         self.inner.settings.write_timeout
                     )))
                 }
-                Ok(Ok(resp)) => {
-                    return match resp.data {
-                        CommandResponse::Records(r) => Ok(Written::Here(r)),
-                        CommandResponse::NotFound => Ok(Written::NotFound),
-                        CommandResponse::Empty => {
-                            Err(ApiError::Internal("entry applied without a result".into()))
-                        }
-                    }
-                }
+                Ok(Ok(v)) => return Ok(OnLeader::Here(v)),
                 Ok(Err(e)) => e,
             };
             let fwd = match err {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f,
                 RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                    return Err(ApiError::Internal(e.to_string()))
+                    return Err(ApiError::Conflict(e.to_string()))
                 }
                 RaftError::Fatal(f) => {
                     return Err(ApiError::Unavailable(format!(
@@ -201,7 +265,7 @@ impl RegistryApp {
                 .forward_or_wait(&fwd, route.0.clone(), route.1, body.clone(), deadline)
                 .await?
             {
-                return Ok(Written::Forwarded(resp));
+                return Ok(OnLeader::Forwarded(resp));
             }
         }
     }
@@ -220,6 +284,7 @@ impl RegistryApp {
         }
         let deadline = Instant::now() + self.inner.settings.read_timeout;
         loop {
+            self.check_quorum_contact()?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let res = tokio::time::timeout(remaining, self.inner.raft.ensure_linearizable()).await;
             let fwd = match res {
@@ -292,12 +357,28 @@ impl RegistryApp {
         Ok(None)
     }
 
-    /// Waits until a leader other than `not` is known, or fails at `deadline`.
+    /// Fails at once when this node leads but has not heard from a quorum for longer than
+    /// [`LEADER_CONTACT_BOUND`]: a write could not commit, so the client should not wait.
+    fn check_quorum_contact(&self) -> Result<(), ApiError> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let bound = u64::try_from(LEADER_CONTACT_BOUND.as_millis()).unwrap_or(u64::MAX);
+        match (m.state, m.millis_since_quorum_ack) {
+            (ServerState::Leader, Some(ms)) if ms > bound => Err(ApiError::Unavailable(format!(
+                "node {} leads but has not heard from a quorum for {ms} ms: no quorum",
+                m.id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until a leader other than `not` is known, or fails at `deadline` or after
+    /// [`LEADER_WAIT`], whichever comes first.
     async fn wait_for_other_leader(
         &self,
         not: Option<NodeId>,
         deadline: Instant,
     ) -> Result<(), ApiError> {
+        let deadline = deadline.min(Instant::now() + LEADER_WAIT);
         let mut rx = self.inner.raft.metrics();
         let wait = async {
             rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != not)
@@ -436,6 +517,7 @@ impl RegistryApp {
             snapshot_index: m.snapshot.map(|l| l.index),
             members,
             records: self.inner.view.read(|s| s.len()),
+            digest: format!("{:016x}", self.inner.view.read(|s| s.digest())),
         }
     }
 
@@ -473,6 +555,10 @@ impl RegistryApp {
         }
     }
 }
+
+/// How long a request waits for a leader to be elected before failing with 503: a few
+/// election rounds; a group that elects none in that time has no quorum.
+pub const LEADER_WAIT: Duration = Duration::from_secs(2);
 
 /// How recent the last contact with a leader (or, on the leader, with its quorum) must be
 /// for `/health` to answer 200.

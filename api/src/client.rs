@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use crate::error::ErrorBody;
 use crate::wire::{
-    ClusterOut, Consistency, HeartbeatIn, ServiceAction, ServiceActionIn, ServicesOut,
+    AddLearnerIn, ClusterOut, Consistency, HeartbeatIn, PromoteIn, ServiceAction, ServiceActionIn,
+    ServicesOut,
 };
 
 /// What a client call can fail with.
@@ -119,6 +120,43 @@ impl RegistryClient {
                 .json(&body)
         })
         .await
+    }
+
+    /// Adds a node as a learner (answers once it caught up).
+    pub async fn add_learner(&self, id: u64, addr: &str) -> Result<ClusterOut, ClientError> {
+        let body = AddLearnerIn {
+            id,
+            addr: addr.to_string(),
+        };
+        self.send(|base| {
+            self.http
+                .post(format!("{base}/v1/cluster/learners"))
+                .json(&body)
+        })
+        .await
+    }
+
+    /// Promotes a learner to voter.
+    pub async fn promote(&self, id: u64) -> Result<ClusterOut, ClientError> {
+        let body = PromoteIn { id };
+        self.send(|base| {
+            self.http
+                .post(format!("{base}/v1/cluster/voters"))
+                .json(&body)
+        })
+        .await
+    }
+
+    /// Removes a voter or learner from the group.
+    pub async fn remove_member(&self, id: u64) -> Result<ClusterOut, ClientError> {
+        self.send(|base| self.http.delete(format!("{base}/v1/cluster/members/{id}")))
+            .await
+    }
+
+    /// Asks the first reachable node to build a snapshot now.
+    pub async fn trigger_snapshot(&self) -> Result<serde_json::Value, ClientError> {
+        self.send(|base| self.http.post(format!("{base}/v1/cluster/snapshot")))
+            .await
     }
 
     /// The cluster as the first reachable node sees it.

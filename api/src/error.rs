@@ -17,6 +17,10 @@ pub enum ApiError {
     /// No such route or record (404).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the current state, e.g. a membership change while another
+    /// is in progress (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The body is larger than the route accepts (413).
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -38,6 +42,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

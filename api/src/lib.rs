@@ -12,6 +12,8 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod batcher;
+pub mod cinder;
 pub mod client;
 pub mod error;
 pub mod liveness;

@@ -285,6 +285,8 @@ pub struct ClusterOut {
     pub members: Vec<MemberOut>,
     /// Number of records in this node's state machine, removed ones included.
     pub records: usize,
+    /// Digest of this node's state machine (equal on nodes at the same applied index).
+    pub digest: String,
 }
 
 /// Body of `PUT /v1/services/{action}`.
@@ -410,4 +412,22 @@ pub fn action_command(
             frozen,
         },
     })
+}
+
+/// Body of `POST /v1/cluster/learners`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddLearnerIn {
+    /// The new node's id.
+    pub id: u64,
+    /// Its HTTP address, `host:port`.
+    pub addr: String,
+}
+
+/// Body of `POST /v1/cluster/voters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteIn {
+    /// The learner to promote.
+    pub id: u64,
 }

@@ -59,6 +59,10 @@ pub struct RaftSettings {
     /// Entries kept in the log behind the latest snapshot (so a briefly lagging follower
     /// catches up from the log rather than by a snapshot install).
     pub max_in_snapshot_log_to_keep: u64,
+    /// How long one snapshot chunk may take to send and, for the last one, to install on the
+    /// follower (decoding and writing every record).
+    #[serde(with = "humantime_serde")]
+    pub install_snapshot_timeout: Duration,
 }
 
 impl Default for RaftSettings {
@@ -69,6 +73,7 @@ impl Default for RaftSettings {
             election_timeout_max: Duration::from_millis(300),
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
+            install_snapshot_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -102,6 +107,15 @@ pub struct NodeConfig {
     /// Raft timings and log compaction.
     #[serde(default)]
     pub raft: RaftSettings,
+    /// Whether a node starting with an empty data directory forms the group with `peers`
+    /// (true, the default, for the founding members). A node that joins a running group must
+    /// set it to false and be added by the leader (`registryctl cluster add`).
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: bool,
+}
+
+fn default_bootstrap() -> bool {
+    true
 }
 
 fn default_service_down_time() -> Duration {
@@ -205,6 +219,7 @@ impl NodeConfig {
                 self.raft.snapshot_logs_since_last,
             ),
             max_in_snapshot_log_to_keep: self.raft.max_in_snapshot_log_to_keep,
+            install_snapshot_timeout: ms(self.raft.install_snapshot_timeout),
             ..Default::default()
         }
         .validate()

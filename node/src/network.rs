@@ -26,9 +26,12 @@ pub struct HttpNetwork {
 }
 
 impl HttpNetwork {
-    /// A network whose connections are reused across RPCs.
-    pub fn new() -> Result<Self, reqwest::Error> {
+    /// A network whose connections are reused across RPCs; they leave from `local`, the
+    /// node's own listen address, when it names one (so peers and firewalls see the node's
+    /// address, not whichever one the OS picks).
+    pub fn new(local: Option<std::net::IpAddr>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            .local_address(local)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(8)
             .tcp_nodelay(true)

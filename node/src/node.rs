@@ -65,7 +65,8 @@ impl Node {
             .map_err(|e| NodeError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
         let (log, sm) = open_store(&config.data_dir)?;
         let view = sm.view();
-        let network = HttpNetwork::new().map_err(|e| NodeError::Io(e.to_string()))?;
+        let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
+        let network = HttpNetwork::new(local_ip).map_err(|e| NodeError::Io(e.to_string()))?;
         let raft = Raft::new(config.node_id, raft_config, network, log.clone(), sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -83,7 +84,7 @@ impl Node {
             view.clone(),
             stopped_tasks,
         ));
-        let app = RegistryApp::new(config.node_id, raft.clone(), view, settings);
+        let app = RegistryApp::new(config.node_id, raft.clone(), view, settings, local_ip);
         let addr = listener
             .local_addr()
             .map_err(|e| NodeError::Io(e.to_string()))?;
@@ -144,6 +145,10 @@ async fn bootstrap(raft: &Raft<TypeConfig>, config: &NodeConfig) -> Result<(), N
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     if initialized {
         tracing::info!("existing Raft state found; rejoining the group");
+        return Ok(());
+    }
+    if !config.bootstrap {
+        tracing::info!("empty node with bootstrap = false: waiting to be added by the leader");
         return Ok(());
     }
     let members: BTreeMap<NodeId, BasicNode> = config

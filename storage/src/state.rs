@@ -212,6 +212,36 @@ impl ServicesState {
             .map(|(_, r)| r)
     }
 
+    /// A digest of the replicated contents (every record, the id counter and the registry
+    /// clock), to compare nodes that applied the same index. It uses std's SipHash with its
+    /// fixed keys: stable for one build, which is all a running cluster compares.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.next_id.hash(&mut h);
+        self.clock.now.map(|t| t.timestamp_micros()).hash(&mut h);
+        for r in self.services.values() {
+            (&r.host, &r.binary, r.id, &r.topic, r.report_count).hash(&mut h);
+            (r.disabled, &r.disabled_reason, &r.availability_zone).hash(&mut h);
+            let times = [
+                Some(r.created_at),
+                r.updated_at,
+                r.modified_at,
+                r.deleted_at,
+            ];
+            times.map(|t| t.map(|t| t.timestamp_micros())).hash(&mut h);
+            (r.deleted, &r.rpc_current_version, &r.object_current_version).hash(&mut h);
+            (&r.replication_status, r.frozen, &r.active_backend_id).hash(&mut h);
+            (
+                &r.cluster_name,
+                r.forced_down,
+                r.last_seen.timestamp_micros(),
+            )
+                .hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// Number of records, soft-deleted ones included.
     pub fn len(&self) -> usize {
         self.services.len()

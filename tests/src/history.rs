@@ -120,17 +120,30 @@ pub struct Reporters {
 impl Reporters {
     /// Starts one reporter per service (`host-0`..), each pausing `pace` between requests.
     pub fn start(client: RegistryClient, services: usize, pace: Duration) -> Self {
+        Self::start_spread(vec![client], services, pace)
+    }
+
+    /// Like [`Reporters::start`], reporter `i` starting with `clients[i % clients.len()]`
+    /// (so reporters are spread over every node) and moving on to the next client after a
+    /// request that failed or got no answer, as a reporter that follows the cluster does.
+    pub fn start_spread(clients: Vec<RegistryClient>, services: usize, pace: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let history = History::default();
         let tasks = (0..services)
             .map(|i| {
-                let (client, stop, history) = (client.clone(), stop.clone(), history.clone());
+                let clients = clients.clone();
+                let mut current = i % clients.len();
+                let (stop, history) = (stop.clone(), history.clone());
                 tokio::spawn(async move {
                     let host = format!("host-{i}");
                     let binary = "cinder-volume".to_string();
                     while !stop.load(Ordering::Relaxed) {
                         let sent = Instant::now();
+                        let client = &clients[current];
                         let res = client.heartbeat(&[HeartbeatIn::new(&host, &binary)]).await;
+                        if res.is_err() {
+                            current = (current + 1) % clients.len();
+                        }
                         let outcome = match res {
                             Ok(out) => Outcome::Acked(out.services[0].report_count),
                             Err(e @ ClientError::Api { .. }) => Outcome::Failed(e.to_string()),

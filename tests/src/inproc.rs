@@ -67,6 +67,7 @@ impl InProcCluster {
                     write_timeout: Duration::from_secs(5),
                     read_timeout: Duration::from_secs(2),
                     raft: spec.raft.clone(),
+                    bootstrap: true,
                 }
                 .validate()
             })

@@ -1,9 +1,10 @@
 //! Harnesses for the integration tests: clusters of registry nodes in this process
 //! ([`inproc`]) or as `registry-node` processes ([`procs`]), waiting on conditions with
-//! deadlines ([`wait`]), and a history of what reporters were told ([`history`]).
+//! deadlines ([`wait`]), a history of what reporters were told ([`history`]).
 
 pub mod history;
 pub mod inproc;
+pub mod observer;
 pub mod procs;
 pub mod wait;
 

@@ -67,6 +67,43 @@ pub struct ProcCluster {
     /// The nodes (index i is node id i + 1).
     pub nodes: Vec<ProcNode>,
     binary: PathBuf,
+    /// The cluster's loopback /24, `127.X.Y`.
+    net: String,
+    /// Settings every node's config is written with.
+    spec: ProcSpec,
+    /// Firewall rules in force (arguments after `-I`/`-D`).
+    cuts: Vec<Vec<String>>,
+}
+
+/// A loopback /24 no other cluster of this test process uses.
+fn next_loopback_net() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!("127.{}.{}", 100 + (pid % 100), (pid / 100 + n) % 250 + 1)
+}
+
+/// A port on `ip` that is free now.
+fn free_port_on(ip: std::net::IpAddr) -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind((ip, 0))?;
+    Ok(l.local_addr()?)
+}
+
+/// Runs `iptables -w OP ARGS`; partition tests need root and the Debian package `iptables`.
+fn iptables(op: &str, args: &[String]) -> anyhow::Result<()> {
+    let out = Command::new("iptables")
+        .arg("-w")
+        .arg(op)
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running iptables (install the `iptables` package): {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "iptables {op} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// Timing settings written into every node's config.
@@ -101,54 +138,149 @@ impl Default for ProcSpec {
 }
 
 impl ProcCluster {
-    /// Writes configs and starts every node.
+    /// Writes configs and starts every node. Each node gets an address of its own in a
+    /// loopback /24 of its own (127.X.Y.n), so links between two nodes can be cut with
+    /// firewall rules that touch nothing else.
     pub fn start(spec: ProcSpec) -> anyhow::Result<Self> {
         let dir = TempDir::new()?;
-        let addrs = crate::free_loopback_addrs(spec.nodes);
-        let peers: String = addrs
+        let net = next_loopback_net();
+        let addrs: Vec<SocketAddr> = (1..=spec.nodes)
+            .map(|n| free_port_on(format!("{net}.{n}").parse()?))
+            .collect::<anyhow::Result<_>>()?;
+        let peers: Vec<(u64, SocketAddr)> = addrs
             .iter()
             .enumerate()
-            .map(|(i, a)| format!("[[peers]]\nid = {}\naddr = \"{a}\"\n\n", i + 1))
+            .map(|(i, a)| (i as u64 + 1, *a))
             .collect();
-        let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let id = i as u64 + 1;
-            let config = dir.path().join(format!("node{id}.toml"));
-            let text = format!(
-                "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"node{id}-data\"\n\
-                 service_down_time = \"{}ms\"\nreport_interval = \"{}ms\"\n\
-                 write_timeout = \"5s\"\nread_timeout = \"2s\"\n\n\
-                 [raft]\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"150ms\"\n\
-                 election_timeout_max = \"300ms\"\nsnapshot_logs_since_last = {}\n\
-                 max_in_snapshot_log_to_keep = {}\n\n{peers}",
-                spec.service_down_time.as_millis(),
-                spec.report_interval.as_millis(),
-                spec.snapshot_logs_since_last,
-                spec.max_in_snapshot_log_to_keep,
-            );
-            std::fs::write(&config, text)?;
-            nodes.push(ProcNode {
-                id,
-                addr: *addr,
-                config,
-                log: dir.path().join(format!("node{id}.log")),
-                child: None,
-                clock_offset: spec
-                    .clock_offsets
-                    .iter()
-                    .find(|(n, _)| *n == i)
-                    .map(|(_, o)| o.clone()),
-            });
-        }
         let mut cluster = Self {
             dir,
-            nodes,
+            nodes: Vec::new(),
             binary: node_binary()?,
+            net,
+            spec: spec.clone(),
+            cuts: Vec::new(),
         };
+        for (id, addr) in &peers {
+            cluster.add_proc_node(*id, *addr, &peers, true)?;
+        }
         for i in 0..cluster.nodes.len() {
             cluster.start_node(i)?;
         }
         Ok(cluster)
+    }
+
+    /// Writes the config of a node and records it (not started).
+    fn add_proc_node(
+        &mut self,
+        id: u64,
+        addr: SocketAddr,
+        peers: &[(u64, SocketAddr)],
+        bootstrap: bool,
+    ) -> anyhow::Result<usize> {
+        let spec = &self.spec;
+        let peers: String = peers
+            .iter()
+            .map(|(id, a)| format!("[[peers]]\nid = {id}\naddr = \"{a}\"\n\n"))
+            .collect();
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        let text = format!(
+            "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"node{id}-data\"\n\
+             bootstrap = {bootstrap}\n\
+             service_down_time = \"{}ms\"\nreport_interval = \"{}ms\"\n\
+             write_timeout = \"5s\"\nread_timeout = \"2s\"\n\n\
+             [raft]\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"150ms\"\n\
+             election_timeout_max = \"300ms\"\nsnapshot_logs_since_last = {}\n\
+             max_in_snapshot_log_to_keep = {}\n\n{peers}",
+            spec.service_down_time.as_millis(),
+            spec.report_interval.as_millis(),
+            spec.snapshot_logs_since_last,
+            spec.max_in_snapshot_log_to_keep,
+        );
+        std::fs::write(&config, text)?;
+        let index = self.nodes.len();
+        self.nodes.push(ProcNode {
+            id,
+            addr,
+            config,
+            log: self.dir.path().join(format!("node{id}.log")),
+            child: None,
+            clock_offset: spec
+                .clock_offsets
+                .iter()
+                .find(|(n, _)| *n == index)
+                .map(|(_, o)| o.clone()),
+        });
+        Ok(index)
+    }
+
+    /// Creates and starts a new, empty node that does not bootstrap (it waits to be added
+    /// by the leader); returns its index. Its data directory is its own, fresh.
+    pub fn spawn_joiner(&mut self) -> anyhow::Result<usize> {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let addr = free_port_on(format!("{}.{id}", self.net).parse()?)?;
+        let i = self.add_proc_node(id, addr, &[(id, addr)], false)?;
+        self.start_node(i)?;
+        Ok(i)
+    }
+
+    /// Cuts every link between node `i` and the others (both directions, packets dropped).
+    pub fn isolate(&mut self, i: usize) -> anyhow::Result<()> {
+        let me = self.nodes[i].addr.ip();
+        let others: Vec<_> = (0..self.nodes.len())
+            .filter(|j| *j != i)
+            .map(|j| self.nodes[j].addr.ip())
+            .collect();
+        for other in others {
+            self.cut(me, other)?;
+            self.cut(other, me)?;
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self, from: std::net::IpAddr, to: std::net::IpAddr) -> anyhow::Result<()> {
+        let rule = vec![
+            "INPUT".to_string(),
+            "-s".into(),
+            from.to_string(),
+            "-d".into(),
+            to.to_string(),
+            "-j".into(),
+            "DROP".into(),
+        ];
+        iptables("-I", &rule)?;
+        self.cuts.push(rule);
+        Ok(())
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        for rule in std::mem::take(&mut self.cuts) {
+            iptables("-D", &rule)?;
+        }
+        Ok(())
+    }
+
+    /// Pauses node `i` (SIGSTOP).
+    pub fn pause(&self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-STOP")
+    }
+
+    /// Resumes node `i` (SIGCONT).
+    pub fn resume(&self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-CONT")
+    }
+
+    fn signal(&self, i: usize, sig: &str) -> anyhow::Result<()> {
+        let child = self.nodes[i]
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("node {} is not running", self.nodes[i].id))?;
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(child.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {sig} {} failed", child.id());
+        Ok(())
     }
 
     /// Starts node index `i` (again).
@@ -217,6 +349,24 @@ impl ProcCluster {
         )
     }
 
+    /// One client per node, each trying that node first and then the others in turn, so
+    /// reporters spread over them reach the cluster through every node. Each request is
+    /// bounded by 2 s (a reporter must not hang on a paused node).
+    pub fn clients_rotated(&self) -> Vec<RegistryClient> {
+        let addrs: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        (0..addrs.len())
+            .map(|k| {
+                let order = addrs[k..].iter().chain(&addrs[..k]).cloned();
+                RegistryClient::new(order, Duration::from_secs(2))
+            })
+            .collect()
+    }
+
+    /// Every node's address.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr).collect()
+    }
+
     /// Indexes of the running nodes.
     pub fn running(&self) -> Vec<usize> {
         (0..self.nodes.len())
@@ -269,8 +419,10 @@ impl ProcCluster {
 impl Drop for ProcCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
+            let _ = self.resume(i);
             let _ = self.kill_node(i);
         }
+        let _ = self.heal();
     }
 }
 
@@ -302,4 +454,30 @@ pub async fn converged_lists(c: &ProcCluster) -> anyhow::Result<Vec<ServicesOut>
         );
     }
     Ok(lists)
+}
+
+/// Waits until every running node reports the same applied index, then checks that their
+/// state-machine digests are equal; returns that index.
+pub async fn converged_digests(c: &ProcCluster, timeout: Duration) -> anyhow::Result<u64> {
+    let (index, digests) = crate::wait::until(
+        "every running node at the same applied index",
+        timeout,
+        || async {
+            let mut seen = Vec::new();
+            for i in c.running() {
+                let cl = c.client_of(i).cluster().await.ok()?;
+                seen.push((cl.applied_index?, cl.digest));
+            }
+            let first = seen.first()?.0;
+            seen.iter()
+                .all(|(a, _)| *a == first)
+                .then(|| (first, seen.into_iter().map(|(_, d)| d).collect::<Vec<_>>()))
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        digests.iter().all(|d| *d == digests[0]),
+        "state machines differ at applied index {index}: digests {digests:?}"
+    );
+    Ok(index)
 }

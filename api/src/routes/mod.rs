@@ -2,6 +2,8 @@
 //! comment), with one `recover` that renders every error as JSON.
 
 mod admin;
+mod cinder;
+mod membership;
 mod public;
 mod raft_rpc;
 
@@ -21,9 +23,10 @@ pub fn all(
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     public::routes(app.clone())
         .or(admin::routes(app.clone()))
+        .or(membership::routes(app.clone()))
+        .or(cinder::routes(app.clone()))
         .or(raft_rpc::routes(app))
         .recover(recover)
-        .with(warp::trace::request())
 }
 
 fn with_app(app: RegistryApp) -> impl Filter<Extract = (RegistryApp,), Error = Infallible> + Clone {

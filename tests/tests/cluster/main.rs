@@ -3,3 +3,4 @@
 
 mod t10_replication;
 mod t20_restart;
+mod t30_cinder_api;

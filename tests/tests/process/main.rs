@@ -2,3 +2,4 @@
 
 mod t10_leader_kill;
 mod t20_liveness;
+mod t30_faults;

@@ -1,0 +1,128 @@
+//! Group commit for heartbeats on the leader.
+//!
+//! openraft 0.9 appends and flushes once per `client_write`, so the leader coalesces
+//! heartbeats: the batcher proposes the first waiting request at once (no fixed wait at low
+//! load) and, while up to [`MAX_IN_FLIGHT`] proposals are being committed, lets the next
+//! requests queue up; each later proposal carries everything queued by then, as one log
+//! entry. Every request is answered with its own slice of the entry's records after the
+//! entry commits, or with the entry's error (a follower's requests get `ForwardToLeader` and
+//! are forwarded one by one by the write path).
+
+use chrono::Utc;
+use futures::stream::{FuturesUnordered, StreamExt};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft};
+use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, TypeConfig};
+use tokio::sync::{mpsc, oneshot};
+
+/// The error a proposal can fail with.
+pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
+
+/// Most heartbeats in one log entry.
+pub const MAX_BATCH: usize = 2000;
+/// Most proposals being committed at once.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Requests that may wait for a proposal.
+const QUEUE: usize = 16 * 1024;
+
+/// One request waiting to be proposed.
+struct Pending {
+    beats: Vec<Heartbeat>,
+    reply: oneshot::Sender<Result<CommandResponse, WriteError>>,
+}
+
+/// Handle to the batching task. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// Why a submitted batch got no answer from the batching task.
+#[derive(Debug, thiserror::Error)]
+#[error("the heartbeat batcher stopped")]
+pub struct BatcherStopped;
+
+impl Batcher {
+    /// Starts the batching task for `raft`; it ends when every handle is dropped.
+    pub fn spawn(raft: Raft<TypeConfig>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, rx));
+        Self { tx }
+    }
+
+    /// Proposes `beats` (with whatever else is queued) and waits for the entry's result:
+    /// `CommandResponse::Records` with one record per heartbeat, in order.
+    pub async fn submit(
+        &self,
+        beats: Vec<Heartbeat>,
+    ) -> Result<Result<CommandResponse, WriteError>, BatcherStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { beats, reply })
+            .await
+            .map_err(|_| BatcherStopped)?;
+        rx.await.map_err(|_| BatcherStopped)
+    }
+}
+
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            first = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                let mut size = batch[0].beats.len();
+                while size < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            size += p.beats.len();
+                            batch.push(p);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                in_flight.push(propose(raft.clone(), batch));
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// Proposes one entry for `batch` and answers each request with its part of the result.
+async fn propose(raft: Raft<TypeConfig>, batch: Vec<Pending>) {
+    let mut counts = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut beats = Vec::new();
+    for p in batch {
+        counts.push(p.beats.len());
+        beats.extend(p.beats);
+        replies.push(p.reply);
+    }
+    let cmd = Command::Heartbeats {
+        at: Utc::now(),
+        beats,
+    };
+    match raft.client_write(cmd).await {
+        Ok(resp) => match resp.data {
+            CommandResponse::Records(records) => {
+                let mut records = records.into_iter();
+                for (reply, n) in replies.into_iter().zip(counts) {
+                    let part: Vec<_> = records.by_ref().take(n).collect();
+                    let _ = reply.send(Ok(CommandResponse::Records(part)));
+                }
+            }
+            other => {
+                for reply in replies {
+                    let _ = reply.send(Ok(other.clone()));
+                }
+            }
+        },
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}

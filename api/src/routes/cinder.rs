@@ -1,0 +1,450 @@
+//! Cinder's Block Storage v3 API, `os-services` resource (see [`crate::cinder`]):
+//!
+//! - `GET /`: 300 with the versions document (cinderclient's discovery);
+//! - `GET /v3`, `GET /v3/`: 200 with the versions document (openstackclient's discovery);
+//! - `GET /v3[/{project_id}]/os-services[?host=H][&binary=B][&consistency=stale]`;
+//! - `PUT /v3[/{project_id}]/os-services/{action}`.
+//!
+//! Every answer carries `x-openstack-request-id: req-<uuid>`, errors also
+//! `x-compute-request-id`, and every answer under `/v3` after a successful microversion
+//! negotiation `OpenStack-API-Version: volume 3.N` and `Vary: OpenStack-API-Version`. Every
+//! error, warp's included, is a Cinder fault document. `X-Auth-Token` is accepted and ignored
+//! (noauth). Any project segment routes: clients send `admin` as well as hex ids.
+//!
+//! Reads and writes go through the registry's own paths ([`RegistryApp::read_at`],
+//! [`RegistryApp::write`]); when the leader must serve them, the *native* request
+//! (`GET /v1/services`, `PUT /v1/services/{action}`) is forwarded and the leader's native
+//! answer rendered here, so a follower answers exactly as the leader would.
+
+use std::future::poll_fn;
+use std::pin::{pin, Pin};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use warp::http::header::{CONTENT_LENGTH, HOST, VARY};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::hyper::body::Body as _;
+use warp::path::Tail;
+use warp::{Filter, Rejection, Reply};
+
+use super::{with_app, MAX_BODY_BYTES};
+use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
+use crate::cinder::actions::{ActionRequest, CinderAction};
+use crate::cinder::microversion::{self, ApiVersion};
+use crate::cinder::query::ListQuery;
+use crate::cinder::request_id::{new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
+use crate::cinder::versions::versions_doc;
+use crate::cinder::view::services_view;
+use crate::cinder::CinderError;
+use crate::error::ErrorBody;
+use crate::wire::{action_command, ServiceOut, ServicesOut, ServicesQuery};
+
+/// The resource `os-services` is the only one served under `/v3`.
+const RESOURCE: &str = "os-services";
+/// Largest native answer read back from the leader (a list of many thousand services).
+const MAX_FORWARDED_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// `GET /` and everything under `/v3`.
+pub(super) fn routes(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    root().or(v3(app)).unify()
+}
+
+/// `GET /`: 300 Multiple Choices with the versions document; other methods 405.
+fn root() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path::end()
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .map(|method: Method, headers: HeaderMap| {
+            let rid = new_request_id();
+            let resp = if method == Method::GET {
+                let doc = versions_doc(host_of(&headers));
+                warp::reply::with_status(warp::reply::json(&doc), StatusCode::MULTIPLE_CHOICES)
+                    .into_response()
+            } else {
+                method_not_allowed(method, "/", "GET").into_response()
+            };
+            stamp(resp, &rid, None)
+        })
+}
+
+/// `/v3` and everything under it.
+fn v3(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path("v3")
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(with_app(app))
+        .then(handle_v3)
+}
+
+/// The raw query string, empty when there is none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// Negotiates the microversion, serves the request, and stamps the answer's headers.
+async fn handle_v3<S, B>(
+    tail: Tail,
+    method: Method,
+    raw_query: String,
+    headers: HeaderMap,
+    body: S,
+    app: RegistryApp,
+) -> warp::reply::Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf + Send,
+{
+    let rid = new_request_id();
+    let version = match ApiVersion::from_headers(&headers) {
+        Ok(v) => v,
+        Err(fault) => return stamp(fault.into_response(), &rid, None),
+    };
+    let request = Request {
+        method,
+        version,
+        raw_query,
+        headers,
+        app,
+    };
+    let resp = match request.serve(tail.as_str(), body).await {
+        Ok(resp) => resp,
+        Err(fault) => {
+            if let CinderError::Internal(_) = fault {
+                tracing::warn!(request_id = %rid, error = %fault, "cinder API request failed");
+            } else {
+                tracing::debug!(request_id = %rid, error = %fault, "cinder API fault");
+            }
+            fault.into_response()
+        }
+    };
+    stamp(resp, &rid, Some(version))
+}
+
+/// What a path under `/v3` names.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// `/v3`, `/v3/`: the versions document.
+    Versions,
+    /// `[/{project_id}]/os-services`: the list.
+    List,
+    /// `[/{project_id}]/os-services/{action}`.
+    Action(&'a str),
+    /// Anything else.
+    Unknown,
+}
+
+impl<'a> Target<'a> {
+    /// Reads the path after `/v3` (empty segments are skipped).
+    fn of(tail: &'a str) -> Self {
+        let segments: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            [] => Target::Versions,
+            [RESOURCE] | [_, RESOURCE] => Target::List,
+            [RESOURCE, action] | [_, RESOURCE, action] => Target::Action(action),
+            _ => Target::Unknown,
+        }
+    }
+}
+
+/// A request under `/v3` whose microversion was negotiated.
+struct Request {
+    method: Method,
+    version: ApiVersion,
+    raw_query: String,
+    headers: HeaderMap,
+    app: RegistryApp,
+}
+
+impl Request {
+    async fn serve<S, B>(&self, tail: &str, body: S) -> Result<warp::reply::Response, CinderError>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send,
+        B: Buf + Send,
+    {
+        match Target::of(tail) {
+            Target::Versions => {
+                self.allow(Method::GET, "/v3/", "GET")?;
+                let doc = versions_doc(host_of(&self.headers));
+                Ok(warp::reply::json(&doc).into_response())
+            }
+            Target::List => {
+                self.allow(Method::GET, RESOURCE, "GET")?;
+                self.list().await
+            }
+            Target::Action(segment) => {
+                let action = CinderAction::parse(segment)?;
+                self.allow(Method::PUT, &format!("{RESOURCE}/{segment}"), "PUT")?;
+                let body = read_body(&self.headers, body).await?;
+                self.act(action, body).await
+            }
+            Target::Unknown => Err(CinderError::NotFound(format!(
+                "The resource could not be found: /v3/{} (only {RESOURCE} is served).",
+                tail.trim_start_matches('/')
+            ))),
+        }
+    }
+
+    /// 405 unless the request uses `method`.
+    fn allow(
+        &self,
+        method: Method,
+        resource: &str,
+        allow: &'static str,
+    ) -> Result<(), CinderError> {
+        if self.method == method {
+            Ok(())
+        } else {
+            Err(method_not_allowed(self.method.clone(), resource, allow))
+        }
+    }
+
+    fn forwarded(&self) -> bool {
+        self.headers.contains_key(FORWARDED_HEADER)
+    }
+
+    /// `GET os-services`: the services, read at the requested consistency.
+    async fn list(&self) -> Result<warp::reply::Response, CinderError> {
+        let query = ListQuery::parse(&self.raw_query)?;
+        let native = query.native();
+        let forward_path = native_list_path(&native)?;
+        let (services, freshness) = match self
+            .app
+            .read_at(&native, &forward_path, self.forwarded())
+            .await?
+        {
+            ReadAt::Here => {
+                let (services, applied) = self.app.services(&native);
+                let fresh = self
+                    .app
+                    .freshness_headers(applied, query.consistency.as_str());
+                (services, fresh)
+            }
+            ReadAt::Forwarded(resp) => {
+                let answer = NativeAnswer::read(resp).await?.success()?;
+                let out: ServicesOut = serde_json::from_slice(&answer.body).map_err(|e| {
+                    CinderError::Internal(format!("the leader's service list is unreadable: {e}"))
+                })?;
+                (out.services, answer.registry_headers)
+            }
+        };
+        Ok(list_response(&services, self.version, freshness))
+    }
+
+    /// `PUT os-services/{action}`: validates, commits through the leader, answers as Cinder.
+    async fn act(
+        &self,
+        action: CinderAction,
+        body: Bytes,
+    ) -> Result<warp::reply::Response, CinderError> {
+        let request = ActionRequest::parse(action, &body)?;
+        let cmd = action_command(request.native, &request.body)?;
+        let native_body = serde_json::to_vec(&request.body).map_err(|e| {
+            CinderError::Internal(format!("cannot encode the registry action: {e}"))
+        })?;
+        let path = format!("/v1/services/{}", request.native.name());
+        let written = self
+            .app
+            .write(
+                cmd,
+                (Method::PUT, &path),
+                native_body.into(),
+                self.forwarded(),
+            )
+            .await?;
+        match written {
+            Written::Here(_) => {}
+            Written::NotFound => return Err(request.not_found()),
+            Written::Forwarded(resp) => {
+                let answer = NativeAnswer::read(resp).await?;
+                if answer.status == StatusCode::NOT_FOUND {
+                    return Err(request.not_found());
+                }
+                answer.success()?;
+            }
+        }
+        Ok(match &request.answer {
+            Some(answer) => warp::reply::json(answer).into_response(),
+            None => warp::reply::with_status(warp::reply(), StatusCode::OK).into_response(),
+        })
+    }
+}
+
+/// The native list request forwarded to the leader (its default consistency is
+/// linearizable, the only one ever forwarded).
+fn native_list_path(native: &ServicesQuery) -> Result<String, CinderError> {
+    let forwarded = ServicesQuery {
+        consistency: None,
+        ..native.clone()
+    };
+    let query = serde_urlencoded::to_string(&forwarded)
+        .map_err(|e| CinderError::Internal(format!("cannot encode the list query: {e}")))?;
+    Ok(if query.is_empty() {
+        "/v1/services".into()
+    } else {
+        format!("/v1/services?{query}")
+    })
+}
+
+/// The list body with the registry's freshness headers.
+fn list_response(
+    services: &[ServiceOut],
+    version: ApiVersion,
+    freshness: HeaderMap,
+) -> warp::reply::Response {
+    let mut resp = warp::reply::json(&services_view(services, version)).into_response();
+    resp.headers_mut().extend(freshness);
+    resp
+}
+
+/// The leader's answer to a forwarded native request.
+struct NativeAnswer {
+    status: StatusCode,
+    /// Its `x-registry-*` headers (freshness of a read).
+    registry_headers: HeaderMap,
+    body: Bytes,
+}
+
+impl NativeAnswer {
+    /// Reads a forwarded answer whole.
+    async fn read(resp: warp::reply::Response) -> Result<Self, CinderError> {
+        let (parts, mut body) = resp.into_parts();
+        let mut buf = BytesMut::new();
+        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            let frame = frame.map_err(|e| {
+                CinderError::Unavailable(format!("reading the leader's answer failed: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > MAX_FORWARDED_ANSWER_BYTES {
+                    return Err(CinderError::Internal(format!(
+                        "the leader's answer exceeds {MAX_FORWARDED_ANSWER_BYTES} bytes"
+                    )));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        let mut registry_headers = HeaderMap::new();
+        for (name, value) in &parts.headers {
+            if name.as_str().starts_with("x-registry-") {
+                registry_headers.insert(name.clone(), value.clone());
+            }
+        }
+        Ok(Self {
+            status: parts.status,
+            registry_headers,
+            body: buf.freeze(),
+        })
+    }
+
+    /// The answer if it is a success, else its error as a Cinder fault.
+    fn success(self) -> Result<Self, CinderError> {
+        if self.status.is_success() {
+            return Ok(self);
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&self.body)
+            .map(|e| e.error.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).into_owned());
+        Err(CinderError::from_status(self.status, message))
+    }
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`], refusing a larger one by its
+/// `Content-Length` before reading or, for a chunked body, as soon as it grows past it.
+async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, CinderError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf + Send,
+{
+    let too_large = CinderError::PayloadTooLarge {
+        limit: MAX_BODY_BYTES,
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large);
+    }
+    let limit = usize::try_from(MAX_BODY_BYTES).unwrap_or(usize::MAX);
+    let mut body = pin!(body);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            CinderError::BadRequest(format!("The request body could not be read: {e}."))
+        })?;
+        if buf.len() + chunk.remaining() > limit {
+            return Err(too_large);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            buf.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// The request's `Host` header, for the versions document's `self` link.
+fn host_of(headers: &HeaderMap) -> Option<&str> {
+    headers.get(HOST).and_then(|h| h.to_str().ok())
+}
+
+fn method_not_allowed(method: Method, resource: &str, allow: &'static str) -> CinderError {
+    CinderError::MethodNotAllowed {
+        method,
+        resource: resource.to_string(),
+        allow,
+    }
+}
+
+/// Adds the request id (twice on errors) and, under `/v3`, the negotiated microversion.
+fn stamp(
+    mut resp: warp::reply::Response,
+    request_id: &str,
+    version: Option<ApiVersion>,
+) -> warp::reply::Response {
+    let error = resp.status().is_client_error() || resp.status().is_server_error();
+    let headers = resp.headers_mut();
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        if error {
+            headers.insert(COMPUTE_HEADER, id.clone());
+        }
+        headers.insert(OPENSTACK_HEADER, id);
+    }
+    if let Some(version) = version {
+        if let Ok(v) = HeaderValue::from_str(&version.header_value()) {
+            headers.insert(microversion::HEADER, v);
+        }
+        headers.insert(VARY, HeaderValue::from_static("OpenStack-API-Version"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths with and without a project segment name the same resource.
+    #[test]
+    fn targets() {
+        assert_eq!(Target::of(""), Target::Versions);
+        assert_eq!(Target::of("/"), Target::Versions);
+        assert_eq!(Target::of("os-services"), Target::List);
+        assert_eq!(Target::of("admin/os-services"), Target::List);
+        assert_eq!(Target::of("0123abcd/os-services/"), Target::List);
+        assert_eq!(Target::of("os-services/enable"), Target::Action("enable"));
+        assert_eq!(
+            Target::of("admin/os-services/freeze"),
+            Target::Action("freeze")
+        );
+        assert_eq!(Target::of("volumes"), Target::Unknown);
+        assert_eq!(Target::of("admin/volumes/x"), Target::Unknown);
+    }
+}

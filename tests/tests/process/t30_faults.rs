@@ -1,0 +1,483 @@
+//! Fault-tolerance scenarios on `registry-node` processes: repeated leader kills under load,
+//! loss of quorum, a partitioned or paused leader, snapshot catch-up and crashes around
+//! snapshots. After each, the history checker runs: acknowledged counts strictly increase,
+//! nothing acknowledged is lost, every node's state machine is identical, and no service that
+//! kept heartbeating was listed `down`.
+//!
+//! Process kills, pauses and restarts are real signals; partitions are firewall rules
+//! (iptables, root) dropping packets between the nodes' own loopback addresses.
+//! `REGISTRY_SOAK=1` runs the long version of the leader-kill scenario (50 kills).
+
+use std::time::{Duration, Instant};
+
+use registry_api::client::ClientError;
+use registry_api::wire::{Consistency, HeartbeatIn};
+use registry_tests::history::{History, Outcome, Reporters};
+use registry_tests::observer::Observer;
+use registry_tests::procs::{converged_digests, converged_lists, ProcCluster, ProcSpec};
+use registry_tests::{init_test_tracing, wait};
+
+fn spec() -> ProcSpec {
+    ProcSpec {
+        service_down_time: Duration::from_secs(5),
+        report_interval: Duration::from_secs(1),
+        ..ProcSpec::default()
+    }
+}
+
+/// Runs `body` and, when it fails, appends the nodes' logs to the error.
+async fn with_logs<F>(c: &mut ProcCluster, body: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&mut ProcCluster) -> anyhow::Result<()>,
+{
+    let res = body(c).await;
+    res.map_err(|e| anyhow::anyhow!("{e:#}\n{}", c.log_tails(40)))
+}
+
+/// The checks run after every scenario: the history against the converged lists, identical
+/// state machines, and no false `down` seen by the observer.
+async fn check_all(c: &ProcCluster, history: &History, observer: Observer) -> anyhow::Result<()> {
+    let (observations, violations) = observer.stop().await;
+    anyhow::ensure!(
+        violations.is_empty(),
+        "services that kept heartbeating were listed down ({} of {observations} lists): {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+    let lists = converged_lists(c).await?;
+    for l in &lists {
+        history.check(l)?;
+    }
+    converged_digests(c, Duration::from_secs(20)).await?;
+    Ok(())
+}
+
+/// Time from each kill to the first heartbeat sent after it that was acknowledged.
+fn recovery_times(history: &History, kills: &[Instant]) -> Vec<Duration> {
+    let events = history.events();
+    kills
+        .iter()
+        .filter_map(|k| {
+            events
+                .iter()
+                .filter(|e| e.sent >= *k && matches!(e.outcome, Outcome::Acked(_)))
+                .map(|e| e.done.duration_since(*k))
+                .min()
+        })
+        .collect()
+}
+
+fn summary(mut d: Vec<Duration>) -> String {
+    d.sort();
+    match (d.first(), d.get(d.len() / 2), d.last()) {
+        (Some(min), Some(med), Some(max)) => {
+            format!("n={} min={min:?} median={med:?} max={max:?}", d.len())
+        }
+        _ => "none".into(),
+    }
+}
+
+/// Scenario 1: the leader is SIGKILLed again and again (10 times; 50 with REGISTRY_SOAK=1)
+/// while 24 reporters heartbeat once a second through every node; each killed node is
+/// restarted once a new leader took over. Nothing acknowledged is lost, nothing flaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeated_leader_kills_under_load() -> anyhow::Result<()> {
+    init_test_tracing();
+    let kills_wanted = if std::env::var_os("REGISTRY_SOAK").is_some() {
+        50
+    } else {
+        10
+    };
+    let mut c = ProcCluster::start(spec())?;
+    with_logs(&mut c, async |c| {
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        let reporters = Reporters::start_spread(c.clients_rotated(), 24, Duration::from_secs(1));
+        let observer = Observer::start(c.addrs(), "host-", Duration::from_millis(200));
+        reporters.wait_acked(48, Duration::from_secs(30)).await?;
+        let mut kills = Vec::new();
+        for _ in 0..kills_wanted {
+            let leader = c.wait_for_leader(Duration::from_secs(20)).await?;
+            let acked = reporters.history.acked();
+            kills.push(Instant::now());
+            c.kill_node(leader)?;
+            c.wait_for_leader(Duration::from_secs(20)).await?;
+            c.start_node(leader)?;
+            // Let the group take writes again before the next kill.
+            reporters
+                .wait_acked(acked + 24, Duration::from_secs(30))
+                .await?;
+        }
+        let history = reporters.stop().await;
+        let times = recovery_times(&history, &kills);
+        eprintln!(
+            "RESULT leader kills: {}; kill to first acknowledged write: {}; acknowledged {}, \
+             failed {}, unknown {}",
+            kills.len(),
+            summary(times),
+            history.acked(),
+            history
+                .events()
+                .iter()
+                .filter(|e| matches!(e.outcome, Outcome::Failed(_)))
+                .count(),
+            history
+                .events()
+                .iter()
+                .filter(|e| matches!(e.outcome, Outcome::Unknown(_)))
+                .count(),
+        );
+        check_all(c, &history, observer).await
+    })
+    .await
+}
+
+/// Scenario 2: with two of three nodes killed, writes fail fast with a 503 that says why,
+/// linearizable reads too, and stale reads still answer; once the nodes are back, writes
+/// resume and nothing acknowledged before is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quorum_loss_fails_fast_and_recovers() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(spec())?;
+    with_logs(&mut c, async |c| {
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        let reporters = Reporters::start_spread(c.clients_rotated(), 6, Duration::from_millis(50));
+        reporters.wait_acked(60, Duration::from_secs(30)).await?;
+        let history = reporters.stop().await;
+        c.kill_node(1)?;
+        c.kill_node(2)?;
+        let survivor = c.client_of(0);
+
+        let started = Instant::now();
+        let err = survivor
+            .heartbeat(&[HeartbeatIn::new("host-0", "cinder-volume")])
+            .await
+            .expect_err("a write without a quorum must fail");
+        let took = started.elapsed();
+        eprintln!("RESULT write without quorum failed after {took:?}: {err}");
+        assert_eq!(err.status(), Some(503), "no quorum is a 503: {err}");
+        assert!(
+            took <= Duration::from_secs(3),
+            "a write without quorum fails fast, not after write_timeout: {took:?}"
+        );
+        assert!(
+            err.to_string().contains("quorum") || err.to_string().contains("leader"),
+            "the 503 says why: {err}"
+        );
+        let err = survivor
+            .services(None, None, Consistency::Linearizable)
+            .await
+            .expect_err("a linearizable read without a quorum must fail");
+        assert_eq!(err.status(), Some(503), "{err}");
+        let stale = survivor.services(None, None, Consistency::Stale).await?;
+        assert_eq!(
+            stale.services.len(),
+            6,
+            "a stale read answers without a quorum"
+        );
+        history.check(&stale)?;
+
+        c.start_node(1)?;
+        c.start_node(2)?;
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        let out = c
+            .client_all()
+            .heartbeat(&[HeartbeatIn::new("host-0", "cinder-volume")])
+            .await?;
+        assert!(out.services[0].report_count > 0);
+        let lists = converged_lists(c).await?;
+        for l in &lists {
+            history.check(l)?;
+        }
+        converged_digests(c, Duration::from_secs(20)).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Scenario 3: the leader is cut off from both followers. The majority elects a new leader
+/// and takes writes; the old leader acknowledges nothing from then on; once the partition
+/// heals, every node converges to the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn isolated_leader_acknowledges_nothing_and_converges() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(spec())?;
+    with_logs(&mut c, async |c| {
+        let old = c.wait_for_leader(Duration::from_secs(30)).await?;
+        let reporters = Reporters::start_spread(c.clients_rotated(), 6, Duration::from_millis(100));
+        reporters.wait_acked(30, Duration::from_secs(30)).await?;
+        c.isolate(old)?;
+        let isolated_at = Instant::now();
+
+        // Writes sent straight to the isolated leader must not be acknowledged.
+        let old_client = c.client_of(old);
+        let mut refused = 0;
+        let majority = (0..3).filter(|i| *i != old).collect::<Vec<_>>();
+        let new = wait::until(
+            "the majority elects a new leader",
+            Duration::from_secs(20),
+            || async {
+                for i in &majority {
+                    let cl = c.client_of(*i).cluster().await.ok()?;
+                    if cl.role == "Leader" {
+                        return Some(*i);
+                    }
+                }
+                None
+            },
+        )
+        .await?;
+        eprintln!(
+            "RESULT new leader elected {:?} after isolating the old one",
+            isolated_at.elapsed()
+        );
+        for _ in 0..3 {
+            match old_client
+                .heartbeat(&[HeartbeatIn::new("host-isolated", "cinder-volume")])
+                .await
+            {
+                Ok(out) => anyhow::bail!("the isolated old leader acknowledged a write: {out:?}"),
+                Err(ClientError::Api { status: 503, .. }) => refused += 1,
+                Err(e) => anyhow::bail!("unexpected answer from the isolated leader: {e}"),
+            }
+        }
+        assert_eq!(refused, 3);
+        // The majority keeps taking writes.
+        let out = c
+            .client_of(new)
+            .heartbeat(&[HeartbeatIn::new("host-majority", "cinder-volume")])
+            .await?;
+        assert_eq!(out.services[0].report_count, 1);
+
+        c.heal()?;
+        let healed = Instant::now();
+        let history = reporters.stop().await;
+        let index = converged_digests(c, Duration::from_secs(30)).await?;
+        eprintln!(
+            "RESULT converged at index {index} {:?} after the partition healed",
+            healed.elapsed()
+        );
+        let lists = converged_lists(c).await?;
+        for l in &lists {
+            history.check(l)?;
+            assert!(
+                !l.services.iter().any(|s| s.host == "host-isolated"),
+                "a write refused by the isolated leader must not appear later"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Scenario 4: the leader is paused (SIGSTOP) for longer than the election timeout, then
+/// resumed: a new leader takes over meanwhile, the old one steps down when it wakes, and
+/// nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_leader_steps_down_on_resume() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(spec())?;
+    with_logs(&mut c, async |c| {
+        let old = c.wait_for_leader(Duration::from_secs(30)).await?;
+        let reporters = Reporters::start_spread(c.clients_rotated(), 6, Duration::from_millis(100));
+        let observer = Observer::start(c.addrs(), "host-", Duration::from_millis(200));
+        reporters.wait_acked(30, Duration::from_secs(30)).await?;
+        c.pause(old)?;
+        let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+        wait::until(
+            "a new leader while the old one is paused",
+            Duration::from_secs(20),
+            || async {
+                for i in &majority {
+                    if c.client_of(*i).cluster().await.ok()?.role == "Leader" {
+                        return Some(());
+                    }
+                }
+                None
+            },
+        )
+        .await?;
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 30, Duration::from_secs(30))
+            .await?;
+        c.resume(old)?;
+        let leader = c.wait_for_leader(Duration::from_secs(20)).await?;
+        assert_ne!(
+            leader, old,
+            "the resumed node found a newer term and stepped down"
+        );
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 30, Duration::from_secs(30))
+            .await?;
+        let history = reporters.stop().await;
+        check_all(c, &history, observer).await
+    })
+    .await
+}
+
+/// Scenario 6: a follower is down while the leader snapshots and purges its log past the
+/// follower's last entry; on return it catches up through a snapshot install, with records
+/// identical to the leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_follower_catches_up_by_snapshot() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(ProcSpec {
+        snapshot_logs_since_last: 100,
+        max_in_snapshot_log_to_keep: 0,
+        ..spec()
+    })?;
+    with_logs(&mut c, async |c| {
+        let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+        let follower = (leader + 1) % 3;
+        let reporters = Reporters::start_spread(c.clients_rotated(), 6, Duration::ZERO);
+        reporters.wait_acked(30, Duration::from_secs(30)).await?;
+        let before = c.client_of(follower).cluster().await?;
+        c.kill_node(follower)?;
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 600, Duration::from_secs(60))
+            .await?;
+        let gone_past = before.last_log_index.unwrap_or(0);
+        wait::until(
+            "the leader purged its log past the follower",
+            Duration::from_secs(30),
+            || async {
+                let l = c.client_of(leader).cluster().await.ok()?;
+                (l.snapshot_index? > gone_past + 100).then_some(())
+            },
+        )
+        .await?;
+        c.start_node(follower)?;
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 50, Duration::from_secs(30))
+            .await?;
+        let history = reporters.stop().await;
+        let after = c.client_of(follower).cluster().await?;
+        assert!(
+            after.snapshot_index.unwrap_or(0) > gone_past,
+            "the follower caught up through a snapshot past its old log ({:?} vs {gone_past})",
+            after.snapshot_index
+        );
+        let lists = converged_lists(c).await?;
+        for l in &lists {
+            history.check(l)?;
+        }
+        converged_digests(c, Duration::from_secs(20)).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Scenario 7: nodes SIGKILLed while building a snapshot, and while installing one, restart
+/// cleanly and converge to the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_during_snapshot_build_and_install_restarts_cleanly() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(ProcSpec {
+        snapshot_logs_since_last: 200,
+        max_in_snapshot_log_to_keep: 0,
+        ..spec()
+    })?;
+    with_logs(&mut c, async |c| {
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        // Enough records that building and installing a snapshot takes a while.
+        let client = c.client_all();
+        for chunk in 0..40 {
+            let batch: Vec<HeartbeatIn> = (0..1000)
+                .map(|i| HeartbeatIn::new(format!("bulk-{chunk}-{i}"), "cinder-volume"))
+                .collect();
+            client.heartbeat(&batch).await?;
+        }
+        // Killed right after being asked to build a snapshot, at several points.
+        for delay_ms in [0u64, 5, 20, 60] {
+            let victim = (delay_ms as usize) % 3;
+            c.client_of(victim).trigger_snapshot().await?;
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            c.kill_node(victim)?;
+            c.start_node(victim)?;
+            c.wait_for_leader(Duration::from_secs(30)).await?;
+        }
+        // A follower that must install a snapshot is killed repeatedly while it does.
+        let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+        let follower = (leader + 1) % 3;
+        c.kill_node(follower)?;
+        for i in 0..300 {
+            client
+                .heartbeat(&[HeartbeatIn::new(format!("late-{i}"), "cinder-volume")])
+                .await?;
+        }
+        c.client_of(leader).trigger_snapshot().await?;
+        for delay_ms in [50u64, 150, 300] {
+            c.start_node(follower)?;
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            c.kill_node(follower)?;
+        }
+        c.start_node(follower)?;
+        let index = converged_digests(c, Duration::from_secs(60)).await?;
+        let lists = converged_lists(c).await?;
+        for l in &lists {
+            assert_eq!(l.services.len(), 40_300, "every record on every node");
+        }
+        eprintln!("RESULT converged at index {index} after kills around snapshots");
+        Ok(())
+    })
+    .await
+}
+
+/// Scenario 8: a dead node is replaced by a new, empty one while reporters keep going: the
+/// new node joins as a learner, is promoted, the dead one is removed; the group then
+/// survives a leader kill with its new membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_node_replaced_online() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(spec())?;
+    with_logs(&mut c, async |c| {
+        let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+        let reporters = Reporters::start_spread(c.clients_rotated(), 6, Duration::from_millis(100));
+        reporters.wait_acked(30, Duration::from_secs(30)).await?;
+        let dead = (leader + 1) % 3;
+        c.kill_node(dead)?;
+        let fresh = c.spawn_joiner()?;
+        let (fresh_id, fresh_addr) = (c.nodes[fresh].id, c.nodes[fresh].addr);
+        let dead_id = c.nodes[dead].id;
+        let admin = c.client_of(leader);
+        admin.add_learner(fresh_id, &fresh_addr.to_string()).await?;
+        admin.promote(fresh_id).await?;
+        admin.remove_member(dead_id).await?;
+        let cl = c.client_of(fresh).cluster().await?;
+        let ids: Vec<u64> = cl
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect();
+        assert!(
+            !ids.contains(&dead_id) && ids.contains(&fresh_id),
+            "membership now {ids:?}"
+        );
+        assert_eq!(ids.len(), 3);
+
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 30, Duration::from_secs(30))
+            .await?;
+        let leader = c.wait_for_leader(Duration::from_secs(20)).await?;
+        c.kill_node(leader)?;
+        c.wait_for_leader(Duration::from_secs(20)).await?;
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 30, Duration::from_secs(30))
+            .await?;
+        c.start_node(leader)?;
+        let history = reporters.stop().await;
+        let lists = converged_lists(c).await?;
+        for l in &lists {
+            history.check(l)?;
+        }
+        converged_digests(c, Duration::from_secs(20)).await?;
+        Ok(())
+    })
+    .await
+}
