@@ -13,6 +13,7 @@ use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecor
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::Reply;
 
+use crate::auth::{Auth, Role, SECRET_HEADER};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
 use crate::liveness::Liveness;
@@ -59,6 +60,8 @@ struct Inner {
     http: reqwest::Client,
     /// Group commit of heartbeats.
     batcher: Batcher,
+    /// Tokens and the cluster secret.
+    auth: Auth,
     /// When a leader last sent this node an AppendEntries (or this node led).
     last_leader_contact: Mutex<Option<Instant>>,
 }
@@ -96,6 +99,7 @@ impl RegistryApp {
         raft: Raft<TypeConfig>,
         view: StateView,
         settings: ApiSettings,
+        auth: Auth,
         local_ip: Option<std::net::IpAddr>,
     ) -> Self {
         let batcher = Batcher::spawn(raft.clone());
@@ -113,6 +117,7 @@ impl RegistryApp {
                 settings,
                 http,
                 batcher,
+                auth,
                 last_leader_contact: Mutex::new(None),
             }),
         }
@@ -126,6 +131,16 @@ impl RegistryApp {
     /// The Raft handle (for the RPC routes).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.inner.raft
+    }
+
+    /// 401/403 unless the request's credentials allow `role`.
+    pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<(), ApiError> {
+        self.inner.auth.check(headers, role)
+    }
+
+    /// 401 unless the request comes from a peer node (Raft RPC).
+    pub fn authorize_peer(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.inner.auth.check_peer(headers)
     }
 
     /// The settings.
@@ -237,7 +252,18 @@ impl RegistryApp {
         loop {
             self.check_quorum_contact()?;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(remaining, call()).await {
+            let attempt = async {
+                tokio::select! {
+                    res = call() => Ok(res),
+                    e = self.quorum_lost() => Err(e),
+                }
+            };
+            let err = match tokio::time::timeout(remaining, attempt).await {
+                Ok(Err(lost)) => return Err(lost),
+                Ok(Ok(res)) => Ok(res),
+                Err(elapsed) => Err(elapsed),
+            };
+            let err = match err {
                 Err(_) => {
                     return Err(ApiError::Unavailable(format!(
                         "not committed within {:?}: the leader has no quorum",
@@ -371,6 +397,18 @@ impl RegistryApp {
         }
     }
 
+    /// Resolves once this node leads without having heard from a quorum for longer than
+    /// [`LEADER_CONTACT_BOUND`], so a write waiting on it fails fast (its outcome is then
+    /// unknown: it commits only if the quorum comes back).
+    async fn quorum_lost(&self) -> ApiError {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Err(e) = self.check_quorum_contact() {
+                return ApiError::Unavailable(format!("{e}; the write's outcome is unknown"));
+            }
+        }
+    }
+
     /// Waits until a leader other than `not` is known, or fails at `deadline` or after
     /// [`LEADER_WAIT`], whichever comes first.
     async fn wait_for_other_leader(
@@ -402,11 +440,16 @@ impl RegistryApp {
         body: bytes::Bytes,
     ) -> Result<warp::reply::Response, reqwest::Error> {
         let url = format!("http://{addr}{path_and_query}");
-        let resp = self
+        let mut req = self
             .inner
             .http
             .request(method, url)
-            .header(FORWARDED_HEADER, self.inner.id.to_string())
+            .header(FORWARDED_HEADER, self.inner.id.to_string());
+        if let Some(secret) = self.inner.auth.secret() {
+            // This node authorised the request; the leader trusts its peers.
+            req = req.header(SECRET_HEADER, secret);
+        }
+        let resp = req
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -47,6 +47,8 @@ impl ClientError {
 pub struct RegistryClient {
     http: reqwest::Client,
     endpoints: Vec<String>,
+    /// Sent as `Authorization: Bearer` when set.
+    token: Option<String>,
 }
 
 impl RegistryClient {
@@ -69,7 +71,17 @@ impl RegistryClient {
             .timeout(timeout)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, endpoints }
+        Self {
+            http,
+            endpoints,
+            token: None,
+        }
+    }
+
+    /// The same client, authenticating with `token` (see the node's `[auth]` settings).
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// The endpoints, as base URLs.
@@ -174,7 +186,11 @@ impl RegistryClient {
     ) -> Result<T, ClientError> {
         let mut last = String::from("no endpoint configured");
         for base in &self.endpoints {
-            let resp = match build(base).send().await {
+            let mut req = build(base);
+            if let Some(token) = &self.token {
+                req = req.bearer_auth(token);
+            }
+            let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) if e.is_connect() => {
                     last = format!("{base}: {e}");

@@ -14,6 +14,12 @@ pub enum ApiError {
     /// The request is malformed or a field is invalid (400).
     #[error("{0}")]
     BadRequest(String),
+    /// No or unknown credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Credentials that do not allow the request (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such route or record (404).
     #[error("{0}")]
     NotFound(String),
@@ -41,6 +47,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

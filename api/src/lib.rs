@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod auth;
 pub mod batcher;
 pub mod cinder;
 pub mod client;

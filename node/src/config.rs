@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use registry_api::auth::{Auth, Role};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration was refused.
@@ -112,6 +113,108 @@ pub struct NodeConfig {
     /// set it to false and be added by the leader (`registryctl cluster add`).
     #[serde(default = "default_bootstrap")]
     pub bootstrap: bool,
+    /// Client tokens and the cluster secret. Required: turning authentication off must be
+    /// said in so many words (`mode = "disabled"`), and is meant for a local demo only.
+    pub auth: AuthSettings,
+}
+
+/// Whether clients need tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every client request needs a token whose role allows it.
+    Tokens,
+    /// Anyone who reaches the node may do anything (local demo only; logged loudly).
+    Disabled,
+}
+
+/// A client token, stored as its SHA-256 (see `registryctl hash-token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// What the token may do.
+    pub role: Role,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `tokens` or `disabled`.
+    pub mode: AuthMode,
+    /// Accepted tokens (with `mode = "tokens"`).
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+    /// A file of more tokens, one `ROLE SHA256` per line (`#` starts a comment); relative to
+    /// the config file.
+    pub token_file: Option<PathBuf>,
+    /// The secret every node of the group sends and expects on Raft RPCs and forwarded
+    /// requests (at least 16 characters). Required with `mode = "tokens"`.
+    pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret instead (first line); relative to the config file.
+    pub cluster_secret_file: Option<PathBuf>,
+}
+
+impl AuthSettings {
+    /// Resolves the files and builds the API's [`Auth`].
+    pub fn load(&self) -> Result<Auth, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(format!("auth: {m}"));
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        let secret = match (&self.cluster_secret, &self.cluster_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give cluster_secret or cluster_secret_file, not both".into(),
+                ))
+            }
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(f)) => Some(read(f)?.lines().next().unwrap_or("").trim().to_string()),
+            (None, None) => None,
+        };
+        let mut tokens: Vec<(Role, String)> = self
+            .tokens
+            .iter()
+            .map(|t| (t.role, t.sha256.clone()))
+            .collect();
+        if let Some(f) = &self.token_file {
+            for (n, line) in read(f)?.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let (role, digest) = line.split_once(char::is_whitespace).ok_or_else(|| {
+                    invalid(format!("{}:{}: expected `ROLE SHA256`", f.display(), n + 1))
+                })?;
+                let role: Role = serde_json::from_value(serde_json::json!(role)).map_err(|_| {
+                    invalid(format!("{}:{}: unknown role {role:?}", f.display(), n + 1))
+                })?;
+                tokens.push((role, digest.trim().to_string()));
+            }
+        }
+        let tokens = match self.mode {
+            AuthMode::Tokens => {
+                if tokens.is_empty() {
+                    return Err(invalid(
+                        "mode = \"tokens\" but no token is configured".into(),
+                    ));
+                }
+                if secret.is_none() {
+                    return Err(invalid(
+                        "mode = \"tokens\" needs a cluster_secret (or cluster_secret_file)".into(),
+                    ));
+                }
+                Some(tokens)
+            }
+            AuthMode::Disabled => None,
+        };
+        Auth::new(tokens, secret).map_err(invalid)
+    }
 }
 
 fn default_bootstrap() -> bool {
@@ -144,9 +247,18 @@ impl NodeConfig {
                 path: path.to_owned(),
                 source: Box::new(source),
             })?;
-        if config.data_dir.is_relative() {
-            let base = path.parent().unwrap_or_else(|| Path::new("."));
-            config.data_dir = base.join(&config.data_dir);
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        for p in [
+            Some(&mut config.data_dir),
+            config.auth.token_file.as_mut(),
+            config.auth.cluster_secret_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
         }
         config.validate()
     }

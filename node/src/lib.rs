@@ -5,11 +5,16 @@
 //! [`Node::start`] (a config and an already-bound listener) and stops it with
 //! [`Node::shutdown`], or hands both and a shutdown future to [`run`]. The `registry-node`
 //! binary only parses arguments and calls [`run`].
+//!
+//! Beside the node: [`reporter`], the heartbeat loop a service embeds (or runs through
+//! `registryctl report`), and [`cli`], the commands of the `registryctl` binary.
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod config;
 pub mod network;
 mod node;
+pub mod reporter;
 pub mod signals;
 mod ticker;
 

@@ -14,6 +14,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use registry_api::auth::SECRET_HEADER;
 use registry_api::rpc::{self, path};
 use registry_storage::{NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
@@ -23,13 +24,18 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct HttpNetwork {
     client: reqwest::Client,
+    /// The cluster secret sent with every RPC.
+    secret: Option<String>,
 }
 
 impl HttpNetwork {
     /// A network whose connections are reused across RPCs; they leave from `local`, the
     /// node's own listen address, when it names one (so peers and firewalls see the node's
     /// address, not whichever one the OS picks).
-    pub fn new(local: Option<std::net::IpAddr>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        local: Option<std::net::IpAddr>,
+        secret: Option<String>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .local_address(local)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -37,7 +43,7 @@ impl HttpNetwork {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(500))
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, secret })
     }
 }
 
@@ -49,6 +55,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             target,
             base: format!("http://{}/raft", node.addr),
             client: self.client.clone(),
+            secret: self.secret.clone(),
         }
     }
 }
@@ -59,6 +66,7 @@ pub struct HttpPeer {
     target: NodeId,
     base: String,
     client: reqwest::Client,
+    secret: Option<String>,
 }
 
 impl HttpPeer {
@@ -74,21 +82,21 @@ impl HttpPeer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = rpc::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let resp = self
+        let mut req = self
             .client
             .post(format!("{}/{rpc_path}", self.base))
             .timeout(option.hard_ttl())
-            .header("content-type", rpc::CONTENT_TYPE)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                } else {
-                    RPCError::Network(NetworkError::new(&e))
-                }
-            })?;
+            .header("content-type", rpc::CONTENT_TYPE);
+        if let Some(secret) = &self.secret {
+            req = req.header(SECRET_HEADER, secret);
+        }
+        let resp = req.body(body).send().await.map_err(|e| {
+            if e.is_connect() {
+                RPCError::Unreachable(Unreachable::new(&e))
+            } else {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        })?;
         let status = resp.status();
         let bytes = resp
             .bytes()

@@ -65,8 +65,23 @@ impl Node {
             .map_err(|e| NodeError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
         let (log, sm) = open_store(&config.data_dir)?;
         let view = sm.view();
+        let auth = config.auth.load()?;
+        if !auth.tokens_required() {
+            tracing::warn!(
+                "AUTHENTICATION IS DISABLED: anyone who can reach {} may send heartbeats, \
+                 disable services and change membership. Use this for a local demo only.",
+                config.listen
+            );
+        }
+        if auth.secret().is_none() {
+            tracing::warn!(
+                "no cluster secret: Raft RPCs are accepted from anyone (local demo only)"
+            );
+        }
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
-        let network = HttpNetwork::new(local_ip).map_err(|e| NodeError::Io(e.to_string()))?;
+        let secret = auth.secret().map(str::to_string);
+        let network =
+            HttpNetwork::new(local_ip, secret).map_err(|e| NodeError::Io(e.to_string()))?;
         let raft = Raft::new(config.node_id, raft_config, network, log.clone(), sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -84,7 +99,7 @@ impl Node {
             view.clone(),
             stopped_tasks,
         ));
-        let app = RegistryApp::new(config.node_id, raft.clone(), view, settings, local_ip);
+        let app = RegistryApp::new(config.node_id, raft.clone(), view, settings, auth, local_ip);
         let addr = listener
             .local_addr()
             .map_err(|e| NodeError::Io(e.to_string()))?;

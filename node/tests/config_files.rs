@@ -47,6 +47,8 @@ data_dir = "/tmp/x"
 [[peers]]
 id = 1
 addr = "127.0.0.1:1"
+[auth]
+mode = "disabled"
 "#;
     let parse = |extra: &str| -> Result<NodeConfig, String> {
         let text = format!("{extra}\n{base}");

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use registry_api::client::RegistryClient;
+use registry_node::config::{AuthMode, AuthSettings};
 use registry_node::{Node, NodeConfig, Peer, RaftSettings};
 use tempfile::TempDir;
 
@@ -17,6 +18,8 @@ pub struct ClusterSpec {
     pub raft: RaftSettings,
     /// Liveness setting of every node.
     pub service_down_time: Duration,
+    /// Authentication of every node (default: no tokens, a cluster secret).
+    pub auth: AuthSettings,
 }
 
 impl Default for ClusterSpec {
@@ -25,6 +28,13 @@ impl Default for ClusterSpec {
             nodes: 3,
             raft: RaftSettings::default(),
             service_down_time: Duration::from_secs(60),
+            auth: AuthSettings {
+                mode: AuthMode::Disabled,
+                tokens: Vec::new(),
+                token_file: None,
+                cluster_secret: Some("test-cluster-secret-0123".into()),
+                cluster_secret_file: None,
+            },
         }
     }
 }
@@ -68,6 +78,7 @@ impl InProcCluster {
                     read_timeout: Duration::from_secs(2),
                     raft: spec.raft.clone(),
                     bootstrap: true,
+                    auth: spec.auth.clone(),
                 }
                 .validate()
             })

@@ -1,7 +1,9 @@
 //! Harnesses for the integration tests: clusters of registry nodes in this process
 //! ([`inproc`]) or as `registry-node` processes ([`procs`]), waiting on conditions with
-//! deadlines ([`wait`]), a history of what reporters were told ([`history`]).
+//! deadlines ([`wait`]), a history of what reporters were told ([`history`]), and running
+//! `registryctl` ([`cli`]).
 
+pub mod cli;
 pub mod history;
 pub mod inproc;
 pub mod observer;

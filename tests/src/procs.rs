@@ -190,7 +190,8 @@ impl ProcCluster {
              write_timeout = \"5s\"\nread_timeout = \"2s\"\n\n\
              [raft]\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"150ms\"\n\
              election_timeout_max = \"300ms\"\nsnapshot_logs_since_last = {}\n\
-             max_in_snapshot_log_to_keep = {}\n\n{peers}",
+             max_in_snapshot_log_to_keep = {}\n\n{peers}\
+             [auth]\nmode = \"disabled\"\ncluster_secret = \"test-cluster-secret-0123\"\n",
             spec.service_down_time.as_millis(),
             spec.report_interval.as_millis(),
             spec.snapshot_logs_since_last,

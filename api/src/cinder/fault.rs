@@ -18,6 +18,12 @@ pub enum CinderError {
     /// Malformed request, invalid body, bad microversion header (400 `badRequest`).
     #[error("{0}")]
     BadRequest(String),
+    /// No or unknown token (401 `unauthorized`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A token whose role does not allow the request (403 `forbidden`).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such resource or service (404 `itemNotFound`).
     #[error("{0}")]
     NotFound(String),
@@ -59,6 +65,8 @@ impl CinderError {
     pub fn status(&self) -> StatusCode {
         match self {
             CinderError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CinderError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            CinderError::Forbidden(_) => StatusCode::FORBIDDEN,
             CinderError::NotFound(_) => StatusCode::NOT_FOUND,
             CinderError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             CinderError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -80,6 +88,8 @@ impl CinderError {
     pub fn from_status(status: StatusCode, message: String) -> Self {
         match status {
             StatusCode::BAD_REQUEST => CinderError::BadRequest(message),
+            StatusCode::UNAUTHORIZED => CinderError::Unauthorized(message),
+            StatusCode::FORBIDDEN => CinderError::Forbidden(message),
             StatusCode::NOT_FOUND => CinderError::NotFound(message),
             StatusCode::CONFLICT => CinderError::Conflict(message),
             StatusCode::PAYLOAD_TOO_LARGE => CinderError::BadRequest(message),
@@ -115,6 +125,8 @@ impl From<ApiError> for CinderError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::BadRequest(m) => CinderError::BadRequest(m),
+            ApiError::Unauthorized(m) => CinderError::Unauthorized(m),
+            ApiError::Forbidden(m) => CinderError::Forbidden(m),
             ApiError::NotFound(m) => CinderError::NotFound(m),
             ApiError::Conflict(m) => CinderError::Conflict(m),
             ApiError::PayloadTooLarge { limit } => CinderError::PayloadTooLarge { limit },

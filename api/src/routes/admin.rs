@@ -1,11 +1,12 @@
 //! Administrative actions: `PUT /v1/services/{action}`.
 
 use bytes::Bytes;
-use warp::http::Method;
+use warp::http::{HeaderMap, Method};
 use warp::{Filter, Rejection, Reply};
 
 use super::{with_app, MAX_BODY_BYTES};
 use crate::app::{RegistryApp, Written, FORWARDED_HEADER};
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::wire::{action_command, ServiceAction, ServiceActionIn, ServicesOut};
 
@@ -19,6 +20,7 @@ pub(super) fn routes(
         .and(warp::put())
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::header::optional::<String>(FORWARDED_HEADER))
+        .and(warp::header::headers_cloned())
         .and(warp::body::bytes())
         .and(with_app(app))
         .then(put_action)
@@ -27,9 +29,13 @@ pub(super) fn routes(
 async fn put_action(
     segment: String,
     forwarded: Option<String>,
+    headers: HeaderMap,
     body: Bytes,
     app: RegistryApp,
 ) -> warp::reply::Response {
+    if let Err(e) = app.authorize(&headers, Role::Admin) {
+        return e.into_reply();
+    }
     match act(&segment, forwarded.is_some(), body, &app).await {
         Ok(resp) => resp,
         Err(e) => e.into_reply(),

@@ -16,6 +16,7 @@
 //! (`GET /v1/services`, `PUT /v1/services/{action}`) is forwarded and the leader's native
 //! answer rendered here, so a follower answers exactly as the leader would.
 
+use crate::auth::Role;
 use std::future::poll_fn;
 use std::pin::{pin, Pin};
 
@@ -211,6 +212,7 @@ impl Request {
 
     /// `GET os-services`: the services, read at the requested consistency.
     async fn list(&self) -> Result<warp::reply::Response, CinderError> {
+        self.app.authorize(&self.headers, Role::Reader)?;
         let query = ListQuery::parse(&self.raw_query)?;
         let native = query.native();
         let forward_path = native_list_path(&native)?;
@@ -243,6 +245,7 @@ impl Request {
         action: CinderAction,
         body: Bytes,
     ) -> Result<warp::reply::Response, CinderError> {
+        self.app.authorize(&self.headers, Role::Admin)?;
         let request = ActionRequest::parse(action, &body)?;
         let cmd = action_command(request.native, &request.body)?;
         let native_body = serde_json::to_vec(&request.body).map_err(|e| {

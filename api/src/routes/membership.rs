@@ -6,11 +6,12 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use openraft::{BasicNode, ChangeMembers};
-use warp::http::Method;
+use warp::http::{HeaderMap, Method};
 use warp::{Filter, Rejection, Reply};
 
 use super::{with_app, MAX_BODY_BYTES};
 use crate::app::{OnLeader, RegistryApp, FORWARDED_HEADER};
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::wire::{check_field, AddLearnerIn, PromoteIn};
 
@@ -33,8 +34,9 @@ fn snapshot(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "cluster" / "snapshot")
         .and(warp::post())
+        .and(forwarded(app.clone()))
         .and(with_app(app))
-        .then(|app: RegistryApp| async move {
+        .then(|_: bool, app: RegistryApp| async move {
             match app.raft().trigger().snapshot().await {
                 Ok(()) => warp::reply::with_status(
                     warp::reply::json(&serde_json::json!({"snapshot": "building"})),
@@ -46,8 +48,14 @@ fn snapshot(
         })
 }
 
-fn forwarded() -> impl Filter<Extract = (bool,), Error = Rejection> + Clone {
-    warp::header::optional::<String>(FORWARDED_HEADER).map(|h: Option<String>| h.is_some())
+/// Whether the request was forwarded by a peer; refuses (401/403) anyone but an admin.
+fn forwarded(app: RegistryApp) -> impl Filter<Extract = (bool,), Error = Rejection> + Clone {
+    warp::header::optional::<String>(FORWARDED_HEADER)
+        .and(warp::header::headers_cloned())
+        .and_then(move |h: Option<String>, headers: HeaderMap| {
+            let allowed = app.authorize(&headers, Role::Admin);
+            async move { allowed.map(|()| h.is_some()).map_err(warp::reject::custom) }
+        })
 }
 
 /// `POST /v1/cluster/learners` `{"id": 4, "addr": "127.0.0.1:21004"}`: adds a node as a
@@ -58,7 +66,7 @@ fn add_learner(
     warp::path!("v1" / "cluster" / "learners")
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(forwarded())
+        .and(forwarded(app.clone()))
         .and(warp::body::bytes())
         .and(with_app(app))
         .then(|fwd: bool, body: Bytes, app: RegistryApp| async move {
@@ -89,7 +97,7 @@ fn promote(
     warp::path!("v1" / "cluster" / "voters")
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(forwarded())
+        .and(forwarded(app.clone()))
         .and(warp::body::bytes())
         .and(with_app(app))
         .then(|fwd: bool, body: Bytes, app: RegistryApp| async move {
@@ -123,7 +131,7 @@ fn remove(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "cluster" / "members" / u64)
         .and(warp::delete())
-        .and(forwarded())
+        .and(forwarded(app.clone()))
         .and(with_app(app))
         .then(|id: u64, fwd: bool, app: RegistryApp| async move {
             let res = async {

@@ -3,11 +3,12 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use super::{with_app, MAX_BODY_BYTES};
 use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::wire::{parse_heartbeats, ServicesOut, ServicesQuery};
 
@@ -31,6 +32,7 @@ fn heartbeats(
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::header::optional::<String>(FORWARDED_HEADER))
+        .and(warp::header::headers_cloned())
         .and(warp::body::bytes())
         .and(with_app(app))
         .then(post_heartbeats)
@@ -38,9 +40,13 @@ fn heartbeats(
 
 async fn post_heartbeats(
     forwarded: Option<String>,
+    headers: HeaderMap,
     body: Bytes,
     app: RegistryApp,
 ) -> warp::reply::Response {
+    if let Err(e) = app.authorize(&headers, Role::Reporter) {
+        return e.into_reply();
+    }
     let beats = match parse_heartbeats(&body) {
         Ok(b) => b,
         Err(e) => return e.into_reply(),
@@ -66,6 +72,7 @@ fn services(
         .and(warp::get())
         .and(raw_query())
         .and(warp::header::optional::<String>(FORWARDED_HEADER))
+        .and(warp::header::headers_cloned())
         .and(with_app(app))
         .then(get_services)
 }
@@ -78,8 +85,12 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
 async fn get_services(
     raw: String,
     forwarded: Option<String>,
+    headers: HeaderMap,
     app: RegistryApp,
 ) -> warp::reply::Response {
+    if let Err(e) = app.authorize(&headers, Role::Reader) {
+        return e.into_reply();
+    }
     let query: ServicesQuery = match parse_query(&raw) {
         Ok(q) => q,
         Err(e) => return e.into_reply(),
@@ -111,8 +122,14 @@ fn cluster(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "cluster")
         .and(warp::get())
+        .and(warp::header::headers_cloned())
         .and(with_app(app))
-        .map(|app: RegistryApp| warp::reply::json(&app.cluster()).into_response())
+        .map(
+            |headers: HeaderMap, app: RegistryApp| match app.authorize(&headers, Role::Reader) {
+                Ok(()) => warp::reply::json(&app.cluster()).into_response(),
+                Err(e) => e.into_reply(),
+            },
+        )
 }
 
 /// `GET /health`: 200 with the leader's id when this node is in a cluster with a known

@@ -8,7 +8,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use registry_storage::{NodeId, TypeConfig};
-use warp::http::{header, HeaderValue};
+use warp::http::{header, HeaderMap, HeaderValue};
 use warp::{Filter, Rejection, Reply};
 
 use super::with_app;
@@ -19,16 +19,30 @@ use crate::rpc::{self, path, MAX_RPC_BYTES};
 pub(super) fn routes(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let peer = app.clone();
     let base = warp::path("raft")
         .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and_then(move |headers: HeaderMap| {
+            let allowed = peer.authorize_peer(&headers);
+            async move {
+                allowed.map_err(|e| {
+                    tracing::warn!(error = %e, "refused a Raft RPC without the cluster secret");
+                    warp::reject::custom(e)
+                })
+            }
+        })
+        .untuple_one()
         .and(warp::body::content_length_limit(MAX_RPC_BYTES));
     let append = base
+        .clone()
         .and(warp::path(path::APPEND))
         .and(warp::path::end())
         .and(warp::body::bytes())
         .and(with_app(app.clone()))
         .then(append);
     let vote = base
+        .clone()
         .and(warp::path(path::VOTE))
         .and(warp::path::end())
         .and(warp::body::bytes())

@@ -1,6 +1,10 @@
 //! In-process clusters: every node is a `registry_node::Node` in this test process, on its
 //! own loopback port and data directory.
 
+mod cinderclient;
 mod t10_replication;
 mod t20_restart;
 mod t30_cinder_api;
+mod t50_auth;
+mod t40_registryctl;
+mod t41_reporter;

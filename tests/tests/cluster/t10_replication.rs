@@ -214,15 +214,17 @@ async fn bad_heartbeats_are_refused_and_change_nothing() -> anyhow::Result<()> {
     assert_eq!(resp.status().as_u16(), 404);
     let json: serde_json::Value = resp.json().await?;
     assert_eq!(json["error"]["code"], 404);
+    let secret = c.configs[0].auth.cluster_secret.clone().unwrap_or_default();
     let resp = http
         .post(format!("{base}/raft/append"))
+        .header(registry_api::auth::SECRET_HEADER, secret)
         .body("garbage")
         .send()
         .await?;
     assert_eq!(
         resp.status().as_u16(),
         400,
-        "an undecodable Raft RPC is refused"
+        "an undecodable Raft RPC (from a peer with the secret) is refused"
     );
 
     let list = c

@@ -1,0 +1,199 @@
+//! `cluster status`: the members, the leader and the term, and how far each node's applied
+//! state is behind the leader's, asking every member for its own view.
+
+use std::collections::BTreeMap;
+
+use clap::Subcommand;
+use registry_api::client::{ClientError, RegistryClient};
+use registry_api::wire::ClusterOut;
+use tokio::task::JoinSet;
+
+use super::services::new_table;
+use super::{CliError, GlobalArgs};
+
+/// The `cluster` commands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader, term, and each node's applied index and lag.
+    Status,
+}
+
+/// Runs `cluster status`: the membership from the first endpoint that answers, then every
+/// member's own `/v1/cluster` at its address.
+pub async fn status(g: &GlobalArgs) -> Result<String, CliError> {
+    let view = g.client()?.cluster().await?;
+    let timeout = g.request_timeout();
+    let mut asks = JoinSet::new();
+    for m in &view.members {
+        let (id, client) = (m.id, RegistryClient::new([m.addr.clone()], timeout));
+        asks.spawn(async move { (id, client.cluster().await) });
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(joined) = asks.join_next().await {
+        if let Ok((id, answer)) = joined {
+            answers.insert(id, answer);
+        }
+    }
+    Ok(render(&view, &answers))
+}
+
+/// The status text: a leader line, then one row per member.
+pub fn render(
+    view: &ClusterOut,
+    answers: &BTreeMap<u64, Result<ClusterOut, ClientError>>,
+) -> String {
+    let reachable: Vec<&ClusterOut> = answers.values().filter_map(|a| a.as_ref().ok()).collect();
+    // The leader's own answer, if it gave one: its term, its matched indexes, its applied
+    // index as the reference for lag.
+    let leader = reachable.iter().copied().find(|c| c.role == "Leader");
+    let leader_id = leader.map(|l| l.node_id).or(view.leader_id);
+    let reference = leader
+        .and_then(|l| l.applied_index)
+        .or_else(|| reachable.iter().filter_map(|c| c.applied_index).max());
+    let term = leader.map_or(view.term, |l| l.term);
+
+    let mut text = match leader_id {
+        Some(id) => {
+            let addr = view
+                .members
+                .iter()
+                .find(|m| m.id == id)
+                .map_or("?", |m| m.addr.as_str());
+            format!("Leader: node {id} at {addr}, term {term}\n")
+        }
+        None => {
+            format!("Leader: none known (term {term}): the cluster has no quorum or is electing\n")
+        }
+    };
+    text.push_str(&format!(
+        "Members: {} ({} reachable)\n",
+        view.members.len(),
+        reachable.len()
+    ));
+
+    let dash = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let mut table = new_table();
+    table.set_header([
+        "Id",
+        "Address",
+        "Role",
+        "Voter",
+        "Term",
+        "Last Log Index",
+        "Applied Index",
+        "Lag",
+        "Matched Index",
+    ]);
+    for m in &view.members {
+        let matched = leader
+            .and_then(|l| l.members.iter().find(|x| x.id == m.id))
+            .and_then(|x| x.matched_index);
+        let row = match answers.get(&m.id) {
+            Some(Ok(c)) => vec![
+                m.id.to_string(),
+                m.addr.clone(),
+                c.role.clone(),
+                m.voter.to_string(),
+                c.term.to_string(),
+                dash(c.last_log_index),
+                dash(c.applied_index),
+                dash(reference.map(|r| r.saturating_sub(c.applied_index.unwrap_or(0)))),
+                dash(matched),
+            ],
+            Some(Err(e)) => vec![
+                m.id.to_string(),
+                m.addr.clone(),
+                unreachable_role(e),
+                m.voter.to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                dash(matched),
+            ],
+            None => vec![
+                m.id.to_string(),
+                m.addr.clone(),
+                "unknown".into(),
+                m.voter.to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                dash(matched),
+            ],
+        };
+        table.add_row(row);
+    }
+    text.push_str(&format!("{table}\n"));
+    text
+}
+
+/// What the role column says of a member that did not answer.
+fn unreachable_role(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { .. } => "unreachable".into(),
+        ClientError::Unknown(_) => "no answer".into(),
+        ClientError::Api { status, .. } => format!("error {status}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registry_api::wire::MemberOut;
+
+    fn out(id: u64, role: &str, applied: u64) -> ClusterOut {
+        ClusterOut {
+            node_id: id,
+            role: role.into(),
+            leader_id: Some(1),
+            leader_addr: Some("127.0.0.1:1".into()),
+            term: 4,
+            last_log_index: Some(applied),
+            applied_index: Some(applied),
+            snapshot_index: None,
+            members: (1..=3)
+                .map(|i| MemberOut {
+                    id: i,
+                    addr: format!("127.0.0.1:{i}"),
+                    voter: true,
+                    matched_index: (role == "Leader").then_some(10 - i),
+                })
+                .collect(),
+            records: 0,
+            digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn lag_is_behind_the_leaders_applied_index_and_dead_nodes_say_so() {
+        let mut answers = BTreeMap::new();
+        answers.insert(1, Ok(out(1, "Leader", 10)));
+        answers.insert(2, Ok(out(2, "Follower", 7)));
+        answers.insert(
+            3,
+            Err(ClientError::Unreachable {
+                tried: 1,
+                last: "refused".into(),
+            }),
+        );
+        let text = render(&out(2, "Follower", 7), &answers);
+        assert!(
+            text.starts_with("Leader: node 1 at 127.0.0.1:1, term 4\n"),
+            "{text}"
+        );
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains("Address"))
+            .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert_eq!(rows[0][3], "Leader");
+        assert_eq!(rows[0][8], "0", "the leader has no lag");
+        assert_eq!(rows[1][8], "3", "node 2 is three entries behind");
+        assert_eq!(rows[1][9], "8", "matched index as the leader knows it");
+        assert_eq!(rows[2][3], "unreachable");
+        assert_eq!(rows[2][8], "-");
+    }
+}

@@ -1,0 +1,261 @@
+//! Authentication: client tokens with roles, and the cluster secret between nodes.
+
+use std::time::Duration;
+
+use registry_api::auth::hash_token;
+use registry_api::wire::HeartbeatIn;
+use registry_node::config::{AuthMode, AuthSettings, TokenEntry};
+use registry_node::{Node, NodeConfig, Peer};
+use registry_tests::init_test_tracing;
+use registry_tests::inproc::{ClusterSpec, InProcCluster};
+
+use crate::cinderclient::{cinder_cli, run};
+
+const READER: &str = "reader-token-1";
+const REPORTER: &str = "reporter-token-1";
+const ADMIN: &str = "admin-token-1";
+const SECRET: &str = "the-cluster-secret-0001";
+
+fn token_auth() -> AuthSettings {
+    let entry = |role: &str, token: &str| TokenEntry {
+        role: serde_json::from_value(serde_json::json!(role)).expect("role"),
+        sha256: hash_token(token),
+    };
+    AuthSettings {
+        mode: AuthMode::Tokens,
+        tokens: vec![
+            entry("reader", READER),
+            entry("reporter", REPORTER),
+            entry("admin", ADMIN),
+        ],
+        token_file: None,
+        cluster_secret: Some(SECRET.into()),
+        cluster_secret_file: None,
+    }
+}
+
+async fn status(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, serde_json::Value)> {
+    let resp = req.send().await?;
+    let code = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((code, body))
+}
+
+/// Each role can do exactly what it may, on every node (followers forward what they
+/// authorised): reader lists, reporter heartbeats, admin does both and administers; no token
+/// or an unknown one is 401, the wrong role 403, each with a JSON message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_role_does_exactly_what_it_may() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec {
+        auth: token_auth(),
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
+    let http = reqwest::Client::new();
+    for node in [leader, (leader + 1) % 3] {
+        let base = format!("http://{}", c.configs[node].listen);
+        let beat = |token: Option<&str>| {
+            let mut r = http
+                .post(format!("{base}/v1/heartbeats"))
+                .json(&HeartbeatIn::new("host-a", "cinder-volume"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r
+        };
+        let list = |token: &str| http.get(format!("{base}/v1/services")).bearer_auth(token);
+        let disable = |token: &str| {
+            http.put(format!("{base}/v1/services/disable"))
+                .header("x-auth-token", token)
+                .json(&serde_json::json!({"host": "host-a", "binary": "cinder-volume"}))
+        };
+        let (code, body) = status(beat(None)).await?;
+        assert_eq!(code, 401, "no token: {body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("token"));
+        assert_eq!(status(beat(Some("wrong"))).await?.0, 401, "unknown token");
+        assert_eq!(
+            status(beat(Some(READER))).await?.0,
+            403,
+            "a reader may not heartbeat"
+        );
+        assert_eq!(
+            status(beat(Some(REPORTER))).await?.0,
+            200,
+            "a reporter heartbeats"
+        );
+        assert_eq!(
+            status(beat(Some(ADMIN))).await?.0,
+            200,
+            "an admin may heartbeat"
+        );
+        assert_eq!(status(list(READER)).await?.0, 200, "a reader lists");
+        assert_eq!(
+            status(list(REPORTER)).await?.0,
+            403,
+            "a reporter may not list"
+        );
+        assert_eq!(status(list(ADMIN)).await?.0, 200);
+        assert_eq!(
+            status(disable(READER)).await?.0,
+            403,
+            "a reader may not disable"
+        );
+        assert_eq!(
+            status(disable(REPORTER)).await?.0,
+            403,
+            "a reporter may not disable"
+        );
+        assert_eq!(status(disable(ADMIN)).await?.0, 200, "an admin disables");
+        let learner = http
+            .post(format!("{base}/v1/cluster/learners"))
+            .bearer_auth(REPORTER)
+            .json(&serde_json::json!({"id": 9, "addr": "127.0.0.1:1"}));
+        assert_eq!(status(learner).await?.0, 403, "membership is for admins");
+        let cinder_list = http
+            .get(format!("{base}/v3/admin/os-services"))
+            .header("x-auth-token", REPORTER);
+        assert_eq!(
+            status(cinder_list).await?.0,
+            403,
+            "Cinder API checks roles too"
+        );
+        let cinder_list = http
+            .get(format!("{base}/v3/admin/os-services"))
+            .header("x-auth-token", READER);
+        assert_eq!(status(cinder_list).await?.0, 200);
+        assert_eq!(
+            status(http.get(format!("{base}/health"))).await?.0,
+            200,
+            "health is open"
+        );
+    }
+    c.shutdown().await
+}
+
+/// The real python-cinderclient works against a cluster with tokens, with its
+/// `admin_token` auth type, through a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cinderclient_works_with_a_token() -> anyhow::Result<()> {
+    init_test_tracing();
+    let (bin, _version) = cinder_cli().await?;
+    let mut c = InProcCluster::start(ClusterSpec {
+        auth: token_auth(),
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
+    let follower = (leader + 1) % 3;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", c.configs[follower].listen);
+    http.post(format!("{base}/v1/heartbeats"))
+        .bearer_auth(REPORTER)
+        .json(&HeartbeatIn::new("node1@lvm", "cinder-volume"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let cinder = |token: &'static str, args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(["--os-auth-type", "admin_token", "--os_token", token])
+            .args(["--os-project-id", "admin"])
+            .args(["--os-endpoint", &format!("{base}/v3")])
+            .args(args);
+        cmd
+    };
+    let (ok, out, err) = run(
+        &mut cinder(ADMIN, &["service-list"]),
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert!(
+        ok,
+        "cinder service-list with an admin token failed: {out}{err}"
+    );
+    assert!(
+        out.contains("node1@lvm") && out.contains("cinder-volume"),
+        "{out}"
+    );
+    let (ok, out, err) = run(
+        &mut cinder(
+            ADMIN,
+            &[
+                "service-disable",
+                "node1@lvm",
+                "cinder-volume",
+                "--reason",
+                "maint",
+            ],
+        ),
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert!(ok, "service-disable with an admin token failed: {out}{err}");
+    let (ok, out, err) = run(
+        &mut cinder(READER, &["service-disable", "node1@lvm", "cinder-volume"]),
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert!(!ok, "a reader token must not disable: {out}");
+    assert!(format!("{out}{err}").contains("HTTP 403"), "{out}{err}");
+    c.shutdown().await
+}
+
+/// A node without the cluster secret cannot join or disrupt the group: its Raft RPCs are
+/// refused with 401, and the leader and term stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_without_the_secret_cannot_disrupt() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec::default()).await?;
+    let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
+    let before = c.node(leader).raft.metrics().borrow().current_term;
+
+    // An intruder that lists the group's nodes as its peers and campaigns with a wrong
+    // secret: every vote request it sends carries a higher term.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut peers: Vec<Peer> = c.configs[0].peers.clone();
+    peers.push(Peer {
+        id: 4,
+        addr: addr.to_string(),
+    });
+    let mut auth = ClusterSpec::default().auth;
+    auth.cluster_secret = Some("not-the-cluster-secret".into());
+    let config = NodeConfig {
+        node_id: 4,
+        listen: addr,
+        data_dir: c.dir.path().join("intruder"),
+        peers,
+        auth,
+        ..c.configs[0].clone()
+    };
+    let intruder = Node::start(config, listener).await?;
+    intruder
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_term >= before + 3, "the intruder campaigned")
+        .await?;
+
+    let m = c.node(leader).raft.metrics().borrow().clone();
+    assert_eq!(
+        m.current_leader,
+        Some(leader as u64 + 1),
+        "the leader stays"
+    );
+    assert_eq!(
+        m.current_term, before,
+        "the intruder's votes never reached the group"
+    );
+    // And a raw RPC without the secret is a 401.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/raft/vote", c.configs[leader].listen))
+        .body(vec![0u8; 8])
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+    intruder.shutdown().await?;
+    c.shutdown().await
+}
