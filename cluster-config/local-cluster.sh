@@ -28,7 +28,10 @@ ROOT_DIR="$(dirname -- "$SCRIPT_DIR")"
 RUN_DIR="$SCRIPT_DIR/run"
 BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/registry-node"
 
+# The founding nodes (configs beside this script) and any added with `add-node` (configs
+# under run/); completed by load_nodes.
 NODES=(1 2 3)
+CTL="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/registryctl"
 HOST=127.0.0.1
 REPORT_INTERVAL="${REPORT_INTERVAL:-10}"
 NODE_LOG_FILTER="${RUST_LOG:-info,warp::filters::trace=warn}"
@@ -72,6 +75,7 @@ Commands:
   status         each node's process and Raft state, then the service list
   list           the service list
   kill-leader    SIGKILL the current leader and wait for the others to elect a new one
+  add-node       start a new empty node (id 4, 5, ...) and add it to the group as a voter
   restart N      stop node N if it runs, start it again, wait for its /health
   logs [N|reporter] [-f]
                  the last LOG_LINES (30) lines of the logs (all nodes by default); -f follows
@@ -95,9 +99,29 @@ before() { (($(now_ms) < $1)); }
 
 # --- Nodes, URLs and HTTP -----------------------------------------------------------------
 
+# The config file of node $1: beside this script for nodes 1-3, under run/ for added ones.
+node_config() {
+  if [[ -f $SCRIPT_DIR/node$1.toml ]]; then
+    printf '%s\n' "$SCRIPT_DIR/node$1.toml"
+  else
+    printf '%s\n' "$RUN_DIR/node$1.toml"
+  fi
+}
+
+# Adds the nodes created by `add-node` (run/nodeN.toml) to NODES.
+load_nodes() {
+  local f n
+  for f in "$RUN_DIR"/node*.toml; do
+    [[ -f $f ]] || continue
+    n=${f##*/node}
+    n=${n%.toml}
+    [[ $n =~ ^[0-9]+$ ]] && NODES+=("$n")
+  done
+}
+
 # Checks that $1 names one of the nodes.
 check_node() {
-  if ! [[ ${1:-} =~ ^[0-9]+$ && -f $SCRIPT_DIR/node${1:-}.toml ]]; then
+  if ! [[ ${1:-} =~ ^[0-9]+$ && -f $(node_config "${1:-0}") ]]; then
     die "no such node: '${1:-}' (expected one of ${NODES[*]})"
   fi
 }
@@ -106,8 +130,8 @@ check_node() {
 node_port() {
   local port
   port=$(sed -n 's/^[[:space:]]*listen[[:space:]]*=[[:space:]]*"[^"]*:\([0-9][0-9]*\)".*/\1/p' \
-    "$SCRIPT_DIR/node$1.toml")
-  [[ -n $port ]] || die "cannot read the listen port from $SCRIPT_DIR/node$1.toml"
+    "$(node_config "$1")")
+  [[ -n $port ]] || die "cannot read the listen port from $(node_config "$1")"
   printf '%s\n' "$port"
 }
 
@@ -149,7 +173,7 @@ pid_file() { printf '%s/%s.pid\n' "$RUN_DIR" "$1"; }
 expected_cmd() {
   case $1 in
     reporter) printf '%s\n' "$SCRIPT_PATH __reporter" ;;
-    node*) printf '%s\n' "registry-node --config $SCRIPT_DIR/${1}.toml" ;;
+    node*) printf '%s\n' "registry-node --config $(node_config "${1#node}")" ;;
   esac
 }
 
@@ -242,8 +266,8 @@ start_node() {
   # The redirections of a background command are made in the forked child, which then
   # execs nohup, which execs the node: $! is the registry-node process itself. Its output
   # goes through the prefixer (a child of the node) that exits when the node's output ends.
-  NO_COLOR=1 RUST_LOG="$NODE_LOG_FILTER" nohup "$BIN" --config "$SCRIPT_DIR/node$n.toml" </dev/null \
-    > >(prefix_lines "[node$n] " >>"$log") 2>&1 &
+  NO_COLOR=1 RUST_LOG="$NODE_LOG_FILTER" nohup "$BIN" --config "$(node_config "$n")" </dev/null \
+    > >(exec >>"$log" 2>&1; prefix_lines "[node$n] ") 2>&1 &
   pid=$!
   printf '%s\n' "$pid" >"$(pid_file "node$n")"
   STARTED+=("node$n")
@@ -288,7 +312,7 @@ build() {
     [[ -x $BIN ]] || die "SKIP_BUILD=1 but $BIN does not exist"
     return 0
   fi
-  info "building registry-node (cargo build --release -p registry-node)..."
+  info "building registry-node and registryctl (cargo build --release -p registry-node)..."
   (cd -- "$ROOT_DIR" && cargo build --release --quiet -p registry-node) || die "build failed"
 }
 
@@ -554,6 +578,46 @@ cmd_restart() {
   info "node$n is healthy: $(http_get "$n" /health)"
 }
 
+# Starts a new, empty node (next id, port 21000+id, bootstrap = false) and adds it to the
+# group through the leader: as a learner, then as a voter.
+cmd_add_node() {
+  local n=$((${NODES[-1]} + 1)) port config
+  port=$((21000 + n))
+  [[ -x $BIN && -x $CTL ]] || build
+  mkdir -p "$RUN_DIR"
+  config="$RUN_DIR/node$n.toml"
+  {
+    printf '# Node %s, added by local-cluster.sh add-node.\n' "$n"
+    printf 'node_id = %s\nlisten = "%s:%s"\ndata_dir = "node%s/data"\nbootstrap = false\n' \
+      "$n" "$HOST" "$port" "$n"
+    printf '\n[[peers]]\nid = %s\naddr = "%s:%s"\n' "$n" "$HOST" "$port"
+    # Same timings and auth as node 1.
+    sed -n '/^\[raft\]/,/^\[\[peers\]\]/{/^\[\[peers\]\]/d;p}' "$SCRIPT_DIR/node1.toml"
+    sed -n '/^\[auth\]/,$p' "$SCRIPT_DIR/node1.toml"
+  } >"$config"
+  NODES+=("$n")
+  arm_abort
+  start_node "$n"
+  local deadline
+  deadline=$(deadline_in "$HEALTH_TIMEOUT")
+  until http --output /dev/null "$(node_url "$n")/v1/cluster"; do
+    before "$deadline" || die "node$n did not start; see $RUN_DIR/node$n.log"
+    sleep "$DELAY"
+  done
+  "$CTL" --endpoints "$(endpoints_csv)" cluster add "$n" "$HOST:$port" || die "adding node$n failed"
+  wait_healthy "$n" || die "node$n did not become healthy"
+  disarm_abort
+  info "node$n is a voter; config $config"
+}
+
+# The nodes' addresses, comma-separated, for registryctl.
+endpoints_csv() {
+  local n out=()
+  for n in "${NODES[@]}"; do out+=("$HOST:$(node_port "$n")"); done
+  local IFS=,
+  printf '%s\n' "${out[*]}"
+}
+
 cmd_logs() {
   local files=() follow=() arg
   for arg in "$@"; do
@@ -585,8 +649,10 @@ main() {
     die "REPORT_INTERVAL must be a number of seconds, not '$REPORT_INTERVAL'"
   local cmd=${1:-}
   (($# > 0)) && shift
+  load_nodes
   case $cmd in
     start) cmd_start ;;
+    add-node) cmd_add_node ;;
     stop) cmd_stop "$@" ;;
     status) cmd_status ;;
     list) print_services ;;

@@ -76,6 +76,8 @@ pub struct ReporterConfig {
     /// Bound on one heartbeat request; `None` means the interval, clamped to 1–10 s, so a
     /// hung node cannot hold the loop for long.
     pub request_timeout: Option<Duration>,
+    /// Token with the `reporter` role, when the registry requires tokens.
+    pub token: Option<String>,
 }
 
 impl ReporterConfig {
@@ -94,6 +96,7 @@ impl ReporterConfig {
             cluster: None,
             interval: DEFAULT_INTERVAL,
             request_timeout: None,
+            token: None,
         }
     }
 
@@ -419,7 +422,11 @@ impl Loop {
             .map(|i| {
                 let mut rotated = endpoints.clone();
                 rotated.rotate_left(i);
-                RegistryClient::new(rotated, timeout)
+                let client = RegistryClient::new(rotated, timeout);
+                match &config.token {
+                    Some(t) => client.with_token(t.clone()),
+                    None => client,
+                }
             })
             .collect();
         Self {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clap::Subcommand;
-use registry_api::client::{ClientError, RegistryClient};
+use registry_api::client::ClientError;
 use registry_api::wire::ClusterOut;
 use tokio::task::JoinSet;
 
@@ -12,20 +12,65 @@ use super::services::new_table;
 use super::{CliError, GlobalArgs};
 
 /// The `cluster` commands.
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ClusterCommand {
     /// Members, leader, term, and each node's applied index and lag.
     Status,
+    /// Add a node: as a learner first (answers once it caught up), then as a voter. Start
+    /// the node with `bootstrap = false` beforehand.
+    Add {
+        /// The new node's id.
+        id: u64,
+        /// Its address, `host:port`.
+        addr: String,
+        /// Leave it a learner (it replicates but does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node (voter or learner) from the group.
+    Remove {
+        /// The node's id.
+        id: u64,
+    },
+    /// Make the first reachable node build a snapshot now (and purge its log behind it).
+    Snapshot,
+}
+
+/// Runs a `cluster` command.
+pub async fn run(g: &GlobalArgs, command: ClusterCommand) -> Result<String, CliError> {
+    match command {
+        ClusterCommand::Status => status(g).await,
+        ClusterCommand::Add { id, addr, learner } => {
+            let client = g.client()?;
+            client.add_learner(id, &addr).await?;
+            if learner {
+                return Ok(format!("Node {id} at {addr} added as a learner.\n"));
+            }
+            client.promote(id).await?;
+            Ok(format!("Node {id} at {addr} added as a voter.\n"))
+        }
+        ClusterCommand::Remove { id } => match g.client()?.remove_member(id).await {
+            Ok(_) => Ok(format!("Node {id} removed from the cluster.\n")),
+            Err(ClientError::Api {
+                status: 404,
+                message,
+            }) => Err(CliError::NotFound(message)),
+            Err(e) => Err(e.into()),
+        },
+        ClusterCommand::Snapshot => {
+            g.client()?.trigger_snapshot().await?;
+            Ok("Snapshot requested.\n".into())
+        }
+    }
 }
 
 /// Runs `cluster status`: the membership from the first endpoint that answers, then every
 /// member's own `/v1/cluster` at its address.
 pub async fn status(g: &GlobalArgs) -> Result<String, CliError> {
     let view = g.client()?.cluster().await?;
-    let timeout = g.request_timeout();
     let mut asks = JoinSet::new();
     for m in &view.members {
-        let (id, client) = (m.id, RegistryClient::new([m.addr.clone()], timeout));
+        let (id, client) = (m.id, g.client_of(&m.addr));
         asks.spawn(async move { (id, client.cluster().await) });
     }
     let mut answers = BTreeMap::new();

@@ -52,6 +52,10 @@ pub struct GlobalArgs {
     /// clamped to 1s..10s].
     #[arg(long, global = true, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Token sent to the registry (`Authorization: Bearer`), when it requires tokens: a
+    /// `reader` token lists, a `reporter` token reports, an `admin` token does everything.
+    #[arg(long, global = true, env = "REGISTRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl GlobalArgs {
@@ -70,7 +74,22 @@ impl GlobalArgs {
         if endpoints.is_empty() {
             return Err(CliError::Invalid("--endpoints names no endpoint".into()));
         }
-        Ok(RegistryClient::new(endpoints, self.request_timeout()))
+        Ok(self.authenticated(RegistryClient::new(endpoints, self.request_timeout())))
+    }
+
+    /// A client of one node only.
+    pub fn client_of(&self, addr: &str) -> RegistryClient {
+        self.authenticated(RegistryClient::new(
+            [addr.to_string()],
+            self.request_timeout(),
+        ))
+    }
+
+    fn authenticated(&self, client: RegistryClient) -> RegistryClient {
+        match &self.token {
+            Some(t) => client.with_token(t.clone()),
+            None => client,
+        }
     }
 
     /// The bound on each request.
@@ -102,6 +121,12 @@ pub enum Command {
     Cluster(cluster::ClusterCommand),
     /// Send a service's heartbeats until SIGTERM or SIGINT.
     Report(report::ReportArgs),
+    /// Print the SHA-256 of a token, as a node's `[[auth.tokens]]` entry wants it (the token
+    /// is read from standard input when not given).
+    HashToken {
+        /// The token.
+        token: Option<String>,
+    },
 }
 
 /// Why a command failed; [`CliError::exit_code`] is the process's exit code.
@@ -142,9 +167,28 @@ pub async fn execute(cli: Cli) -> Result<String, CliError> {
         Command::ServiceThaw(args) => actions::freeze(g, &args, false).await,
         Command::ServiceForceDown(args) => actions::force_down(g, &args).await,
         Command::ServiceRemove(args) => actions::remove(g, &args).await,
-        Command::Cluster(cluster::ClusterCommand::Status) => cluster::status(g).await,
+        Command::Cluster(c) => cluster::run(g, c).await,
+        Command::HashToken { token } => hash_token(token),
         Command::Report(args) => report::run(g, &args, crate::signals::shutdown_signal()).await,
     }
+}
+
+/// `hash-token`: the digest of the given token, or of the first line of standard input.
+fn hash_token(token: Option<String>) -> Result<String, CliError> {
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| CliError::Invalid(format!("reading the token: {e}")))?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
+    if token.is_empty() {
+        return Err(CliError::Invalid("empty token".into()));
+    }
+    Ok(format!("{}\n", registry_api::auth::hash_token(&token)))
 }
 
 /// Parses a duration such as `10s`, `250ms` or `1m 30s`.

@@ -51,6 +51,7 @@ pub async fn run(
         cluster: a.cluster.clone(),
         interval: a.interval,
         request_timeout: g.timeout,
+        token: g.token.clone(),
         ..ReporterConfig::new(g.endpoint_list(), a.host.clone(), a.binary.clone())
     };
     let mut reporter = Reporter::new(config)?;
