@@ -276,3 +276,58 @@ async fn check_flip_together(c: &ProcCluster, host: &str) -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// A reporter whose own clock is a day behind is `up`, and its record's times are the
+/// leader's: the reporter's clock never enters the registry (`registryctl report` run
+/// under libfaketime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reporter_with_a_wrong_clock_is_up() -> anyhow::Result<()> {
+    init_test_tracing();
+    let ctl = registry_tests::cli::registryctl_binary()?;
+    let mut c = ProcCluster::start(spec())?;
+    with_logs(&mut c, async |c| {
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        let endpoints: Vec<String> = c.addrs().iter().map(|a| a.to_string()).collect();
+        let mut reporter = tokio::process::Command::new(&ctl)
+            .args(["--endpoints", &endpoints.join(",")])
+            .args([
+                "report",
+                "--host",
+                "skewed-host",
+                "--binary",
+                "cinder-volume",
+            ])
+            .args(["--interval", "300ms"])
+            .env("LD_PRELOAD", registry_tests::procs::faketime_library()?)
+            .env("FAKETIME", "-1d")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let list = wait::until(
+            "the skewed reporter's heartbeats land",
+            Duration::from_secs(20),
+            || async {
+                let l = c
+                    .client_all()
+                    .services(Some("skewed-host"), None, Consistency::Linearizable)
+                    .await
+                    .ok()?;
+                (l.services.first()?.report_count >= 3).then_some(l)
+            },
+        )
+        .await?;
+        let s = &list.services[0];
+        assert_eq!(s.state, State::Up, "a reporter a day behind is up");
+        let stamped = s.updated_at.expect("heartbeat time");
+        let skew = (chrono::Utc::now() - stamped).num_seconds().abs();
+        assert!(
+            skew < 10,
+            "updated_at is the leader's time, not the reporter's: {stamped}"
+        );
+        reporter.kill().await?;
+        Ok(())
+    })
+    .await
+}
