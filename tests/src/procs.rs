@@ -401,6 +401,24 @@ impl ProcCluster {
         .await
     }
 
+    /// Waits until a node other than index `not` says it leads (asking each node itself,
+    /// so a cut-off or paused old leader's view does not count); returns its index.
+    pub async fn wait_for_leader_besides(
+        &self,
+        not: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<usize> {
+        crate::wait::until("another node leads", timeout, || async {
+            for i in self.running().into_iter().filter(|i| *i != not) {
+                if self.client_of(i).cluster().await.ok()?.role == "Leader" {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await
+    }
+
     /// The last lines of every node's log, for failure messages.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
@@ -481,4 +499,14 @@ pub async fn converged_digests(c: &ProcCluster, timeout: Duration) -> anyhow::Re
         "state machines differ at applied index {index}: digests {digests:?}"
     );
     Ok(index)
+}
+
+/// Runs a scenario `body` on the cluster and, when it fails, appends the tail of every
+/// node's log to the error.
+pub async fn with_logs<F>(c: &mut ProcCluster, body: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&mut ProcCluster) -> anyhow::Result<()>,
+{
+    let res = body(c).await;
+    res.map_err(|e| anyhow::anyhow!("{e:#}\n{}", c.log_tails(40)))
 }

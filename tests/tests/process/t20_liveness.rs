@@ -7,7 +7,7 @@ use registry_api::liveness::State;
 use registry_api::wire::{Consistency, HeartbeatIn, ServicesOut};
 use registry_storage::clock::OUTAGE_GRACE;
 use registry_tests::history::Reporters;
-use registry_tests::procs::{converged_lists, ProcCluster, ProcSpec};
+use registry_tests::procs::{converged_lists, with_logs, ProcCluster, ProcSpec};
 use registry_tests::{init_test_tracing, wait};
 
 const DOWN_TIME: Duration = Duration::from_secs(3);
@@ -25,15 +25,6 @@ fn state_of(list: &ServicesOut, host: &str) -> Option<State> {
         .iter()
         .find(|s| s.host == host)
         .map(|s| s.state)
-}
-
-/// Runs `body` and, when it fails, appends the nodes' logs to the error.
-async fn with_logs<F>(c: &mut ProcCluster, body: F) -> anyhow::Result<()>
-where
-    F: AsyncFnOnce(&mut ProcCluster) -> anyhow::Result<()>,
-{
-    let res = body(c).await;
-    res.map_err(|e| anyhow::anyhow!("{e:#}\n{}", c.log_tails(30)))
 }
 
 /// Stopping every registry node for longer than `service_down_time` and starting them again

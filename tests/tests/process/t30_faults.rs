@@ -14,7 +14,7 @@ use registry_api::client::ClientError;
 use registry_api::wire::{Consistency, HeartbeatIn};
 use registry_tests::history::{History, Outcome, Reporters};
 use registry_tests::observer::Observer;
-use registry_tests::procs::{converged_digests, converged_lists, ProcCluster, ProcSpec};
+use registry_tests::procs::{converged_digests, converged_lists, with_logs, ProcCluster, ProcSpec};
 use registry_tests::{init_test_tracing, wait};
 
 fn spec() -> ProcSpec {
@@ -23,15 +23,6 @@ fn spec() -> ProcSpec {
         report_interval: Duration::from_secs(1),
         ..ProcSpec::default()
     }
-}
-
-/// Runs `body` and, when it fails, appends the nodes' logs to the error.
-async fn with_logs<F>(c: &mut ProcCluster, body: F) -> anyhow::Result<()>
-where
-    F: AsyncFnOnce(&mut ProcCluster) -> anyhow::Result<()>,
-{
-    let res = body(c).await;
-    res.map_err(|e| anyhow::anyhow!("{e:#}\n{}", c.log_tails(40)))
 }
 
 /// The checks run after every scenario: the history against the converged lists, identical
@@ -207,21 +198,9 @@ async fn isolated_leader_acknowledges_nothing_and_converges() -> anyhow::Result<
         // Writes sent straight to the isolated leader must not be acknowledged.
         let old_client = c.client_of(old);
         let mut refused = 0;
-        let majority = (0..3).filter(|i| *i != old).collect::<Vec<_>>();
-        let new = wait::until(
-            "the majority elects a new leader",
-            Duration::from_secs(20),
-            || async {
-                for i in &majority {
-                    let cl = c.client_of(*i).cluster().await.ok()?;
-                    if cl.role == "Leader" {
-                        return Some(*i);
-                    }
-                }
-                None
-            },
-        )
-        .await?;
+        let new = c
+            .wait_for_leader_besides(old, Duration::from_secs(20))
+            .await?;
         eprintln!(
             "RESULT new leader elected {:?} after isolating the old one",
             isolated_at.elapsed()
@@ -278,20 +257,8 @@ async fn paused_leader_steps_down_on_resume() -> anyhow::Result<()> {
         let observer = Observer::start(c.addrs(), "host-", Duration::from_millis(200));
         reporters.wait_acked(30, Duration::from_secs(30)).await?;
         c.pause(old)?;
-        let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
-        wait::until(
-            "a new leader while the old one is paused",
-            Duration::from_secs(20),
-            || async {
-                for i in &majority {
-                    if c.client_of(*i).cluster().await.ok()?.role == "Leader" {
-                        return Some(());
-                    }
-                }
-                None
-            },
-        )
-        .await?;
+        c.wait_for_leader_besides(old, Duration::from_secs(20))
+            .await?;
         let acked = reporters.history.acked();
         reporters
             .wait_acked(acked + 30, Duration::from_secs(30))
