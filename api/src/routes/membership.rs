@@ -58,18 +58,26 @@ fn forwarded(app: RegistryApp) -> impl Filter<Extract = (bool,), Error = Rejecti
         })
 }
 
+/// A `POST` on `path` by an admin, with a bounded body: extracts whether a peer forwarded
+/// it, the body, and the app.
+fn admin_post(
+    path: impl Filter<Extract = (), Error = Rejection> + Clone,
+    app: RegistryApp,
+) -> impl Filter<Extract = (bool, Bytes, RegistryApp), Error = Rejection> + Clone {
+    path.and(warp::post())
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
+        .and(forwarded(app.clone()))
+        .and(warp::body::bytes())
+        .and(with_app(app))
+}
+
 /// `POST /v1/cluster/learners` `{"id": 4, "addr": "127.0.0.1:21004"}`: adds a node as a
 /// learner and answers once it has caught up with the leader's log.
 fn add_learner(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path!("v1" / "cluster" / "learners")
-        .and(warp::post())
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(forwarded(app.clone()))
-        .and(warp::body::bytes())
-        .and(with_app(app))
-        .then(|fwd: bool, body: Bytes, app: RegistryApp| async move {
+    admin_post(warp::path!("v1" / "cluster" / "learners"), app).then(
+        |fwd: bool, body: Bytes, app: RegistryApp| async move {
             let res = async {
                 let input: AddLearnerIn = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid learner: {e}")))?;
@@ -87,20 +95,16 @@ fn add_learner(
                 finish(&app, app.on_leader(call, route, body.clone(), fwd).await?)
             };
             res.await.unwrap_or_else(ApiError::into_reply)
-        })
+        },
+    )
 }
 
 /// `POST /v1/cluster/voters` `{"id": 4}`: promotes a learner to voter (joint consensus).
 fn promote(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path!("v1" / "cluster" / "voters")
-        .and(warp::post())
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(forwarded(app.clone()))
-        .and(warp::body::bytes())
-        .and(with_app(app))
-        .then(|fwd: bool, body: Bytes, app: RegistryApp| async move {
+    admin_post(warp::path!("v1" / "cluster" / "voters"), app).then(
+        |fwd: bool, body: Bytes, app: RegistryApp| async move {
             let res = async {
                 let input: PromoteIn = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid voter: {e}")))?;
@@ -122,7 +126,8 @@ fn promote(
                 finish(&app, app.on_leader(call, route, body.clone(), fwd).await?)
             };
             res.await.unwrap_or_else(ApiError::into_reply)
-        })
+        },
+    )
 }
 
 /// `DELETE /v1/cluster/members/{id}`: removes a voter or a learner from the group.
