@@ -1,6 +1,7 @@
-//! What the routes need of a node: its Raft handle, its in-memory services table and its
-//! settings; and the two paths every request takes, the write path (commit on the leader,
-//! forwarded there from any node) and the read path (consistency levels).
+//! What the routes need of a node: its Raft handle, its in-memory services table, its
+//! settings and metrics; the two paths every request takes, the write path (commit on the
+//! leader, forwarded there from any node) and the read path (consistency levels); and the
+//! node's health and readiness.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,6 +11,9 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, Raf
 use openraft::{BasicNode, Raft, ServerState};
 use registry_storage::TypeConfig;
 use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecord, StateView};
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warp::http::header::RETRY_AFTER;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::Reply;
 
@@ -17,6 +21,8 @@ use crate::auth::{Auth, Role, SECRET_HEADER};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
 use crate::liveness::Liveness;
+use crate::metrics::Metrics;
+use crate::server::{current_request_id, REQUEST_ID_HEADER};
 use crate::wire::{ClusterOut, MemberOut, ServiceOut, ServicesQuery};
 
 /// Header set on a request one node forwards to the leader, so it is never forwarded again.
@@ -39,6 +45,9 @@ pub struct ApiSettings {
     pub write_timeout: Duration,
     /// How long a linearizable read may wait for the leader to confirm its quorum.
     pub read_timeout: Duration,
+    /// Most requests on public routes served at once; beyond it a request is answered 503
+    /// with `Retry-After` at once (Raft RPCs and probes are not counted).
+    pub max_concurrent_requests: usize,
 }
 
 /// A node as the API sees it. Cheap to clone.
@@ -64,6 +73,30 @@ struct Inner {
     auth: Auth,
     /// When a leader last sent this node an AppendEntries (or this node led).
     last_leader_contact: Mutex<Option<Instant>>,
+    /// The highest commit index a leader announced to this node (AppendEntries'
+    /// `leader_commit`): what `/ready` compares the applied index with on a follower.
+    leader_commit: Mutex<Option<u64>>,
+    /// Counters and histograms of what this node did.
+    metrics: Metrics,
+    /// One permit per public request in flight.
+    limiter: Arc<Semaphore>,
+}
+
+/// What `GET /ready` answers when the node is ready.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The leader it heard from recently.
+    pub leader_id: NodeId,
+    /// The last index applied here.
+    pub applied_index: u64,
+    /// The leader's commit index as this node knows it.
+    pub leader_commit_index: u64,
+    /// Committed entries not yet applied here.
+    pub lag_entries: u64,
+    /// The most that may be: [`READY_MAX_LAG`].
+    pub max_lag_entries: u64,
 }
 
 /// What the write path did with a request.
@@ -102,7 +135,11 @@ impl RegistryApp {
         auth: Auth,
         local_ip: Option<std::net::IpAddr>,
     ) -> Self {
-        let batcher = Batcher::spawn(raft.clone());
+        let metrics = Metrics::new();
+        let batcher = Batcher::spawn(raft.clone(), metrics.batch_sizes());
+        let permits = settings
+            .max_concurrent_requests
+            .clamp(1, Semaphore::MAX_PERMITS);
         let http = reqwest::Client::builder()
             .local_address(local_ip)
             .pool_max_idle_per_host(64)
@@ -119,8 +156,42 @@ impl RegistryApp {
                 batcher,
                 auth,
                 last_leader_contact: Mutex::new(None),
+                leader_commit: Mutex::new(None),
+                metrics,
+                limiter: Arc::new(Semaphore::new(permits)),
             }),
         }
+    }
+
+    /// The node's counters and histograms.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The in-memory services table.
+    pub(crate) fn view(&self) -> &StateView {
+        &self.inner.view
+    }
+
+    /// A permit to serve one public request, or 503 with `Retry-After` when
+    /// `max_concurrent_requests` are in flight already; the request holds it until answered.
+    pub fn try_admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.inner.limiter.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Overloaded(format!(
+                "node {} is serving its maximum of {} concurrent requests; retry shortly",
+                self.inner.id, self.inner.settings.max_concurrent_requests
+            ))
+        })
+    }
+
+    /// Public requests being served now.
+    pub fn requests_in_flight(&self) -> usize {
+        let max = self
+            .inner
+            .settings
+            .max_concurrent_requests
+            .clamp(1, Semaphore::MAX_PERMITS);
+        max.saturating_sub(self.inner.limiter.available_permits())
     }
 
     /// This node's id.
@@ -155,6 +226,83 @@ impl RegistryApp {
             .last_leader_contact
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Notes the commit index a leader announced in an AppendEntries this node accepted.
+    pub fn note_leader_commit(&self, index: Option<u64>) {
+        let Some(index) = index else { return };
+        let mut known = self
+            .inner
+            .leader_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Committed entries stay committed: the commit index only grows.
+        *known = Some(known.map_or(index, |k| k.max(index)));
+    }
+
+    /// The commit index in this node's Raft state: on the leader, the group's; on a
+    /// follower, at most what it has appended of the leader's. `None` when nothing is
+    /// committed, or when Raft does not answer within a second (it stopped, or is stuck).
+    pub async fn committed_index(&self) -> Option<u64> {
+        let ask = self
+            .inner
+            .raft
+            .with_raft_state(|s| s.committed.map(|l| l.index));
+        tokio::time::timeout(Duration::from_secs(1), ask)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+
+    /// The leader's commit index as this node knows it: the highest a leader announced to
+    /// it, or its own committed index if higher (on the leader, that is the group's).
+    pub async fn leader_commit_index(&self) -> Option<u64> {
+        let announced = *self
+            .inner
+            .leader_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let own = self.committed_index().await;
+        announced.max(own)
+    }
+
+    /// Whether this node can serve reads that reflect the group's recent writes: it is
+    /// [`healthy`](Self::healthy) (in a cluster, with a leader heard from within
+    /// [`LEADER_CONTACT_BOUND`]) and it has applied all but at most [`READY_MAX_LAG`]
+    /// entries of the leader's commit index as it knows it (the `leader_commit` of the last
+    /// AppendEntries it accepted; on the leader, its own commit index). Since that is what
+    /// the leader said at most [`LEADER_CONTACT_BOUND`] ago, a ready follower is at most
+    /// [`READY_MAX_LAG`] entries plus that much time behind the leader. Else says why not.
+    pub async fn ready(&self) -> Result<Readiness, String> {
+        let leader = self.healthy()?;
+        let applied = self
+            .inner
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        let Some(commit) = self.leader_commit_index().await else {
+            return Err(format!(
+                "no commit index heard from leader {leader} yet: this node is catching up"
+            ));
+        };
+        let lag = commit.saturating_sub(applied);
+        if lag > READY_MAX_LAG {
+            return Err(format!(
+                "catching up: applied index {applied} is {lag} entries behind the leader's \
+                 commit index {commit} (at most {READY_MAX_LAG} allowed)"
+            ));
+        }
+        Ok(Readiness {
+            node_id: self.inner.id,
+            leader_id: leader,
+            applied_index: applied,
+            leader_commit_index: commit,
+            lag_entries: lag,
+            max_lag_entries: READY_MAX_LAG,
+        })
     }
 
     /// Milliseconds since a leader last reached this node (zero on the leader itself).
@@ -449,6 +597,10 @@ impl RegistryApp {
             // This node authorised the request; the leader trusts its peers.
             req = req.header(SECRET_HEADER, secret);
         }
+        if let Some(id) = current_request_id() {
+            // The leader logs the request under the same id.
+            req = req.header(REQUEST_ID_HEADER, id);
+        }
         let resp = req
             .header("content-type", "application/json")
             .body(body)
@@ -458,7 +610,10 @@ impl RegistryApp {
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut headers = HeaderMap::new();
         for (name, value) in resp.headers() {
-            if name.as_str().starts_with("x-registry-") || name == "content-type" {
+            if name.as_str().starts_with("x-registry-")
+                || name == "content-type"
+                || name == RETRY_AFTER
+            {
                 if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
                     headers.insert(name.clone(), v);
                 }
@@ -558,6 +713,7 @@ impl RegistryApp {
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             members,
             records: self.inner.view.read(|s| s.len()),
             digest: format!("{:016x}", self.inner.view.read(|s| s.digest())),
@@ -604,8 +760,14 @@ impl RegistryApp {
 pub const LEADER_WAIT: Duration = Duration::from_secs(2);
 
 /// How recent the last contact with a leader (or, on the leader, with its quorum) must be
-/// for `/health` to answer 200.
+/// for `/health` and `/ready` to answer 200.
 pub const LEADER_CONTACT_BOUND: Duration = Duration::from_millis(1500);
+
+/// How many entries of the leader's commit index (as this node knows it) a node may have
+/// left to apply and still answer `/ready` with 200: a few batches of heartbeats (applying
+/// them takes milliseconds), far fewer than a node that restarted or was cut off has to
+/// catch up on.
+pub const READY_MAX_LAG: u64 = 100;
 
 fn not_leader(id: NodeId, fwd: &ForwardToLeader<NodeId, BasicNode>) -> ApiError {
     ApiError::Unavailable(format!(

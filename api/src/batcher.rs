@@ -12,6 +12,7 @@ use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
+use prometheus_client::metrics::histogram::Histogram;
 use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,10 +44,11 @@ pub struct Batcher {
 pub struct BatcherStopped;
 
 impl Batcher {
-    /// Starts the batching task for `raft`; it ends when every handle is dropped.
-    pub fn spawn(raft: Raft<TypeConfig>) -> Self {
+    /// Starts the batching task for `raft`, recording the heartbeats of each entry it
+    /// commits in `batch_sizes`; it ends when every handle is dropped.
+    pub fn spawn(raft: Raft<TypeConfig>, batch_sizes: Histogram) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, batch_sizes));
         Self { tx }
     }
 
@@ -65,7 +67,7 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>, batch_sizes: Histogram) {
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -82,7 +84,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
                         Err(_) => break,
                     }
                 }
-                in_flight.push(propose(raft.clone(), batch));
+                in_flight.push(propose(raft.clone(), batch, batch_sizes.clone()));
             }
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }
@@ -90,8 +92,10 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
     while in_flight.next().await.is_some() {}
 }
 
-/// Proposes one entry for `batch` and answers each request with its part of the result.
-async fn propose(raft: Raft<TypeConfig>, batch: Vec<Pending>) {
+/// Proposes one entry for `batch` and answers each request with its part of the result; an
+/// entry that commits is recorded in `batch_sizes` (a follower's proposals, refused with
+/// `ForwardToLeader`, are not).
+async fn propose(raft: Raft<TypeConfig>, batch: Vec<Pending>, batch_sizes: Histogram) {
     let mut counts = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     let mut beats = Vec::new();
@@ -100,11 +104,16 @@ async fn propose(raft: Raft<TypeConfig>, batch: Vec<Pending>) {
         beats.extend(p.beats);
         replies.push(p.reply);
     }
+    let size = beats.len();
     let cmd = Command::Heartbeats {
         at: Utc::now(),
         beats,
     };
-    match raft.client_write(cmd).await {
+    let res = raft.client_write(cmd).await;
+    if res.is_ok() {
+        batch_sizes.observe(size as f64);
+    }
+    match res {
         Ok(resp) => match resp.data {
             CommandResponse::Records(records) => {
                 let mut records = records.into_iter();

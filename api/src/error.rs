@@ -4,7 +4,8 @@
 use std::convert::Infallible;
 
 use serde::Serialize;
-use warp::http::StatusCode;
+use warp::http::header::RETRY_AFTER;
+use warp::http::{HeaderValue, StatusCode};
 use warp::reject::Reject;
 use warp::{Rejection, Reply};
 
@@ -37,6 +38,10 @@ pub enum ApiError {
     /// succeed (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The node is serving as many requests as it may at once; answered at once with 503
+    /// and `Retry-After: 1`, before the request is read.
+    #[error("{0}")]
+    Overloaded(String),
     /// A bug or a broken invariant (500).
     #[error("{0}")]
     Internal(String),
@@ -52,21 +57,42 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The error as a JSON reply.
+    /// A short name of the kind of error, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The error as a JSON reply; an [`ApiError::Overloaded`] also carries `Retry-After: 1`.
     pub fn into_reply(self) -> warp::reply::Response {
         let status = self.status();
+        let overloaded = matches!(self, ApiError::Overloaded(_));
         let body = ErrorBody {
             error: ErrorDetail {
                 code: status.as_u16(),
                 message: self.to_string(),
             },
         };
-        warp::reply::with_status(warp::reply::json(&body), status).into_response()
+        let mut resp = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+        if overloaded {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 

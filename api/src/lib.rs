@@ -1,7 +1,11 @@
 //! HTTP layer of the heartbeat registry (warp).
 //!
-//! - [`routes`]: the public API (`/v1/heartbeats`, `/v1/services`, `/v1/cluster`, `/health`)
-//!   and the internal Raft RPC routes (`/raft/*`, bincode bodies);
+//! - [`routes`]: the public API (`/v1/heartbeats`, `/v1/services`, `/v1/cluster`), the
+//!   probes (`/health`, `/ready`, `/metrics`) and the internal Raft RPC routes (`/raft/*`,
+//!   bincode bodies);
+//! - [`server`]: serves the routes behind one layer: request ids and their `tracing` span,
+//!   the bound on concurrent requests, latency metrics;
+//! - [`metrics`]: the Prometheus metrics;
 //! - [`app::RegistryApp`]: what a route needs of a node (its Raft handle, its in-memory
 //!   services table, its settings), with the write path (leader commit, forwarding) and the
 //!   read path (consistency levels);
@@ -18,8 +22,10 @@ pub mod cinder;
 pub mod client;
 pub mod error;
 pub mod liveness;
+pub mod metrics;
 pub mod routes;
 pub mod rpc;
+pub mod server;
 pub mod wire;
 
 pub use app::{ApiSettings, RegistryApp};

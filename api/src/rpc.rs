@@ -43,9 +43,10 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcCodecError> {
     Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
-/// Decodes an RPC message of exactly type `T`.
+/// Decodes an RPC message of exactly type `T`. A length prefix larger than what the body holds
+/// is an error before anything is allocated (see [`registry_storage::codec::decode_from_slice`]).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcCodecError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())?;
+    let (value, read) = registry_storage::codec::decode_from_slice(bytes, config())?;
     if read != bytes.len() {
         return Err(RpcCodecError::Trailing(bytes.len() - read));
     }

@@ -281,6 +281,9 @@ pub struct ClusterOut {
     pub applied_index: Option<u64>,
     /// Index of the latest snapshot on this node.
     pub snapshot_index: Option<u64>,
+    /// Index up to which this node purged its log.
+    #[serde(default)]
+    pub purged_index: Option<u64>,
     /// Members of the group.
     pub members: Vec<MemberOut>,
     /// Number of records in this node's state machine, removed ones included.

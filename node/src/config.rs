@@ -105,6 +105,11 @@ pub struct NodeConfig {
     /// How long a linearizable read may wait for the leader's quorum before answering 503.
     #[serde(with = "humantime_serde", default = "default_read_timeout")]
     pub read_timeout: Duration,
+    /// Most requests on public routes this node serves at once; beyond it a request is
+    /// answered 503 with `Retry-After: 1` at once. Raft RPCs and `/health`, `/ready`,
+    /// `/metrics` are not counted.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// Raft timings and log compaction.
     #[serde(default)]
     pub raft: RaftSettings,
@@ -217,6 +222,16 @@ impl AuthSettings {
     }
 }
 
+/// The default of [`NodeConfig::max_concurrent_requests`].
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+/// The largest [`NodeConfig::max_concurrent_requests`] accepted.
+pub const MAX_CONCURRENT_REQUESTS_LIMIT: usize = 1 << 20;
+
+fn default_max_concurrent_requests() -> usize {
+    DEFAULT_MAX_CONCURRENT_REQUESTS
+}
+
 fn default_bootstrap() -> bool {
     true
 }
@@ -307,6 +322,12 @@ impl NodeConfig {
         }
         if self.write_timeout.is_zero() || self.read_timeout.is_zero() {
             return invalid("write_timeout and read_timeout must be more than zero".into());
+        }
+        if !(1..=MAX_CONCURRENT_REQUESTS_LIMIT).contains(&self.max_concurrent_requests) {
+            return invalid(format!(
+                "max_concurrent_requests must be 1 to {MAX_CONCURRENT_REQUESTS_LIMIT} (got {})",
+                self.max_concurrent_requests
+            ));
         }
         Ok(self)
     }

@@ -92,6 +92,7 @@ impl Node {
             },
             write_timeout: config.write_timeout,
             read_timeout: config.read_timeout,
+            max_concurrent_requests: config.max_concurrent_requests,
         };
         let (stop_tasks, stopped_tasks) = watch::channel(false);
         let ticker = tokio::spawn(crate::ticker::run(
@@ -104,16 +105,9 @@ impl Node {
             .local_addr()
             .map_err(|e| NodeError::Io(e.to_string()))?;
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let routes = registry_api::routes::all(app.clone());
-        let server = tokio::spawn(async move {
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async {
-                    let _ = stopped.await;
-                })
-                .run()
-                .await;
-        });
+        let server = tokio::spawn(registry_api::server::serve(app.clone(), listener, async {
+            let _ = stopped.await;
+        }));
         tracing::info!(node_id = config.node_id, %addr, data_dir = %config.data_dir.display(), "node listening");
 
         bootstrap(&raft, &config).await?;
@@ -185,6 +179,11 @@ async fn bootstrap(raft: &Raft<TypeConfig>, config: &NodeConfig) -> Result<(), N
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly.
+///
+/// When Raft stops on its own with a fatal error (a storage error such as a full disk, or a
+/// panic inside Raft), the node logs why, stops the same way and returns an error, so that the
+/// process exits non-zero and a supervisor sees it failed: a node whose Raft is gone can take
+/// no write, and must not look healthy or stopped on purpose.
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
@@ -192,16 +191,29 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let node = Node::start(config, listener).await?;
     let mut metrics = node.raft.metrics();
-    tokio::select! {
-        _ = shutdown => {}
+    let fatal = tokio::select! {
+        _ = shutdown => None,
         why = async {
-            metrics
-                .wait_for(|m| m.running_state.is_err())
-                .await
-                .map(|m| format!("{:?}", m.running_state))
-        } => {
-            tracing::error!(?why, "raft stopped with a fatal error");
-        }
+            match metrics.wait_for(|m| m.running_state.is_err()).await {
+                Ok(m) => match &m.running_state {
+                    Err(fatal) => fatal.to_string(),
+                    Ok(()) => "running".to_string(),
+                },
+                Err(_) => "its metrics channel closed".to_string(),
+            }
+        } => Some(why),
+    };
+    let Some(why) = fatal else {
+        return node.shutdown().await;
+    };
+    tracing::error!(
+        error = %why,
+        "raft stopped with a fatal error: this node takes no more writes; shutting it down"
+    );
+    if let Err(e) = node.shutdown().await {
+        tracing::warn!(error = %e, "shutdown after the fatal error was not clean");
     }
-    node.shutdown().await
+    Err(NodeError::Raft(format!(
+        "stopped with a fatal error: {why}"
+    )))
 }

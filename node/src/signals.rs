@@ -36,12 +36,35 @@ pub fn install_abort_on_panic() {
     }));
 }
 
-/// Logs through `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+/// Environment variable choosing the log format: `text` (the default) or `json` (one JSON
+/// object per line, with the fields of the enclosing spans, such as a request's id).
+pub const LOG_FORMAT_ENV: &str = "REGISTRY_LOG_FORMAT";
+
+/// Logs through `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as text or, with
+/// `REGISTRY_LOG_FORMAT=json`, as JSON lines; without colours when stderr is not a terminal
+/// (logs going to a file).
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let format = std::env::var(LOG_FORMAT_ENV).unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    let unknown = match format.trim().to_ascii_lowercase().as_str() {
+        "json" => {
+            let _ = builder.json().with_current_span(true).try_init();
+            return;
+        }
+        "" | "text" => None,
+        other => Some(other.to_string()),
+    };
+    let _ = builder
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+    if let Some(other) = unknown {
+        tracing::warn!(
+            "{LOG_FORMAT_ENV}={other:?} is not a log format (text or json); logging text"
+        );
+    }
 }

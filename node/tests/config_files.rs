@@ -63,6 +63,13 @@ mode = "disabled"
     let c = parse("service_down_time = \"5s\"\nreport_interval = \"10s\"")
         .expect("corrected, not refused");
     assert_eq!(c.service_down_time, std::time::Duration::from_secs(25));
+    assert_eq!(
+        parse("").expect("valid").max_concurrent_requests,
+        registry_node::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
+        "a config without max_concurrent_requests gets the default"
+    );
+    let e = parse("max_concurrent_requests = 0").unwrap_err();
+    assert!(e.contains("max_concurrent_requests must be 1 to"), "{e}");
     let text = base.replace("node_id = 1", "node_id = 7");
     let c: NodeConfig = toml::from_str(&text).expect("parses");
     let e = c.validate().unwrap_err().to_string();

@@ -13,7 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
-mod codec;
+pub mod codec;
 pub mod error;
 pub mod log_store;
 pub mod model;

@@ -25,7 +25,7 @@ struct SnapshotPayload {
 }
 
 /// Encodes a state as snapshot data.
-pub(crate) fn encode_state(state: &ServicesState) -> Result<Vec<u8>, StoreError> {
+pub fn encode_state(state: &ServicesState) -> Result<Vec<u8>, StoreError> {
     encode(&SnapshotPayload {
         last_applied: state.last_applied,
         next_id: state.next_id,
@@ -35,7 +35,7 @@ pub(crate) fn encode_state(state: &ServicesState) -> Result<Vec<u8>, StoreError>
 }
 
 /// Decodes snapshot data received with `meta` into the state it describes.
-pub(crate) fn decode_state(meta: &SnapshotMeta, data: &[u8]) -> Result<ServicesState, StoreError> {
+pub fn decode_state(meta: &SnapshotMeta, data: &[u8]) -> Result<ServicesState, StoreError> {
     let payload: SnapshotPayload = decode(data)?;
     if payload.last_applied != meta.last_log_id {
         return Err(StoreError::Corrupt(format!(

@@ -20,6 +20,8 @@ pub struct ClusterSpec {
     pub service_down_time: Duration,
     /// Authentication of every node (default: no tokens, a cluster secret).
     pub auth: AuthSettings,
+    /// Bound on each node's public requests in flight (default: the config's default).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ClusterSpec {
@@ -35,6 +37,7 @@ impl Default for ClusterSpec {
                 cluster_secret: Some("test-cluster-secret-0123".into()),
                 cluster_secret_file: None,
             },
+            max_concurrent_requests: registry_node::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
         }
     }
 }
@@ -48,13 +51,24 @@ pub struct InProcCluster {
     pub configs: Vec<NodeConfig>,
     /// Running nodes; `None` where stopped.
     pub nodes: Vec<Option<Node>>,
+    /// Listeners bound before the configs were written, kept until each node's first start
+    /// so no other process can take the port in between.
+    bound: Vec<Option<tokio::net::TcpListener>>,
 }
 
 impl InProcCluster {
     /// Starts `spec.nodes` nodes that form one group.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         let dir = TempDir::new()?;
-        let addrs: Vec<SocketAddr> = crate::free_loopback_addrs(spec.nodes);
+        let mut bound = Vec::new();
+        for _ in 0..spec.nodes {
+            bound.push(Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?));
+        }
+        let addrs: Vec<SocketAddr> = bound
+            .iter()
+            .flatten()
+            .map(|l| l.local_addr())
+            .collect::<Result<_, _>>()?;
         let peers: Vec<Peer> = addrs
             .iter()
             .enumerate()
@@ -76,6 +90,7 @@ impl InProcCluster {
                     report_interval: Duration::from_secs(1),
                     write_timeout: Duration::from_secs(5),
                     read_timeout: Duration::from_secs(2),
+                    max_concurrent_requests: spec.max_concurrent_requests,
                     raft: spec.raft.clone(),
                     bootstrap: true,
                     auth: spec.auth.clone(),
@@ -87,6 +102,7 @@ impl InProcCluster {
             dir,
             nodes: configs.iter().map(|_| None).collect(),
             configs,
+            bound,
         };
         for i in 0..cluster.configs.len() {
             cluster.start_node(i).await?;
@@ -98,7 +114,10 @@ impl InProcCluster {
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         anyhow::ensure!(self.nodes[i].is_none(), "node {} is already running", i + 1);
         let config = self.configs[i].clone();
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listener = match self.bound[i].take() {
+            Some(l) => l,
+            None => rebind(config.listen).await?,
+        };
         self.nodes[i] = Some(Node::start(config, listener).await?);
         Ok(())
     }
@@ -159,4 +178,15 @@ impl InProcCluster {
             Duration::from_secs(10),
         )
     }
+}
+
+/// Binds a stopped node's address again; a port just released can take a moment to be
+/// free (a peer's connection still closing), so this retries within a deadline.
+async fn rebind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    crate::wait::until(
+        "the node's port is free again",
+        Duration::from_secs(10),
+        || async { tokio::net::TcpListener::bind(addr).await.ok() },
+    )
+    .await
 }

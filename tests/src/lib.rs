@@ -10,18 +10,6 @@ pub mod observer;
 pub mod procs;
 pub mod wait;
 
-/// Three peers on loopback ports picked by the OS, for configs that must name every peer
-/// before any node starts.
-pub fn free_loopback_addrs(n: usize) -> Vec<std::net::SocketAddr> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("listener address"))
-        .collect()
-}
-
 /// Logs of the code under test, shown with `--nocapture` (`RUST_LOG` filters them).
 pub fn init_test_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

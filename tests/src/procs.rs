@@ -122,6 +122,9 @@ pub struct ProcSpec {
     /// Wall-clock offsets (libfaketime `FAKETIME` values such as `+120s`) by node index, to
     /// run a node whose clock is off.
     pub clock_offsets: Vec<(usize, String)>,
+    /// Data directories by node index, instead of `node{id}-data` in the cluster's directory:
+    /// to give a node a disk of its own (a small tmpfs that fills up, say).
+    pub data_dirs: Vec<(usize, PathBuf)>,
 }
 
 impl Default for ProcSpec {
@@ -133,6 +136,7 @@ impl Default for ProcSpec {
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
             clock_offsets: Vec::new(),
+            data_dirs: Vec::new(),
         }
     }
 }
@@ -183,8 +187,17 @@ impl ProcCluster {
             .map(|(id, a)| format!("[[peers]]\nid = {id}\naddr = \"{a}\"\n\n"))
             .collect();
         let config = self.dir.path().join(format!("node{id}.toml"));
+        let index = self.nodes.len();
+        let data_dir = spec
+            .data_dirs
+            .iter()
+            .find(|(n, _)| *n == index)
+            .map_or_else(
+                || format!("node{id}-data"),
+                |(_, d)| d.display().to_string(),
+            );
         let text = format!(
-            "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"node{id}-data\"\n\
+            "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = {data_dir:?}\n\
              bootstrap = {bootstrap}\n\
              service_down_time = \"{}ms\"\nreport_interval = \"{}ms\"\n\
              write_timeout = \"5s\"\nread_timeout = \"2s\"\n\n\
@@ -198,7 +211,6 @@ impl ProcCluster {
             spec.max_in_snapshot_log_to_keep,
         );
         std::fs::write(&config, text)?;
-        let index = self.nodes.len();
         self.nodes.push(ProcNode {
             id,
             addr,
@@ -317,6 +329,19 @@ impl ProcCluster {
             child.wait()?;
         }
         Ok(())
+    }
+
+    /// If node index `i` has exited by itself, reaps it (it no longer counts as running) and
+    /// returns its exit status.
+    pub fn reap_exited(&mut self, i: usize) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let Some(child) = self.nodes[i].child.as_mut() else {
+            return Ok(None);
+        };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.nodes[i].child = None;
+        }
+        Ok(status)
     }
 
     /// SIGKILLs every node.

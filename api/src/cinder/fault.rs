@@ -130,7 +130,7 @@ impl From<ApiError> for CinderError {
             ApiError::NotFound(m) => CinderError::NotFound(m),
             ApiError::Conflict(m) => CinderError::Conflict(m),
             ApiError::PayloadTooLarge { limit } => CinderError::PayloadTooLarge { limit },
-            ApiError::Unavailable(m) => CinderError::Unavailable(m),
+            ApiError::Unavailable(m) | ApiError::Overloaded(m) => CinderError::Unavailable(m),
             ApiError::Internal(m) => CinderError::Internal(m),
         }
     }

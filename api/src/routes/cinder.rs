@@ -33,7 +33,7 @@ use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
 use crate::cinder::actions::{ActionRequest, CinderAction};
 use crate::cinder::microversion::{self, ApiVersion};
 use crate::cinder::query::ListQuery;
-use crate::cinder::request_id::{new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
+use crate::cinder::request_id::{is_request_id, new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
 use crate::cinder::versions::versions_doc;
 use crate::cinder::view::services_view;
 use crate::cinder::CinderError;
@@ -52,13 +52,24 @@ pub(super) fn routes(
     root().or(v3(app)).unify()
 }
 
+/// The request's id ([`crate::server`] sets `x-request-id` on every request) when it has
+/// OpenStack's `req-<uuid>` form, so both headers and the logs name the same id; else a new
+/// one in that form.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(crate::server::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_request_id(id))
+        .map_or_else(new_request_id, str::to_string)
+}
+
 /// `GET /`: 300 Multiple Choices with the versions document; other methods 405.
 fn root() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path::end()
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .map(|method: Method, headers: HeaderMap| {
-            let rid = new_request_id();
+            let rid = request_id(&headers);
             let resp = if method == Method::GET {
                 let doc = versions_doc(host_of(&headers));
                 warp::reply::with_status(warp::reply::json(&doc), StatusCode::MULTIPLE_CHOICES)
@@ -102,7 +113,7 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
-    let rid = new_request_id();
+    let rid = request_id(&headers);
     let version = match ApiVersion::from_headers(&headers) {
         Ok(v) => v,
         Err(fault) => return stamp(fault.into_response(), &rid, None),

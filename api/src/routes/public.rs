@@ -1,9 +1,11 @@
-//! The public API: heartbeats in, services and cluster state out.
+//! The public API: heartbeats in, services and cluster state out; and the probes, `/health`
+//! (liveness), `/ready` (readiness) and `/metrics` (Prometheus).
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::header::CONTENT_TYPE;
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use super::{with_app, MAX_BODY_BYTES};
@@ -20,7 +22,11 @@ pub(super) fn routes(
         .unify()
         .or(cluster(app.clone()))
         .unify()
-        .or(health(app))
+        .or(health(app.clone()))
+        .unify()
+        .or(ready(app.clone()))
+        .unify()
+        .or(metrics(app))
         .unify()
 }
 
@@ -44,23 +50,33 @@ async fn post_heartbeats(
     body: Bytes,
     app: RegistryApp,
 ) -> warp::reply::Response {
+    let failed = |e: ApiError, n: usize| {
+        app.metrics().heartbeats_failed(e.kind(), n);
+        e.into_reply()
+    };
     if let Err(e) = app.authorize(&headers, Role::Reporter) {
-        return e.into_reply();
+        return failed(e, 1);
     }
     let beats = match parse_heartbeats(&body) {
         Ok(b) => b,
-        Err(e) => return e.into_reply(),
+        Err(e) => return failed(e, 1),
     };
+    let n = beats.len();
     match app.write_heartbeats(beats, body, forwarded.is_some()).await {
         Ok(Written::Here(records)) => {
+            app.metrics().heartbeats_accepted(n);
             let services = app.service_outs(&records);
             warp::reply::json(&ServicesOut { services }).into_response()
         }
-        Ok(Written::Forwarded(resp)) => resp,
-        Ok(Written::NotFound) => {
-            ApiError::Internal("a heartbeat found no record to count".into()).into_reply()
+        Ok(Written::Forwarded(resp)) => {
+            app.metrics().heartbeats_forwarded(n);
+            resp
         }
-        Err(e) => e.into_reply(),
+        Ok(Written::NotFound) => failed(
+            ApiError::Internal("a heartbeat found no record to count".into()),
+            n,
+        ),
+        Err(e) => failed(e, n),
     }
 }
 
@@ -149,5 +165,53 @@ fn health(
             )
             .into_response(),
             Err(why) => ApiError::Unavailable(why).into_reply(),
+        })
+}
+
+/// `GET /ready`: 200 with the indexes compared when this node is in a cluster, heard from
+/// its leader recently and has applied all but at most [`READY_MAX_LAG`] entries of the
+/// leader's commit index as it knows it (see [`RegistryApp::ready`]); else 503 saying why.
+/// Unauthenticated, like `/health`.
+///
+/// [`READY_MAX_LAG`]: crate::app::READY_MAX_LAG
+fn ready(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("ready")
+        .and(warp::get())
+        .and(with_app(app))
+        .then(|app: RegistryApp| async move {
+            match app.ready().await {
+                Ok(r) => warp::reply::json(&serde_json::json!({"status": "ready", "ready": r}))
+                    .into_response(),
+                Err(why) => ApiError::Unavailable(format!("not ready: {why}")).into_reply(),
+            }
+        })
+}
+
+/// `GET /metrics`: every metric of the node in the Prometheus text format (see
+/// [`crate::metrics`]); needs the `reader` role.
+fn metrics(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(with_app(app))
+        .then(|headers: HeaderMap, app: RegistryApp| async move {
+            if let Err(e) = app.authorize(&headers, Role::Reader) {
+                return e.into_reply();
+            }
+            match crate::metrics::render(&app).await {
+                Ok(text) => {
+                    let mut resp = text.into_response();
+                    resp.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                    );
+                    resp
+                }
+                Err(e) => ApiError::Internal(format!("encoding metrics: {e}")).into_reply(),
+            }
         })
 }

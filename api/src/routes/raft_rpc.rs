@@ -96,10 +96,12 @@ async fn append(body: Bytes, app: RegistryApp) -> warp::reply::Response {
         "append",
         &body,
         |req: AppendEntriesRequest<TypeConfig>| async {
+            let leader_commit = req.leader_commit.map(|l| l.index);
             let res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
                 app.raft().append_entries(req).await;
             if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
                 app.touch_leader_contact();
+                app.note_leader_commit(leader_commit);
             }
             res
         },

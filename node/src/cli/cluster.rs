@@ -198,6 +198,7 @@ mod tests {
             last_log_index: Some(applied),
             applied_index: Some(applied),
             snapshot_index: None,
+            purged_index: None,
             members: (1..=3)
                 .map(|i| MemberOut {
                     id: i,

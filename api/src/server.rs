@@ -1,0 +1,236 @@
+//! The HTTP server of a node: warp's routes ([`crate::routes::all`]) behind one layer that
+//! every request passes through, which
+//! - gives the request an id: its `x-request-id` when valid (1 to [`MAX_REQUEST_ID_LEN`]
+//!   characters of `[A-Za-z0-9_-]`), else a new one; the id is set on the request (so the
+//!   routes and a forward to the leader carry it), echoed in the answer's `x-request-id`, and
+//!   recorded in a `tracing` span around the handler, so every log line of the request
+//!   names it;
+//! - bounds the public requests in flight to `max_concurrent_requests`: beyond it, a request
+//!   is answered 503 with `Retry-After: 1` at once, before its body is read (Raft RPCs and
+//!   `/health`, `/ready`, `/metrics` are never refused);
+//! - times the request into the latency histogram of its route template, and logs one line
+//!   for it: at `debug`, or at `trace` for the Raft RPCs, which arrive many times a second.
+//!
+//! warp 0.4 has no hook that wraps a handler's future (its `trace` filter logs every request
+//! at `info` and every 503 at `error`), so this layer is a tower `Service` around
+//! [`warp::service`], and [`serve`] runs it on hyper as `warp::serve(..).incoming(..)
+//! .graceful(..)` would: on an already-bound listener, stopping when `shutdown` resolves and
+//! letting the requests in flight finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower_service::Service;
+use tracing::Instrument;
+use warp::http::{HeaderMap, HeaderValue, Method, Request};
+use warp::reply::Response;
+
+use crate::app::RegistryApp;
+use crate::cinder::request_id::new_request_id;
+use crate::routes::{classify, RouteKind};
+
+/// Header carrying a request's id, in the request (optional) and in every answer.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest request id taken from a client.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+tokio::task_local! {
+    /// The id of the request being served, for code that calls further out (forwarding).
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served by the current task, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Whether a client's request id may be kept: 1 to [`MAX_REQUEST_ID_LEN`] characters, each
+/// an ASCII letter, digit, `-` or `_`.
+pub fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The request's own id when it sent a valid one, else a new one (`req-<uuid4>`).
+fn request_id_of(headers: &HeaderMap) -> String {
+    match headers.get(REQUEST_ID_HEADER).map(|v| v.to_str()) {
+        Some(Ok(id)) if is_valid_request_id(id) => id.to_string(),
+        Some(_) => {
+            let id = new_request_id();
+            tracing::debug!(request_id = %id, "invalid x-request-id replaced");
+            id
+        }
+        None => new_request_id(),
+    }
+}
+
+/// The method as a metric label (other methods share one label, so clients cannot grow the
+/// label set).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// Serves `app`'s routes on `listener` until `shutdown` resolves; then stops accepting and
+/// waits for the requests in flight to be answered.
+pub async fn serve(
+    app: RegistryApp,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let routes = warp::service(crate::routes::all(app.clone()));
+    let service = Observed { inner: routes, app };
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let svc = TowerToHyperService::new(service.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let builder = Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The layer in front of the routes (see the module's documentation).
+#[derive(Clone)]
+struct Observed<S> {
+    /// warp's routes as a service.
+    inner: S,
+    /// The node: its limiter, metrics and id.
+    app: RegistryApp,
+}
+
+impl<S, B> Service<Request<B>> for Observed<S>
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let route = classify(req.uri().path());
+        let method = method_label(req.method());
+        let id = request_id_of(req.headers());
+        let header = HeaderValue::from_str(&id).ok();
+        if let Some(v) = &header {
+            req.headers_mut().insert(REQUEST_ID_HEADER, v.clone());
+        }
+        let span = tracing::info_span!(
+            "request",
+            node = self.app.id(),
+            request_id = %id,
+            method = %method,
+            route = %route.template,
+        );
+        let app = self.app.clone();
+        let permit = match route.kind {
+            RouteKind::Public => match app.try_admit() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    app.metrics().overloaded();
+                    let mut resp = e.into_reply();
+                    let status = resp.status().as_u16();
+                    span.in_scope(|| tracing::debug!(status, "refused: too many requests"));
+                    app.metrics()
+                        .observe_request(method, route.template, status, start.elapsed());
+                    if let Some(v) = header {
+                        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+                    }
+                    return Box::pin(async move { Ok(resp) });
+                }
+            },
+            RouteKind::Probe | RouteKind::RaftRpc => None,
+        };
+        let handled = span.in_scope(|| self.inner.call(req));
+        let served = async move {
+            let mut resp = match handled.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            drop(permit);
+            let elapsed = start.elapsed();
+            let status = resp.status().as_u16();
+            app.metrics()
+                .observe_request(method, route.template, status, elapsed);
+            let latency_ms = elapsed.as_secs_f64() * 1000.0;
+            if route.kind == RouteKind::RaftRpc {
+                tracing::trace!(status, latency_ms, "served");
+            } else {
+                tracing::debug!(status, latency_ms, "served");
+            }
+            if let Some(v) = header {
+                resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            Ok(resp)
+        };
+        Box::pin(REQUEST_ID.scope(id, served.instrument(span)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client's id is kept only when short and made of safe characters; otherwise a new
+    /// one replaces it.
+    #[test]
+    fn request_ids_are_validated() {
+        assert!(is_valid_request_id("abc-DEF_123"));
+        assert!(is_valid_request_id(&"a".repeat(64)));
+        assert!(!is_valid_request_id(&"a".repeat(65)));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("has space"));
+        assert!(!is_valid_request_id("semi;colon"));
+        assert!(!is_valid_request_id("ünïcode"));
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID_HEADER, HeaderValue::from_static("mine-1"));
+        assert_eq!(request_id_of(&h), "mine-1");
+        h.insert(REQUEST_ID_HEADER, HeaderValue::from_static("not/ok"));
+        let replaced = request_id_of(&h);
+        assert!(replaced.starts_with("req-") && is_valid_request_id(&replaced));
+    }
+}

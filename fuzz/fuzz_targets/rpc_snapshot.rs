@@ -1,0 +1,24 @@
+//! Raft RPC bodies from a peer: `registry_api::rpc::decode` of an InstallSnapshot chunk on arbitrary bytes is
+//! an error or a message, never a panic or an allocation of a size the bytes do not hold;
+//! a message that decodes re-encodes to bytes that decode to the same encoding.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use openraft::raft::InstallSnapshotRequest;
+use registry_api::rpc::{decode, encode};
+use registry_storage::TypeConfig;
+
+type Msg = InstallSnapshotRequest<TypeConfig>;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(msg) = decode::<Msg>(data) else {
+        return;
+    };
+    let once = encode(&msg).expect("a decoded message encodes");
+    let again = decode::<Msg>(&once).expect("our own encoding decodes");
+    assert_eq!(
+        encode(&again).expect("encodes again"),
+        once,
+        "stable round trip"
+    );
+});

@@ -1,0 +1,24 @@
+//! Raft RPC bodies from a peer: `registry_api::rpc::decode` of a RequestVote body on arbitrary bytes
+//! is an error or a message, never a panic or an allocation of a size the bytes do not hold;
+//! a message that decodes re-encodes to bytes that decode to the same encoding.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use openraft::raft::VoteRequest;
+use registry_api::rpc::{decode, encode};
+use registry_storage::NodeId;
+
+type Msg = VoteRequest<NodeId>;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(msg) = decode::<Msg>(data) else {
+        return;
+    };
+    let once = encode(&msg).expect("a decoded message encodes");
+    let again = decode::<Msg>(&once).expect("our own encoding decodes");
+    assert_eq!(
+        encode(&again).expect("encodes again"),
+        once,
+        "stable round trip"
+    );
+});

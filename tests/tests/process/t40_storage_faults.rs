@@ -1,0 +1,351 @@
+//! Storage faults on `registry-node` processes: one node's data directory is on a tmpfs of its
+//! own, a few MiB large (mounted here; root needed), and heartbeats are driven until that disk
+//! is full.
+//!
+//! Invariants: the node whose disk filled stops taking writes and says why (its Raft stops
+//! with a fatal storage error; it logs the error and exits non-zero); it never acknowledges a
+//! heartbeat it did not store (every acknowledged count is in the final state of the healthy
+//! nodes); the other two carry on taking writes; and once its disk is enlarged and it is
+//! restarted, it catches up and every node holds the same state. Run with the full node on the
+//! leader and on a follower.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use registry_api::client::RegistryClient;
+use registry_api::wire::HeartbeatIn;
+use registry_tests::history::{Event, History, Outcome, Reporters};
+use registry_tests::init_test_tracing;
+use registry_tests::procs::{converged_digests, converged_lists, ProcCluster, ProcSpec};
+use tempfile::TempDir;
+
+/// Size of the small disk: room for the node's start-up and the first heartbeats, full after
+/// a few MiB of bulk writes.
+const SMALL_DISK: &str = "6m";
+/// Size it is grown to before the node is restarted.
+const ENLARGED_DISK: &str = "512m";
+
+/// A tmpfs mounted on a fresh temporary directory, unmounted when dropped.
+struct Tmpfs {
+    /// The mount point.
+    dir: TempDir,
+}
+
+fn mount(args: &[&str], target: &Path) -> anyhow::Result<()> {
+    let out = Command::new("mount")
+        .args(args)
+        .arg(target)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running mount: {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mount {args:?} {} (this test needs root): {}",
+        target.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new()?;
+        let size = format!("size={size}");
+        mount(&["-t", "tmpfs", "-o", &size, "tmpfs"], dir.path())?;
+        Ok(Self { dir })
+    }
+
+    /// Grows (or shrinks) the filesystem, keeping its files.
+    fn resize(&self, size: &str) -> anyhow::Result<()> {
+        mount(&["-o", &format!("remount,size={size}")], self.dir.path())
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes used, from `df`.
+    fn used(&self) -> String {
+        Command::new("df")
+            .args(["-h", "--output=used,size"])
+            .arg(self.dir.path())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .skip(2)
+                    .collect::<Vec<_>>()
+                    .join(" of ")
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily, so that a node still holding files open cannot keep it mounted.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn spec(data_dir: PathBuf) -> ProcSpec {
+    ProcSpec {
+        service_down_time: Duration::from_secs(5),
+        report_interval: Duration::from_secs(1),
+        data_dirs: vec![(0, data_dir)],
+        ..ProcSpec::default()
+    }
+}
+
+/// Runs `body` and, when it fails, appends the nodes' logs to the error.
+async fn with_logs<F>(c: &mut ProcCluster, body: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&mut ProcCluster) -> anyhow::Result<()>,
+{
+    let res = body(c).await;
+    res.map_err(|e| anyhow::anyhow!("{e:#}\n{}", c.log_tails(40)))
+}
+
+/// Kills leaders until node index `want` leads (`true`) or until a node other than `want`
+/// does (`false`); every killed node is restarted.
+async fn arrange_leader(c: &mut ProcCluster, want: usize, lead: bool) -> anyhow::Result<usize> {
+    for _ in 0..16 {
+        let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+        if (leader == want) == lead {
+            return Ok(leader);
+        }
+        c.kill_node(leader)?;
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        c.start_node(leader)?;
+    }
+    anyhow::bail!("could not arrange for node index {want} to lead: {lead}")
+}
+
+/// Heartbeats of new services with long names, in batches, through `client`, until node
+/// index `node` exits; every acknowledged count is recorded in `history`. Returns the number
+/// of batches acknowledged and the node's exit status.
+async fn fill_until(
+    c: &mut ProcCluster,
+    client: &RegistryClient,
+    history: &History,
+    node: usize,
+    timeout: Duration,
+) -> anyhow::Result<(usize, ExitStatus)> {
+    let deadline = Instant::now() + timeout;
+    let pad = "x".repeat(200);
+    let mut acked = 0;
+    let mut batch = 0;
+    loop {
+        batch += 1;
+        if let Some(status) = c.reap_exited(node)? {
+            return Ok((acked, status));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node index {node} still running after {acked} batches of bulk writes ({timeout:?})"
+        );
+        let beats: Vec<HeartbeatIn> = (0..400)
+            .map(|i| HeartbeatIn::new(format!("fill-{batch}-{i}-{pad}"), "cinder-volume"))
+            .collect();
+        let sent = Instant::now();
+        let res = client.heartbeat(&beats).await;
+        let done = Instant::now();
+        match res {
+            Ok(out) => {
+                acked += 1;
+                for s in out.services {
+                    history.record(Event {
+                        service: (s.host, s.binary),
+                        sent,
+                        done,
+                        outcome: Outcome::Acked(s.report_count),
+                    });
+                }
+            }
+            Err(e) => {
+                // Refused (a leader change) or unanswered: not acknowledged, nothing to check.
+                tracing::info!(error = %e, batch, "bulk write not acknowledged");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Waits until node index `i` exits by itself; its exit status.
+async fn exit_within(
+    c: &mut ProcCluster,
+    i: usize,
+    timeout: Duration,
+) -> anyhow::Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = c.reap_exited(i)? {
+            return Ok(status);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node index {i} still running after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The scenario, with the small disk on the leader (`on_leader`) or on a follower.
+async fn disk_full(on_leader: bool) -> anyhow::Result<()> {
+    init_test_tracing();
+    // Declared before the cluster so that it is unmounted after every node is killed.
+    let disk = Tmpfs::mount(SMALL_DISK)?;
+    let mut c = ProcCluster::start(spec(disk.path().join("node1-data")))?;
+    with_logs(&mut c, async |c| {
+        let full = 0;
+        let leader = arrange_leader(c, full, on_leader).await?;
+        eprintln!(
+            "RESULT small disk on node index {full} ({}), leader index {leader}, {} used",
+            if on_leader { "leader" } else { "follower" },
+            disk.used()
+        );
+        // Reporters go through every node, the full one included.
+        let reporters = Reporters::start_spread(c.clients_rotated(), 6, Duration::from_millis(50));
+        reporters.wait_acked(60, Duration::from_secs(30)).await?;
+
+        // Bulk writes through the two healthy nodes fill the small disk.
+        let healthy: Vec<usize> = (0..3).filter(|i| *i != full).collect();
+        let bulk_client = RegistryClient::new(
+            healthy.iter().map(|i| c.nodes[*i].addr.to_string()),
+            Duration::from_secs(10),
+        );
+        let bulk = History::default();
+        let filling = Instant::now();
+        let (batches, status) =
+            fill_until(c, &bulk_client, &bulk, full, Duration::from_secs(120)).await?;
+        let log = std::fs::read_to_string(&c.nodes[full].log)?;
+        eprintln!(
+            "RESULT disk full after {batches} acknowledged bulk batches in {:?} ({} used); \
+             the node exited with {status}",
+            filling.elapsed(),
+            disk.used()
+        );
+        let fatal_line = log
+            .lines()
+            .find(|l| l.contains("fatal error"))
+            .unwrap_or("(none)");
+        eprintln!("RESULT its log says: {fatal_line}");
+        // It says why, and stops as a failure.
+        anyhow::ensure!(
+            !status.success(),
+            "the node whose disk filled exited with success: {status}"
+        );
+        anyhow::ensure!(
+            status.code() == Some(1),
+            "the node whose disk filled did not exit through its fatal-error path \
+             (exit code 1) but with {status}"
+        );
+        anyhow::ensure!(
+            log.contains("raft stopped with a fatal error")
+                && (log.contains("No space left on device") || log.contains("os error 28")),
+            "its log does not say that Raft stopped because the disk is full"
+        );
+
+        // The other two carry on: reporters are acknowledged again, and writes through
+        // each healthy node succeed.
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 60, Duration::from_secs(30))
+            .await?;
+        for i in &healthy {
+            let out = c
+                .client_of(*i)
+                .heartbeat(&[HeartbeatIn::new(format!("after-full-{i}"), "cinder-volume")])
+                .await?;
+            assert_eq!(
+                out.services[0].report_count, 1,
+                "a write through node index {i} while the other's disk is full"
+            );
+        }
+        // What was acknowledged so far is on both healthy nodes (the reporters go on, so
+        // the check is of a copy of their history taken before the lists are read).
+        let so_far = History::default();
+        for e in reporters.history.events() {
+            so_far.record(e);
+        }
+        let lists = converged_lists(c).await?;
+        for l in &lists {
+            so_far.check(l)?;
+            bulk.check(l)?;
+        }
+
+        // Restarted on the disk that is still full, it fails again rather than run without
+        // storage (a supervisor restarting it in a loop sees every failure).
+        let log_len = std::fs::metadata(&c.nodes[full].log)?.len();
+        c.start_node(full)?;
+        let status = exit_within(c, full, Duration::from_secs(60)).await?;
+        let log = std::fs::read_to_string(&c.nodes[full].log)?;
+        let again = log.get(log_len as usize..).unwrap_or_default();
+        eprintln!(
+            "RESULT restarted on the full disk, it exited with {status}: {}",
+            again
+                .lines()
+                .find(|l| l.contains("registry-node failed"))
+                .unwrap_or("(no failure line)")
+        );
+        anyhow::ensure!(
+            !status.success() && status.code().is_some(),
+            "restarted on a full disk, the node exited with {status}"
+        );
+        anyhow::ensure!(
+            again.contains("No space left on device") || again.contains("os error 28"),
+            "restarted on a full disk, its log does not say the disk is full"
+        );
+
+        // The disk is enlarged and the node restarted: it catches up.
+        disk.resize(ENLARGED_DISK)?;
+        c.start_node(full)?;
+        let restarted = Instant::now();
+        let index = converged_digests(c, Duration::from_secs(120)).await?;
+        eprintln!(
+            "RESULT restarted node caught up to index {index} in {:?}",
+            restarted.elapsed()
+        );
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 30, Duration::from_secs(30))
+            .await?;
+        let history = reporters.stop().await;
+        let refused = history
+            .events()
+            .iter()
+            .filter(|e| !matches!(e.outcome, Outcome::Acked(_)))
+            .count();
+        eprintln!(
+            "RESULT reporters: {} acknowledged, {refused} refused or unanswered",
+            history.acked()
+        );
+        let lists = converged_lists(c).await?;
+        anyhow::ensure!(lists.len() == 3, "every node is running again");
+        for l in &lists {
+            history.check(l)?;
+            bulk.check(l)?;
+        }
+        converged_digests(c, Duration::from_secs(30)).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// The leader's disk fills: it stops and exits non-zero, a new leader takes over, nothing
+/// acknowledged is lost, and the old leader catches up once its disk has room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_disk_on_the_leader_stops_it_and_loses_nothing() -> anyhow::Result<()> {
+    disk_full(true).await
+}
+
+/// A follower's disk fills: it stops and exits non-zero, the leader and the other follower
+/// carry on, and the follower catches up once its disk has room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_disk_on_a_follower_stops_it_and_the_rest_carry_on() -> anyhow::Result<()> {
+    disk_full(false).await
+}
