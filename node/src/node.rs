@@ -34,6 +34,9 @@ pub enum NodeError {
     Io(String),
 }
 
+/// How long each step of a shutdown may take before it is cut short.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running registry node.
 pub struct Node {
     /// The node's id.
@@ -125,20 +128,31 @@ impl Node {
     }
 
     /// Stops in a fixed order: stop accepting requests, shut Raft down, flush storage.
-    pub async fn shutdown(self) -> Result<(), NodeError> {
+    /// Each step is bounded by [`SHUTDOWN_GRACE`]: a client that keeps a request open cannot
+    /// hold the node up.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
         let _ = self.stop_http.send(());
-        if let Err(e) = self.server.await {
-            tracing::warn!(error = %e, "HTTP server task ended abnormally");
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.server).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
+            Err(_) => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "open requests outlived the grace; closing them");
+                self.server.abort();
+            }
         }
         let _ = self.stop_tasks.send(true);
         if let Err(e) = self.ticker.await {
             tracing::warn!(error = %e, "tick task ended abnormally");
         }
-        self.raft
-            .shutdown()
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.raft.shutdown()).await {
+            Ok(res) => res.map_err(|e| NodeError::Raft(format!("shutdown: {e}")))?,
+            Err(_) => return Err(NodeError::Raft("raft did not stop within the grace".into())),
+        }
+        tokio::time::timeout(SHUTDOWN_GRACE, self.log.flush())
             .await
-            .map_err(|e| NodeError::Raft(format!("shutdown: {e}")))?;
-        self.log.flush().await?;
+            .map_err(|_| {
+                NodeError::Raft("flushing storage did not finish within the grace".into())
+            })??;
         tracing::info!(node_id = self.id, "node stopped");
         Ok(())
     }

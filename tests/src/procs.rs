@@ -501,17 +501,21 @@ pub async fn converged_lists(c: &ProcCluster) -> anyhow::Result<Vec<ServicesOut>
 }
 
 /// Waits until every running node reports the same applied index, then checks that their
-/// state-machine digests are equal; returns that index.
+/// state-machine digests are equal; returns that index. The nodes are asked at the same
+/// time, since an idle leader still commits a tick every few hundred milliseconds.
 pub async fn converged_digests(c: &ProcCluster, timeout: Duration) -> anyhow::Result<u64> {
     let (index, digests) = crate::wait::until(
         "every running node at the same applied index",
         timeout,
         || async {
-            let mut seen = Vec::new();
-            for i in c.running() {
+            let asks = c.running().into_iter().map(|i| async move {
                 let cl = c.client_of(i).cluster().await.ok()?;
-                seen.push((cl.applied_index?, cl.digest));
-            }
+                Some((cl.applied_index?, cl.digest))
+            });
+            let seen: Vec<(u64, String)> = futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .collect::<Option<_>>()?;
             let first = seen.first()?.0;
             seen.iter()
                 .all(|(a, _)| *a == first)

@@ -319,12 +319,17 @@ async fn lagging_follower_catches_up_by_snapshot() -> anyhow::Result<()> {
             .wait_acked(acked + 50, Duration::from_secs(30))
             .await?;
         let history = reporters.stop().await;
-        let after = c.client_of(follower).cluster().await?;
-        assert!(
-            after.snapshot_index.unwrap_or(0) > gone_past,
-            "the follower caught up through a snapshot past its old log ({:?} vs {gone_past})",
-            after.snapshot_index
-        );
+        // The leader no longer has the entries after the follower's last one: the follower
+        // can only catch up by installing a snapshot past it.
+        wait::until(
+            "the follower installed a snapshot past its old log",
+            Duration::from_secs(30),
+            || async {
+                let f = c.client_of(follower).cluster().await.ok()?;
+                (f.snapshot_index? > gone_past).then_some(())
+            },
+        )
+        .await?;
         let lists = converged_lists(c).await?;
         for l in &lists {
             history.check(l)?;
