@@ -64,6 +64,11 @@ pub struct RaftSettings {
     /// follower (decoding and writing every record).
     #[serde(with = "humantime_serde")]
     pub install_snapshot_timeout: Duration,
+    /// Most log entries in one AppendEntries. openraft gives each AppendEntries
+    /// `heartbeat_interval` to complete (the follower decodes, writes and flushes them), and
+    /// one entry can carry thousands of heartbeats, so a follower catching up gets the log in
+    /// small pieces rather than in RPCs that time out again and again.
+    pub max_payload_entries: u64,
 }
 
 impl Default for RaftSettings {
@@ -75,6 +80,7 @@ impl Default for RaftSettings {
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout: Duration::from_secs(10),
+            max_payload_entries: 8,
         }
     }
 }
@@ -304,6 +310,9 @@ impl NodeConfig {
                 "raft.election_timeout_max must exceed raft.election_timeout_min".into(),
             );
         }
+        if r.max_payload_entries == 0 {
+            return invalid("raft.max_payload_entries must be at least 1".into());
+        }
         if r.snapshot_logs_since_last == 0 {
             return invalid("raft.snapshot_logs_since_last must be at least 1".into());
         }
@@ -353,6 +362,7 @@ impl NodeConfig {
             ),
             max_in_snapshot_log_to_keep: self.raft.max_in_snapshot_log_to_keep,
             install_snapshot_timeout: ms(self.raft.install_snapshot_timeout),
+            max_payload_entries: self.raft.max_payload_entries,
             ..Default::default()
         }
         .validate()
