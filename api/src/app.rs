@@ -681,6 +681,10 @@ impl RegistryApp {
     /// The group as this node sees it.
     pub fn cluster(&self) -> ClusterOut {
         let mut m = self.inner.raft.metrics().borrow().clone();
+        let (sm_applied, records, digest) = self
+            .inner
+            .view
+            .read(|s| (s.last_applied.map(|l| l.index), s.len(), s.digest()));
         if m.current_leader == Some(m.id) && m.state != ServerState::Leader {
             // A vote for itself persisted before a restart: not a leader now.
             m.current_leader = None;
@@ -711,12 +715,14 @@ impl RegistryApp {
             leader_addr,
             term: m.current_term,
             last_log_index: m.last_log_index,
-            applied_index: m.last_applied.map(|l| l.index),
+            // From the state machine itself, read together with its digest and size: Raft's
+            // metrics can lag the state machine by an apply.
+            applied_index: sm_applied,
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             members,
-            records: self.inner.view.read(|s| s.len()),
-            digest: format!("{:016x}", self.inner.view.read(|s| s.digest())),
+            records,
+            digest: format!("{digest:016x}"),
         }
     }
 
