@@ -1,0 +1,196 @@
+//! The command line: which cluster to drive, which targets, and the workload.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Drives a running registry cluster (and, to compare, a running etcd cluster) over the
+/// network like real reporters do, and prints throughput, latency, memory and disk figures.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "registry-bench", version)]
+pub struct Options {
+    /// The clusters and the targets.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The workload.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to drive: endpoints, the processes behind them, the targets.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Registry endpoints (`host:port`, comma separated); reporters are spread across them.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub registry: Vec<String>,
+    /// PIDs of the registry nodes, in endpoint order (for their RSS).
+    #[arg(long = "registry-pid", value_delimiter = ',', global = true)]
+    pub registry_pids: Vec<u32>,
+    /// PID files of the registry nodes, in endpoint order (read at every sample).
+    #[arg(long = "registry-pid-file", value_delimiter = ',', global = true)]
+    pub registry_pid_files: Vec<PathBuf>,
+    /// Data directories of the registry nodes, in endpoint order (for their size on disk).
+    #[arg(long = "registry-data-dir", value_delimiter = ',', global = true)]
+    pub registry_data_dirs: Vec<PathBuf>,
+    /// Token sent to the registry as `Authorization: Bearer TOKEN` (a `reporter` or `admin`
+    /// token, where the cluster requires one).
+    #[arg(
+        long,
+        env = "REGISTRY_BENCH_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub registry_token: Option<String>,
+    /// etcd client endpoints (`host:port`, comma separated).
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub etcd: Vec<String>,
+    /// PIDs of the etcd members, in endpoint order.
+    #[arg(long = "etcd-pid", value_delimiter = ',', global = true)]
+    pub etcd_pids: Vec<u32>,
+    /// PID files of the etcd members, in endpoint order.
+    #[arg(long = "etcd-pid-file", value_delimiter = ',', global = true)]
+    pub etcd_pid_files: Vec<PathBuf>,
+    /// Data directories of the etcd members, in endpoint order.
+    #[arg(long = "etcd-data-dir", value_delimiter = ',', global = true)]
+    pub etcd_data_dirs: Vec<PathBuf>,
+    /// The systems to run the workload against, one after the other (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "registry", global = true)]
+    pub targets: Vec<TargetKind>,
+    /// Bound on every request; a request not answered by then counts as a `timeout` error.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
+    pub timeout: Duration,
+    /// gRPC connections per etcd endpoint (the reporters share them).
+    #[arg(long, default_value_t = 4, global = true)]
+    pub etcd_conns: usize,
+    /// TTL, in seconds, of the etcd leases of the lease keep-alive workload.
+    #[arg(long, default_value_t = 60, global = true)]
+    pub lease_ttl: i64,
+    /// Prefix of the simulated hosts' names (and of the etcd keys), so that two runs
+    /// against the same cluster can use distinct services.
+    #[arg(long, default_value = "bench", global = true)]
+    pub prefix: String,
+}
+
+/// A system the workload runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// The registry: `POST /v1/heartbeats` (one object, or an array of `--batch`).
+    Registry,
+    /// etcd: a put of the service's record to its own key (a txn of `--batch` puts).
+    EtcdPut,
+    /// etcd: one lease per service, kept alive at each heartbeat (not durable in etcd).
+    EtcdLease,
+}
+
+impl TargetKind {
+    /// The name printed in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            TargetKind::Registry => "registry",
+            TargetKind::EtcdPut => "etcd-put",
+            TargetKind::EtcdLease => "etcd-lease",
+        }
+    }
+}
+
+/// The workloads.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Closed loop: C concurrent reporters, each sending its next request as soon as the
+    /// previous one is answered.
+    Closed(ClosedArgs),
+    /// Open loop: N services, each heartbeating every interval on a fixed schedule;
+    /// latency is measured from the scheduled send time, so overload shows as latency.
+    Open(OpenArgs),
+    /// Service-list timing after registering 1k, 10k, 100k services.
+    List(ListArgs),
+}
+
+/// Closed-loop workload.
+#[derive(Debug, Clone, Args)]
+pub struct ClosedArgs {
+    /// Concurrent reporters.
+    #[arg(long, short = 'c', default_value_t = 256)]
+    pub concurrency: usize,
+    /// Heartbeats per request.
+    #[arg(long, short = 'b', default_value_t = 1)]
+    pub batch: usize,
+    /// Distinct services (default: concurrency × batch, each reporter its own).
+    #[arg(long, short = 'n')]
+    pub services: Option<usize>,
+    /// Measured time.
+    #[arg(long, short = 'd', default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, short = 'w', default_value = "5s", value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+/// Open-loop workload.
+#[derive(Debug, Clone, Args)]
+pub struct OpenArgs {
+    /// Simulated services.
+    #[arg(long, short = 'n', default_value_t = 100_000)]
+    pub services: usize,
+    /// Each service's heartbeat interval.
+    #[arg(long, short = 'i', default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Services per request (a host's agent reporting its services together); 1 is one
+    /// request per service.
+    #[arg(long, short = 'b', default_value_t = 1)]
+    pub batch: usize,
+    /// Measured time.
+    #[arg(long, short = 'd', default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before it (default: one interval, so every service exists).
+    #[arg(long, short = 'w', value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Most requests in flight (for the registry, each holds a connection); past it the
+    /// schedule waits, and the wait counts as latency.
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// Period of the timeline samples (rate, p99, RSS, data size) (default: duration / 6).
+    #[arg(long, value_parser = parse_duration)]
+    pub sample_every: Option<Duration>,
+}
+
+/// Service-list timing.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Numbers of registered services to time the list at, ascending (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    pub sizes: Vec<usize>,
+    /// Timed requests per variant and size.
+    #[arg(long, short = 'r', default_value_t = 20)]
+    pub repeat: usize,
+    /// Heartbeats per registering request (etcd: puts per txn, at most 128).
+    #[arg(long, default_value_t = 1000)]
+    pub register_batch: usize,
+    /// Concurrent registering requests.
+    #[arg(long, default_value_t = 8)]
+    pub register_concurrency: usize,
+}
+
+/// Parses `250ms`, `10s`, `10m`, `1h` or a number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 250ms, 10s, 10m)"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit '{other}' in '{s}' (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("'{s}' is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}

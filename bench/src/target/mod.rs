@@ -1,0 +1,36 @@
+//! The systems a workload runs against, behind one interface: send request `group` (a
+//! fixed set of services' heartbeats) through endpoint `endpoint`.
+
+use std::future::Future;
+
+use crate::stats::Failure;
+
+pub mod registry;
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+/// A system under test, ready to send any of its prepared requests.
+pub trait Target: Send + Sync + 'static {
+    /// Name printed in tables.
+    fn label(&self) -> String;
+
+    /// Number of distinct requests (groups of services) it prepared.
+    fn groups(&self) -> usize;
+
+    /// Heartbeats carried by request `group`.
+    fn beats_in(&self, group: usize) -> usize;
+
+    /// Number of endpoints (nodes) it can send to.
+    fn endpoints(&self) -> usize;
+
+    /// Sends request `group` to endpoint `endpoint` (modulo the number of endpoints) and
+    /// waits for its acknowledgement. `lane` tells concurrent senders apart (a client may
+    /// use it to pick one of several connections).
+    fn send(
+        &self,
+        lane: usize,
+        endpoint: usize,
+        group: usize,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+}

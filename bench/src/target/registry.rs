@@ -1,0 +1,128 @@
+//! The registry over HTTP: `POST /v1/heartbeats` with prepared bodies, through a pooled
+//! HTTP/1.1 client (one connection per concurrent request, kept alive).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use registry_api::error::ErrorBody;
+
+use super::Target;
+use crate::stats::Failure;
+use crate::workload::{registry_bodies, Groups};
+
+/// The registry as a [`Target`].
+pub struct RegistryTarget {
+    http: reqwest::Client,
+    urls: Vec<String>,
+    groups: Groups,
+    bodies: Vec<Bytes>,
+}
+
+impl RegistryTarget {
+    /// Prepares the requests of `groups` (services named with `prefix`) for the nodes at
+    /// `endpoints` (`host:port` or URLs).
+    pub fn new(
+        endpoints: &[String],
+        prefix: &str,
+        groups: Groups,
+        timeout: Duration,
+        token: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!endpoints.is_empty(), "no registry endpoint (--registry)");
+        Ok(Self {
+            http: http_client(timeout, token)?,
+            urls: endpoints
+                .iter()
+                .map(|e| format!("{}/v1/heartbeats", base_url(e)))
+                .collect(),
+            groups,
+            bodies: registry_bodies(prefix, groups),
+        })
+    }
+}
+
+/// The HTTP client every registry request goes through (sending `token`, if any, as a
+/// bearer token).
+pub fn http_client(timeout: Duration, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()?)
+}
+
+/// `http://host:port` for `host:port` (a URL is kept as is, without a trailing slash).
+pub fn base_url(endpoint: &str) -> String {
+    let e = endpoint.trim_end_matches('/');
+    if e.starts_with("http://") || e.starts_with("https://") {
+        e.to_string()
+    } else {
+        format!("http://{e}")
+    }
+}
+
+/// Groups a transport error into a kind.
+pub fn transport_failure(e: &reqwest::Error) -> Failure {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "transport"
+    };
+    Failure::new(kind, e)
+}
+
+/// Reads an answer: `Ok` on 2xx, else the status and the error message of the body.
+pub async fn check_answer(resp: reqwest::Response) -> Result<Bytes, Failure> {
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| transport_failure(&e))?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = serde_json::from_slice::<ErrorBody>(&body)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+    Err(Failure::new(format!("HTTP {}", status.as_u16()), message))
+}
+
+impl Target for RegistryTarget {
+    fn label(&self) -> String {
+        "registry".into()
+    }
+
+    fn groups(&self) -> usize {
+        self.bodies.len()
+    }
+
+    fn beats_in(&self, group: usize) -> usize {
+        self.groups.members(group).len()
+    }
+
+    fn endpoints(&self) -> usize {
+        self.urls.len()
+    }
+
+    async fn send(&self, _lane: usize, endpoint: usize, group: usize) -> Result<(), Failure> {
+        let resp = self
+            .http
+            .post(&self.urls[endpoint % self.urls.len()])
+            .header("content-type", "application/json")
+            .body(self.bodies[group].clone())
+            .send()
+            .await
+            .map_err(|e| transport_failure(&e))?;
+        check_answer(resp).await.map(|_| ())
+    }
+}

@@ -1,0 +1,85 @@
+//! The benchmark tool runs on a tiny workload against an in-process three-node cluster:
+//! a one-second closed loop with a few reporters, and a list run on 100 services. Nothing
+//! here asserts a timing.
+
+use std::time::Duration;
+
+use clap::Parser;
+use registry_tests::inproc::{ClusterSpec, InProcCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_on_a_tiny_workload() -> anyhow::Result<()> {
+    registry_tests::init_test_tracing();
+    let mut cluster = InProcCluster::start(ClusterSpec::default()).await?;
+    cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    let join = |items: Vec<String>| items.join(",");
+    let endpoints = join(
+        cluster
+            .configs
+            .iter()
+            .map(|c| c.listen.to_string())
+            .collect(),
+    );
+    let dirs = join(
+        cluster
+            .configs
+            .iter()
+            .map(|c| c.data_dir.display().to_string())
+            .collect(),
+    );
+    let pid = std::process::id().to_string();
+    let cluster_args = [
+        "--registry",
+        endpoints.as_str(),
+        "--registry-data-dir",
+        dirs.as_str(),
+        "--registry-pid",
+        pid.as_str(),
+    ];
+
+    let closed = bench::Options::try_parse_from(
+        ["registry-bench"].into_iter().chain(cluster_args).chain([
+            "closed",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+        ]),
+    )?;
+    let report = bench::run(&closed).await?;
+    println!("{report}");
+    assert!(
+        report.acked_beats() > 0,
+        "no heartbeat acknowledged:\n{report}"
+    );
+    assert_eq!(report.error_count(), 0, "errors:\n{report}");
+    assert!(report.render().contains("heartbeats/s"));
+
+    let list = bench::Options::try_parse_from(
+        ["registry-bench"].into_iter().chain(cluster_args).chain([
+            "--prefix", "list", "list", "--sizes", "100", "--repeat", "2",
+        ]),
+    )?;
+    let report = bench::run(&list).await?;
+    println!("{report}");
+    assert_eq!(report.error_count(), 0, "errors:\n{report}");
+    let host_rows = report
+        .lists
+        .iter()
+        .filter(|l| l.variant.starts_with("host"));
+    assert!(host_rows.clone().count() > 0 && host_rows.clone().all(|l| l.count == 4));
+    // The full list holds the 100 listed services and the closed loop's 4.
+    assert!(
+        report
+            .lists
+            .iter()
+            .filter(|l| l.variant.starts_with("full"))
+            .all(|l| l.count == 104),
+        "unexpected list sizes:\n{report}"
+    );
+
+    cluster.shutdown().await?;
+    Ok(())
+}
