@@ -19,4 +19,4 @@ pub mod signals;
 mod ticker;
 
 pub use config::{ConfigError, NodeConfig, Peer, RaftSettings};
-pub use node::{run, Node, NodeError};
+pub use node::{run, Node, NodeError, SHUTDOWN_GRACE};
