@@ -35,8 +35,13 @@ async fn check_all(c: &ProcCluster, history: &History, observer: Observer) -> an
         violations.len(),
         &violations[..violations.len().min(5)]
     );
-    let lists = converged_lists(c).await?;
-    for l in &lists {
+    check_converged(c, history).await
+}
+
+/// Every running node caught up, holds every acknowledged heartbeat, and has the same
+/// state machine.
+async fn check_converged(c: &ProcCluster, history: &History) -> anyhow::Result<()> {
+    for l in &converged_lists(c).await? {
         history.check(l)?;
     }
     converged_digests(c, Duration::from_secs(20)).await?;
@@ -173,12 +178,7 @@ async fn quorum_loss_fails_fast_and_recovers() -> anyhow::Result<()> {
         })
         .await?;
         assert!(out.services[0].report_count > 0);
-        let lists = converged_lists(c).await?;
-        for l in &lists {
-            history.check(l)?;
-        }
-        converged_digests(c, Duration::from_secs(20)).await?;
-        Ok(())
+        check_converged(c, &history).await
     })
     .await
 }
@@ -330,12 +330,7 @@ async fn lagging_follower_catches_up_by_snapshot() -> anyhow::Result<()> {
             },
         )
         .await?;
-        let lists = converged_lists(c).await?;
-        for l in &lists {
-            history.check(l)?;
-        }
-        converged_digests(c, Duration::from_secs(20)).await?;
-        Ok(())
+        check_converged(c, &history).await
     })
     .await
 }
@@ -442,12 +437,7 @@ async fn dead_node_replaced_online() -> anyhow::Result<()> {
             .await?;
         c.start_node(leader)?;
         let history = reporters.stop().await;
-        let lists = converged_lists(c).await?;
-        for l in &lists {
-            history.check(l)?;
-        }
-        converged_digests(c, Duration::from_secs(20)).await?;
-        Ok(())
+        check_converged(c, &history).await
     })
     .await
 }
