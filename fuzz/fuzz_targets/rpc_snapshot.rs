@@ -5,20 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use openraft::raft::InstallSnapshotRequest;
-use registry_api::rpc::{decode, encode};
 use registry_storage::TypeConfig;
 
 type Msg = InstallSnapshotRequest<TypeConfig>;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(msg) = decode::<Msg>(data) else {
-        return;
-    };
-    let once = encode(&msg).expect("a decoded message encodes");
-    let again = decode::<Msg>(&once).expect("our own encoding decodes");
-    assert_eq!(
-        encode(&again).expect("encodes again"),
-        once,
-        "stable round trip"
-    );
-});
+fuzz_target!(|data: &[u8]| registry_fuzz::rpc_round_trip::<Msg>(data));
