@@ -11,9 +11,10 @@ use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
 /// What a snapshot's data holds. Its metadata (last log id, membership) travels beside it in
 /// openraft's `SnapshotMeta`; the last applied log id is also kept inside, so data and
-/// metadata that do not belong together are refused.
+/// metadata that do not belong together are refused. `R` is the record list: borrowed when
+/// encoding (no copy of the table), owned when decoding; both have the same bytes.
 #[derive(Debug, Serialize, Deserialize)]
-struct SnapshotPayload {
+struct SnapshotPayload<R> {
     /// Log id of the last entry reflected in the records.
     last_applied: Option<LogId>,
     /// Id the next created record gets.
@@ -21,7 +22,7 @@ struct SnapshotPayload {
     /// Registry time as of `last_applied`.
     clock: RegistryClock,
     /// Every record, soft-deleted ones included.
-    records: Vec<ServiceRecord>,
+    records: R,
 }
 
 /// Encodes a state as snapshot data.
@@ -30,13 +31,13 @@ pub fn encode_state(state: &ServicesState) -> Result<Vec<u8>, StoreError> {
         last_applied: state.last_applied,
         next_id: state.next_id,
         clock: state.clock,
-        records: state.records().cloned().collect(),
+        records: state.records().collect::<Vec<&ServiceRecord>>(),
     })
 }
 
 /// Decodes snapshot data received with `meta` into the state it describes.
 pub fn decode_state(meta: &SnapshotMeta, data: &[u8]) -> Result<ServicesState, StoreError> {
-    let payload: SnapshotPayload = decode(data)?;
+    let payload: SnapshotPayload<Vec<ServiceRecord>> = decode(data)?;
     if payload.last_applied != meta.last_log_id {
         return Err(StoreError::Corrupt(format!(
             "snapshot data reflects log id {:?} but its metadata says {:?}",
