@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use registry_node::{signals, NodeConfig};
 
+/// mimalloc: the write path allocates and frees per heartbeat on every node, and glibc's
+/// malloc took 17-44% of the leader's time (BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One node of the replicated service-heartbeat registry.
 #[derive(Debug, Parser)]
 #[command(version)]
