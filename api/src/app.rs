@@ -13,13 +13,12 @@ use registry_storage::TypeConfig;
 use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecord, StateView};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warp::http::header::RETRY_AFTER;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use warp::Reply;
 
 use crate::auth::{Auth, Role, SECRET_HEADER};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
+use crate::forwarder::{relay_headers, Forwarder, RelayError, Relayed};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::server::{current_request_id, REQUEST_ID_HEADER};
@@ -69,6 +68,8 @@ struct Inner {
     http: reqwest::Client,
     /// Group commit of heartbeats.
     batcher: Batcher,
+    /// Heartbeats waiting for the leader, forwarded in batches.
+    forwarder: Forwarder,
     /// Tokens and the cluster secret.
     auth: Auth,
     /// When a leader last sent this node an AppendEntries (or this node led).
@@ -146,6 +147,7 @@ impl RegistryApp {
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        let forwarder = Forwarder::spawn(http.clone(), id, auth.secret().map(str::to_string));
         Self {
             inner: Arc::new(Inner {
                 id,
@@ -154,6 +156,7 @@ impl RegistryApp {
                 settings,
                 http,
                 batcher,
+                forwarder,
                 auth,
                 last_leader_contact: Mutex::new(None),
                 leader_commit: Mutex::new(None),
@@ -307,9 +310,13 @@ impl RegistryApp {
 
     /// Milliseconds since a leader last reached this node (zero on the leader itself).
     pub fn millis_since_leader_contact(&self) -> Option<u64> {
-        let m = self.inner.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader {
-            return m.millis_since_quorum_ack.or(Some(0));
+        let (state, quorum_ack) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            (m.state, m.millis_since_quorum_ack)
+        };
+        if state == ServerState::Leader {
+            return quorum_ack.or(Some(0));
         }
         let last = *self
             .inner
@@ -320,14 +327,21 @@ impl RegistryApp {
     }
 
     /// Commits heartbeats through the leader. On the leader they are stamped with its clock
-    /// and proposed; elsewhere the request is forwarded to the leader, once.
+    /// and proposed (in a group commit); elsewhere the request joins the heartbeats being
+    /// forwarded to the leader in one request (once: the leader never forwards them again).
+    /// `body` is the request's body, `beats` its validated heartbeats.
     pub async fn write_heartbeats(
         &self,
         beats: Vec<Heartbeat>,
         body: bytes::Bytes,
         forwarded: bool,
     ) -> Result<Written, ApiError> {
+        let count = beats.len();
         let propose = || async {
+            if let Some(fwd) = self.leader_elsewhere() {
+                // No need to ask Raft to refuse it.
+                return Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)));
+            }
             match self.inner.batcher.submit(beats.clone()).await {
                 Ok(res) => res,
                 Err(stopped) => {
@@ -336,8 +350,9 @@ impl RegistryApp {
                 }
             }
         };
-        self.write_with(propose, (Method::POST, "/v1/heartbeats"), body, forwarded)
-            .await
+        let via = Via::Heartbeats { body, count };
+        let done = self.on_leader_via(propose, &via, forwarded).await?;
+        written(done)
     }
 
     /// Commits the command built by `cmd` (given the leader's time) through the leader; a
@@ -356,30 +371,20 @@ impl RegistryApp {
                 .await
                 .map(|r| r.data)
         };
-        self.write_with(propose, route, body, forwarded).await
+        written(self.on_leader(propose, route, body, forwarded).await?)
     }
 
-    /// The write path: `propose` until it commits, forwarding to the leader (once) or
-    /// waiting for one to be elected, within `write_timeout`.
-    async fn write_with<F, Fut>(
-        &self,
-        propose: F,
-        route: (Method, &str),
-        body: bytes::Bytes,
-        forwarded: bool,
-    ) -> Result<Written, ApiError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<CommandResponse, WriteError>>,
-    {
-        match self.on_leader(propose, route, body, forwarded).await? {
-            OnLeader::Here(CommandResponse::Records(r)) => Ok(Written::Here(r)),
-            OnLeader::Here(CommandResponse::NotFound) => Ok(Written::NotFound),
-            OnLeader::Here(CommandResponse::Empty) => {
-                Err(ApiError::Internal("entry applied without a result".into()))
-            }
-            OnLeader::Forwarded(resp) => Ok(Written::Forwarded(resp)),
+    /// The leader as this node knows it, when it is another node: where a write goes
+    /// without asking Raft first.
+    fn leader_elsewhere(&self) -> Option<ForwardToLeader<NodeId, BasicNode>> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        if m.state == ServerState::Leader {
+            return None;
         }
+        let leader = m.current_leader.filter(|l| *l != self.inner.id)?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some(ForwardToLeader::new(leader, node))
     }
 
     /// Runs `call` (a write or a membership change) until it succeeds on the leader; a node
@@ -390,6 +395,25 @@ impl RegistryApp {
         call: F,
         route: (Method, &str),
         body: bytes::Bytes,
+        forwarded: bool,
+    ) -> Result<OnLeader<T>, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, WriteError>>,
+    {
+        let via = Via::Request {
+            method: route.0,
+            path_and_query: route.1,
+            body,
+        };
+        self.on_leader_via(call, &via, forwarded).await
+    }
+
+    /// [`on_leader`](Self::on_leader), reaching the leader `via` the given way.
+    async fn on_leader_via<T, F, Fut>(
+        &self,
+        call: F,
+        via: &Via<'_>,
         forwarded: bool,
     ) -> Result<OnLeader<T>, ApiError>
     where
@@ -435,10 +459,7 @@ impl RegistryApp {
             if forwarded {
                 return Err(not_leader(self.inner.id, &fwd));
             }
-            if let Some(resp) = self
-                .forward_or_wait(&fwd, route.0.clone(), route.1, body.clone(), deadline)
-                .await?
-            {
+            if let Some(resp) = self.forward_or_wait(&fwd, via, deadline).await? {
                 return Ok(OnLeader::Forwarded(resp));
             }
         }
@@ -485,16 +506,12 @@ impl RegistryApp {
             if forwarded {
                 return Err(not_leader(self.inner.id, &fwd));
             }
-            if let Some(resp) = self
-                .forward_or_wait(
-                    &fwd,
-                    Method::GET,
-                    path_and_query,
-                    bytes::Bytes::new(),
-                    deadline,
-                )
-                .await?
-            {
+            let via = Via::Request {
+                method: Method::GET,
+                path_and_query,
+                body: bytes::Bytes::new(),
+            };
+            if let Some(resp) = self.forward_or_wait(&fwd, &via, deadline).await? {
                 return Ok(ReadAt::Forwarded(resp));
             }
         }
@@ -506,19 +523,17 @@ impl RegistryApp {
     async fn forward_or_wait(
         &self,
         fwd: &ForwardToLeader<NodeId, BasicNode>,
-        method: Method,
-        path_and_query: &str,
-        body: bytes::Bytes,
+        via: &Via<'_>,
         deadline: Instant,
     ) -> Result<Option<warp::reply::Response>, ApiError> {
         if let (Some(leader), Some(node)) = (fwd.leader_id, &fwd.leader_node) {
             if leader != self.inner.id {
-                match self.forward(&node.addr, method, path_and_query, body).await {
-                    Ok(resp) => return Ok(Some(resp)),
-                    Err(e) if e.is_connect() => {
+                match self.relay(&node.addr, via).await {
+                    Ok(resp) => return Ok(Some(resp.into_response())),
+                    Err(RelayError::Connect(e)) => {
                         tracing::debug!(leader, error = %e, "leader unreachable; waiting for a new one");
                     }
-                    Err(e) => {
+                    Err(RelayError::Unknown(e)) => {
                         return Err(ApiError::Unavailable(format!(
                             "forwarding to leader {leader} at {} failed, outcome unknown: {e}",
                             node.addr
@@ -534,12 +549,16 @@ impl RegistryApp {
     /// Fails at once when this node leads but has not heard from a quorum for longer than
     /// [`LEADER_CONTACT_BOUND`]: a write could not commit, so the client should not wait.
     fn check_quorum_contact(&self) -> Result<(), ApiError> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let (state, quorum_ack) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            (m.state, m.millis_since_quorum_ack)
+        };
         let bound = u64::try_from(LEADER_CONTACT_BOUND.as_millis()).unwrap_or(u64::MAX);
-        match (m.state, m.millis_since_quorum_ack) {
+        match (state, quorum_ack) {
             (ServerState::Leader, Some(ms)) if ms > bound => Err(ApiError::Unavailable(format!(
                 "node {} leads but has not heard from a quorum for {ms} ms: no quorum",
-                m.id
+                self.inner.id
             ))),
             _ => Ok(()),
         }
@@ -580,18 +599,27 @@ impl RegistryApp {
         }
     }
 
-    async fn forward(
-        &self,
-        addr: &str,
-        method: Method,
-        path_and_query: &str,
-        body: bytes::Bytes,
-    ) -> Result<warp::reply::Response, reqwest::Error> {
+    /// Sends a request to the leader at `addr` the way `via` says, and returns its answer.
+    async fn relay(&self, addr: &str, via: &Via<'_>) -> Result<Relayed, RelayError> {
+        let (method, path_and_query, body) = match via {
+            Via::Heartbeats { body, count } => {
+                return self
+                    .inner
+                    .forwarder
+                    .forward(addr, body.clone(), *count, current_request_id())
+                    .await
+            }
+            Via::Request {
+                method,
+                path_and_query,
+                body,
+            } => (method, path_and_query, body),
+        };
         let url = format!("http://{addr}{path_and_query}");
         let mut req = self
             .inner
             .http
-            .request(method, url)
+            .request(method.clone(), url)
             .header(FORWARDED_HEADER, self.inner.id.to_string());
         if let Some(secret) = self.inner.auth.secret() {
             // This node authorised the request; the leader trusts its peers.
@@ -603,27 +631,22 @@ impl RegistryApp {
         }
         let resp = req
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.clone())
             .send()
-            .await?;
+            .await
+            .map_err(|e| RelayError::of(&e))?;
         let status = StatusCode::from_u16(resp.status().as_u16())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut headers = HeaderMap::new();
-        for (name, value) in resp.headers() {
-            if name.as_str().starts_with("x-registry-")
-                || name == "content-type"
-                || name == RETRY_AFTER
-            {
-                if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-                    headers.insert(name.clone(), v);
-                }
-            }
-        }
-        let bytes = resp.bytes().await?;
-        let mut out = bytes.to_vec().into_response();
-        *out.status_mut() = status;
-        out.headers_mut().extend(headers);
-        Ok(out)
+        let headers = relay_headers(resp.headers());
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| RelayError::Unknown(e.to_string()))?;
+        Ok(Relayed {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// The services matching `query`, with their state computed now.
@@ -774,6 +797,30 @@ pub const LEADER_CONTACT_BOUND: Duration = Duration::from_millis(1500);
 /// them takes milliseconds), far fewer than a node that restarted or was cut off has to
 /// catch up on.
 pub const READY_MAX_LAG: u64 = 100;
+
+/// How a request that must run on the leader reaches it from another node.
+enum Via<'a> {
+    /// The request itself, sent again.
+    Request {
+        method: Method,
+        path_and_query: &'a str,
+        body: bytes::Bytes,
+    },
+    /// Validated heartbeats (`count` of them in `body`), batched with others on the way.
+    Heartbeats { body: bytes::Bytes, count: usize },
+}
+
+/// What a committed write produced, as the routes answer it.
+fn written(done: OnLeader<CommandResponse>) -> Result<Written, ApiError> {
+    match done {
+        OnLeader::Here(CommandResponse::Records(r)) => Ok(Written::Here(r)),
+        OnLeader::Here(CommandResponse::NotFound) => Ok(Written::NotFound),
+        OnLeader::Here(CommandResponse::Empty) => {
+            Err(ApiError::Internal("entry applied without a result".into()))
+        }
+        OnLeader::Forwarded(resp) => Ok(Written::Forwarded(resp)),
+    }
+}
 
 fn not_leader(id: NodeId, fwd: &ForwardToLeader<NodeId, BasicNode>) -> ApiError {
     ApiError::Unavailable(format!(

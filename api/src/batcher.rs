@@ -67,29 +67,87 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>, batch_sizes: Histogram) {
+/// What a group-commit loop needs to know of a waiting item.
+pub(crate) trait Join {
+    /// How much it adds to a batch (heartbeats).
+    fn size(&self) -> usize;
+    /// Whether it may share a batch with `first` (the batch's first item).
+    fn joins(&self, _first: &Self) -> bool {
+        true
+    }
+}
+
+impl Join for Pending {
+    fn size(&self) -> usize {
+        self.beats.len()
+    }
+}
+
+/// Bounds of a group-commit loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Most heartbeats in one batch (a first item larger than this goes alone).
+    pub max_size: usize,
+    /// Most batches being flushed at once.
+    pub max_in_flight: usize,
+}
+
+/// The group-commit loop: starts a batch with the first waiting item at once (no fixed
+/// wait at low load), adds whatever else is queued and may join it, and runs `flush` on it;
+/// while `max_in_flight` batches are being flushed, later items queue up and go together in
+/// the next batch. Ends when every sender is dropped and the last flush is done.
+pub(crate) async fn group<T, F, Fut>(mut rx: mpsc::Receiver<T>, limits: Limits, mut flush: F)
+where
+    T: Join,
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut in_flight = FuturesUnordered::new();
+    let mut carry: Option<T> = None;
     loop {
-        tokio::select! {
-            first = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                let Some(first) = first else { break };
-                let mut batch = vec![first];
-                let mut size = batch[0].beats.len();
-                while size < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => {
-                            size += p.beats.len();
-                            batch.push(p);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                in_flight.push(propose(raft.clone(), batch, batch_sizes.clone()));
-            }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        if in_flight.len() >= limits.max_in_flight {
+            in_flight.next().await;
+            continue;
         }
+        let first = match carry.take() {
+            Some(c) => c,
+            None => tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => break,
+                },
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+            },
+        };
+        let mut size = first.size();
+        let mut batch = vec![first];
+        while size < limits.max_size {
+            match rx.try_recv() {
+                Ok(p) if p.joins(&batch[0]) && size + p.size() <= limits.max_size => {
+                    size += p.size();
+                    batch.push(p);
+                }
+                Ok(p) => {
+                    carry = Some(p);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        in_flight.push(flush(batch));
     }
     while in_flight.next().await.is_some() {}
+}
+
+async fn run(raft: Raft<TypeConfig>, rx: mpsc::Receiver<Pending>, batch_sizes: Histogram) {
+    let limits = Limits {
+        max_size: MAX_BATCH,
+        max_in_flight: MAX_IN_FLIGHT,
+    };
+    group(rx, limits, |batch| {
+        propose(raft.clone(), batch, batch_sizes.clone())
+    })
+    .await;
 }
 
 /// Proposes one entry for `batch` and answers each request with its part of the result; an
@@ -107,7 +165,7 @@ async fn propose(raft: Raft<TypeConfig>, batch: Vec<Pending>, batch_sizes: Histo
     let size = beats.len();
     let cmd = Command::Heartbeats {
         at: Utc::now(),
-        beats,
+        beats: beats.into(),
     };
     let res = raft.client_write(cmd).await;
     if res.is_ok() {

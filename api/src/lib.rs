@@ -21,6 +21,7 @@ pub mod batcher;
 pub mod cinder;
 pub mod client;
 pub mod error;
+pub mod forwarder;
 pub mod liveness;
 pub mod metrics;
 pub mod routes;

@@ -94,19 +94,27 @@ pub fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Parses the body of `POST /v1/heartbeats`: one heartbeat object or an array of them.
+/// Parses the body of `POST /v1/heartbeats`: one heartbeat object or an array of them, in
+/// one pass (the first byte that is not white space tells which).
 pub fn parse_heartbeats(body: &[u8]) -> Result<Vec<Heartbeat>, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
-    let items: Vec<HeartbeatIn> = match value {
-        serde_json::Value::Array(_) => serde_json::from_value(value)
-            .map_err(|e| ApiError::BadRequest(format!("invalid heartbeat in array: {e}")))?,
-        serde_json::Value::Object(_) => vec![serde_json::from_value(value)
-            .map_err(|e| ApiError::BadRequest(format!("invalid heartbeat: {e}")))?],
+    let not_json =
+        |e: serde_json::Error| ApiError::BadRequest(format!("body is not valid JSON: {e}"));
+    let refused = |what: &str, e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Data => ApiError::BadRequest(format!("{what}: {e}")),
+        _ => not_json(e),
+    };
+    let items: Vec<HeartbeatIn> = match body.trim_ascii_start().first() {
+        Some(b'[') => {
+            serde_json::from_slice(body).map_err(|e| refused("invalid heartbeat in array", e))?
+        }
+        Some(b'{') => {
+            vec![serde_json::from_slice(body).map_err(|e| refused("invalid heartbeat", e))?]
+        }
         _ => {
+            serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(not_json)?;
             return Err(ApiError::BadRequest(
                 "body must be a heartbeat object or an array of them".into(),
-            ))
+            ));
         }
     };
     if items.is_empty() {

@@ -1,0 +1,343 @@
+//! Heartbeats that reach a follower go to the leader in batches.
+//!
+//! Without this, every heartbeat a follower receives would be one more HTTP request for the
+//! leader to parse, authorise and answer. Instead the follower queues the requests that wait
+//! for the leader, and sends what is queued as one `POST /v1/heartbeats` carrying all their
+//! heartbeats (at most [`MAX_BATCH`], the leader's limit per request), with up to
+//! [`MAX_IN_FLIGHT`] such requests on the way; the first waiting request goes at once, so a
+//! lone heartbeat is not delayed. The leader answers with one record per heartbeat, in
+//! order; each request gets its own slice of them, or, when the leader refused the batch,
+//! the leader's answer as it is.
+//!
+//! Every heartbeat was validated on the follower before it was queued, so the leader cannot
+//! refuse one heartbeat for another's fault.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use warp::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::Reply;
+
+use crate::app::FORWARDED_HEADER;
+use crate::auth::SECRET_HEADER;
+use crate::batcher::{group, Join, Limits};
+use crate::server::REQUEST_ID_HEADER;
+use crate::wire::MAX_BATCH;
+
+/// Most forwarded batches on the way to the leader at once.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Requests that may wait for a batch.
+const QUEUE: usize = 16 * 1024;
+/// The leader's route for heartbeats.
+const HEARTBEATS_PATH: &str = "/v1/heartbeats";
+
+/// The leader's answer to a forwarded request, to pass on to the client.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    /// Its status.
+    pub status: StatusCode,
+    /// The headers worth passing on (see [`relay_headers`]).
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl Relayed {
+    /// The answer as this node's reply.
+    pub fn into_response(self) -> warp::reply::Response {
+        let mut out = self.body.to_vec().into_response();
+        *out.status_mut() = self.status;
+        out.headers_mut().extend(self.headers);
+        out
+    }
+}
+
+/// Why a request could not be relayed to the leader.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RelayError {
+    /// The leader could not be reached: nothing was sent, so waiting for a new leader and
+    /// trying again is safe.
+    #[error("cannot reach the leader: {0}")]
+    Connect(String),
+    /// The request may have reached the leader: its outcome is unknown.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl RelayError {
+    /// Classifies a client error.
+    pub fn of(e: &reqwest::Error) -> Self {
+        if e.is_connect() {
+            Self::Connect(e.to_string())
+        } else {
+            Self::Unknown(e.to_string())
+        }
+    }
+}
+
+/// The headers of a leader's answer that are passed on to the client: the registry's own
+/// (`x-registry-*`), the content type and `Retry-After`.
+pub fn relay_headers(from: &reqwest::header::HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in from {
+        if name.as_str().starts_with("x-registry-") || name == CONTENT_TYPE || name == RETRY_AFTER {
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+    headers
+}
+
+/// One request waiting to be forwarded.
+struct Pending {
+    /// The leader's address.
+    addr: String,
+    /// The request's body: one heartbeat object or an array of them, already validated.
+    body: Bytes,
+    /// Heartbeats in it.
+    count: usize,
+    /// Its request id, for the log.
+    request_id: Option<String>,
+    reply: oneshot::Sender<Result<Relayed, RelayError>>,
+}
+
+impl Join for Pending {
+    fn size(&self) -> usize {
+        self.count
+    }
+
+    fn joins(&self, first: &Self) -> bool {
+        self.addr == first.addr
+    }
+}
+
+/// Handle to the forwarding task. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// What the forwarding task sends with each batch.
+#[derive(Clone)]
+struct Sender {
+    http: reqwest::Client,
+    /// This node's id, in [`FORWARDED_HEADER`].
+    node_id: String,
+    /// The cluster secret: the leader trusts heartbeats its peers authorised.
+    secret: Option<String>,
+}
+
+impl Forwarder {
+    /// Starts the forwarding task of node `node_id`, sending with `http`; it ends when
+    /// every handle is dropped.
+    pub fn spawn(http: reqwest::Client, node_id: u64, secret: Option<String>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let sender = Sender {
+            http,
+            node_id: node_id.to_string(),
+            secret,
+        };
+        let limits = Limits {
+            max_size: MAX_BATCH,
+            max_in_flight: MAX_IN_FLIGHT,
+        };
+        tokio::spawn(group(rx, limits, move |batch| send(sender.clone(), batch)));
+        Self { tx }
+    }
+
+    /// Forwards `body` (holding `count` validated heartbeats) to the leader at `addr`, with
+    /// whatever else is waiting for it, and returns this request's part of the answer.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        body: Bytes,
+        count: usize,
+        request_id: Option<String>,
+    ) -> Result<Relayed, RelayError> {
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            addr: addr.to_string(),
+            body,
+            count,
+            request_id,
+            reply,
+        };
+        let stopped = || RelayError::Connect("the forwarding task stopped".into());
+        self.tx.send(pending).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Sends one batch and answers each of its requests.
+async fn send(sender: Sender, batch: Vec<Pending>) {
+    let total: usize = batch.iter().map(|p| p.count).sum();
+    let addr = batch[0].addr.clone();
+    if batch.len() > 1 {
+        let ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|p| p.request_id.as_deref())
+            .collect();
+        tracing::debug!(requests = ?ids, heartbeats = total, leader = %addr, "forwarding as one request");
+    }
+    let body = join_bodies(batch.iter().map(|p| &p.body[..]));
+    let mut req = sender
+        .http
+        .post(format!("http://{addr}{HEARTBEATS_PATH}"))
+        .header(FORWARDED_HEADER, &sender.node_id)
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(secret) = &sender.secret {
+        req = req.header(SECRET_HEADER, secret);
+    }
+    if let Some(id) = &batch[0].request_id {
+        req = req.header(REQUEST_ID_HEADER, id);
+    }
+    let answer = async {
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| RelayError::of(&e))?;
+        let status = resp.status();
+        let headers = relay_headers(resp.headers());
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| RelayError::Unknown(e.to_string()))?;
+        Ok::<_, RelayError>(Relayed {
+            status,
+            headers,
+            body,
+        })
+    };
+    let answer = match answer.await {
+        Ok(a) => a,
+        Err(e) => {
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    if answer.status != StatusCode::OK {
+        for p in batch {
+            let _ = p.reply.send(Ok(answer.clone()));
+        }
+        return;
+    }
+    let counts: Vec<usize> = batch.iter().map(|p| p.count).collect();
+    match split_services(&answer.body, &counts) {
+        Ok(parts) => {
+            for (p, body) in batch.into_iter().zip(parts) {
+                let _ = p.reply.send(Ok(Relayed {
+                    status: answer.status,
+                    headers: answer.headers.clone(),
+                    body,
+                }));
+            }
+        }
+        Err(why) => {
+            tracing::error!(leader = %addr, error = %why, "a forwarded batch's answer does not match it");
+            for p in batch {
+                let _ = p.reply.send(Err(RelayError::Unknown(why.clone())));
+            }
+        }
+    }
+}
+
+/// One JSON array of every heartbeat in `bodies`, each of which is a heartbeat object or a
+/// non-empty array of them (valid JSON, checked before they were queued).
+fn join_bodies<'a>(bodies: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.push(b'[');
+    for (i, body) in bodies.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let body = body.trim_ascii();
+        match body {
+            [b'[', inner @ .., b']'] => out.extend_from_slice(inner),
+            _ => out.extend_from_slice(body),
+        }
+    }
+    out.push(b']');
+    out
+}
+
+/// The leader's answer to a batch: one record per heartbeat.
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    services: Vec<&'a RawValue>,
+}
+
+/// Splits the leader's `{"services": [...]}` answer into one such body per request, the
+/// request with `counts[i]` heartbeats getting the next `counts[i]` records.
+fn split_services(body: &[u8], counts: &[usize]) -> Result<Vec<Bytes>, String> {
+    let answer: Answer =
+        serde_json::from_slice(body).map_err(|e| format!("leader's answer unreadable: {e}"))?;
+    let total: usize = counts.iter().sum();
+    if answer.services.len() != total {
+        return Err(format!(
+            "the leader answered {} records for {total} heartbeats",
+            answer.services.len()
+        ));
+    }
+    let mut records = answer.services.into_iter();
+    let parts = counts
+        .iter()
+        .map(|&n| {
+            let mut out = Vec::with_capacity(64 + body.len() * n / total.max(1));
+            out.extend_from_slice(br#"{"services":["#);
+            for (i, r) in records.by_ref().take(n).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(r.get().as_bytes());
+            }
+            out.extend_from_slice(b"]}");
+            Bytes::from(out)
+        })
+        .collect();
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_join_into_one_array() {
+        let joined = join_bodies(
+            [
+                &br#" {"host":"a","binary":"b"} "#[..],
+                &b"[ {\"host\":\"c\",\"binary\":\"d\"},{\"host\":\"e\",\"binary\":\"f\"} ]\n"[..],
+                &br#"{"host":"g","binary":"h"}"#[..],
+            ]
+            .into_iter(),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&joined).expect("valid JSON");
+        let hosts: Vec<&str> = v
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(|h| h["host"].as_str())
+            .collect();
+        assert_eq!(hosts, ["a", "c", "e", "g"]);
+    }
+
+    #[test]
+    fn answers_split_in_order() {
+        let body = br#"{"services":[{"id":1,"s":"x,]}"},{"id":2},{"id":3,"n":{"a":[1,2]}}]}"#;
+        let parts = split_services(body, &[2, 1]).expect("splits");
+        assert_eq!(
+            &parts[0][..],
+            br#"{"services":[{"id":1,"s":"x,]}"},{"id":2}]}"#
+        );
+        assert_eq!(&parts[1][..], br#"{"services":[{"id":3,"n":{"a":[1,2]}}]}"#);
+        let err = split_services(body, &[2, 2]).expect_err("a count mismatch is an error");
+        assert!(err.contains("3 records for 4 heartbeats"), "{err}");
+    }
+}
