@@ -58,7 +58,7 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
             payload: EntryPayload::Normal(Command::Heartbeats {
                 at,
-                beats: vec![Heartbeat::new("h", "cinder-volume")],
+                beats: vec![Heartbeat::new("h", "cinder-volume")].into(),
             }),
         };
         state.apply_entry(&entry, &mut Default::default());

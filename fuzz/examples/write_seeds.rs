@@ -71,7 +71,7 @@ fn entries() -> Result<Vec<Entry>> {
             log_id: log_id(1, 3),
             payload: EntryPayload::Normal(Command::Heartbeats {
                 at,
-                beats: vec![beat, Heartbeat::new("node2@lvm", "cinder-scheduler")],
+                beats: vec![beat, Heartbeat::new("node2@lvm", "cinder-scheduler")].into(),
             }),
         },
         Entry {

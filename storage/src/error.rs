@@ -12,6 +12,12 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("decode: {0}")]
     Decode(#[from] bincode::error::DecodeError),
+    /// The state machine could not be written to disk (by the background persist).
+    #[error("persisting the state machine: {0}")]
+    Persist(String),
+    /// A blocking task of the store (encoding a snapshot) failed.
+    #[error("store task: {0}")]
+    Task(String),
     /// Stored data is inconsistent.
     #[error("corrupt store: {0}")]
     Corrupt(String),

@@ -17,6 +17,7 @@ pub mod codec;
 pub mod error;
 pub mod log_store;
 pub mod model;
+mod sm_disk;
 pub mod snapshot;
 pub mod state;
 pub mod state_machine;

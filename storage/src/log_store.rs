@@ -4,14 +4,17 @@
 //! flushed (one flush per appended batch) before openraft is told they are; the last purged
 //! log id reaches disk before any entry is removed.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogId, RaftLogReader, StorageIOError};
 
 use crate::codec::{decode, encode};
 use crate::error::StoreError;
+use crate::state_machine::StateMachineStore;
 use crate::store::{TREE_LOG, TREE_LOG_META};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -28,6 +31,61 @@ pub struct LogStore {
     log: sled::Tree,
     /// Vote, last purged and committed log ids.
     meta: sled::Tree,
+    /// The state machine of the same database, persisted before the log is purged.
+    sm: StateMachineStore,
+    /// The latest entries, so that applying and replicating them copies them instead of
+    /// reading and decoding them again.
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Most entries kept in [`Recent`].
+const RECENT_ENTRIES: usize = 64;
+
+/// A copy of the log's last entries (up to [`RECENT_ENTRIES`], contiguous, ending at the
+/// log's last entry; empty after a restart until entries are appended).
+#[derive(Debug, Default)]
+struct Recent {
+    entries: BTreeMap<u64, Entry>,
+}
+
+impl Recent {
+    /// Notes entries just written after the log's last ones.
+    fn appended(&mut self, entries: Vec<Entry>) {
+        let first = entries.first().map(|e| e.get_log_id().index);
+        if let (Some(first), Some((&last, _))) = (first, self.entries.last_key_value()) {
+            if first != last + 1 {
+                // Not a continuation (a truncation went before): start over.
+                self.entries.clear();
+            }
+        }
+        for e in entries {
+            self.entries.insert(e.get_log_id().index, e);
+        }
+        while self.entries.len() > RECENT_ENTRIES {
+            self.entries.pop_first();
+        }
+    }
+
+    /// The entries from `start` to `end` (inclusive; to the last when `None`), when all of
+    /// them are here.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        let (&first, _) = self.entries.first_key_value()?;
+        let (&last, _) = self.entries.last_key_value()?;
+        let end = end.unwrap_or(last);
+        if start < first || end > last {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(start..=end)
+                .map(|(_, e)| e.clone())
+                .collect(),
+        )
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -35,11 +93,13 @@ fn index_key(index: u64) -> [u8; 8] {
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub(crate) fn open(db: &sled::Db, sm: StateMachineStore) -> Result<Self, StoreError> {
         Ok(Self {
             db: db.clone(),
             log: db.open_tree(TREE_LOG)?,
             meta: db.open_tree(TREE_LOG_META)?,
+            sm,
+            recent: Arc::default(),
         })
     }
 
@@ -58,18 +118,29 @@ impl LogStore {
     }
 
     fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, StoreError> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+        let first = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
         };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+        let last = match range.end_bound() {
+            Bound::Included(i) => Some(*i),
+            Bound::Excluded(0) => return Ok(Vec::new()),
+            Bound::Excluded(i) => Some(i - 1),
+            Bound::Unbounded => None,
+        };
+        if last.is_some_and(|l| l < first) {
+            return Ok(Vec::new());
+        }
+        if let Some(hit) = lock(&self.recent).get(first, last) {
+            return Ok(hit);
+        }
+        let end = match last {
+            Some(l) => Bound::Included(index_key(l)),
+            None => Bound::Unbounded,
         };
         self.log
-            .range::<[u8; 8], _>((start, end))
+            .range::<[u8; 8], _>((Bound::Included(index_key(first)), end))
             .map(|kv| {
                 let (_, v) = kv?;
                 decode::<Entry>(&v)
@@ -90,16 +161,19 @@ impl LogStore {
         &self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<(), StoreError> {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(&index_key(entry.get_log_id().index), encode(&entry)?);
+        for entry in &entries {
+            batch.insert(&index_key(entry.get_log_id().index), encode(entry)?);
         }
         self.log.apply_batch(batch)?;
+        lock(&self.recent).appended(entries);
         self.db.flush_async().await?;
         Ok(())
     }
 
     async fn remove_from(&self, index: u64) -> Result<(), StoreError> {
+        lock(&self.recent).entries.retain(|&i, _| i < index);
         let mut batch = sled::Batch::default();
         for kv in self.log.range(index_key(index)..) {
             batch.remove(kv?.0);
@@ -110,10 +184,14 @@ impl LogStore {
     }
 
     async fn purge_upto(&self, log_id: LogId) -> Result<(), StoreError> {
-        // The purge point is durable first, and with it whatever the state machine applied so
-        // far (same database): the log is never shorter than what the disk state needs.
+        // The purge point is durable first, and with it the state machine as applied so far
+        // (persisted to the same database): the log is never shorter than what the state on
+        // disk needs to catch up. openraft purges only what a flushed snapshot covers, but
+        // the store does not count on it.
+        self.sm.persist()?;
         self.meta.insert(KEY_LAST_PURGED, encode(&log_id)?)?;
         self.db.flush_async().await?;
+        lock(&self.recent).entries.retain(|&i, _| i > log_id.index);
         let mut batch = sled::Batch::default();
         for kv in self.log.range(..=index_key(log_id.index)) {
             batch.remove(kv?.0);
@@ -221,9 +299,59 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 impl LogStore {
-    /// Flushes everything written to the node's database (used on shutdown).
+    /// Persists the state machine and flushes everything written to the node's database
+    /// (used on shutdown, so a restart has little of the log to apply again).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.sm.persist()?;
         self.db.flush_async().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|es| es.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_serve_only_ranges_they_hold_whole() {
+        let mut r = Recent::default();
+        assert_eq!(indexes(r.get(1, None)), None, "empty after a restart");
+        r.appended((1..=10).map(entry).collect());
+        assert_eq!(indexes(r.get(3, Some(5))), Some(vec![3, 4, 5]));
+        assert_eq!(indexes(r.get(9, None)), Some(vec![9, 10]), "to the last");
+        assert_eq!(
+            indexes(r.get(0, Some(2))),
+            None,
+            "starts before the first held"
+        );
+        assert_eq!(
+            indexes(r.get(10, Some(11))),
+            None,
+            "ends after the last held"
+        );
+
+        r.appended((11..=100).map(entry).collect());
+        assert_eq!(r.entries.len(), RECENT_ENTRIES, "bounded");
+        let first = 101 - RECENT_ENTRIES as u64;
+        assert_eq!(indexes(r.get(first - 1, Some(first))), None);
+        assert!(r.get(first, None).is_some());
+
+        // After a truncation, appends that do not continue the held entries replace them.
+        r.appended(vec![entry(50)]);
+        assert_eq!(indexes(r.get(50, None)), Some(vec![50]));
+        assert_eq!(indexes(r.get(49, Some(50))), None);
     }
 }

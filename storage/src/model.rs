@@ -4,6 +4,8 @@
 //! holds was stamped by the Raft leader when it proposed the command (see [`Command`]), so
 //! applying a command never reads a clock and every node computes the same records.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -170,8 +172,10 @@ pub enum Command {
         /// Leader time at which they were accepted.
         #[serde(with = "chrono::serde::ts_microseconds")]
         at: DateTime<Utc>,
-        /// The heartbeats, applied in order.
-        beats: Vec<Heartbeat>,
+        /// The heartbeats, applied in order. Shared: the log store keeps recent entries in
+        /// memory and hands out copies (to apply, to replicate) without copying them; encoded
+        /// exactly as a plain list.
+        beats: Arc<Vec<Heartbeat>>,
     },
     /// An administrative change to one service.
     Admin {

@@ -8,7 +8,7 @@ use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use openraft::EntryPayload;
 
 use crate::clock::RegistryClock;
@@ -87,7 +87,10 @@ impl ServicesState {
         cmd: &Command,
         changed: &mut BTreeSet<ServiceKey>,
     ) -> CommandResponse {
-        let at = cmd.at();
+        // The log keeps leader times to the microsecond; an entry applied from memory (the
+        // leader's own, or one the log store still holds) must count exactly as one read
+        // back from disk or received by a follower.
+        let at = cmd.at().trunc_subsecs(6);
         let reg = self.clock.advance(at);
         match cmd {
             Command::Heartbeats { beats, .. } => {

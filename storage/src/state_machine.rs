@@ -1,15 +1,23 @@
-//! The state machine in sled: service records and the applied log id, written together.
+//! The state machine: the services table in memory, persisted to sled in the background.
 //!
-//! Every applied batch of entries is one sled transaction over the records and the state
-//! machine's metadata, so the disk never holds records without the log id they reflect. The
-//! same state lives in memory ([`StateView`]) for reads and snapshots: a snapshot copies it
-//! under the lock that applies take, so records and log id always belong together even when
-//! applies continue while the snapshot is written.
+//! An apply changes the table in memory ([`StateView`]) and notes which records changed; it
+//! writes nothing to disk. The changed records and the applied log id are written together, in
+//! one atomic sled batch, by [`StateMachineStore::persist`]: every [`PERSIST_INTERVAL`] from
+//! a background thread, before the log is purged, and on shutdown. A service that
+//! heartbeats many times between two persists is written once. The disk therefore always
+//! holds the table exactly as of the log id stored with it, possibly behind memory; after a
+//! crash openraft applies the log again from there, each entry once. Nothing acknowledged
+//! depends on it: acknowledged entries are in the flushed log, and the log is purged only
+//! up to a point the disk (records or the flushed snapshot) already covers.
+//!
+//! A snapshot copies the table under the lock that applies take, so records and log id
+//! always belong together even when applies continue while the snapshot is written.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{RaftSnapshotBuilder, StorageIOError};
@@ -18,18 +26,18 @@ use sled::Transactional;
 
 use crate::codec::{decode, encode};
 use crate::error::StoreError;
-use crate::model::{CommandResponse, ServiceKey};
+use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
+use crate::sm_disk;
 use crate::snapshot::{decode_state, encode_state};
 use crate::state::{ServicesState, StateView};
-use crate::store::{TREE_SERVICES, TREE_SM_META, TREE_SNAPSHOT};
+use crate::store::{TREE_SERVICES, TREE_SNAPSHOT};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
-const KEY_LAST_APPLIED: &[u8] = b"last_applied";
-const KEY_MEMBERSHIP: &[u8] = b"membership";
-const KEY_NEXT_ID: &[u8] = b"next_id";
-const KEY_CLOCK: &[u8] = b"clock";
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+
+/// How often the background thread writes the changed records to disk.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The sled-backed state machine. Cloning gives another handle on the same state (the
 /// snapshot builder is one).
@@ -42,99 +50,66 @@ pub struct StateMachineStore {
 struct Inner {
     /// The database, flushed as a whole.
     db: sled::Db,
-    /// Records by encoded key.
+    /// Records and the state machine's metadata (see [`sm_disk`]).
     services: sled::Tree,
-    /// Last applied log id, membership, next record id.
-    meta: sled::Tree,
     /// The current snapshot's metadata and data.
     snapshot: sled::Tree,
     /// The same state in memory.
     view: StateView,
+    /// Records changed in memory since the last persist; only changed with the view's write
+    /// lock held, and taken with its read lock held, so a persist's records and log id match.
+    dirty: Mutex<BTreeSet<ServiceKey>>,
+    /// Held by a persist or an install from start to end, so their writes never interleave.
+    persisting: Mutex<()>,
+    /// Why the last background persist failed, if it did: the next apply fails with it, so
+    /// a node that cannot write its state stops instead of drifting from its disk.
+    failed: Mutex<Option<String>>,
     /// Makes snapshot ids unique within this process.
     snapshot_seq: AtomicU64,
-}
-
-/// The three values of the state machine's metadata tree, encoded.
-struct EncodedMeta {
-    last_applied: Vec<u8>,
-    membership: Vec<u8>,
-    next_id: Vec<u8>,
-    clock: Vec<u8>,
-}
-
-impl EncodedMeta {
-    fn of(state: &ServicesState) -> Result<Self, StoreError> {
-        Ok(Self {
-            last_applied: encode(&state.last_applied)?,
-            membership: encode(&state.membership)?,
-            next_id: encode(&state.next_id)?,
-            clock: encode(&state.clock)?,
-        })
-    }
-
-    fn write(
-        &self,
-        meta: &sled::transaction::TransactionalTree,
-    ) -> Result<(), sled::transaction::UnabortableTransactionError> {
-        meta.insert(KEY_LAST_APPLIED, self.last_applied.as_slice())?;
-        meta.insert(KEY_MEMBERSHIP, self.membership.as_slice())?;
-        meta.insert(KEY_NEXT_ID, self.next_id.as_slice())?;
-        meta.insert(KEY_CLOCK, self.clock.as_slice())?;
-        Ok(())
-    }
-}
-
-fn record_key(key: &ServiceKey) -> Result<Vec<u8>, StoreError> {
-    encode(&(&key.host, &key.binary))
 }
 
 fn tx_result(r: Result<(), TransactionError<StoreError>>) -> Result<(), StoreError> {
     r.map_err(StoreError::from)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl StateMachineStore {
+    /// Loads the state machine from `db`: the records on disk, or the stored snapshot when
+    /// it is newer than them (a crash before they were persisted), which then replaces
+    /// them on disk. Starts the background persist thread.
     pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let services = db.open_tree(TREE_SERVICES)?;
-        let meta = db.open_tree(TREE_SM_META)?;
         let snapshot = db.open_tree(TREE_SNAPSHOT)?;
-        let get = |k: &[u8]| -> Result<Option<sled::IVec>, StoreError> { Ok(meta.get(k)?) };
-        let last_applied: Option<LogId> = match get(KEY_LAST_APPLIED)? {
-            Some(v) => decode(&v)?,
-            None => None,
-        };
-        let membership: StoredMembership = match get(KEY_MEMBERSHIP)? {
-            Some(v) => decode(&v)?,
-            None => StoredMembership::default(),
-        };
-        let mut state = ServicesState::default();
-        if let Some(v) = get(KEY_NEXT_ID)? {
-            state.next_id = decode(&v)?;
+        let mut state = sm_disk::load(&services)?;
+        if let (Some(meta), Some(data)) = (
+            snapshot.get(KEY_SNAPSHOT_META)?,
+            snapshot.get(KEY_SNAPSHOT_DATA)?,
+        ) {
+            let meta: SnapshotMeta = decode(&meta)?;
+            if meta.last_log_id > state.last_applied {
+                state = decode_state(&meta, &data)?;
+                services.apply_batch(sm_disk::replace_batch(&services, &state)?)?;
+                db.flush()?;
+            }
         }
-        if let Some(v) = get(KEY_CLOCK)? {
-            state.clock = decode(&v)?;
-        }
-        let records = services
-            .iter()
-            .map(|kv| decode(&kv?.1))
-            .collect::<Result<Vec<_>, _>>()?;
-        let state = ServicesState::from_parts(
-            last_applied,
-            membership,
-            state.next_id,
-            state.clock,
-            records,
-        );
         let seq = chrono::Utc::now().timestamp_millis().unsigned_abs();
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 db: db.clone(),
                 services,
-                meta,
                 snapshot,
                 view: StateView::new(state),
+                dirty: Mutex::new(BTreeSet::new()),
+                persisting: Mutex::new(()),
+                failed: Mutex::new(None),
                 snapshot_seq: AtomicU64::new(seq),
             }),
-        })
+        };
+        spawn_persister(Arc::downgrade(&store.inner));
+        Ok(store)
     }
 
     /// A read handle on the in-memory services table, for the API.
@@ -142,39 +117,43 @@ impl StateMachineStore {
         self.inner.view.clone()
     }
 
-    /// Applies a batch in memory, then writes the changed records and the metadata in one
-    /// transaction.
+    /// Writes the records changed since the last persist, with the applied log id, in one
+    /// atomic batch (not flushed: sled flushes on its own within half a second, and the
+    /// log purge and shutdown flush). On failure the records stay due for the next one.
+    pub fn persist(&self) -> Result<(), StoreError> {
+        persist(&self.inner)
+    }
+
+    /// Applies a batch in memory and notes the records it changed (written by the next
+    /// persist).
     fn apply_batch(&self, entries: Vec<Entry>) -> Result<Vec<CommandResponse>, StoreError> {
-        let mut changed = BTreeSet::new();
-        let (responses, records, meta) = self.inner.view.write(|state| {
-            let responses: Vec<_> = entries
+        if let Some(why) = lock(&self.inner.failed).clone() {
+            return Err(StoreError::Persist(why));
+        }
+        let inner = &self.inner;
+        Ok(inner.view.write(|state| {
+            let mut changed = BTreeSet::new();
+            let responses = entries
                 .iter()
                 .map(|e| state.apply_entry(e, &mut changed))
                 .collect();
-            let records = changed
-                .iter()
-                .filter_map(|k| state.get(k))
-                .map(|r| Ok((record_key(&r.key())?, encode(r)?)))
-                .collect::<Result<Vec<_>, StoreError>>();
-            (responses, records, EncodedMeta::of(state))
-        });
-        let (records, meta) = (records?, meta?);
-        let inner = &self.inner;
-        tx_result((&inner.services, &inner.meta).transaction(|(svc, m)| {
-            for (k, v) in &records {
-                svc.insert(k.as_slice(), v.as_slice())?;
-            }
-            meta.write(m)?;
-            Ok::<(), ConflictableTransactionError<StoreError>>(())
-        }))?;
-        Ok(responses)
+            lock(&inner.dirty).append(&mut changed);
+            responses
+        }))
     }
 
     /// Copies the state with its applied log id, encodes it, and stores it as the current
     /// snapshot (flushed).
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
         let state = self.inner.view.read(ServicesState::clone);
-        let data = encode_state(&state)?;
+        // Encoding a large table takes tens of milliseconds: off the async workers.
+        let (state, data) = tokio::task::spawn_blocking(move || {
+            let data = encode_state(&state);
+            (state, data)
+        })
+        .await
+        .map_err(|e| StoreError::Task(format!("encoding the snapshot: {e}")))?;
+        let data = data?;
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match state.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
@@ -199,27 +178,23 @@ impl StateMachineStore {
     /// Replaces the whole state with a snapshot's, on disk in one transaction, then in memory.
     async fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
         let state = decode_state(meta, &data)?;
-        let mut replace = sled::Batch::default();
-        for kv in self.inner.services.iter() {
-            replace.remove(kv?.0);
-        }
-        for r in state.records() {
-            replace.insert(record_key(&r.key())?, encode(r)?);
-        }
-        let enc_meta = EncodedMeta::of(&state)?;
-        let snap_meta = encode(meta)?;
         let inner = &self.inner;
-        tx_result((&inner.services, &inner.meta, &inner.snapshot).transaction(
-            |(svc, m, snap)| {
-                svc.apply_batch(&replace)?;
-                enc_meta.write(m)?;
-                snap.insert(KEY_SNAPSHOT_META, snap_meta.as_slice())?;
-                snap.insert(KEY_SNAPSHOT_DATA, data.as_slice())?;
-                Ok::<(), ConflictableTransactionError<StoreError>>(())
-            },
-        ))?;
+        {
+            let _persisting = lock(&inner.persisting);
+            let replace = sm_disk::replace_batch(&inner.services, &state)?;
+            let snap_meta = encode(meta)?;
+            tx_result(
+                (&inner.services, &inner.snapshot).transaction(|(svc, snap)| {
+                    svc.apply_batch(&replace)?;
+                    snap.insert(KEY_SNAPSHOT_META, snap_meta.as_slice())?;
+                    snap.insert(KEY_SNAPSHOT_DATA, data.as_slice())?;
+                    Ok::<(), ConflictableTransactionError<StoreError>>(())
+                }),
+            )?;
+            inner.view.install(state);
+            lock(&inner.dirty).clear();
+        }
         inner.db.flush_async().await?;
-        inner.view.install(state);
         Ok(())
     }
 
@@ -284,5 +259,43 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         self.current_snapshot()
             .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}
+
+/// See [`StateMachineStore::persist`].
+fn persist(inner: &Inner) -> Result<(), StoreError> {
+    let _persisting = lock(&inner.persisting);
+    let (keys, records, meta) = inner.view.read(|state| {
+        let keys = std::mem::take(&mut *lock(&inner.dirty));
+        let records: Vec<ServiceRecord> =
+            keys.iter().filter_map(|k| state.get(k)).cloned().collect();
+        (keys, records, sm_disk::Meta::of(state))
+    });
+    let mut batch = sled::Batch::default();
+    let written = sm_disk::add_to_batch(&mut batch, &meta, &records)
+        .and_then(|()| Ok(inner.services.apply_batch(batch)?));
+    if written.is_err() {
+        // Due again: the next persist writes them (with whatever changed since).
+        lock(&inner.dirty).extend(keys);
+    }
+    written
+}
+
+/// Persists `inner` every [`PERSIST_INTERVAL`] until the store is dropped; a failure is
+/// logged and kept for the next apply to report.
+fn spawn_persister(inner: Weak<Inner>) {
+    let run = move || loop {
+        std::thread::sleep(PERSIST_INTERVAL);
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = persist(&inner) {
+            tracing::error!(error = %e, "writing the state machine to disk failed");
+            *lock(&inner.failed) = Some(e.to_string());
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("sm-persist".into())
+        .spawn(run)
+    {
+        tracing::warn!(error = %e, "no background persist thread: the state machine is written on purge and shutdown only");
     }
 }

@@ -10,10 +10,9 @@ use crate::state_machine::StateMachineStore;
 pub(crate) const TREE_LOG: &str = "raft_log";
 /// Tree of the log's metadata: vote, last purged log id, committed log id.
 pub(crate) const TREE_LOG_META: &str = "raft_log_meta";
-/// Tree of service records, keyed by the encoded (host, binary).
+/// Tree of the state machine: service records keyed by the encoded (host, binary), and its
+/// metadata (applied log id, membership, next record id, clock).
 pub(crate) const TREE_SERVICES: &str = "services";
-/// Tree of the state machine's metadata: last applied log id, membership, next record id.
-pub(crate) const TREE_SM_META: &str = "sm_meta";
 /// Tree holding the current snapshot (its metadata and its data).
 pub(crate) const TREE_SNAPSHOT: &str = "snapshot";
 
@@ -26,7 +25,7 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreErro
         .path(dir)
         .cache_capacity(CACHE_BYTES)
         .open()?;
-    let log = LogStore::open(&db)?;
     let sm = StateMachineStore::open(&db)?;
+    let log = LogStore::open(&db, sm.clone())?;
     Ok((log, sm))
 }

@@ -86,7 +86,7 @@ fn heartbeat_entry(id: LogId, beats: Vec<Heartbeat>) -> Entry {
         log_id: id,
         payload: EntryPayload::Normal(Command::Heartbeats {
             at: stamp(id.index),
-            beats,
+            beats: beats.into(),
         }),
     }
 }
@@ -358,7 +358,7 @@ async fn start_raft(log: LogStore, sm: StateMachineStore) -> anyhow::Result<Raft
 fn heartbeat_now(beats: Vec<Heartbeat>) -> Command {
     Command::Heartbeats {
         at: Utc::now(),
-        beats,
+        beats: beats.into(),
     }
 }
 
@@ -613,8 +613,9 @@ fn wide_entry(index: u64) -> Entry {
 }
 
 /// Crash child of [`crash_mid_apply_leaves_applied_id_and_records_together`]: applies
-/// [`WIDE_ENTRIES`] wide entries one batch each (several megabytes, so sled's buffers roll to
-/// disk at arbitrary points of the applies), never flushes, and aborts.
+/// [`WIDE_ENTRIES`] wide entries one batch each and persists after each (several megabytes,
+/// so sled's buffers roll to disk at arbitrary points of the persists), never flushes, and
+/// aborts.
 #[tokio::test]
 #[ignore = "crash child: run by crash_mid_apply_leaves_applied_id_and_records_together"]
 async fn crash_child_wide_applies() -> anyhow::Result<()> {
@@ -624,6 +625,9 @@ async fn crash_child_wide_applies() -> anyhow::Result<()> {
     let (_log, mut sm) = open_store(&dir.join("db"))?;
     for index in 1..=WIDE_ENTRIES {
         sm.apply([wide_entry(index)]).await?;
+        // Applies write nothing; each persist writes the records an apply changed, with
+        // its log id, in one batch.
+        sm.persist()?;
     }
     write_marker(&dir, &[("applied", WIDE_ENTRIES)])?;
     std::process::abort();
@@ -665,6 +669,55 @@ async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Res
         on_disk, expected,
         "atomic apply: state differs from its log id {l}"
     );
+    Ok(())
+}
+
+/// Entries the snapshot crash child applies before building its snapshot.
+const SNAPSHOT_CHILD_ENTRIES: u64 = 30;
+
+/// Crash child of [`snapshot_newer_than_records_is_loaded_after_crash`]: applies entries
+/// `1..=30` of the generated log, builds a snapshot (flushed) and aborts before the
+/// background persist (every second) has written the records.
+#[tokio::test]
+#[ignore = "crash child: run by snapshot_newer_than_records_is_loaded_after_crash"]
+async fn crash_child_snapshot_before_persist() -> anyhow::Result<()> {
+    let Some(dir) = child_dir() else {
+        return Ok(());
+    };
+    let (_log, mut sm) = open_store(&dir.join("db"))?;
+    sm.apply(gen_entries(1..=SNAPSHOT_CHILD_ENTRIES)).await?;
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+    let index = snapshot.meta.last_log_id.map_or(0, |l| l.index);
+    write_marker(&dir, &[("snapshot", index)])?;
+    std::process::abort();
+}
+
+/// openraft purges the log up to a flushed snapshot, and the records are persisted in the
+/// background: when a node crashes after a snapshot but before its records were written, it
+/// starts from the snapshot (records and log id as of the snapshot), never from older
+/// records whose log may be gone.
+#[tokio::test]
+async fn snapshot_newer_than_records_is_loaded_after_crash() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let marker = run_crash_child("crash_child_snapshot_before_persist", tmp.path())?;
+    let snapshot = marker_value(&marker, "snapshot")?;
+    ensure!(
+        snapshot == SNAPSHOT_CHILD_ENTRIES,
+        "the child's snapshot is at {snapshot}"
+    );
+    let (_log, mut sm) = open_store(&tmp.path().join("db"))?;
+    let (last_applied, _) = sm.applied_state().await?;
+    assert_eq!(
+        last_applied,
+        Some(gen_log_id(snapshot)),
+        "after a crash the state machine must start at least from its snapshot"
+    );
+    assert_eq!(snapshot_of_view(&sm), expected_state(snapshot));
+    // And the snapshot's state replaced the records on disk: a second start agrees.
+    drop((_log, sm));
+    let (_log, mut sm) = reopen(&tmp.path().join("db")).await?;
+    assert_eq!(sm.applied_state().await?.0, Some(gen_log_id(snapshot)));
+    assert_eq!(snapshot_of_view(&sm), expected_state(snapshot));
     Ok(())
 }
 

@@ -203,8 +203,12 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        (time(), proptest::collection::vec(heartbeat(), 0..4))
-            .prop_map(|(at, beats)| Command::Heartbeats { at, beats }),
+        (time(), proptest::collection::vec(heartbeat(), 0..4)).prop_map(|(at, beats)| {
+            Command::Heartbeats {
+                at,
+                beats: beats.into(),
+            }
+        }),
         (time(), field(), field(), proptest::option::of(field())).prop_map(
             |(at, host, binary, reason)| Command::Admin {
                 at,
@@ -490,7 +494,7 @@ fn marked_encodings() -> Vec<(&'static str, Vec<u8>)> {
         log_id: log_id(1, 1, 1),
         payload: EntryPayload::Normal(Command::Heartbeats {
             at,
-            beats: vec![Heartbeat::new(MARK, "cinder-volume")],
+            beats: vec![Heartbeat::new(MARK, "cinder-volume")].into(),
         }),
     };
     let chunk = InstallSnapshotRequest::<TypeConfig> {
