@@ -37,7 +37,7 @@
 #   --node-bin PATH     run this registry-node binary (e.g. one built from another commit)
 #   --keep              keep the temporary directory (logs, data, results)
 #   --perf              record `perf` (DWARF call graphs) on the registry leader during the
-#                       `single`, `batch` and `open4` scenarios and print its top symbols,
+#                       `single`, `batch`, `open` and `open4` scenarios and print its top symbols,
 #                       self and inclusive (needs linux-perf)
 # Environment: BENCH_TMP (parent of the temporary directory, default /tmp),
 #              CARGO_TARGET_DIR; the registry's Raft settings, for experiments (defaults
@@ -434,9 +434,11 @@ scenario_batch() {
 
 scenario_open() {
   fresh_clusters
+  start_perf 15 open 30
   bench --targets "$(targets registry,etcd-put)" --prefix open \
     open --services "$OPEN_SERVICES" --interval "$OPEN_INTERVAL" --batch 1 \
     --duration "$OPEN_DURATION" --warmup "$OPEN_WARMUP" --sample-every "$OPEN_SAMPLE"
+  report_perf open
 }
 
 scenario_open4() {

@@ -13,7 +13,7 @@
 //! A snapshot copies the table under the lock that applies take, so records and log id
 //! always belong together even when applies continue while the snapshot is written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -58,7 +58,7 @@ struct Inner {
     view: StateView,
     /// Records changed in memory since the last persist; only changed with the view's write
     /// lock held, and taken with its read lock held, so a persist's records and log id match.
-    dirty: Mutex<BTreeSet<ServiceKey>>,
+    dirty: Mutex<HashSet<ServiceKey>>,
     /// Held by a persist or an install from start to end, so their writes never interleave.
     persisting: Mutex<()>,
     /// Why the last background persist failed, if it did: the next apply fails with it, so
@@ -102,7 +102,7 @@ impl StateMachineStore {
                 services,
                 snapshot,
                 view: StateView::new(state),
-                dirty: Mutex::new(BTreeSet::new()),
+                dirty: Mutex::new(HashSet::new()),
                 persisting: Mutex::new(()),
                 failed: Mutex::new(None),
                 snapshot_seq: AtomicU64::new(seq),
@@ -137,7 +137,7 @@ impl StateMachineStore {
                 .iter()
                 .map(|e| state.apply_entry(e, &mut changed))
                 .collect();
-            lock(&inner.dirty).append(&mut changed);
+            lock(&inner.dirty).extend(changed);
             responses
         }))
     }

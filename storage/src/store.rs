@@ -16,8 +16,10 @@ pub(crate) const TREE_SERVICES: &str = "services";
 /// Tree holding the current snapshot (its metadata and its data).
 pub(crate) const TREE_SNAPSHOT: &str = "snapshot";
 
-/// sled's page cache per node; its default (1 GiB) is far more than a registry needs.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache per node (its default is 1 GiB). Reads never go to sled (the table is
+/// in memory, recent log entries too), so the cache only speeds up writes to the trees and
+/// a lagging follower's log reads.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Opens (or creates) the database under `dir` and loads the state machine into memory.
 pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
