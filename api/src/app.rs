@@ -102,7 +102,7 @@ pub struct Readiness {
 /// What the write path did with a request.
 pub enum Written {
     /// Committed and applied here: the records the command produced.
-    Here(Vec<ServiceRecord>),
+    Here(Vec<Arc<ServiceRecord>>),
     /// Committed and applied here, but it named no live record: nothing changed.
     NotFound,
     /// Forwarded to the leader: its answer, passed through.
@@ -649,7 +649,7 @@ impl RegistryApp {
     }
 
     /// The listed form of records just written, with their state.
-    pub fn service_outs(&self, records: &[ServiceRecord]) -> Vec<ServiceOut> {
+    pub fn service_outs(&self, records: &[Arc<ServiceRecord>]) -> Vec<ServiceOut> {
         let now = self.registry_now();
         let rule = self.inner.settings.liveness;
         records

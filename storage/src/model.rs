@@ -4,6 +4,8 @@
 //! holds was stamped by the Raft leader when it proposed the command (see [`Command`]), so
 //! applying a command never reads a clock and every node computes the same records.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -216,8 +218,9 @@ impl Command {
 /// What applying a log entry yields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResponse {
-    /// The records a command changed, in the order of the command's items.
-    Records(Vec<ServiceRecord>),
+    /// The records a command changed, in the order of the command's items: shared with the
+    /// state, not copied (serialized as the records themselves).
+    Records(Vec<Arc<ServiceRecord>>),
     /// The command names no live record (an unknown or removed service, a host with no
     /// services); nothing changed.
     NotFound,
