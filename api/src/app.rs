@@ -20,6 +20,7 @@ use warp::Reply;
 use crate::auth::{Auth, Role, SECRET_HEADER};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
+use crate::listing::Listing;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::server::{current_request_id, REQUEST_ID_HEADER};
@@ -626,21 +627,35 @@ impl RegistryApp {
         Ok(out)
     }
 
-    /// The services matching `query`, with their state computed now.
-    pub fn services(&self, query: &ServicesQuery) -> (Vec<ServiceOut>, Option<u64>) {
+    /// The services matching `query`, to be judged up or down at registry time now. Only
+    /// the shared records are taken under the state's lock; nothing is copied or encoded
+    /// there.
+    pub fn services(&self, query: &ServicesQuery) -> Listing {
         let now = self.registry_now();
-        let rule = self.inner.settings.liveness;
-        self.inner.view.read(|state| {
-            let keep = |r: &&registry_storage::ServiceRecord| {
-                !r.deleted && query.binary.as_ref().is_none_or(|b| &r.binary == b)
+        let keep = |r: &&Arc<ServiceRecord>| {
+            !r.deleted && query.binary.as_ref().is_none_or(|b| &r.binary == b)
+        };
+        let (records, applied) = self.inner.view.read(|state| {
+            let records = match &query.host {
+                Some(h) => state
+                    .shared_records_of_host(h)
+                    .filter(keep)
+                    .cloned()
+                    .collect(),
+                None => {
+                    let mut all = Vec::with_capacity(state.len());
+                    all.extend(state.shared_records().filter(keep).cloned());
+                    all
+                }
             };
-            let out = |r: &registry_storage::ServiceRecord| ServiceOut::new(r, rule.state(r, now));
-            let list = match &query.host {
-                Some(h) => state.records_of_host(h).filter(keep).map(out).collect(),
-                None => state.records().filter(keep).map(out).collect(),
-            };
-            (list, state.last_applied.map(|l| l.index))
-        })
+            (records, state.last_applied.map(|l| l.index))
+        });
+        Listing {
+            records,
+            now,
+            liveness: self.inner.settings.liveness,
+            applied,
+        }
     }
 
     /// Registry time now, as this node tells it (see [`registry_storage::clock`]).
