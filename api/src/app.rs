@@ -588,6 +588,7 @@ impl RegistryApp {
         path_and_query: &str,
         body: bytes::Bytes,
     ) -> Result<warp::reply::Response, reqwest::Error> {
+        let method_is_read = method == Method::GET;
         let url = format!("http://{addr}{path_and_query}");
         let mut req = self
             .inner
@@ -620,8 +621,12 @@ impl RegistryApp {
                 }
             }
         }
-        let bytes = resp.bytes().await?;
-        let mut out = bytes.to_vec().into_response();
+        let mut out = if method_is_read {
+            // A read (a list, up to tens of MiB) is passed through as it arrives.
+            crate::json::relay::relay(resp)
+        } else {
+            resp.bytes().await?.to_vec().into_response()
+        };
         *out.status_mut() = status;
         out.headers_mut().extend(headers);
         Ok(out)

@@ -6,9 +6,11 @@
 //! - [`time`]: RFC 3339 times (the native API) and Cinder's naive UTC times;
 //! - [`service`]: a service as `GET /v1/services` lists it ([`crate::wire::ServiceOut`]);
 //! - [`list`]: the `{"services":[...]}` answer around the rows, written off the async
-//!   runtime and streamed when long.
+//!   runtime and streamed when long;
+//! - [`relay`]: a forwarded read's answer, passed through from the leader as it arrives.
 
 pub mod list;
+pub mod relay;
 pub mod service;
 pub mod time;
 
