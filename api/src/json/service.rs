@@ -110,7 +110,7 @@ pub(crate) mod tests {
                 ServiceRecord {
                     id: (i as u64) * 1_000_003,
                     host: odd(0),
-                    binary: if i % 3 == 0 {
+                    binary: if i.is_multiple_of(3) {
                         "cinder-volume".into()
                     } else {
                         odd(1)
@@ -158,7 +158,7 @@ pub(crate) mod tests {
     fn a_list_is_the_json_of_services_out() {
         let records: Vec<Arc<ServiceRecord>> = sample_records().into_iter().map(Arc::new).collect();
         let state = |r: &ServiceRecord| {
-            if r.id % 2 == 0 {
+            if r.id.is_multiple_of(2) {
                 State::Up
             } else {
                 State::Down

@@ -19,9 +19,9 @@ pub fn push_rfc3339(buf: &mut Vec<u8>, t: &DateTime<Utc>) {
     }
     let nano = t.nanosecond();
     if nano == 0 {
-    } else if nano % 1_000_000 == 0 {
+    } else if nano.is_multiple_of(1_000_000) {
         push_fraction(buf, nano / 1_000_000, 3);
-    } else if nano % 1_000 == 0 {
+    } else if nano.is_multiple_of(1_000) {
         push_fraction(buf, nano / 1_000, 6);
     } else {
         push_fraction(buf, nano, 9);
