@@ -40,8 +40,10 @@
 #                       `single`, `batch`, `open` and `open4` scenarios and print its top symbols,
 #                       self and inclusive (needs linux-perf)
 # Environment: BENCH_TMP (parent of the temporary directory, default /tmp),
-#              CARGO_TARGET_DIR; the registry's Raft settings, for experiments (defaults
-#              as in cluster-config/node1.toml): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
+#              CARGO_TARGET_DIR; BENCH_PORT_BASE (first registry port, default 22101; the
+#              etcd ports move with it, so that two runs can share a machine); the
+#              registry's Raft settings, for experiments (defaults as in
+#              cluster-config/node1.toml): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
 #              (150ms), RAFT_ELECTION_MAX (300ms), RAFT_SNAPSHOT_LOGS (5000),
 #              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios.
 set -euo pipefail
@@ -53,9 +55,15 @@ NODE_BIN="$TARGET_DIR/release/registry-node"
 BENCH_BIN="$TARGET_DIR/release/registry-bench"
 
 HOST=127.0.0.1
-REG_PORTS=(22101 22102 22103)
-ETCD_CLIENT_PORTS=(23791 23792 23793)
-ETCD_PEER_PORTS=(23801 23802 23803)
+# BENCH_PORT_BASE (default 22101) shifts every port below by the same amount, so that two
+# runs can share a machine: e.g. BENCH_PORT_BASE=32101 uses 32101-32103, 33791-33793, 33801-33803.
+PORT_BASE="${BENCH_PORT_BASE:-22101}"
+[[ $PORT_BASE =~ ^[0-9]+$ ]] && ((PORT_BASE >= 1024 && PORT_BASE <= 63000)) ||
+  { echo "run.sh: BENCH_PORT_BASE must be a number in 1024..63000" >&2; exit 2; }
+PORT_SHIFT=$((PORT_BASE - 22101))
+REG_PORTS=($((22101 + PORT_SHIFT)) $((22102 + PORT_SHIFT)) $((22103 + PORT_SHIFT)))
+ETCD_CLIENT_PORTS=($((23791 + PORT_SHIFT)) $((23792 + PORT_SHIFT)) $((23793 + PORT_SHIFT)))
+ETCD_PEER_PORTS=($((23801 + PORT_SHIFT)) $((23802 + PORT_SHIFT)) $((23803 + PORT_SHIFT)))
 
 SOAK=0
 QUICK=0

@@ -19,6 +19,7 @@ use crate::auth::{Auth, Role, SECRET_HEADER};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
 use crate::forwarder::{relay_headers, Forwarder, RelayError, Relayed};
+use crate::listing::Listing;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::server::{current_request_id, REQUEST_ID_HEADER};
@@ -103,7 +104,7 @@ pub struct Readiness {
 /// What the write path did with a request.
 pub enum Written {
     /// Committed and applied here: the records the command produced.
-    Here(Vec<ServiceRecord>),
+    Here(Vec<Arc<ServiceRecord>>),
     /// Committed and applied here, but it named no live record: nothing changed.
     NotFound,
     /// Forwarded to the leader: its answer, passed through.
@@ -529,7 +530,7 @@ impl RegistryApp {
         if let (Some(leader), Some(node)) = (fwd.leader_id, &fwd.leader_node) {
             if leader != self.inner.id {
                 match self.relay(&node.addr, via).await {
-                    Ok(resp) => return Ok(Some(resp.into_response())),
+                    Ok(resp) => return Ok(Some(resp)),
                     Err(RelayError::Connect(e)) => {
                         tracing::debug!(leader, error = %e, "leader unreachable; waiting for a new one");
                     }
@@ -600,7 +601,7 @@ impl RegistryApp {
     }
 
     /// Sends a request to the leader at `addr` the way `via` says, and returns its answer.
-    async fn relay(&self, addr: &str, via: &Via<'_>) -> Result<Relayed, RelayError> {
+    async fn relay(&self, addr: &str, via: &Via<'_>) -> Result<warp::reply::Response, RelayError> {
         let (method, path_and_query, body) = match via {
             Via::Heartbeats { body, count } => {
                 return self
@@ -608,6 +609,7 @@ impl RegistryApp {
                     .forwarder
                     .forward(addr, body.clone(), *count, current_request_id())
                     .await
+                    .map(Relayed::into_response)
             }
             Via::Request {
                 method,
@@ -638,6 +640,13 @@ impl RegistryApp {
         let status = StatusCode::from_u16(resp.status().as_u16())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let headers = relay_headers(resp.headers());
+        if *method == Method::GET {
+            // A read (a list, up to tens of MiB) is passed through as it arrives.
+            let mut out = crate::json::relay::relay(resp);
+            *out.status_mut() = status;
+            out.headers_mut().extend(headers);
+            return Ok(out);
+        }
         let body = resp
             .bytes()
             .await
@@ -646,24 +655,39 @@ impl RegistryApp {
             status,
             headers,
             body,
-        })
+        }
+        .into_response())
     }
 
-    /// The services matching `query`, with their state computed now.
-    pub fn services(&self, query: &ServicesQuery) -> (Vec<ServiceOut>, Option<u64>) {
+    /// The services matching `query`, to be judged up or down at registry time now. Only
+    /// the shared records are taken under the state's lock; nothing is copied or encoded
+    /// there.
+    pub fn services(&self, query: &ServicesQuery) -> Listing {
         let now = self.registry_now();
-        let rule = self.inner.settings.liveness;
-        self.inner.view.read(|state| {
-            let keep = |r: &&registry_storage::ServiceRecord| {
-                !r.deleted && query.binary.as_ref().is_none_or(|b| &r.binary == b)
+        let keep = |r: &&Arc<ServiceRecord>| {
+            !r.deleted && query.binary.as_ref().is_none_or(|b| &r.binary == b)
+        };
+        let (records, applied) = self.inner.view.read(|state| {
+            let records = match &query.host {
+                Some(h) => state
+                    .shared_records_of_host(h)
+                    .filter(keep)
+                    .cloned()
+                    .collect(),
+                None => {
+                    let mut all = Vec::with_capacity(state.len());
+                    all.extend(state.shared_records().filter(keep).cloned());
+                    all
+                }
             };
-            let out = |r: &registry_storage::ServiceRecord| ServiceOut::new(r, rule.state(r, now));
-            let list = match &query.host {
-                Some(h) => state.records_of_host(h).filter(keep).map(out).collect(),
-                None => state.records().filter(keep).map(out).collect(),
-            };
-            (list, state.last_applied.map(|l| l.index))
-        })
+            (records, state.last_applied.map(|l| l.index))
+        });
+        Listing {
+            records,
+            now,
+            liveness: self.inner.settings.liveness,
+            applied,
+        }
     }
 
     /// Registry time now, as this node tells it (see [`registry_storage::clock`]).
@@ -672,7 +696,7 @@ impl RegistryApp {
     }
 
     /// The listed form of records just written, with their state.
-    pub fn service_outs(&self, records: &[ServiceRecord]) -> Vec<ServiceOut> {
+    pub fn service_outs(&self, records: &[Arc<ServiceRecord>]) -> Vec<ServiceOut> {
         let now = self.registry_now();
         let rule = self.inner.settings.liveness;
         records

@@ -11,6 +11,8 @@
 //!   read path (consistency levels);
 //! - [`liveness`]: `up`/`down`, computed at read time;
 //! - [`wire`]: JSON request and response bodies, validated;
+//! - [`listing`], [`json`]: the service lists, taken from the state machine under its lock
+//!   and written out after, by hand, with the bytes `serde_json` writes for [`wire`]'s types;
 //! - [`error::ApiError`]: every error a route answers, mapped to HTTP in one place;
 //! - [`client::RegistryClient`]: a typed client of the public API.
 #![deny(missing_docs)]
@@ -22,6 +24,8 @@ pub mod cinder;
 pub mod client;
 pub mod error;
 pub mod forwarder;
+pub mod json;
+pub mod listing;
 pub mod liveness;
 pub mod metrics;
 pub mod routes;

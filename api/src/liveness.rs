@@ -32,13 +32,39 @@ pub struct Liveness {
 impl Liveness {
     /// The state of `record` at `now`.
     pub fn state(&self, record: &ServiceRecord, now: DateTime<Utc>) -> State {
-        if record.forced_down {
-            return State::Down;
-        }
-        let silent = (now - record.last_seen).abs();
+        self.at(now).state(record)
+    }
+
+    /// The rule at `now`, for judging many records (a list): two comparisons per record.
+    pub fn at(&self, now: DateTime<Utc>) -> LivenessAt {
         let limit =
             chrono::Duration::from_std(self.service_down_time).unwrap_or(chrono::Duration::MAX);
-        if silent <= limit {
+        // abs(now - last_seen) <= limit  <=>  now - limit <= last_seen <= now + limit; a
+        // bound past the range of times is no bound.
+        LivenessAt {
+            up_from: now.checked_sub_signed(limit),
+            up_to: now.checked_add_signed(limit),
+        }
+    }
+}
+
+/// [`Liveness`] at one registry time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivenessAt {
+    /// Earliest `last_seen` that is up (`None`: no lower bound).
+    up_from: Option<DateTime<Utc>>,
+    /// Latest `last_seen` that is up (`None`: no upper bound).
+    up_to: Option<DateTime<Utc>>,
+}
+
+impl LivenessAt {
+    /// The state of `record`.
+    pub fn state(&self, record: &ServiceRecord) -> State {
+        let seen = record.last_seen;
+        let up = !record.forced_down
+            && self.up_from.is_none_or(|from| seen >= from)
+            && self.up_to.is_none_or(|to| seen <= to);
+        if up {
             State::Up
         } else {
             State::Down
@@ -83,6 +109,14 @@ mod tests {
         assert_eq!(rule.state(&r, t0 + s(61)), State::Down);
         assert_eq!(rule.state(&r, t0 - s(60)), State::Up);
         assert_eq!(rule.state(&r, t0 - s(61)), State::Down);
+        let ns = chrono::Duration::nanoseconds;
+        assert_eq!(rule.state(&r, t0 + s(60) + ns(1)), State::Down);
+        assert_eq!(rule.state(&r, t0 - s(60) - ns(1)), State::Down);
+        let forever = Liveness {
+            service_down_time: Duration::MAX,
+        };
+        assert_eq!(forever.state(&r, t0 + s(1_000_000_000)), State::Up);
+        assert_eq!(forever.state(&r, DateTime::<Utc>::MIN_UTC), State::Up);
         let mut forced = r.clone();
         forced.forced_down = true;
         assert_eq!(

@@ -20,6 +20,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
 use tower_service::Service;
 use tracing::Instrument;
 use warp::http::{HeaderMap, HeaderValue, Method, Request};
@@ -128,6 +130,19 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// A request's admission (its permit under the bound on concurrent requests), in the
+/// request's extensions. It is released when the answer's headers are ready, unless the
+/// route took it to keep while it writes a streamed body (a long list).
+#[derive(Debug, Clone)]
+pub struct Admission(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Admission {
+    /// The permit, if the request holds one and no one took it yet.
+    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
 /// The layer in front of the routes (see the module's documentation).
 #[derive(Clone)]
 struct Observed<S> {
@@ -185,13 +200,15 @@ where
             },
             RouteKind::Probe | RouteKind::RaftRpc => None,
         };
+        let admission = Admission(Arc::new(Mutex::new(permit)));
+        req.extensions_mut().insert(admission.clone());
         let handled = span.in_scope(|| self.inner.call(req));
         let served = async move {
             let mut resp = match handled.await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
-            drop(permit);
+            drop(admission.take());
             let elapsed = start.elapsed();
             let status = resp.status().as_u16();
             app.metrics()

@@ -220,8 +220,9 @@ impl Command {
 /// What applying a log entry yields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResponse {
-    /// The records a command changed, in the order of the command's items.
-    Records(Vec<ServiceRecord>),
+    /// The records a command changed, in the order of the command's items: shared with the
+    /// state, not copied (serialized as the records themselves).
+    Records(Vec<Arc<ServiceRecord>>),
     /// The command names no live record (an unknown or removed service, a host with no
     /// services); nothing changed.
     NotFound,

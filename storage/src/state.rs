@@ -3,6 +3,10 @@
 //! [`ServicesState`] is the state machine's contents: the records and the log id they reflect.
 //! The sled trees persist it; this copy serves reads and snapshots, so a snapshot always pairs
 //! the records with exactly the applied log id they reflect.
+//!
+//! Records are shared (`Arc`) and copied on write: a reader takes the `Arc`s it needs under
+//! the lock and works on them after releasing it, and an apply changes a record in place
+//! unless a reader still holds it, in which case it changes a copy.
 
 use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -31,7 +35,7 @@ pub struct ServicesState {
     /// Registry time as of the last applied entry.
     pub clock: RegistryClock,
     /// Every record by (host, binary); soft-deleted ones included.
-    services: BTreeMap<ServiceKey, ServiceRecord>,
+    services: BTreeMap<ServiceKey, Arc<ServiceRecord>>,
 }
 
 impl Default for ServicesState {
@@ -55,7 +59,10 @@ impl ServicesState {
         clock: RegistryClock,
         records: impl IntoIterator<Item = ServiceRecord>,
     ) -> Self {
-        let services = records.into_iter().map(|r| (r.key(), r)).collect();
+        let services = records
+            .into_iter()
+            .map(|r| (r.key(), Arc::new(r)))
+            .collect();
         Self {
             last_applied,
             membership,
@@ -106,9 +113,10 @@ impl ServicesState {
                 CommandResponse::Records(records)
             }
             Command::Admin { key, action, .. } => {
-                let Some(r) = self.services.get_mut(key).filter(|r| !r.deleted) else {
+                let Some(shared) = self.services.get_mut(key).filter(|r| !r.deleted) else {
                     return CommandResponse::NotFound;
                 };
+                let r = Arc::make_mut(shared);
                 match action {
                     AdminAction::Disable { reason } => {
                         r.disabled = true;
@@ -125,20 +133,21 @@ impl ServicesState {
                 }
                 r.modified_at = Some(at);
                 changed.insert(key.clone());
-                CommandResponse::Records(vec![r.clone()])
+                CommandResponse::Records(vec![Arc::clone(shared)])
             }
             Command::Freeze { host, frozen, .. } => {
                 let start = ServiceKey::new(host.clone(), String::new());
-                let records: Vec<ServiceRecord> = self
+                let records: Vec<Arc<ServiceRecord>> = self
                     .services
                     .range_mut(start..)
                     .take_while(|(k, _)| &k.host == host)
                     .filter(|(_, r)| !r.deleted)
-                    .map(|(k, r)| {
+                    .map(|(k, shared)| {
+                        let r = Arc::make_mut(shared);
                         r.frozen = *frozen;
                         r.modified_at = Some(at);
                         changed.insert(k.clone());
-                        r.clone()
+                        Arc::clone(shared)
                     })
                     .collect();
                 if records.is_empty() {
@@ -160,21 +169,25 @@ impl ServicesState {
         hb: &Heartbeat,
         at: DateTime<Utc>,
         reg: DateTime<Utc>,
-    ) -> ServiceRecord {
-        let record = match self.services.entry(key.clone()) {
+    ) -> Arc<ServiceRecord> {
+        let shared = match self.services.entry(key.clone()) {
             btree_map::Entry::Occupied(o) if !o.get().deleted => {
-                let r = o.into_mut();
+                let shared = o.into_mut();
+                let r = Arc::make_mut(shared);
                 r.report_count += 1;
                 r.updated_at = Some(at);
                 r.last_seen = reg;
-                r
+                shared
             }
             btree_map::Entry::Occupied(mut o) => {
-                o.insert(fresh_record(&mut self.next_id, key, at, reg));
+                o.insert(Arc::new(fresh_record(&mut self.next_id, key, at, reg)));
                 o.into_mut()
             }
-            btree_map::Entry::Vacant(v) => v.insert(fresh_record(&mut self.next_id, key, at, reg)),
+            btree_map::Entry::Vacant(v) => {
+                v.insert(Arc::new(fresh_record(&mut self.next_id, key, at, reg)))
+            }
         };
+        let record = Arc::make_mut(shared);
         if let Some(t) = &hb.topic {
             record.topic = t.clone();
         }
@@ -190,17 +203,22 @@ impl ServicesState {
         if let Some(v) = &hb.object_current_version {
             record.object_current_version = Some(v.clone());
         }
-        record.clone()
+        Arc::clone(shared)
     }
 
     /// The record of a service, soft-deleted ones included.
     pub fn get(&self, key: &ServiceKey) -> Option<&ServiceRecord> {
+        self.services.get(key).map(|r| &**r)
+    }
+
+    /// The record of a service, shared (see [`ServicesState::shared_records`]).
+    pub fn get_shared(&self, key: &ServiceKey) -> Option<&Arc<ServiceRecord>> {
         self.services.get(key)
     }
 
     /// Every record, soft-deleted ones included, ordered by (host, binary).
     pub fn records(&self) -> impl Iterator<Item = &ServiceRecord> {
-        self.services.values()
+        self.shared_records().map(|r| &**r)
     }
 
     /// The records of one host, ordered by binary: a range scan, costing what it returns.
@@ -208,6 +226,21 @@ impl ServicesState {
         &'a self,
         host: &'a str,
     ) -> impl Iterator<Item = &'a ServiceRecord> + 'a {
+        self.shared_records_of_host(host).map(|r| &**r)
+    }
+
+    /// Every record as [`ServicesState::records`] lists them, shared: a reader clones the
+    /// `Arc`s it keeps (a counter increment each), so it can release the lock before it
+    /// works on them.
+    pub fn shared_records(&self) -> impl Iterator<Item = &Arc<ServiceRecord>> {
+        self.services.values()
+    }
+
+    /// The records of one host as [`ServicesState::records_of_host`] lists them, shared.
+    pub fn shared_records_of_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<ServiceRecord>> + 'a {
         let start = ServiceKey::new(host, String::new());
         self.services
             .range(start..)

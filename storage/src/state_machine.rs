@@ -267,12 +267,15 @@ fn persist(inner: &Inner) -> Result<(), StoreError> {
     let _persisting = lock(&inner.persisting);
     let (keys, records, meta) = inner.view.read(|state| {
         let keys = std::mem::take(&mut *lock(&inner.dirty));
-        let records: Vec<ServiceRecord> =
-            keys.iter().filter_map(|k| state.get(k)).cloned().collect();
+        let records: Vec<Arc<ServiceRecord>> = keys
+            .iter()
+            .filter_map(|k| state.get_shared(k))
+            .cloned()
+            .collect();
         (keys, records, sm_disk::Meta::of(state))
     });
     let mut batch = sled::Batch::default();
-    let written = sm_disk::add_to_batch(&mut batch, &meta, &records)
+    let written = sm_disk::add_to_batch(&mut batch, &meta, records.iter().map(|r| &**r))
         .and_then(|()| Ok(inner.services.apply_batch(batch)?));
     if written.is_err() {
         // Due again: the next persist writes them (with whatever changed since).

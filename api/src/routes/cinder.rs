@@ -35,10 +35,11 @@ use crate::cinder::microversion::{self, ApiVersion};
 use crate::cinder::query::ListQuery;
 use crate::cinder::request_id::{is_request_id, new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
 use crate::cinder::versions::versions_doc;
-use crate::cinder::view::services_view;
+use crate::cinder::view::{listing_response, services_response};
 use crate::cinder::CinderError;
 use crate::error::ErrorBody;
-use crate::wire::{action_command, ServiceOut, ServicesOut, ServicesQuery};
+use crate::server::Admission;
+use crate::wire::{action_command, ServicesOut, ServicesQuery};
 
 /// The resource `os-services` is the only one served under `/v3`.
 const RESOURCE: &str = "os-services";
@@ -91,6 +92,7 @@ fn v3(
         .and(raw_query())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
+        .and(warp::ext::optional::<Admission>())
         .and(with_app(app))
         .then(handle_v3)
 }
@@ -107,6 +109,7 @@ async fn handle_v3<S, B>(
     raw_query: String,
     headers: HeaderMap,
     body: S,
+    admission: Option<Admission>,
     app: RegistryApp,
 ) -> warp::reply::Response
 where
@@ -123,6 +126,7 @@ where
         version,
         raw_query,
         headers,
+        admission,
         app,
     };
     let resp = match request.serve(tail.as_str(), body).await {
@@ -171,6 +175,8 @@ struct Request {
     version: ApiVersion,
     raw_query: String,
     headers: HeaderMap,
+    /// The request's admission, which a streamed list keeps until written.
+    admission: Option<Admission>,
     app: RegistryApp,
 }
 
@@ -227,27 +233,32 @@ impl Request {
         let query = ListQuery::parse(&self.raw_query)?;
         let native = query.native();
         let forward_path = native_list_path(&native)?;
-        let (services, freshness) = match self
+        let permit = self.admission.as_ref().and_then(Admission::take);
+        let (mut resp, freshness) = match self
             .app
             .read_at(&native, &forward_path, self.forwarded())
             .await?
         {
             ReadAt::Here => {
-                let (services, applied) = self.app.services(&native);
+                let listing = self.app.services(&native);
                 let fresh = self
                     .app
-                    .freshness_headers(applied, query.consistency.as_str());
-                (services, fresh)
+                    .freshness_headers(listing.applied, query.consistency.as_str());
+                (listing_response(listing, self.version, permit), fresh)
             }
             ReadAt::Forwarded(resp) => {
                 let answer = NativeAnswer::read(resp).await?.success()?;
                 let out: ServicesOut = serde_json::from_slice(&answer.body).map_err(|e| {
                     CinderError::Internal(format!("the leader's service list is unreadable: {e}"))
                 })?;
-                (out.services, answer.registry_headers)
+                (
+                    services_response(out.services, self.version, permit),
+                    answer.registry_headers,
+                )
             }
         };
-        Ok(list_response(&services, self.version, freshness))
+        resp.headers_mut().extend(freshness);
+        Ok(resp)
     }
 
     /// `PUT os-services/{action}`: validates, commits through the leader, answers as Cinder.
@@ -304,17 +315,6 @@ fn native_list_path(native: &ServicesQuery) -> Result<String, CinderError> {
     } else {
         format!("/v1/services?{query}")
     })
-}
-
-/// The list body with the registry's freshness headers.
-fn list_response(
-    services: &[ServiceOut],
-    version: ApiVersion,
-    freshness: HeaderMap,
-) -> warp::reply::Response {
-    let mut resp = warp::reply::json(&services_view(services, version)).into_response();
-    resp.headers_mut().extend(freshness);
-    resp
 }
 
 /// The leader's answer to a forwarded native request.

@@ -12,6 +12,7 @@ use super::{with_app, MAX_BODY_BYTES};
 use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
 use crate::auth::Role;
 use crate::error::ApiError;
+use crate::server::Admission;
 use crate::wire::{parse_heartbeats, ServicesOut, ServicesQuery};
 
 pub(super) fn routes(
@@ -89,6 +90,7 @@ fn services(
         .and(raw_query())
         .and(warp::header::optional::<String>(FORWARDED_HEADER))
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<Admission>())
         .and(with_app(app))
         .then(get_services)
 }
@@ -102,6 +104,7 @@ async fn get_services(
     raw: String,
     forwarded: Option<String>,
     headers: HeaderMap,
+    admission: Option<Admission>,
     app: RegistryApp,
 ) -> warp::reply::Response {
     if let Err(e) = app.authorize(&headers, Role::Reader) {
@@ -114,9 +117,11 @@ async fn get_services(
     let path = format!("/v1/services?{raw}");
     match app.read_at(&query, &path, forwarded.is_some()).await {
         Ok(ReadAt::Here) => {
-            let (services, applied) = app.services(&query);
+            let listing = app.services(&query);
+            let applied = listing.applied;
             let consistency = query.consistency.unwrap_or_default().as_str();
-            let mut resp = warp::reply::json(&ServicesOut { services }).into_response();
+            let permit = admission.as_ref().and_then(Admission::take);
+            let mut resp = listing.native_response(permit);
             resp.headers_mut()
                 .extend(app.freshness_headers(applied, consistency));
             resp
