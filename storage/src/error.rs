@@ -15,6 +15,9 @@ pub enum StoreError {
     /// The state machine could not be written to disk (by the background persist).
     #[error("persisting the state machine: {0}")]
     Persist(String),
+    /// A file of the store (the snapshot file) could not be read or written.
+    #[error("i/o: {0}")]
+    Io(String),
     /// A blocking task of the store (encoding a snapshot) failed.
     #[error("store task: {0}")]
     Task(String),

@@ -19,6 +19,7 @@ pub mod log_store;
 pub mod model;
 mod sm_disk;
 pub mod snapshot;
+mod snapshot_file;
 pub mod state;
 pub mod state_machine;
 pub mod store;

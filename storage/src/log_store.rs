@@ -36,6 +36,9 @@ pub struct LogStore {
     /// The latest entries, so that applying and replicating them copies them instead of
     /// reading and decoding them again.
     recent: Arc<Mutex<Recent>>,
+    /// The last purged log id (as on disk): entries up to it are gone for readers even while
+    /// a background thread is still removing them from the tree.
+    purged: Arc<Mutex<Option<LogId>>>,
 }
 
 /// Most entries kept in [`Recent`].
@@ -100,6 +103,12 @@ impl LogStore {
             meta: db.open_tree(TREE_LOG_META)?,
             sm,
             recent: Arc::default(),
+            purged: Arc::default(),
+        })
+        .and_then(|store| {
+            let purged = store.get_meta(KEY_LAST_PURGED)?;
+            *lock(&store.purged) = purged;
+            Ok(store)
         })
     }
 
@@ -122,6 +131,10 @@ impl LogStore {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
+        };
+        let first = match *lock(&self.purged) {
+            Some(p) => first.max(p.index + 1),
+            None => first,
         };
         let last = match range.end_bound() {
             Bound::Included(i) => Some(*i),
@@ -150,7 +163,8 @@ impl LogStore {
 
     fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
         let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last = self.last_entry_log_id()?.or(last_purged);
+        // An entry at or before the purge point may linger while it is being removed.
+        let last = self.last_entry_log_id()?.max(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -184,19 +198,32 @@ impl LogStore {
     }
 
     async fn purge_upto(&self, log_id: LogId) -> Result<(), StoreError> {
-        // The purge point is durable first, and with it the state machine as applied so far
-        // (persisted to the same database): the log is never shorter than what the state on
-        // disk needs to catch up. openraft purges only what a flushed snapshot covers, but
-        // the store does not count on it.
-        self.sm.persist()?;
+        // The purge point is durable first, and with it what the state machine needs to catch
+        // up after a crash: openraft purges only what the snapshot file covers (a start loads
+        // the snapshot when the records are older); a purge beyond it persists the records
+        // first.
+        if !self.sm.snapshot_covers(&log_id) {
+            self.sm.persist()?;
+        }
         self.meta.insert(KEY_LAST_PURGED, encode(&log_id)?)?;
         self.db.flush_async().await?;
+        *lock(&self.purged) = Some(log_id);
         lock(&self.recent).entries.retain(|&i, _| i > log_id.index);
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(..=index_key(log_id.index)) {
-            batch.remove(kv?.0);
-        }
-        self.log.apply_batch(batch)?;
+        // Removing thousands of entries takes a while, and openraft waits for a purge before
+        // it appends again: readers already skip them, so a blocking thread removes them.
+        let log = self.log.clone();
+        let removal = move || -> Result<(), StoreError> {
+            let mut batch = sled::Batch::default();
+            for kv in log.range(..=index_key(log_id.index)) {
+                batch.remove(kv?.0);
+            }
+            Ok(log.apply_batch(batch)?)
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = removal() {
+                tracing::warn!(error = %e, upto = log_id.index, "removing purged log entries failed; the next purge retries");
+            }
+        });
         Ok(())
     }
 }

@@ -21,20 +21,15 @@ use std::time::Duration;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{RaftSnapshotBuilder, StorageIOError};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
-use crate::codec::{decode, encode};
 use crate::error::StoreError;
 use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
 use crate::sm_disk;
 use crate::snapshot::{decode_state, encode_state};
+use crate::snapshot_file::SnapshotFile;
 use crate::state::{ServicesState, StateView};
-use crate::store::{TREE_SERVICES, TREE_SNAPSHOT};
+use crate::store::TREE_SERVICES;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-
-const KEY_SNAPSHOT_META: &[u8] = b"meta";
-const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
 /// How often the background thread writes the changed records to disk.
 pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
@@ -52,8 +47,8 @@ struct Inner {
     db: sled::Db,
     /// Records and the state machine's metadata (see [`sm_disk`]).
     services: sled::Tree,
-    /// The current snapshot's metadata and data.
-    snapshot: sled::Tree,
+    /// The current snapshot (a file beside the database).
+    snapshot: SnapshotFile,
     /// The same state in memory.
     view: StateView,
     /// Records changed in memory since the last persist; only changed with the view's write
@@ -66,10 +61,8 @@ struct Inner {
     failed: Mutex<Option<String>>,
     /// Makes snapshot ids unique within this process.
     snapshot_seq: AtomicU64,
-}
-
-fn tx_result(r: Result<(), TransactionError<StoreError>>) -> Result<(), StoreError> {
-    r.map_err(StoreError::from)
+    /// The last log id the snapshot file covers (durably written).
+    snapshot_last: Mutex<Option<LogId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,15 +73,13 @@ impl StateMachineStore {
     /// Loads the state machine from `db`: the records on disk, or the stored snapshot when
     /// it is newer than them (a crash before they were persisted), which then replaces
     /// them on disk. Starts the background persist thread.
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub(crate) fn open(db: &sled::Db, dir: &std::path::Path) -> Result<Self, StoreError> {
         let services = db.open_tree(TREE_SERVICES)?;
-        let snapshot = db.open_tree(TREE_SNAPSHOT)?;
+        let snapshot = SnapshotFile::new(dir);
         let mut state = sm_disk::load(&services)?;
-        if let (Some(meta), Some(data)) = (
-            snapshot.get(KEY_SNAPSHOT_META)?,
-            snapshot.get(KEY_SNAPSHOT_DATA)?,
-        ) {
-            let meta: SnapshotMeta = decode(&meta)?;
+        let mut snapshot_last = None;
+        if let Some((meta, data)) = snapshot.read()? {
+            snapshot_last = meta.last_log_id;
             if meta.last_log_id > state.last_applied {
                 state = decode_state(&meta, &data)?;
                 services.apply_batch(sm_disk::replace_batch(&services, &state)?)?;
@@ -106,6 +97,7 @@ impl StateMachineStore {
                 persisting: Mutex::new(()),
                 failed: Mutex::new(None),
                 snapshot_seq: AtomicU64::new(seq),
+                snapshot_last: Mutex::new(snapshot_last),
             }),
         };
         spawn_persister(Arc::downgrade(&store.inner));
@@ -122,6 +114,12 @@ impl StateMachineStore {
     /// log purge and shutdown flush). On failure the records stay due for the next one.
     pub fn persist(&self) -> Result<(), StoreError> {
         persist(&self.inner)
+    }
+
+    /// Whether the log up to `log_id` may go without persisting the records first: the
+    /// snapshot file covers it (a start loads the snapshot when it is newer than the records).
+    pub(crate) fn snapshot_covers(&self, log_id: &LogId) -> bool {
+        lock(&self.inner.snapshot_last).is_some_and(|s| s >= *log_id)
     }
 
     /// Applies a batch in memory and notes the records it changed (written by the next
@@ -146,14 +144,6 @@ impl StateMachineStore {
     /// snapshot (flushed).
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
         let state = self.inner.view.read(ServicesState::clone);
-        // Encoding a large table takes tens of milliseconds: off the async workers.
-        let (state, data) = tokio::task::spawn_blocking(move || {
-            let data = encode_state(&state);
-            (state, data)
-        })
-        .await
-        .map_err(|e| StoreError::Task(format!("encoding the snapshot: {e}")))?;
-        let data = data?;
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match state.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
@@ -164,11 +154,17 @@ impl StateMachineStore {
             last_membership: state.membership.clone(),
             snapshot_id,
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_SNAPSHOT_META, encode(&meta)?);
-        batch.insert(KEY_SNAPSHOT_DATA, data.as_slice());
-        self.inner.snapshot.apply_batch(batch)?;
-        self.inner.db.flush_async().await?;
+        // Encoding and writing tens of megabytes: off the async workers.
+        let file = self.inner.snapshot.clone();
+        let file_meta = meta.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let data = encode_state(&state)?;
+            file.write(&file_meta, &data)?;
+            Ok::<_, StoreError>(data)
+        })
+        .await
+        .map_err(|e| StoreError::Task(format!("writing the snapshot: {e}")))??;
+        *lock(&self.inner.snapshot_last) = meta.last_log_id;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -176,21 +172,18 @@ impl StateMachineStore {
     }
 
     /// Replaces the whole state with a snapshot's, on disk in one transaction, then in memory.
+    /// Replaces the whole state with a snapshot's: the snapshot file first, then the
+    /// records on disk (one batch, flushed), then memory. A crash between the first two
+    /// leaves a snapshot newer than the records, which the next start loads.
     async fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
         let state = decode_state(meta, &data)?;
         let inner = &self.inner;
         {
             let _persisting = lock(&inner.persisting);
+            inner.snapshot.write(meta, &data)?;
+            *lock(&inner.snapshot_last) = meta.last_log_id;
             let replace = sm_disk::replace_batch(&inner.services, &state)?;
-            let snap_meta = encode(meta)?;
-            tx_result(
-                (&inner.services, &inner.snapshot).transaction(|(svc, snap)| {
-                    svc.apply_batch(&replace)?;
-                    snap.insert(KEY_SNAPSHOT_META, snap_meta.as_slice())?;
-                    snap.insert(KEY_SNAPSHOT_DATA, data.as_slice())?;
-                    Ok::<(), ConflictableTransactionError<StoreError>>(())
-                }),
-            )?;
+            inner.services.apply_batch(replace)?;
             inner.view.install(state);
             lock(&inner.dirty).clear();
         }
@@ -199,14 +192,9 @@ impl StateMachineStore {
     }
 
     fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-        let snap = &self.inner.snapshot;
-        let (Some(meta), Some(data)) = (snap.get(KEY_SNAPSHOT_META)?, snap.get(KEY_SNAPSHOT_DATA)?)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            meta: decode(&meta)?,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+        Ok(self.inner.snapshot.read()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }

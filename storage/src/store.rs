@@ -1,4 +1,5 @@
-//! Opening a node's sled database: one database, one tree per concern.
+//! Opening a node's storage: one sled database (one tree per concern) and the snapshot file
+//! beside it.
 
 use std::path::Path;
 
@@ -13,8 +14,6 @@ pub(crate) const TREE_LOG_META: &str = "raft_log_meta";
 /// Tree of the state machine: service records keyed by the encoded (host, binary), and its
 /// metadata (applied log id, membership, next record id, clock).
 pub(crate) const TREE_SERVICES: &str = "services";
-/// Tree holding the current snapshot (its metadata and its data).
-pub(crate) const TREE_SNAPSHOT: &str = "snapshot";
 
 /// sled's page cache per node (its default is 1 GiB). Reads never go to sled (the table is
 /// in memory, recent log entries too), so the cache only speeds up writes to the trees and
@@ -27,7 +26,7 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreErro
         .path(dir)
         .cache_capacity(CACHE_BYTES)
         .open()?;
-    let sm = StateMachineStore::open(&db)?;
+    let sm = StateMachineStore::open(&db, dir)?;
     let log = LogStore::open(&db, sm.clone())?;
     Ok((log, sm))
 }
