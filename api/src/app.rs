@@ -19,11 +19,13 @@ use crate::auth::{Auth, Role, SECRET_HEADER};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
 use crate::forwarder::{relay_headers, Forwarder, RelayError, Relayed};
+use crate::json::list::{json_response, write_list};
+use crate::json::service::push_service;
 use crate::listing::Listing;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::server::{current_request_id, REQUEST_ID_HEADER};
-use crate::wire::{ClusterOut, MemberOut, ServiceOut, ServicesQuery};
+use crate::wire::{ClusterOut, MemberOut, ServicesQuery};
 
 /// Header set on a request one node forwards to the leader, so it is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-registry-forwarded";
@@ -695,14 +697,13 @@ impl RegistryApp {
         self.inner.view.registry_now().unwrap_or_else(Utc::now)
     }
 
-    /// The listed form of records just written, with their state.
-    pub fn service_outs(&self, records: &[Arc<ServiceRecord>]) -> Vec<ServiceOut> {
-        let now = self.registry_now();
-        let rule = self.inner.settings.liveness;
-        records
-            .iter()
-            .map(|r| ServiceOut::new(r, rule.state(r, now)))
-            .collect()
+    /// The answer to a write: `{"services": [...]}` with the records it produced, in the
+    /// listed form (the bytes `ServicesOut` serialises to), with their state now.
+    pub fn written_response(&self, records: &[Arc<ServiceRecord>]) -> warp::reply::Response {
+        let rule = self.inner.settings.liveness.at(self.registry_now());
+        json_response(write_list(records, |buf, r| {
+            push_service(buf, r, rule.state(r))
+        }))
     }
 
     /// Headers describing how fresh a read served here is.

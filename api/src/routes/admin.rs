@@ -2,13 +2,13 @@
 
 use bytes::Bytes;
 use warp::http::{HeaderMap, Method};
-use warp::{Filter, Rejection, Reply};
+use warp::{Filter, Rejection};
 
 use super::{with_app, MAX_BODY_BYTES};
 use crate::app::{RegistryApp, Written, FORWARDED_HEADER};
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::wire::{action_command, ServiceAction, ServiceActionIn, ServicesOut};
+use crate::wire::{action_command, ServiceAction, ServiceActionIn};
 
 /// `PUT /v1/services/{disable|enable|force-down|clear-force-down|remove|freeze|thaw}` with
 /// body `{"host", "binary"?, "reason"?}`; answers the changed records, or 404 when the
@@ -63,10 +63,7 @@ async fn act(
         .write(cmd, (Method::PUT, &path), body, forwarded)
         .await?
     {
-        Written::Here(records) => {
-            let services = app.service_outs(&records);
-            Ok(warp::reply::json(&ServicesOut { services }).into_response())
-        }
+        Written::Here(records) => Ok(app.written_response(&records)),
         Written::Forwarded(resp) => Ok(resp),
         Written::NotFound => Err(ApiError::NotFound(match &input.binary {
             Some(b) if !action.is_per_host() => {

@@ -13,7 +13,7 @@ use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::server::Admission;
-use crate::wire::{parse_heartbeats, ServicesOut, ServicesQuery};
+use crate::wire::{parse_heartbeats, ServicesQuery};
 
 pub(super) fn routes(
     app: RegistryApp,
@@ -66,8 +66,7 @@ async fn post_heartbeats(
     match app.write_heartbeats(beats, body, forwarded.is_some()).await {
         Ok(Written::Here(records)) => {
             app.metrics().heartbeats_accepted(n);
-            let services = app.service_outs(&records);
-            warp::reply::json(&ServicesOut { services }).into_response()
+            app.written_response(&records)
         }
         Ok(Written::Forwarded(resp)) => {
             app.metrics().heartbeats_forwarded(n);
