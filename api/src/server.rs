@@ -116,6 +116,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Answers are written as they are ready (streamed lists in several writes): without
+        // this, Nagle's algorithm holds a last small write until the client's delayed ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
         let svc = TowerToHyperService::new(service.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
