@@ -633,10 +633,10 @@ async fn crash_child_wide_applies() -> anyhow::Result<()> {
     std::process::abort();
 }
 
-/// An apply reaches disk whole or not at all: after a crash in the middle of a stream of
-/// unflushed applies, each writing many records, the state machine on disk is exactly the
-/// entries up to its own `last_applied`, never the applied log id of one entry with only part
-/// of that entry's records (or records without their applied log id).
+/// A persist reaches disk whole or not at all: after a crash in the middle of a stream of
+/// unflushed applies, each persisted at once with many records, the state machine on disk is
+/// exactly the entries up to its own `last_applied`, never the applied log id of one entry
+/// with only part of that entry's records (or records without their applied log id).
 #[tokio::test]
 async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
@@ -660,14 +660,14 @@ async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Res
         .collect();
     assert!(
         torn.is_empty() && on_disk.len() == expected.len(),
-        "atomic apply: after a crash the records on disk do not match their applied log id \
+        "atomic persist: after a crash the records on disk do not match their applied log id \
          {l}: {} of {} records differ ({torn:?})",
         torn.len(),
         expected.len()
     );
     assert_eq!(
         on_disk, expected,
-        "atomic apply: state differs from its log id {l}"
+        "atomic persist: state differs from its log id {l}"
     );
     Ok(())
 }
