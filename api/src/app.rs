@@ -13,18 +13,18 @@ use registry_storage::TypeConfig;
 use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecord, StateView};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, Method};
 
-use crate::auth::{Auth, Role, SECRET_HEADER};
+use crate::auth::{Auth, Role};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
-use crate::forwarder::{relay_headers, Forwarder, RelayError, Relayed};
+use crate::forwarder::{relay_headers, Forwarder, Peer, RelayError, Relayed};
 use crate::json::list::{json_response, write_list};
 use crate::json::service::push_service;
 use crate::listing::Listing;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
-use crate::server::{current_request_id, REQUEST_ID_HEADER};
+use crate::server::current_request_id;
 use crate::wire::{ClusterOut, MemberOut, ServicesQuery};
 
 /// Header set on a request one node forwards to the leader, so it is never forwarded again.
@@ -67,8 +67,8 @@ struct Inner {
     view: StateView,
     /// Settings.
     settings: ApiSettings,
-    /// Pooled client for forwarding to the leader.
-    http: reqwest::Client,
+    /// How this node sends requests to the leader (pooled connections).
+    peer: Peer,
     /// Group commit of heartbeats.
     batcher: Batcher,
     /// Heartbeats waiting for the leader, forwarded in batches.
@@ -150,14 +150,15 @@ impl RegistryApp {
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        let forwarder = Forwarder::spawn(http.clone(), id, auth.secret().map(str::to_string));
+        let peer = Peer::new(http, id, auth.secret().map(str::to_string));
+        let forwarder = Forwarder::spawn(peer.clone());
         Self {
             inner: Arc::new(Inner {
                 id,
                 raft,
                 view,
                 settings,
-                http,
+                peer,
                 batcher,
                 forwarder,
                 auth,
@@ -619,46 +620,27 @@ impl RegistryApp {
                 body,
             } => (method, path_and_query, body),
         };
-        let url = format!("http://{addr}{path_and_query}");
-        let mut req = self
+        let resp = self
             .inner
-            .http
-            .request(method.clone(), url)
-            .header(FORWARDED_HEADER, self.inner.id.to_string());
-        if let Some(secret) = self.inner.auth.secret() {
-            // This node authorised the request; the leader trusts its peers.
-            req = req.header(SECRET_HEADER, secret);
-        }
-        if let Some(id) = current_request_id() {
-            // The leader logs the request under the same id.
-            req = req.header(REQUEST_ID_HEADER, id);
-        }
-        let resp = req
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .map_err(|e| RelayError::of(&e))?;
-        let status = StatusCode::from_u16(resp.status().as_u16())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let headers = relay_headers(resp.headers());
+            .peer
+            .send(
+                method.clone(),
+                addr,
+                path_and_query,
+                body.clone(),
+                current_request_id().as_deref(),
+            )
+            .await?;
         if *method == Method::GET {
             // A read (a list, up to tens of MiB) is passed through as it arrives.
+            let status = resp.status();
+            let headers = relay_headers(resp.headers());
             let mut out = crate::json::relay::relay(resp);
             *out.status_mut() = status;
             out.headers_mut().extend(headers);
             return Ok(out);
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| RelayError::Unknown(e.to_string()))?;
-        Ok(Relayed {
-            status,
-            headers,
-            body,
-        }
-        .into_response())
+        Ok(Relayed::read(resp).await?.into_response())
     }
 
     /// The services matching `query`, to be judged up or down at registry time now. Only

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use warp::http::header::{CONTENT_TYPE, RETRY_AFTER};
-use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::Reply;
 
 use crate::app::FORWARDED_HEADER;
@@ -120,31 +120,78 @@ pub struct Forwarder {
     tx: mpsc::Sender<Pending>,
 }
 
-/// What the forwarding task sends with each batch.
-#[derive(Clone)]
-struct Sender {
+/// What every request a node forwards to the leader carries: the header that stops it from
+/// being forwarded again, the cluster secret (the leader trusts what its peers authorised) and
+/// the request id (the leader logs the request under the same id).
+#[derive(Debug, Clone)]
+pub struct Peer {
     http: reqwest::Client,
     /// This node's id, in [`FORWARDED_HEADER`].
     node_id: String,
-    /// The cluster secret: the leader trusts heartbeats its peers authorised.
     secret: Option<String>,
 }
 
-impl Forwarder {
-    /// Starts the forwarding task of node `node_id`, sending with `http`; it ends when
-    /// every handle is dropped.
-    pub fn spawn(http: reqwest::Client, node_id: u64, secret: Option<String>) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let sender = Sender {
+impl Peer {
+    /// Node `node_id` forwarding with `http`.
+    pub fn new(http: reqwest::Client, node_id: u64, secret: Option<String>) -> Self {
+        Self {
             http,
             node_id: node_id.to_string(),
             secret,
-        };
+        }
+    }
+
+    /// Sends `body` to the leader at `addr` as `method path_and_query`; the answer is
+    /// returned as it starts to arrive.
+    pub async fn send(
+        &self,
+        method: Method,
+        addr: &str,
+        path_and_query: &str,
+        body: Bytes,
+        request_id: Option<&str>,
+    ) -> Result<reqwest::Response, RelayError> {
+        let mut req = self
+            .http
+            .request(method, format!("http://{addr}{path_and_query}"))
+            .header(FORWARDED_HEADER, &self.node_id)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(secret) = &self.secret {
+            req = req.header(SECRET_HEADER, secret);
+        }
+        if let Some(id) = request_id {
+            req = req.header(REQUEST_ID_HEADER, id);
+        }
+        req.body(body).send().await.map_err(|e| RelayError::of(&e))
+    }
+}
+
+impl Relayed {
+    /// The leader's whole answer, read.
+    pub async fn read(resp: reqwest::Response) -> Result<Self, RelayError> {
+        let status = resp.status();
+        let headers = relay_headers(resp.headers());
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| RelayError::Unknown(e.to_string()))?;
+        Ok(Self {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Forwarder {
+    /// Starts the forwarding task, sending as `peer`; it ends when every handle is dropped.
+    pub fn spawn(peer: Peer) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
         let limits = Limits {
             max_size: MAX_BATCH,
             max_in_flight: MAX_IN_FLIGHT,
         };
-        tokio::spawn(group(rx, limits, move |batch| send(sender.clone(), batch)));
+        tokio::spawn(group(rx, limits, move |batch| send(peer.clone(), batch)));
         Self { tx }
     }
 
@@ -172,7 +219,7 @@ impl Forwarder {
 }
 
 /// Sends one batch and answers each of its requests.
-async fn send(sender: Sender, batch: Vec<Pending>) {
+async fn send(peer: Peer, batch: Vec<Pending>) {
     let total: usize = batch.iter().map(|p| p.count).sum();
     let addr = batch[0].addr.clone();
     if batch.len() > 1 {
@@ -183,34 +230,17 @@ async fn send(sender: Sender, batch: Vec<Pending>) {
         tracing::debug!(requests = ?ids, heartbeats = total, leader = %addr, "forwarding as one request");
     }
     let body = join_bodies(batch.iter().map(|p| &p.body[..]));
-    let mut req = sender
-        .http
-        .post(format!("http://{addr}{HEARTBEATS_PATH}"))
-        .header(FORWARDED_HEADER, &sender.node_id)
-        .header(CONTENT_TYPE, "application/json");
-    if let Some(secret) = &sender.secret {
-        req = req.header(SECRET_HEADER, secret);
-    }
-    if let Some(id) = &batch[0].request_id {
-        req = req.header(REQUEST_ID_HEADER, id);
-    }
     let answer = async {
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| RelayError::of(&e))?;
-        let status = resp.status();
-        let headers = relay_headers(resp.headers());
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| RelayError::Unknown(e.to_string()))?;
-        Ok::<_, RelayError>(Relayed {
-            status,
-            headers,
-            body,
-        })
+        let resp = peer
+            .send(
+                Method::POST,
+                &addr,
+                HEARTBEATS_PATH,
+                body.into(),
+                batch[0].request_id.as_deref(),
+            )
+            .await?;
+        Relayed::read(resp).await
     };
     let answer = match answer.await {
         Ok(a) => a,
