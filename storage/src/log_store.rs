@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogId, RaftLogReader, StorageIOError};
 
 use crate::codec::{decode, encode};
 use crate::error::StoreError;
+use crate::state::lock;
 use crate::state_machine::StateMachineStore;
 use crate::store::{TREE_LOG, TREE_LOG_META};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
@@ -85,10 +86,6 @@ impl Recent {
                 .collect(),
         )
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn index_key(index: u64) -> [u8; 8] {

@@ -9,7 +9,7 @@
 //! unless a reader still holds it, in which case it changes a copy.
 
 use std::collections::{btree_map, BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -324,6 +324,12 @@ fn fresh_record(
     }
 }
 
+/// Locks `m`; a lock poisoned by a panic is taken as it is (a panic aborts the node anyway,
+/// and the guarded values are always left whole).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A shared, read-only handle on a node's in-memory services table.
 #[derive(Debug, Clone)]
 pub struct StateView {
@@ -361,10 +367,7 @@ impl StateView {
         let before = guard.clock;
         let out = f(&mut guard);
         if guard.clock != before {
-            *self
-                .stamped_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            *lock(&self.stamped_at) = Instant::now();
         }
         out
     }
@@ -373,29 +376,19 @@ impl StateView {
     pub(crate) fn install(&self, state: ServicesState) {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         *guard = state;
-        *self
-            .stamped_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        *lock(&self.stamped_at) = Instant::now();
     }
 
     /// Registry time now, as this node can tell it: the registry time of the last stamped
     /// entry it applied, plus the time elapsed since on its monotonic clock, up to the outage
     /// grace. `None` before any stamped entry.
     pub fn registry_now(&self) -> Option<DateTime<Utc>> {
-        let elapsed = self
-            .stamped_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .elapsed();
+        let elapsed = lock(&self.stamped_at).elapsed();
         self.read(|s| s.clock.now_after(elapsed))
     }
 
     /// Time since this node last applied a stamped entry.
     pub fn since_last_stamp(&self) -> std::time::Duration {
-        self.stamped_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .elapsed()
+        lock(&self.stamped_at).elapsed()
     }
 }

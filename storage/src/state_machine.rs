@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -27,7 +27,7 @@ use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
 use crate::sm_disk;
 use crate::snapshot::{decode_state, encode_state};
 use crate::snapshot_file::SnapshotFile;
-use crate::state::{ServicesState, StateView};
+use crate::state::{lock, ServicesState, StateView};
 use crate::store::TREE_SERVICES;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
@@ -63,10 +63,6 @@ struct Inner {
     snapshot_seq: AtomicU64,
     /// The last log id the snapshot file covers (durably written).
     snapshot_last: Mutex<Option<LogId>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl StateMachineStore {
@@ -176,18 +172,23 @@ impl StateMachineStore {
     /// records on disk (one batch, flushed), then memory. A crash between the first two
     /// leaves a snapshot newer than the records, which the next start loads.
     async fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
-        let state = decode_state(meta, &data)?;
-        let inner = &self.inner;
-        {
+        // Decoding, writing and syncing tens of megabytes: off the async workers, like build.
+        let inner = Arc::clone(&self.inner);
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let state = decode_state(&meta, &data)?;
             let _persisting = lock(&inner.persisting);
-            inner.snapshot.write(meta, &data)?;
+            inner.snapshot.write(&meta, &data)?;
             *lock(&inner.snapshot_last) = meta.last_log_id;
             let replace = sm_disk::replace_batch(&inner.services, &state)?;
             inner.services.apply_batch(replace)?;
             inner.view.install(state);
             lock(&inner.dirty).clear();
-        }
-        inner.db.flush_async().await?;
+            Ok::<(), StoreError>(())
+        })
+        .await
+        .map_err(|e| StoreError::Task(format!("installing the snapshot: {e}")))??;
+        self.inner.db.flush_async().await?;
         Ok(())
     }
 
