@@ -87,7 +87,7 @@ mod tests {
                 beats: vec![Heartbeat::new("h", "cinder-volume")].into(),
             }),
         };
-        state.apply_entry(&entry, &mut Default::default());
+        state.apply_entry(&entry, &mut Vec::new());
         let record = state.records().next().cloned();
         record.expect("the heartbeat created a record")
     }

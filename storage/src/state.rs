@@ -8,7 +8,7 @@
 //! the lock and works on them after releasing it, and an apply changes a record in place
 //! unless a reader still holds it, in which case it changes a copy.
 
-use std::collections::{btree_map, BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -72,11 +72,11 @@ impl ServicesState {
         }
     }
 
-    /// Applies one committed log entry, recording which keys changed.
+    /// Applies one committed log entry, recording which keys changed in `changed` (any set).
     pub fn apply_entry(
         &mut self,
         entry: &Entry,
-        changed: &mut BTreeSet<ServiceKey>,
+        changed: &mut impl Extend<ServiceKey>,
     ) -> CommandResponse {
         self.last_applied = Some(entry.log_id);
         match &entry.payload {
@@ -92,7 +92,7 @@ impl ServicesState {
     fn apply_command(
         &mut self,
         cmd: &Command,
-        changed: &mut BTreeSet<ServiceKey>,
+        changed: &mut impl Extend<ServiceKey>,
     ) -> CommandResponse {
         // The log keeps leader times to the microsecond; an entry applied from memory (the
         // leader's own, or one the log store still holds) must count exactly as one read
@@ -106,7 +106,7 @@ impl ServicesState {
                     .map(|hb| {
                         let key = hb.key();
                         let record = self.heartbeat(&key, hb, at, reg);
-                        changed.insert(key);
+                        changed.extend([key]);
                         record
                     })
                     .collect();
@@ -132,7 +132,7 @@ impl ServicesState {
                     }
                 }
                 r.modified_at = Some(at);
-                changed.insert(key.clone());
+                changed.extend([key.clone()]);
                 CommandResponse::Records(vec![Arc::clone(shared)])
             }
             Command::Freeze { host, frozen, .. } => {
@@ -146,7 +146,7 @@ impl ServicesState {
                         let r = Arc::make_mut(shared);
                         r.frozen = *frozen;
                         r.modified_at = Some(at);
-                        changed.insert(k.clone());
+                        changed.extend([k.clone()]);
                         Arc::clone(shared)
                     })
                     .collect();

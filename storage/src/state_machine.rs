@@ -13,7 +13,7 @@
 //! A snapshot copies the table under the lock that applies take, so records and log id
 //! always belong together even when applies continue while the snapshot is written.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -126,13 +126,11 @@ impl StateMachineStore {
         }
         let inner = &self.inner;
         Ok(inner.view.write(|state| {
-            let mut changed = BTreeSet::new();
-            let responses = entries
+            let mut dirty = lock(&inner.dirty);
+            entries
                 .iter()
-                .map(|e| state.apply_entry(e, &mut changed))
-                .collect();
-            lock(&inner.dirty).extend(changed);
-            responses
+                .map(|e| state.apply_entry(e, &mut *dirty))
+                .collect()
         }))
     }
 
