@@ -58,6 +58,8 @@ pub struct ProcNode {
     pub child: Option<Child>,
     /// libfaketime offset of its wall clock, if any.
     pub clock_offset: Option<String>,
+    /// Whether its next start passes `--bootstrap` (a founding node's first start only).
+    pub bootstrap: bool,
 }
 
 /// The process cluster.
@@ -198,7 +200,6 @@ impl ProcCluster {
             );
         let text = format!(
             "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = {data_dir:?}\n\
-             bootstrap = {bootstrap}\n\
              service_down_time = \"{}ms\"\nreport_interval = \"{}ms\"\n\
              write_timeout = \"5s\"\nread_timeout = \"2s\"\n\n\
              [raft]\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"150ms\"\n\
@@ -222,12 +223,13 @@ impl ProcCluster {
                 .iter()
                 .find(|(n, _)| *n == index)
                 .map(|(_, o)| o.clone()),
+            bootstrap,
         });
         Ok(index)
     }
 
     /// Creates and starts a new, empty node that does not bootstrap (it waits to be added
-    /// by the leader); returns its index. Its data directory is its own, fresh.
+    /// by an operator); returns its index. Its data directory is its own, fresh.
     pub fn spawn_joiner(&mut self) -> anyhow::Result<usize> {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
         let addr = free_port_on(format!("{}.{id}", self.net).parse()?)?;
@@ -305,6 +307,9 @@ impl ProcCluster {
             .append(true)
             .open(&node.log)?;
         let mut cmd = Command::new(&self.binary);
+        if std::mem::take(&mut node.bootstrap) {
+            cmd.arg("--bootstrap");
+        }
         cmd.arg("--config")
             .arg(&node.config)
             .env("RUST_LOG", "info,openraft=warn")
