@@ -388,7 +388,8 @@ impl RegistryApp {
         })
     }
 
-    /// Milliseconds since a leader last reached this node (zero on the leader itself).
+    /// Milliseconds since a leader last reached this node; on the leader, since a quorum last
+    /// acknowledged it (`None` until one has).
     pub fn millis_since_leader_contact(&self) -> Option<u64> {
         let (state, quorum_ack) = {
             let m = self.inner.raft.metrics();
@@ -396,7 +397,9 @@ impl RegistryApp {
             (m.state, m.millis_since_quorum_ack)
         };
         if state == ServerState::Leader {
-            return quorum_ack.or(Some(0));
+            // `None` until a quorum acknowledged this leader: one that took leadership back
+            // from a vote it held before a restart has heard from no one.
+            return quorum_ack;
         }
         let last = *self
             .inner
@@ -865,6 +868,9 @@ impl RegistryApp {
             Some(ms) => Err(format!(
                 "no contact with leader {leader} for {ms} ms: the cluster may have no quorum"
             )),
+            None if leader == m.id => {
+                Err("this node leads, but no quorum has acknowledged it since it started".into())
+            }
             None => Err(format!(
                 "no contact with leader {leader} since this node started"
             )),

@@ -541,6 +541,48 @@ impl ProcCluster {
         .await
     }
 
+    /// Waits until the leader lists node index `i` as a voter with the incarnation that node
+    /// reports itself (so a node whose store was created anew is back in its place), in the
+    /// node's own cluster; answers how long it took.
+    pub async fn wait_voter(&self, i: usize, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = std::time::Instant::now();
+        let id = self.nodes[i].id;
+        let what = format!("node {id} is a voter with the incarnation of its store");
+        crate::wait::until(&what, timeout, || async {
+            let own = self.client_of(i).cluster().await.ok()?;
+            let leader = self
+                .wait_for_leader(Duration::from_millis(500))
+                .await
+                .ok()?;
+            let view = self.client_of(leader).cluster().await.ok()?;
+            let m = view.members.iter().find(|m| m.id == id)?;
+            (m.voter && m.incarnation == own.incarnation && own.cluster_id == view.cluster_id)
+                .then_some(())
+        })
+        .await?;
+        Ok(start.elapsed())
+    }
+
+    /// Waits until node index `i` exits by itself; answers its exit status.
+    pub async fn wait_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.reap_exited(i)? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "node {} still running after {timeout:?}",
+                self.nodes[i].id
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the log of node index `i` holds a line containing `needle`; answers it.
     pub async fn wait_log(
         &self,

@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use registry_api::wire::ClusterOut;
 use registry_tests::history::Reporters;
 use registry_tests::init_test_tracing;
 use registry_tests::observer::Observer;
@@ -21,39 +20,6 @@ fn spec() -> ProcSpec {
         report_interval: Duration::from_secs(1),
         ..ProcSpec::default()
     }
-}
-
-/// The member record of node `id` in `view`, as (voter, incarnation).
-fn member(view: &ClusterOut, id: u64) -> Option<(bool, String)> {
-    view.members
-        .iter()
-        .find(|m| m.id == id)
-        .map(|m| (m.voter, m.incarnation.clone()))
-}
-
-/// Waits until the leader's membership lists node index `i` as a voter with the incarnation
-/// that node reports now (its new store), and a leader leads; answers how long it took.
-async fn wait_voter_again(
-    c: &ProcCluster,
-    i: usize,
-    timeout: Duration,
-) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    let id = c.nodes[i].id;
-    registry_tests::wait::until(
-        "the node that lost its disk is a voter again with its new incarnation",
-        timeout,
-        || async {
-            let own = c.client_of(i).cluster().await.ok()?;
-            let leader = c.wait_for_leader(Duration::from_millis(500)).await.ok()?;
-            let view = c.client_of(leader).cluster().await.ok()?;
-            let (voter, incarnation) = member(&view, id)?;
-            (voter && incarnation == own.incarnation && own.cluster_id == view.cluster_id)
-                .then_some(())
-        },
-    )
-    .await?;
-    Ok(start.elapsed())
 }
 
 /// Every running node holds every acknowledged heartbeat and the same state machine.
@@ -88,7 +54,7 @@ async fn wiped_follower_returns_as_a_new_incarnation() -> anyhow::Result<()> {
         c.kill_node(victim)?;
         c.wipe(victim)?;
         c.start_node(victim)?;
-        let took = wait_voter_again(c, victim, Duration::from_secs(60)).await?;
+        let took = c.wait_voter(victim, Duration::from_secs(60)).await?;
         let after = c.client_of(victim).cluster().await?;
         anyhow::ensure!(
             after.incarnation != before.incarnation,
@@ -193,7 +159,7 @@ async fn disk_loss_while_the_leader_changes_loses_nothing() -> anyhow::Result<()
         // L is back: the group has a quorum again and puts A back in place.
         let restarted = Instant::now();
         c.start_node(l)?;
-        let took = wait_voter_again(c, a, Duration::from_secs(60)).await?;
+        let took = c.wait_voter(a, Duration::from_secs(60)).await?;
         eprintln!(
             "RESULT emptied node voting again {took:?} after the leader's return ({:?} in all)",
             restarted.elapsed()
