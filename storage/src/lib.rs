@@ -37,5 +37,5 @@ pub use log_store::LogStore;
 pub use model::{AdminAction, Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord};
 pub use state::{ServicesState, StateView};
 pub use state_machine::StateMachineStore;
-pub use store::{open_store, restore, RestoreSummary, Store};
+pub use store::{open_store, open_store_with, restore, RestoreSummary, Store, StoreOptions};
 pub use types::{NodeId, RegistryNode, TypeConfig};

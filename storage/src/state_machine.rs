@@ -72,6 +72,8 @@ struct Inner {
     snapshot_seq: AtomicU64,
     /// The last log id the snapshot file covers (durably written).
     snapshot_last: Mutex<Option<LogId>>,
+    /// A damaged snapshot file was moved aside: the next one asked for is built fresh.
+    needs_fresh: std::sync::atomic::AtomicBool,
 }
 
 impl StateMachineStore {
@@ -85,11 +87,13 @@ impl StateMachineStore {
         dir: &std::path::Path,
         identity: StoreIdentity,
         last_purged: Option<LogId>,
+        options: &crate::store::StoreOptions,
     ) -> Result<Self, StoreError> {
         let services = db.open_tree(TREE_SERVICES)?;
         let file = SnapshotFile::new(dir);
         let mut state = sm_disk::load(&services)?;
         let mut snapshot_last = None;
+        let mut needs_fresh = false;
         if let Some(bytes) = file.read()? {
             match snapshot::decode(&bytes) {
                 Ok((info, records)) => {
@@ -100,7 +104,12 @@ impl StateMachineStore {
                         db.flush()?;
                     }
                 }
-                Err(e @ StoreError::Damaged(_)) if state.last_applied >= last_purged => {
+                // The store itself is of this build's format (checked before): a snapshot file
+                // that claims a newer one is damaged too.
+                Err(e @ (StoreError::Damaged(_) | StoreError::NewerFormat { .. }))
+                    if state.last_applied >= last_purged =>
+                {
+                    needs_fresh = true;
                     let moved = file.quarantine()?;
                     tracing::error!(
                         error = %e,
@@ -109,7 +118,7 @@ impl StateMachineStore {
                          built from this node's records, which do not need it"
                     );
                 }
-                Err(e @ StoreError::Damaged(_)) => {
+                Err(e @ (StoreError::Damaged(_) | StoreError::NewerFormat { .. })) => {
                     return Err(StoreError::Corrupt(format!(
                         "{} is damaged ({e}), and this node's state cannot be rebuilt without \
                          it: the records on disk reflect {:?} but the log is purged up to \
@@ -136,9 +145,12 @@ impl StateMachineStore {
                 failed: Mutex::new(None),
                 snapshot_seq: AtomicU64::new(seq),
                 snapshot_last: Mutex::new(snapshot_last),
+                needs_fresh: std::sync::atomic::AtomicBool::new(needs_fresh),
             }),
         };
-        spawn_persister(Arc::downgrade(&store.inner));
+        if let Some(every) = options.persist_interval {
+            spawn_persister(Arc::downgrade(&store.inner), every);
+        }
         Ok(store)
     }
 
@@ -269,7 +281,7 @@ impl StateMachineStore {
             };
             match snapshot::check(&data) {
                 Ok(info) => Ok(Some(Ok((info.header.meta(), data)))),
-                Err(e @ StoreError::Damaged(_)) => {
+                Err(e @ (StoreError::Damaged(_) | StoreError::NewerFormat { .. })) => {
                     let moved = file.quarantine()?;
                     Ok(Some(Err((e, moved))))
                 }
@@ -278,6 +290,10 @@ impl StateMachineStore {
         })
         .await??;
         match read {
+            None if self.inner.needs_fresh.swap(false, Ordering::Relaxed) => {
+                tracing::info!("building a fresh snapshot in place of the damaged one");
+                self.build().await.map(Some)
+            }
             None => Ok(None),
             Some(Ok((meta, data))) => Ok(Some(Snapshot {
                 meta,
@@ -374,11 +390,11 @@ fn persist(inner: &Inner) -> Result<(), StoreError> {
     written
 }
 
-/// Persists `inner` every [`PERSIST_INTERVAL`] until the store is dropped; a failure is
-/// logged and kept for the next apply to report.
-fn spawn_persister(inner: Weak<Inner>) {
+/// Persists `inner` every `every` until the store is dropped; a failure is logged and kept
+/// for the next apply to report.
+fn spawn_persister(inner: Weak<Inner>, every: Duration) {
     let run = move || loop {
-        std::thread::sleep(PERSIST_INTERVAL);
+        std::thread::sleep(every);
         let Some(inner) = inner.upgrade() else { return };
         if let Err(e) = persist(&inner) {
             tracing::error!(error = %e, "writing the state machine to disk failed");

@@ -44,9 +44,30 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
         .open()?)
 }
 
+/// How a store runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How often changed records are written to disk in the background; `None` writes them
+    /// only before a purge and on shutdown (for tests that need the records behind).
+    pub persist_interval: Option<std::time::Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            persist_interval: Some(crate::state_machine::PERSIST_INTERVAL),
+        }
+    }
+}
+
 /// Opens (or creates) the store under `dir` and loads the state machine into memory. A new
 /// store gets a new incarnation; a store of a newer format is refused.
 pub fn open_store(dir: &Path) -> Result<Store, StoreError> {
+    open_store_with(dir, &StoreOptions::default())
+}
+
+/// [`open_store`] with `options`.
+pub fn open_store_with(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
     let db = open_db(dir)?;
     let meta = db.open_tree(TREE_LOG_META)?;
     let fresh = meta.is_empty()
@@ -55,7 +76,7 @@ pub fn open_store(dir: &Path) -> Result<Store, StoreError> {
         && !StateMachineStore::has_snapshot_file(dir);
     let identity = StoreIdentity::open(&db, &meta, dir, fresh)?;
     let last_purged = log_store::read_last_purged(&meta)?;
-    let sm = StateMachineStore::open(&db, dir, identity.clone(), last_purged)?;
+    let sm = StateMachineStore::open(&db, dir, identity.clone(), last_purged, options)?;
     let log = LogStore::open(&db, sm.clone())?;
     Ok(Store { log, sm, identity })
 }

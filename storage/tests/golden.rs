@@ -1,0 +1,249 @@
+//! Golden files of storage format version 1, made by the code that introduced it
+//! (`tests/fixtures/v1/`): a small store (the sled directory and its snapshot file), a backup,
+//! and stored values. Every run decodes them, so a change that cannot read data written in
+//! format 1 fails the suite. They are never rewritten for format 1; a new format version
+//! adds a directory of its own beside them, made with
+//! `REGISTRY_WRITE_FIXTURES=1 cargo test -p registry-storage --test golden -- --ignored`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context};
+use chrono::DateTime;
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder};
+use registry_storage::codec::{decode, encode};
+use registry_storage::types::{Entry, LogId, Vote};
+use registry_storage::{
+    open_store_with, AdminAction, ClusterId, Command, Heartbeat, Incarnation, RegistryNode,
+    ServiceKey, ServiceRecord, ServicesState, StoreOptions,
+};
+
+/// The cluster of the fixture store.
+const CLUSTER: ClusterId = ClusterId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+/// Entries the fixture store applied; it holds [`LOGGED`] more, not applied.
+const APPLIED: u64 = 40;
+const LOGGED: u64 = 5;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+/// Entry `i` of the fixture log: the membership first, then heartbeats of four services,
+/// an admin change every seventh, a tick every ninth.
+fn entry(i: u64) -> Entry {
+    let at = DateTime::from_timestamp(1_800_000_000 + i as i64, 0).unwrap_or_default();
+    let payload = match i {
+        1 => EntryPayload::Membership(Membership::new(
+            vec![BTreeSet::from([1, 2, 3])],
+            (1..=3)
+                .map(|n| {
+                    (
+                        n,
+                        RegistryNode::new(format!("127.0.0.1:2100{n}"), Incarnation(n)),
+                    )
+                })
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )),
+        i if i % 7 == 0 => EntryPayload::Normal(Command::Admin {
+            at,
+            key: ServiceKey::new("host-2", "cinder-volume"),
+            action: AdminAction::Disable {
+                reason: Some(format!("maintenance {i}")),
+            },
+        }),
+        i if i % 9 == 0 => EntryPayload::Normal(Command::Tick { at }),
+        i => EntryPayload::Normal(Command::Heartbeats {
+            at,
+            beats: vec![
+                Heartbeat::new(format!("host-{}", i % 4), "cinder-volume"),
+                Heartbeat {
+                    availability_zone: Some("az-1".into()),
+                    ..Heartbeat::new("node1@lvm", "cinder-backup")
+                },
+            ]
+            .into(),
+        }),
+    };
+    Entry {
+        log_id: log_id(1 + i / 20, i),
+        payload,
+    }
+}
+
+fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    range.map(entry).collect()
+}
+
+fn expected_state() -> ServicesState {
+    let mut s = ServicesState::default();
+    for e in entries(1..=APPLIED) {
+        s.apply_entry(&e, &mut Vec::new());
+    }
+    s
+}
+
+fn vote() -> Vote {
+    Vote::new_committed(2, 1)
+}
+
+/// A record with every field set, for the value fixtures.
+fn record() -> anyhow::Result<ServiceRecord> {
+    expected_state()
+        .get(&ServiceKey::new("host-2", "cinder-volume"))
+        .cloned()
+        .context("host-2 is in the fixture state")
+}
+
+fn quiet() -> StoreOptions {
+    StoreOptions {
+        persist_interval: None,
+    }
+}
+
+/// Writes the fixtures (only with `REGISTRY_WRITE_FIXTURES` set, and only into an empty
+/// directory: format 1's files are never rewritten).
+#[tokio::test]
+#[ignore = "writes the golden files; run once per new format version"]
+async fn write_fixtures() -> anyhow::Result<()> {
+    if std::env::var_os("REGISTRY_WRITE_FIXTURES").is_none() {
+        return Ok(());
+    }
+    let dir = fixtures();
+    ensure!(
+        !dir.exists(),
+        "{} exists: the fixtures of a format are never rewritten",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir)?;
+    let store = open_store_with(&dir.join("store"), &quiet())?;
+    store.identity.adopt(CLUSTER).await?;
+    let (mut log, mut sm) = (store.log, store.sm);
+    log.save_vote(&vote()).await?;
+    log.blocking_append(entries(1..=APPLIED + LOGGED)).await?;
+    log.save_committed(Some(log_id(1 + APPLIED / 20, APPLIED)))
+        .await?;
+    sm.apply(entries(1..=APPLIED)).await?;
+    sm.get_snapshot_builder().await.build_snapshot().await?;
+    let (backup, _) = sm.backup().await?;
+    std::fs::write(dir.join("backup.snap"), backup)?;
+    log.flush().await?;
+    std::fs::write(
+        dir.join("store.incarnation"),
+        store.identity.incarnation().to_string(),
+    )?;
+    std::fs::write(dir.join("record.bin"), encode(&record()?)?)?;
+    std::fs::write(dir.join("entry.bin"), encode(&entry(8))?)?;
+    Ok(())
+}
+
+/// The fixture store opens with its identity, vote, committed index, log and records.
+#[tokio::test]
+async fn the_format_1_store_reads_back() -> anyhow::Result<()> {
+    let tmp = tempfile::TempDir::new()?;
+    let copy = tmp.path().join("store");
+    copy_dir(&fixtures().join("store"), &copy)?;
+    let store = open_store_with(&copy, &quiet())?;
+    let incarnation: Incarnation = std::fs::read_to_string(fixtures().join("store.incarnation"))?
+        .trim()
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        store.identity.incarnation() == incarnation,
+        "the store's incarnation"
+    );
+    ensure!(
+        store.identity.cluster_id() == Some(CLUSTER),
+        "the store's cluster"
+    );
+    let (mut log, mut sm) = (store.log, store.sm);
+    ensure!(log.read_vote().await? == Some(vote()), "the vote");
+    ensure!(
+        log.read_committed().await? == Some(log_id(1 + APPLIED / 20, APPLIED)),
+        "the committed log id"
+    );
+    let state = log.get_log_state().await?;
+    ensure!(
+        state.last_log_id == Some(entry(APPLIED + LOGGED).log_id),
+        "the last log id: {:?}",
+        state.last_log_id
+    );
+    let logged = log.try_get_log_entries(1..=APPLIED + LOGGED).await?;
+    ensure!(logged == entries(1..=APPLIED + LOGGED), "every log entry");
+    let (applied, membership) = sm.applied_state().await?;
+    ensure!(applied == Some(entry(APPLIED).log_id), "the applied log id");
+    ensure!(
+        membership.membership().get_node(&2)
+            == Some(&RegistryNode::new("127.0.0.1:21002", Incarnation(2))),
+        "the membership, with incarnations"
+    );
+    ensure!(
+        sm.view().read(ServicesState::clone) == expected_state(),
+        "every record, the clock and the id counter"
+    );
+    let snapshot = sm
+        .get_current_snapshot()
+        .await?
+        .context("the fixture's snapshot file")?;
+    ensure!(
+        snapshot.meta.last_log_id == applied,
+        "the snapshot's log id"
+    );
+    Ok(())
+}
+
+/// The fixture backup checks and decodes to the fixture state.
+#[test]
+fn the_format_1_backup_reads_back() -> anyhow::Result<()> {
+    let bytes = std::fs::read(fixtures().join("backup.snap"))?;
+    let (info, records) = registry_storage::snapshot::decode(&bytes)?;
+    ensure!(info.format_version == 1);
+    ensure!(info.header.cluster_id == Some(CLUSTER));
+    ensure!(info.header.last_log_id == Some(entry(APPLIED).log_id));
+    let state = registry_storage::snapshot::into_state(info.header, records);
+    ensure!(
+        state == expected_state(),
+        "the backup holds the fixture state"
+    );
+    Ok(())
+}
+
+/// The fixture values decode to what was encoded, and today's encoding of the same values is
+/// byte for byte the same (a change of encoding needs a new format version).
+#[test]
+fn the_format_1_values_read_back() -> anyhow::Result<()> {
+    let record_bytes = std::fs::read(fixtures().join("record.bin"))?;
+    ensure!(
+        decode::<ServiceRecord>(&record_bytes)? == record()?,
+        "the record"
+    );
+    ensure!(
+        encode(&record()?)? == record_bytes,
+        "the record's encoding is unchanged"
+    );
+    let entry_bytes = std::fs::read(fixtures().join("entry.bin"))?;
+    ensure!(decode::<Entry>(&entry_bytes)? == entry(8), "the entry");
+    ensure!(
+        encode(&entry(8))? == entry_bytes,
+        "the entry's encoding is unchanged"
+    );
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}
