@@ -15,6 +15,23 @@ pub enum StoreError {
     /// The state machine could not be written to disk (by the background persist).
     #[error("persisting the state machine: {0}")]
     Persist(String),
+    /// The disk holding the data directory has no room for the node to start: it cannot
+    /// hold the reserve that keeps room for opening the store (see `reserve.rs`). Nothing in
+    /// the store was changed; the node starts once that much space is free.
+    #[error(
+        "the disk holding {} is full: the node needs {} KiB free there to open its store, \
+         which is left as it was; free some space and start it again ({error})",
+        dir.display(),
+        needed / 1024
+    )]
+    DiskFull {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// Bytes that must be free.
+        needed: u64,
+        /// What the filesystem said.
+        error: std::io::Error,
+    },
     /// A file of the store (the snapshot file) could not be read or written.
     #[error("i/o: {0}")]
     Io(String),

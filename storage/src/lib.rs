@@ -17,6 +17,7 @@ pub mod codec;
 pub mod error;
 pub mod log_store;
 pub mod model;
+pub mod reserve;
 mod sm_disk;
 pub mod snapshot;
 mod snapshot_file;

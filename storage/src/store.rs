@@ -1,10 +1,12 @@
-//! Opening a node's storage: one sled database (one tree per concern) and the snapshot file
-//! beside it.
+//! Opening a node's storage: one sled database (one tree per concern), the snapshot file and
+//! the disk reserve beside it.
 
+use std::fs;
 use std::path::Path;
 
 use crate::error::StoreError;
 use crate::log_store::LogStore;
+use crate::reserve::Reserve;
 use crate::state_machine::StateMachineStore;
 
 /// Tree of log entries, keyed by big-endian index so sled's order is the log's order.
@@ -21,11 +23,21 @@ pub(crate) const TREE_SERVICES: &str = "services";
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Opens (or creates) the database under `dir` and loads the state machine into memory.
+///
+/// sled opens only with room on the disk for what it writes while opening (see
+/// [`reserve`](crate::reserve)): a disk too full for that refuses the start with
+/// [`StoreError::DiskFull`] and the store is left as it was.
 pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
+    let reserve = Reserve::new(dir);
+    reserve.claim()?;
+    reserve.release()?;
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(CACHE_BYTES)
         .open()?;
+    reserve.claim()?;
     let sm = StateMachineStore::open(&db, dir)?;
     let log = LogStore::open(&db, sm.clone())?;
     Ok((log, sm))

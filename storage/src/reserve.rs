@@ -1,0 +1,179 @@
+//! Room kept on the node's disk so that sled never opens a database on a full disk: a file of
+//! [`RESERVE_BYTES`] in the data directory.
+//!
+//! Why: sled 0.34 writes a snapshot of its page table every time it opens a database that
+//! changed, to `snap.<lsn>.generating`, renamed to `snap.<lsn>` once whole. When that write
+//! fails (a full disk) the partial file stays behind, and the next open takes it for the
+//! newest snapshot and refuses the whole database as corrupt. A node stopped by ENOSPC and
+//! restarted on the still-full disk therefore tore its own store on that restart.
+//!
+//! How: [`open_store`](crate::open_store) claims the reserve before it touches sled (writing it
+//! when it is missing or short); a disk that cannot hold it refuses the start with
+//! [`StoreError::DiskFull`], sled untouched. The reserve is then released just before sled
+//! opens, so that whatever sled writes while opening (its snapshot: 200 KiB at 100,000
+//! services) fits, and claimed again once sled is open. The room is held while the node runs:
+//! when the disk fills, the node stops on its fatal storage error with the reserve still in
+//! place (stopping writes nothing: sled refuses all I/O after its first I/O error), so its
+//! next start has that room for sled's open, then fails to claim the reserve again and stops
+//! saying the disk is full, its store as it was. Every later start on that disk is refused
+//! before sled opens, until space is freed.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::StoreError;
+
+/// Size of the reserve: room for sled's writes while opening (its snapshot and the zeroed tail
+/// of its last log segment, 512 KiB at most) with a wide margin.
+pub const RESERVE_BYTES: u64 = 4 * 1024 * 1024;
+/// The reserve's file name in the node's data directory.
+const FILE_NAME: &str = "disk-reserve";
+/// Bytes written per `write` call while claiming.
+const CHUNK: usize = 64 * 1024;
+
+/// The reserve file of one data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Reserve {
+    /// The data directory (named in errors).
+    dir: PathBuf,
+    /// The reserve file in it.
+    path: PathBuf,
+}
+
+impl Reserve {
+    /// The reserve of the data directory `dir`.
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            path: dir.join(FILE_NAME),
+        }
+    }
+
+    /// Makes sure the reserve holds its [`RESERVE_BYTES`] on disk: writes it (and syncs it)
+    /// unless the file already has that size. When the disk cannot hold it, what was written
+    /// is removed again (a refused start holds no space) and the error is
+    /// [`StoreError::DiskFull`].
+    pub(crate) fn claim(&self) -> Result<(), StoreError> {
+        match fs::metadata(&self.path) {
+            Ok(m) if m.len() == RESERVE_BYTES => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.error("stat", e)),
+        }
+        self.write().map_err(|e| {
+            if let Err(rm) = fs::remove_file(&self.path) {
+                if rm.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(error = %rm, path = %self.path.display(), "removing a partly written disk reserve failed");
+                }
+            }
+            self.error("write", e)
+        })
+    }
+
+    /// Frees the reserve's room for the writes that follow (sled's open).
+    pub(crate) fn release(&self) -> Result<(), StoreError> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("remove", e)),
+        }
+    }
+
+    /// Writes the whole file. Its bytes are pseudo-random, so that no filesystem stores it as
+    /// a hole (zeros) or compresses it to less than its size.
+    fn write(&self) -> io::Result<()> {
+        let mut f = File::create(&self.path)?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut left = RESERVE_BYTES;
+        while left > 0 {
+            for word in buf.chunks_exact_mut(8) {
+                // xorshift64
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                word.copy_from_slice(&x.to_le_bytes());
+            }
+            let n = left.min(CHUNK as u64) as usize;
+            f.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()
+    }
+
+    /// `e`, from doing `what` to the reserve, as the store's error.
+    fn error(&self, what: &str, e: io::Error) -> StoreError {
+        if is_disk_full(&e) {
+            StoreError::DiskFull {
+                dir: self.dir.clone(),
+                needed: RESERVE_BYTES,
+                error: e,
+            }
+        } else {
+            StoreError::Io(format!("{what} {}: {e}", self.path.display()))
+        }
+    }
+}
+
+/// Whether `e` says the disk (or the user's quota on it) is full.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(e: io::Error) -> StoreError {
+        StoreError::Io(e.to_string())
+    }
+
+    #[test]
+    fn a_claim_writes_the_whole_reserve_once_and_a_release_frees_it() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(io)?;
+        let reserve = Reserve::new(dir.path());
+        let path = dir.path().join(FILE_NAME);
+        reserve.claim()?;
+        let meta = fs::metadata(&path).map_err(io)?;
+        assert_eq!(meta.len(), RESERVE_BYTES, "the reserve has its size");
+        let bytes = fs::read(&path).map_err(io)?;
+        assert!(
+            bytes.iter().filter(|b| **b == 0).count() < bytes.len() / 100,
+            "the reserve is not zeros (which a filesystem may store as a hole)"
+        );
+        let modified = meta.modified().map_err(io)?;
+        reserve.claim()?;
+        assert_eq!(
+            fs::metadata(&path).map_err(io)?.modified().map_err(io)?,
+            modified,
+            "a whole reserve is not written again"
+        );
+        reserve.release()?;
+        assert!(!path.exists(), "released");
+        reserve.release()?;
+
+        // A reserve cut short (a kill while it was written) is written whole again.
+        fs::write(&path, b"short").map_err(io)?;
+        reserve.claim()?;
+        assert_eq!(fs::metadata(&path).map_err(io)?.len(), RESERVE_BYTES);
+        Ok(())
+    }
+
+    #[test]
+    fn only_a_full_disk_or_quota_is_disk_full() {
+        assert!(is_disk_full(&io::Error::from_raw_os_error(28))); // ENOSPC
+        assert!(is_disk_full(&io::ErrorKind::QuotaExceeded.into()));
+        assert!(!is_disk_full(&io::Error::other("an I/O error")));
+        let e = Reserve::new(Path::new("/data")).error("write", io::Error::from_raw_os_error(28));
+        let text = e.to_string();
+        assert!(matches!(e, StoreError::DiskFull { .. }), "{e:?}");
+        assert!(
+            text.contains("/data") && text.contains("No space left on device"),
+            "the message says which disk is full and why: {text}"
+        );
+    }
+}
