@@ -44,13 +44,16 @@ impl SnapshotFile {
     pub(crate) fn write(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
         let meta = encode(meta)?;
         let tmp = self.dir.join(TMP_NAME);
-        let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        let len = |n: usize| (n as u64).to_le_bytes();
-        for part in [&MAGIC[..], &len(meta.len()), &meta, &len(data.len()), data] {
-            f.write_all(part).map_err(io_err("write", &tmp))?;
+        let written = write_synced(&tmp, &meta, data);
+        if written.is_err() {
+            // A snapshot cut short by a full disk would go on holding tens of megabytes.
+            if let Err(e) = fs::remove_file(&tmp) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, path = %tmp.display(), "removing an unfinished snapshot file failed");
+                }
+            }
         }
-        f.sync_all().map_err(io_err("sync", &tmp))?;
-        drop(f);
+        written?;
         let path = self.dir.join(FILE_NAME);
         fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
         File::open(&self.dir)
@@ -91,6 +94,16 @@ impl SnapshotFile {
         f.read_exact(&mut data).map_err(|_| corrupt("truncated"))?;
         Ok(Some((decode(&meta)?, data)))
     }
+}
+
+/// Writes a snapshot file at `path` and syncs it.
+fn write_synced(path: &Path, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
+    let mut f = File::create(path).map_err(io_err("create", path))?;
+    let len = |n: usize| (n as u64).to_le_bytes();
+    for part in [&MAGIC[..], &len(meta.len()), meta, &len(data.len()), data] {
+        f.write_all(part).map_err(io_err("write", path))?;
+    }
+    f.sync_all().map_err(io_err("sync", path))
 }
 
 /// Wraps an I/O error with what was done to which file.
