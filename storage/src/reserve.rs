@@ -14,9 +14,11 @@
 //! services) fits, and claimed again once sled is open. The room is held while the node runs:
 //! when the disk fills, the node stops on its fatal storage error with the reserve still in
 //! place (stopping writes nothing: sled refuses all I/O after its first I/O error), so its
-//! next start has that room for sled's open, then fails to claim the reserve again and stops
-//! saying the disk is full, its store as it was. Every later start on that disk is refused
-//! before sled opens, until space is freed.
+//! next start has that room for sled's open. That start then claims the reserve again: when
+//! it cannot, it stops saying the disk is full, its store as it was, and every later start on
+//! that disk is refused before sled opens, until space is freed. (ENOSPC means that one write
+//! did not fit: a disk can still have a little room beside the reserve, and a start on it
+//! runs until its first write that does not fit, then stops on the same fatal error.)
 
 use std::fs::{self, File};
 use std::io::{self, Write};
