@@ -14,6 +14,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod disk;
 pub mod error;
 pub mod log_store;
 pub mod model;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{RaftSnapshotBuilder, StorageIOError};
 
+use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
 use crate::sm_disk;
@@ -44,7 +45,7 @@ pub struct StateMachineStore {
 #[derive(Debug)]
 struct Inner {
     /// The database, flushed as a whole.
-    db: sled::Db,
+    disk: Disk,
     /// Records and the state machine's metadata (see [`sm_disk`]).
     services: sled::Tree,
     /// The current snapshot (a file beside the database).
@@ -69,8 +70,8 @@ impl StateMachineStore {
     /// Loads the state machine from `db`: the records on disk, or the stored snapshot when
     /// it is newer than them (a crash before they were persisted), which then replaces
     /// them on disk. Starts the background persist thread.
-    pub(crate) fn open(db: &sled::Db, dir: &std::path::Path) -> Result<Self, StoreError> {
-        let services = db.open_tree(TREE_SERVICES)?;
+    pub(crate) fn open(disk: &Disk, dir: &std::path::Path) -> Result<Self, StoreError> {
+        let services = disk.db().open_tree(TREE_SERVICES)?;
         let snapshot = SnapshotFile::new(dir);
         let mut state = sm_disk::load(&services)?;
         let mut snapshot_last = None;
@@ -78,14 +79,15 @@ impl StateMachineStore {
             snapshot_last = meta.last_log_id;
             if meta.last_log_id > state.last_applied {
                 state = decode_state(&meta, &data)?;
-                services.apply_batch(sm_disk::replace_batch(&services, &state)?)?;
-                db.flush()?;
+                let replace = sm_disk::replace_batch(&services, &state)?;
+                disk.write(|| services.apply_batch(replace))?;
+                disk.flush_blocking()?;
             }
         }
         let seq = chrono::Utc::now().timestamp_millis().unsigned_abs();
         let store = Self {
             inner: Arc::new(Inner {
-                db: db.clone(),
+                disk: disk.clone(),
                 services,
                 snapshot,
                 view: StateView::new(state),
@@ -179,14 +181,14 @@ impl StateMachineStore {
             inner.snapshot.write(&meta, &data)?;
             *lock(&inner.snapshot_last) = meta.last_log_id;
             let replace = sm_disk::replace_batch(&inner.services, &state)?;
-            inner.services.apply_batch(replace)?;
+            inner.disk.write(|| inner.services.apply_batch(replace))?;
             inner.view.install(state);
             lock(&inner.dirty).clear();
             Ok::<(), StoreError>(())
         })
         .await
         .map_err(|e| StoreError::Task(format!("installing the snapshot: {e}")))??;
-        self.inner.db.flush_async().await?;
+        self.inner.disk.flush().await?;
         Ok(())
     }
 
@@ -263,7 +265,7 @@ fn persist(inner: &Inner) -> Result<(), StoreError> {
     });
     let mut batch = sled::Batch::default();
     let written = sm_disk::add_to_batch(&mut batch, &meta, records.iter().map(|r| &**r))
-        .and_then(|()| Ok(inner.services.apply_batch(batch)?));
+        .and_then(|()| inner.disk.write(|| inner.services.apply_batch(batch)));
     if written.is_err() {
         // Due again: the next persist writes them (with whatever changed since).
         lock(&inner.dirty).extend(keys);

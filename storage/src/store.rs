@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 
+use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::log_store::LogStore;
 use crate::reserve::Reserve;
@@ -34,13 +35,15 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreErro
     reserve.claim()?;
     remove_unfinished_sled_snapshots(dir)?;
     reserve.release()?;
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(CACHE_BYTES)
-        .open()?;
+    let disk = Disk::new(
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()?,
+    );
     reserve.claim()?;
-    let sm = StateMachineStore::open(&db, dir)?;
-    let log = LogStore::open(&db, sm.clone())?;
+    let sm = StateMachineStore::open(&disk, dir)?;
+    let log = LogStore::open(&disk, sm.clone())?;
     Ok((log, sm))
 }
 
