@@ -16,8 +16,8 @@ pub enum StoreError {
     #[error("persisting the state machine: {0}")]
     Persist(String),
     /// The disk holding the data directory has no room for the node to start: it cannot
-    /// hold the reserve that keeps room for opening the store (see `reserve.rs`). Nothing in
-    /// the store was changed; the node starts once that much space is free.
+    /// hold the reserve that keeps room for opening the store (see [`crate::headroom`]).
+    /// Nothing in the store was changed; the node starts once that much space is free.
     #[error(
         "the disk holding {} is full: the node needs {} KiB free there to open its store, \
          which is left as it was; free some space and start it again ({error})",
@@ -31,6 +31,23 @@ pub enum StoreError {
         needed: u64,
         /// What the filesystem said.
         error: std::io::Error,
+    },
+    /// The disk holding the data directory has too little free space for the node to start
+    /// (see [`crate::headroom`]): the start was refused before the database was opened.
+    #[error(
+        "the disk holding {} is full: {} KiB free, and the node needs {} KiB free there beside \
+         its reserve to start; its store is left as it was: free some space and start it again",
+        dir.display(),
+        free / 1024,
+        needed / 1024
+    )]
+    LowDiskSpace {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// Bytes free there.
+        free: u64,
+        /// Bytes that had to be free.
+        needed: u64,
     },
     /// A file of the store (the snapshot file) could not be read or written.
     #[error("i/o: {0}")]

@@ -1,13 +1,13 @@
 //! Opening a node's storage: one sled database (one tree per concern), the snapshot file and
-//! the disk reserve beside it.
+//! the disk reserve beside it (see [`headroom`](crate::headroom)).
 
 use std::fs;
 use std::path::Path;
 
 use crate::disk::Disk;
 use crate::error::StoreError;
+use crate::headroom::Headroom;
 use crate::log_store::LogStore;
-use crate::reserve::Reserve;
 use crate::state_machine::StateMachineStore;
 
 /// Tree of log entries, keyed by big-endian index so sled's order is the log's order.
@@ -25,30 +25,32 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Opens (or creates) the database under `dir` and loads the state machine into memory.
 ///
-/// sled opens only with room on the disk for what it writes while opening (see
-/// [`reserve`](crate::reserve)): a disk too full for that refuses the start with
-/// [`StoreError::DiskFull`] and the store is left as it was.
+/// A disk without the room the store keeps (see [`headroom`](crate::headroom)) refuses the
+/// start with [`StoreError::DiskFull`] or [`StoreError::LowDiskSpace`] before sled is opened,
+/// and the store is left as it was.
 pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     fs::create_dir_all(dir)
         .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
-    let reserve = Reserve::new(dir);
-    reserve.claim()?;
+    let headroom = Headroom::new(dir);
+    headroom.claim()?;
+    headroom.check_start()?;
     remove_unfinished_sled_snapshots(dir)?;
-    reserve.release()?;
+    // Whatever sled writes while it opens fits in the reserve's room.
+    headroom.release()?;
     let disk = Disk::new(
         sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
             .open()?,
     );
-    reserve.claim()?;
+    headroom.claim()?;
     let sm = StateMachineStore::open(&disk, dir)?;
     let log = LogStore::open(&disk, sm.clone())?;
     Ok((log, sm))
 }
 
 /// Removes the snapshot files sled was still writing when one of its opens stopped short (a
-/// kill, or a full disk before the disk reserve): `snap.<lsn>.generating`.
+/// kill, or a full disk before the disk reserve was kept): `snap.<lsn>.generating`.
 ///
 /// sled 0.34 writes such a file, syncs it and renames it to `snap.<lsn>`, and only then
 /// removes older snapshots; but when it opens it takes every `snap.*` file (skipping only
