@@ -17,15 +17,18 @@ use std::time::{Duration, Instant};
 
 use registry_api::client::RegistryClient;
 use registry_api::wire::HeartbeatIn;
+use registry_storage::headroom::{RESERVE_BYTES, START_FREE_BYTES};
 use registry_tests::history::{Event, History, Outcome, Reporters};
 use registry_tests::init_test_tracing;
 use registry_tests::procs::{converged_digests, converged_lists, ProcCluster, ProcSpec};
 use tempfile::TempDir;
 
-/// Size of the small disk: room for the node's disk reserve
-/// ([`RESERVE_BYTES`](registry_storage::reserve::RESERVE_BYTES), 4 MiB), its start-up and the
-/// first heartbeats, full after a few MiB of bulk writes.
-const SMALL_DISK: &str = "8m";
+/// Size of the small disk (as `mount` takes it): room for the node's disk reserve and the free
+/// space it needs to start (8 MiB), and 4 MiB for its start-up and the first heartbeats, full
+/// after a few MiB of bulk writes.
+fn small_disk() -> String {
+    format!("{}k", (RESERVE_BYTES + START_FREE_BYTES) / 1024 + 4 * 1024)
+}
 /// Size it is grown to before the node is restarted.
 const ENLARGED_DISK: &str = "512m";
 
@@ -177,6 +180,14 @@ async fn fill_until(
     }
 }
 
+/// Whether a node's log says its disk is full: the filesystem's ENOSPC, or the store's refusal
+/// to start without the room it needs.
+fn says_disk_full(log: &str) -> bool {
+    log.contains("No space left on device")
+        || log.contains("os error 28")
+        || log.contains("is full")
+}
+
 /// Waits until node index `i` exits by itself; its exit status.
 async fn exit_within(
     c: &mut ProcCluster,
@@ -226,7 +237,7 @@ async fn serving_within(c: &mut ProcCluster, i: usize, timeout: Duration) -> any
 async fn disk_full(on_leader: bool) -> anyhow::Result<()> {
     init_test_tracing();
     // Declared before the cluster so that it is unmounted after every node is killed.
-    let disk = Tmpfs::mount(SMALL_DISK)?;
+    let disk = Tmpfs::mount(&small_disk())?;
     let mut c = ProcCluster::start(spec(disk.path().join("node1-data")))?;
     with_logs(&mut c, async |c| {
         let full = 0;
@@ -326,7 +337,7 @@ async fn disk_full(on_leader: bool) -> anyhow::Result<()> {
             "restarted on a full disk, the node exited with {status}"
         );
         anyhow::ensure!(
-            again.contains("No space left on device") || again.contains("os error 28"),
+            says_disk_full(again),
             "restarted on a full disk, its log does not say the disk is full"
         );
 
