@@ -15,9 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::{CommittedLeaderId, EntryPayload};
 use registry_api::client::RegistryClient;
 use registry_api::wire::HeartbeatIn;
 use registry_storage::headroom::{RESERVE_BYTES, START_FREE_BYTES};
+use registry_storage::types::{Entry, LogId, Vote};
+use registry_storage::{open_store, Command as RaftCommand, Heartbeat};
 use registry_tests::history::{Event, History, Outcome, Reporters};
 use registry_tests::init_test_tracing;
 use registry_tests::procs::{converged_digests, converged_lists, ProcCluster, ProcSpec};
@@ -398,4 +402,76 @@ async fn full_disk_on_the_leader_stops_it_and_loses_nothing() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_disk_on_a_follower_stops_it_and_the_rest_carry_on() -> anyhow::Result<()> {
     disk_full(false).await
+}
+
+/// A store whose disk fills during the write of a large entry (sled writes a value above
+/// 128 KiB to a blob file of its own): that append fails, and so does every later write and
+/// flush, at once; and the store can be dropped. Nothing waits: sled 0.34, left to itself,
+/// waits forever in every flush after a failed blob write, the one it runs when closed
+/// included (a node hung that way instead of exiting on its fatal error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_disk_fills_fails_fast_and_closes() -> anyhow::Result<()> {
+    init_test_tracing();
+    let disk = Tmpfs::mount(&small_disk())?;
+    let (mut log, sm) = open_store(&disk.path().join("store"))?;
+    let limit = Duration::from_secs(10);
+    let pad = "x".repeat(250);
+    let entry = |index: u64| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(RaftCommand::Heartbeats {
+            at: chrono::Utc::now(),
+            beats: (0..1000)
+                .map(|i| Heartbeat::new(format!("{index}-{i}-{pad}"), "cinder-volume"))
+                .collect::<Vec<_>>()
+                .into(),
+        }),
+    };
+    let mut index = 0;
+    let failure = loop {
+        index += 1;
+        anyhow::ensure!(
+            index < 200,
+            "{index} entries of 260 KiB fitted on a disk of {}",
+            small_disk()
+        );
+        match tokio::time::timeout(limit, log.blocking_append([entry(index)])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break e,
+            Err(_) => anyhow::bail!("append {index} neither succeeded nor failed within {limit:?}"),
+        }
+    };
+    eprintln!(
+        "RESULT append {index} failed ({} used): {failure}",
+        disk.used()
+    );
+    anyhow::ensure!(
+        failure.to_string().contains("No space left on device"),
+        "the append failed for another reason than a full disk: {failure}"
+    );
+    let later = tokio::time::timeout(limit, log.blocking_append([entry(index)])).await;
+    anyhow::ensure!(
+        matches!(later, Ok(Err(_))),
+        "an append after the failure did not fail at once: {later:?}"
+    );
+    let vote = tokio::time::timeout(limit, log.save_vote(&Vote::new(2, 1))).await;
+    anyhow::ensure!(
+        matches!(vote, Ok(Err(_))),
+        "saving a vote after the failure did not fail at once: {vote:?}"
+    );
+    let flush = tokio::time::timeout(limit, log.flush()).await;
+    anyhow::ensure!(
+        matches!(flush, Ok(Err(_))),
+        "a flush after the failure did not fail at once: {flush:?}"
+    );
+    let (closed, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(log);
+        drop(sm);
+        let _ = closed.send(());
+    });
+    anyhow::ensure!(
+        wait.recv_timeout(limit).is_ok(),
+        "dropping the store after the failure did not return within {limit:?}"
+    );
+    Ok(())
 }
