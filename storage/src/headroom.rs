@@ -11,7 +11,7 @@
 //! touches sled (writing it when it is missing or short: a disk that cannot hold it refuses the
 //! start with [`StoreError::DiskFull`]), and refuses the start with
 //! [`StoreError::LowDiskSpace`] unless [`START_FREE_BYTES`] more are free
-//! ([`Headroom::check_start`]): a node is not started on a disk that is still full only to
+//! (checked before sled is touched): a node is not started on a disk that is still full only to
 //! stop again at its first write. Then it releases the reserve just before sled opens, so that
 //! whatever sled writes while it opens fits, and claims it again once sled is open. The room is
 //! held while the node runs: when the disk fills, the node stops on its fatal storage error
