@@ -21,6 +21,43 @@ pub enum StoreError {
     /// later apply fails with it.
     #[error("persisting the state machine: {0}")]
     Persist(#[source] Arc<StoreError>),
+    /// The disk holding the data directory has no room for the node to start: it cannot
+    /// hold the reserve that keeps room for opening the store (see [`crate::headroom`]).
+    /// Nothing in the store was changed; the node starts once that much space is free.
+    #[error(
+        "the disk holding {} is full: the node needs {} KiB free there to open its store, \
+         which is left as it was; free some space and start it again ({error})",
+        dir.display(),
+        needed / 1024
+    )]
+    DiskFull {
+        /// The data directory.
+        dir: PathBuf,
+        /// Bytes that must be free.
+        needed: u64,
+        /// What the filesystem said.
+        error: std::io::Error,
+    },
+    /// The disk holding the data directory has too little free space for the node to start
+    /// (see [`crate::headroom`]): the start was refused before the database was opened.
+    #[error(
+        "the disk holding {} is full: {} KiB free, and the node needs {} KiB free there beside \
+         its reserve to start; its store is left as it was: free some space and start it again",
+        dir.display(),
+        free / 1024,
+        needed / 1024
+    )]
+    LowDiskSpace {
+        /// The data directory.
+        dir: PathBuf,
+        /// Bytes free there.
+        free: u64,
+        /// Bytes that had to be free.
+        needed: u64,
+    },
+    /// A thread of the store could not be started.
+    #[error("starting a thread: {0}")]
+    Spawn(#[source] std::io::Error),
     /// A file of the store (the snapshot file) could not be read or written.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -87,6 +124,7 @@ impl StoreError {
             StoreError::Io { source, .. } => source.raw_os_error() == Some(ENOSPC),
             StoreError::Sled(sled::Error::Io(e)) => e.raw_os_error() == Some(ENOSPC),
             StoreError::Persist(inner) => inner.is_no_space(),
+            StoreError::DiskFull { .. } | StoreError::LowDiskSpace { .. } => true,
             _ => false,
         }
     }

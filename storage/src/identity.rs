@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{check_version, decode, encode, FORMAT_VERSION};
+use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::state::lock;
 use crate::types::LogId;
@@ -144,7 +145,7 @@ pub struct StoreIdentity {
 
 #[derive(Debug)]
 struct Inner {
-    db: sled::Db,
+    disk: Disk,
     meta: sled::Tree,
     incarnation: Incarnation,
     cluster_id: Mutex<Option<ClusterId>>,
@@ -156,7 +157,7 @@ impl StoreIdentity {
     /// when the store is brand new (`fresh`: no data in any tree, no snapshot file). A store of
     /// a newer format, or one with data but no format, is refused.
     pub(crate) fn open(
-        db: &sled::Db,
+        disk: &Disk,
         meta: &sled::Tree,
         dir: &Path,
         fresh: bool,
@@ -169,8 +170,8 @@ impl StoreIdentity {
                 let mut batch = sled::Batch::default();
                 batch.insert(KEY_FORMAT, encode(&FORMAT_VERSION)?);
                 batch.insert(KEY_INCARNATION, encode(&incarnation)?);
-                meta.apply_batch(batch)?;
-                db.flush()?;
+                disk.write(|| meta.apply_batch(batch))?;
+                disk.flush_blocking()?;
                 tracing::info!(%incarnation, dir = %dir.display(), "created a new store");
                 incarnation
             }
@@ -189,7 +190,7 @@ impl StoreIdentity {
             .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                db: db.clone(),
+                disk: disk.clone(),
                 meta: meta.clone(),
                 incarnation,
                 cluster_id: Mutex::new(cluster_id),
@@ -222,11 +223,12 @@ impl StoreIdentity {
             None => {}
         }
         // Compare-and-swap: of two adoptions that race, exactly one writes its id.
-        let swapped = self.inner.meta.compare_and_swap(
-            KEY_CLUSTER_ID,
-            None as Option<&[u8]>,
-            Some(encode(&id)?),
-        )?;
+        let value = encode(&id)?;
+        let swapped = self.inner.disk.write(|| {
+            self.inner
+                .meta
+                .compare_and_swap(KEY_CLUSTER_ID, None as Option<&[u8]>, Some(value))
+        })?;
         if let Err(current) = swapped {
             let ours: ClusterId = match current.current {
                 Some(v) => decode(&v)?,
@@ -237,7 +239,7 @@ impl StoreIdentity {
                 return Err(StoreError::ClusterMismatch { ours, theirs: id });
             }
         }
-        self.inner.db.flush_async().await?;
+        self.inner.disk.flush().await?;
         *lock(&self.inner.cluster_id) = Some(id);
         tracing::info!(cluster_id = %id, "this store now belongs to cluster {id}");
         Ok(())
@@ -245,12 +247,13 @@ impl StoreIdentity {
 
     /// Records that the store was restored from a backup (restore only, on a fresh store).
     pub(crate) fn set_restored_from(
-        db: &sled::Db,
+        disk: &Disk,
         meta: &sled::Tree,
         from: &RestoredFrom,
     ) -> Result<(), StoreError> {
-        meta.insert(KEY_RESTORED_FROM, encode(from)?)?;
-        db.flush()?;
+        let value = encode(from)?;
+        disk.write(|| meta.insert(KEY_RESTORED_FROM, value))?;
+        disk.flush_blocking()?;
         Ok(())
     }
 }

@@ -18,7 +18,9 @@
 
 pub mod clock;
 pub mod codec;
+pub mod disk;
 pub mod error;
+pub mod headroom;
 pub mod identity;
 pub mod log_store;
 pub mod model;

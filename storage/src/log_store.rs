@@ -2,7 +2,8 @@
 //!
 //! Durability rules: the vote is flushed before `save_vote` returns; appended entries are
 //! flushed (one flush per appended batch) before openraft is told they are; the last purged
-//! log id reaches disk before any entry is removed.
+//! log id reaches disk before any entry is removed. Writes and flushes go through
+//! [`Disk`](crate::disk), which stops the store's I/O at the first failure.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -13,6 +14,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogId, RaftLogReader, StorageIOError};
 
 use crate::codec::{decode, encode};
+use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::state::lock;
 use crate::state_machine::StateMachineStore;
@@ -27,7 +29,7 @@ const KEY_COMMITTED: &[u8] = b"committed";
 #[derive(Debug, Clone)]
 pub struct LogStore {
     /// The database, flushed as a whole.
-    db: sled::Db,
+    disk: Disk,
     /// Entries by big-endian index.
     log: sled::Tree,
     /// Vote, last purged and committed log ids.
@@ -98,11 +100,11 @@ pub(crate) fn read_last_purged(meta: &sled::Tree) -> Result<Option<LogId>, Store
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db, sm: StateMachineStore) -> Result<Self, StoreError> {
+    pub(crate) fn open(disk: &Disk, sm: StateMachineStore) -> Result<Self, StoreError> {
         Ok(Self {
-            db: db.clone(),
-            log: db.open_tree(TREE_LOG)?,
-            meta: db.open_tree(TREE_LOG_META)?,
+            disk: disk.clone(),
+            log: disk.db().open_tree(TREE_LOG)?,
+            meta: disk.db().open_tree(TREE_LOG_META)?,
             sm,
             recent: Arc::default(),
             purged: Arc::default(),
@@ -182,9 +184,9 @@ impl LogStore {
         for entry in &entries {
             batch.insert(&index_key(entry.get_log_id().index), encode(entry)?);
         }
-        self.log.apply_batch(batch)?;
+        self.disk.write(|| self.log.apply_batch(batch))?;
         lock(&self.recent).appended(entries);
-        self.db.flush_async().await?;
+        self.disk.flush().await?;
         Ok(())
     }
 
@@ -194,8 +196,8 @@ impl LogStore {
         for kv in self.log.range(index_key(index)..) {
             batch.remove(kv?.0);
         }
-        self.log.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        self.disk.write(|| self.log.apply_batch(batch))?;
+        self.disk.flush().await?;
         Ok(())
     }
 
@@ -207,19 +209,22 @@ impl LogStore {
         if !self.sm.snapshot_covers(&log_id) {
             self.sm.persist()?;
         }
-        self.meta.insert(KEY_LAST_PURGED, encode(&log_id)?)?;
-        self.db.flush_async().await?;
+        let value = encode(&log_id)?;
+        self.disk
+            .write(|| self.meta.insert(KEY_LAST_PURGED, value))?;
+        self.disk.flush().await?;
         *lock(&self.purged) = Some(log_id);
         lock(&self.recent).entries.retain(|&i, _| i > log_id.index);
         // Removing thousands of entries takes a while, and openraft waits for a purge before
         // it appends again: readers already skip them, so a blocking thread removes them.
         let log = self.log.clone();
+        let disk = self.disk.clone();
         let removal = move || -> Result<(), StoreError> {
             let mut batch = sled::Batch::default();
             for kv in log.range(..=index_key(log_id.index)) {
                 batch.remove(kv?.0);
             }
-            Ok(log.apply_batch(batch)?)
+            disk.write(|| log.apply_batch(batch))
         };
         tokio::task::spawn_blocking(move || {
             if let Err(e) = removal() {
@@ -254,8 +259,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let res: Result<(), StoreError> = async {
-            self.meta.insert(KEY_VOTE, encode(vote)?)?;
-            self.db.flush_async().await?;
+            let value = encode(vote)?;
+            self.disk.write(|| self.meta.insert(KEY_VOTE, value))?;
+            self.disk.flush().await?;
             Ok(())
         }
         .await;
@@ -271,14 +277,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// it was, and openraft only re-applies less on start-up; the leader commits the rest.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let res: Result<(), StoreError> = match committed {
-            Some(c) => {
-                encode(&c).and_then(|v| Ok(self.meta.insert(KEY_COMMITTED, v).map(|_| ())?))
-            }
+            Some(c) => encode(&c)
+                .and_then(|v| self.disk.write(|| self.meta.insert(KEY_COMMITTED, v)))
+                .map(|_| ()),
             None => self
-                .meta
-                .remove(KEY_COMMITTED)
-                .map(|_| ())
-                .map_err(Into::into),
+                .disk
+                .write(|| self.meta.remove(KEY_COMMITTED))
+                .map(|_| ()),
         };
         res.map_err(|e| StorageIOError::write_logs(&e).into())
     }
@@ -332,7 +337,7 @@ impl LogStore {
     /// (used on shutdown, so a restart has little of the log to apply again).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.sm.persist()?;
-        self.db.flush_async().await?;
+        self.disk.flush().await?;
         Ok(())
     }
 }

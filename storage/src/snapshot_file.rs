@@ -44,10 +44,16 @@ impl SnapshotFile {
     /// Makes `blob` the current snapshot, durably (blocking).
     pub(crate) fn write(&self, blob: &[u8]) -> Result<(), StoreError> {
         let tmp = self.dir.join(TMP_NAME);
-        let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
-        f.write_all(blob).map_err(StoreError::io("write", &tmp))?;
-        f.sync_all().map_err(StoreError::io("sync", &tmp))?;
-        drop(f);
+        let written = write_synced(&tmp, blob);
+        if written.is_err() {
+            // A snapshot cut short by a full disk would go on holding tens of megabytes.
+            if let Err(e) = fs::remove_file(&tmp) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, path = %tmp.display(), "removing an unfinished snapshot file failed");
+                }
+            }
+        }
+        written?;
         let path = self.path();
         fs::rename(&tmp, &path).map_err(StoreError::io("rename", &path))?;
         self.sync_dir()
@@ -83,6 +89,13 @@ impl SnapshotFile {
             .and_then(|d| d.sync_all())
             .map_err(StoreError::io("sync", &self.dir))
     }
+}
+
+/// Writes `blob` to a new file at `path` and syncs it.
+fn write_synced(path: &Path, blob: &[u8]) -> Result<(), StoreError> {
+    let mut f = File::create(path).map_err(StoreError::io("create", path))?;
+    f.write_all(blob).map_err(StoreError::io("write", path))?;
+    f.sync_all().map_err(StoreError::io("sync", path))
 }
 
 #[cfg(test)]

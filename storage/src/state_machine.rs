@@ -28,6 +28,7 @@ use std::time::Duration;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{RaftSnapshotBuilder, StorageIOError};
 
+use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::identity::StoreIdentity;
 use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
@@ -50,8 +51,8 @@ pub struct StateMachineStore {
 
 #[derive(Debug)]
 struct Inner {
-    /// The database, flushed as a whole.
-    db: sled::Db,
+    /// The database, written and flushed as a whole (see [`crate::disk`]).
+    disk: Disk,
     /// Records and the state machine's metadata (see [`sm_disk`]).
     services: sled::Tree,
     /// The current snapshot (a file beside the database).
@@ -83,13 +84,13 @@ impl StateMachineStore {
     /// aside when the records do not need it, and refused when they do. Starts the background
     /// persist thread.
     pub(crate) fn open(
-        db: &sled::Db,
+        disk: &Disk,
         dir: &std::path::Path,
         identity: StoreIdentity,
         last_purged: Option<LogId>,
         options: &crate::store::StoreOptions,
     ) -> Result<Self, StoreError> {
-        let services = db.open_tree(TREE_SERVICES)?;
+        let services = disk.db().open_tree(TREE_SERVICES)?;
         let file = SnapshotFile::new(dir);
         let mut state = sm_disk::load(&services)?;
         let mut snapshot_last = None;
@@ -100,8 +101,9 @@ impl StateMachineStore {
                     snapshot_last = info.header.last_log_id;
                     if info.header.last_log_id > state.last_applied {
                         state = snapshot::into_state(info.header, records);
-                        services.apply_batch(sm_disk::replace_batch(&services, &state)?)?;
-                        db.flush()?;
+                        let replace = sm_disk::replace_batch(&services, &state)?;
+                        disk.write(|| services.apply_batch(replace))?;
+                        disk.flush_blocking()?;
                     }
                 }
                 // The store itself is of this build's format (checked before): a snapshot file
@@ -135,7 +137,7 @@ impl StateMachineStore {
         let seq = chrono::Utc::now().timestamp_millis().unsigned_abs();
         let store = Self {
             inner: Arc::new(Inner {
-                db: db.clone(),
+                disk: disk.clone(),
                 services,
                 snapshot: file,
                 identity,
@@ -259,8 +261,8 @@ impl StateMachineStore {
             }
             let _persisting = lock(&inner.persisting);
             let replace = sm_disk::replace_batch(&inner.services, &state)?;
-            inner.services.apply_batch(replace)?;
-            inner.db.flush()?;
+            inner.disk.write(|| inner.services.apply_batch(replace))?;
+            inner.disk.flush_blocking()?;
             inner.snapshot.write(&data)?;
             *lock(&inner.snapshot_last) = meta.last_log_id;
             inner.view.install(state);
@@ -382,7 +384,7 @@ fn persist(inner: &Inner) -> Result<(), StoreError> {
     });
     let mut batch = sled::Batch::default();
     let written = sm_disk::add_to_batch(&mut batch, &meta, records.iter().map(|r| &**r))
-        .and_then(|()| Ok(inner.services.apply_batch(batch)?));
+        .and_then(|()| inner.disk.write(|| inner.services.apply_batch(batch)));
     if written.is_err() {
         // Due again: the next persist writes them (with whatever changed since).
         lock(&inner.dirty).extend(keys);

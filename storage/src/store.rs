@@ -1,9 +1,13 @@
-//! Opening a node's storage: one sled database (one tree per concern) and the snapshot file
-//! beside it; and preparing an empty store from a backup ([`restore`]).
+//! Opening a node's storage: one sled database (one tree per concern), the snapshot file and
+//! the disk reserve beside it (see [`headroom`](crate::headroom)); and preparing an empty store
+//! from a backup ([`restore`]).
 
+use std::fs;
 use std::path::Path;
 
+use crate::disk::Disk;
 use crate::error::StoreError;
+use crate::headroom::Headroom;
 use crate::identity::{Incarnation, RestoredFrom, StoreIdentity};
 use crate::log_store::{self, LogStore};
 use crate::sm_disk;
@@ -37,11 +41,47 @@ pub struct Store {
     pub identity: StoreIdentity,
 }
 
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
-    Ok(sled::Config::new()
+/// Opens sled on `dir`, keeping the disk's headroom: the reserve is claimed (a disk that
+/// cannot hold it, or without room to run beside it, refuses the start before sled is
+/// touched), released just while sled opens, and claimed again.
+fn open_db(dir: &Path) -> Result<Disk, StoreError> {
+    fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
+    let headroom = Headroom::new(dir);
+    headroom.claim()?;
+    headroom.check_start()?;
+    remove_unfinished_sled_snapshots(dir)?;
+    // Whatever sled writes while it opens fits in the reserve's room.
+    headroom.release()?;
+    let db = sled::Config::new()
         .path(dir)
         .cache_capacity(CACHE_BYTES)
-        .open()?)
+        .open()?;
+    headroom.claim()?;
+    Ok(Disk::new(db))
+}
+
+/// Removes the snapshot files sled was still writing when one of its opens stopped short (a
+/// kill, or a full disk before the disk reserve was kept): `snap.<lsn>.generating`.
+///
+/// sled 0.34 writes such a file, syncs it and renames it to `snap.<lsn>`, and only then
+/// removes older snapshots; but when it opens it takes every `snap.*` file (skipping only
+/// `*.in___motion`), keeps the last by name, which a leftover `.generating` is, and refuses the
+/// whole database as corrupt when that file is partial (`empty/corrupt snapshot file found`).
+/// Without the leftover, sled opens from the snapshot it had before that open (or from none)
+/// and reads its log from there, exactly as that open began: nothing is lost. Runs before sled
+/// opens; a directory without leftovers is untouched.
+fn remove_unfinished_sled_snapshots(dir: &Path) -> Result<(), StoreError> {
+    for entry in fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
+        let entry = entry.map_err(StoreError::io("list", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "removing a snapshot file sled did not finish writing");
+            fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// How a store runs.
@@ -68,16 +108,17 @@ pub fn open_store(dir: &Path) -> Result<Store, StoreError> {
 
 /// [`open_store`] with `options`.
 pub fn open_store_with(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-    let db = open_db(dir)?;
+    let disk = open_db(dir)?;
+    let db = disk.db();
     let meta = db.open_tree(TREE_LOG_META)?;
     let fresh = meta.is_empty()
         && db.open_tree(TREE_LOG)?.is_empty()
         && db.open_tree(TREE_SERVICES)?.is_empty()
         && !StateMachineStore::has_snapshot_file(dir);
-    let identity = StoreIdentity::open(&db, &meta, dir, fresh)?;
+    let identity = StoreIdentity::open(&disk, &meta, dir, fresh)?;
     let last_purged = log_store::read_last_purged(&meta)?;
-    let sm = StateMachineStore::open(&db, dir, identity.clone(), last_purged, options)?;
-    let log = LogStore::open(&db, sm.clone())?;
+    let sm = StateMachineStore::open(&disk, dir, identity.clone(), last_purged, options)?;
+    let log = LogStore::open(&disk, sm.clone())?;
     Ok(Store { log, sm, identity })
 }
 
@@ -106,10 +147,9 @@ pub fn restore(dir: &Path, bytes: &[u8]) -> Result<RestoreSummary, StoreError> {
             )));
         }
     }
-    std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
-    let db = open_db(dir)?;
-    let meta = db.open_tree(TREE_LOG_META)?;
-    let identity = StoreIdentity::open(&db, &meta, dir, true)?;
+    let disk = open_db(dir)?;
+    let meta = disk.db().open_tree(TREE_LOG_META)?;
+    let identity = StoreIdentity::open(&disk, &meta, dir, true)?;
     let h = &info.header;
     let state = ServicesState::from_parts(
         None,
@@ -118,16 +158,74 @@ pub fn restore(dir: &Path, bytes: &[u8]) -> Result<RestoreSummary, StoreError> {
         h.clock,
         records,
     );
-    let services = db.open_tree(TREE_SERVICES)?;
-    services.apply_batch(sm_disk::replace_batch(&services, &state)?)?;
+    let services = disk.db().open_tree(TREE_SERVICES)?;
+    let replace = sm_disk::replace_batch(&services, &state)?;
+    disk.write(|| services.apply_batch(replace))?;
     let from = RestoredFrom {
         cluster_id: h.cluster_id,
         last_log_id: h.last_log_id,
         checksum: info.checksum,
     };
-    StoreIdentity::set_restored_from(&db, &meta, &from)?;
+    StoreIdentity::set_restored_from(&disk, &meta, &from)?;
     Ok(RestoreSummary {
         incarnation: identity.incarnation(),
         backup: info,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftLogStorage;
+    use openraft::Vote;
+
+    use super::*;
+
+    fn io(e: std::io::Error) -> StoreError {
+        StoreError::io("test", "")(e)
+    }
+
+    /// Writes a vote, closes the store and leaves the leftover a sled open cut short by a full
+    /// disk leaves: an empty `snap.<lsn>.generating`, named after sled's next snapshot.
+    async fn store_with_a_leftover(dir: &Path) -> Result<Vote<u64>, StoreError> {
+        let vote = Vote::new_committed(3, 2);
+        {
+            let mut log = open_store(dir)?.log;
+            log.save_vote(&vote)
+                .await
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        fs::write(dir.join("snap.00000000FFFFFFFF.generating"), b"").map_err(io)?;
+        Ok(vote)
+    }
+
+    /// Why the leftovers are removed: sled alone refuses such a directory.
+    #[tokio::test]
+    async fn sled_alone_refuses_a_leftover_snapshot() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(io)?;
+        store_with_a_leftover(dir.path()).await?;
+        let opened = sled::Config::new().path(dir.path()).open();
+        assert!(
+            matches!(opened, Err(sled::Error::Corruption { .. })),
+            "sled 0.34 takes a leftover .generating file for its snapshot and refuses the \
+             database; if it no longer does, remove_unfinished_sled_snapshots can go"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_store_with_a_leftover_snapshot_opens_as_it_was() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(io)?;
+        let vote = store_with_a_leftover(dir.path()).await?;
+        let mut log = open_store(dir.path())?.log;
+        let read = log
+            .read_vote()
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        assert_eq!(read, Some(vote), "the vote survived");
+        assert!(
+            !dir.path().join("snap.00000000FFFFFFFF.generating").exists(),
+            "the leftover is gone"
+        );
+        Ok(())
+    }
 }

@@ -5,24 +5,34 @@
 //! Invariants: the node whose disk filled stops taking writes and says why (its Raft stops
 //! with a fatal storage error; it logs the error and exits non-zero); it never acknowledges a
 //! heartbeat it did not store (every acknowledged count is in the final state of the healthy
-//! nodes); the other two carry on taking writes; and once its disk is enlarged and it is
-//! restarted, it catches up and every node holds the same state. Run with the full node on the
-//! leader and on a follower.
+//! nodes); the other two carry on taking writes; restarted on the still-full disk it fails
+//! again and says why; and once its disk is enlarged and it is restarted, it opens the store it
+//! had (its data directory is never emptied: a voter must not forget its log or its vote),
+//! catches up, and every node holds the same state. Run with the full node on the leader and
+//! on a follower.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::{CommittedLeaderId, EntryPayload};
 use registry_api::client::RegistryClient;
 use registry_api::wire::HeartbeatIn;
+use registry_storage::headroom::{RESERVE_BYTES, START_FREE_BYTES};
+use registry_storage::types::{Entry, LogId, Vote};
+use registry_storage::{open_store, Command as RaftCommand, Heartbeat};
 use registry_tests::history::{Event, History, Outcome, Reporters};
 use registry_tests::init_test_tracing;
 use registry_tests::procs::{converged_digests, converged_lists, ProcCluster, ProcSpec};
 use tempfile::TempDir;
 
-/// Size of the small disk: room for the node's start-up and the first heartbeats, full after
-/// a few MiB of bulk writes.
-const SMALL_DISK: &str = "6m";
+/// Size of the small disk (as `mount` takes it): room for the node's disk reserve and the free
+/// space it needs to start (8 MiB), and 4 MiB for its start-up and the first heartbeats, full
+/// after a few MiB of bulk writes.
+fn small_disk() -> String {
+    format!("{}k", (RESERVE_BYTES + START_FREE_BYTES) / 1024 + 4 * 1024)
+}
 /// Size it is grown to before the node is restarted.
 const ENLARGED_DISK: &str = "512m";
 
@@ -174,6 +184,14 @@ async fn fill_until(
     }
 }
 
+/// Whether a node's log says its disk is full: the filesystem's ENOSPC, or the store's refusal
+/// to start without the room it needs.
+fn says_disk_full(log: &str) -> bool {
+    log.contains("No space left on device")
+        || log.contains("os error 28")
+        || log.contains("is full")
+}
+
 /// Waits until node index `i` exits by itself; its exit status.
 async fn exit_within(
     c: &mut ProcCluster,
@@ -193,11 +211,37 @@ async fn exit_within(
     }
 }
 
+/// Waits until node index `i` answers requests (its store opened and its server is up); fails
+/// at once, with the reason it logged, if it exits instead.
+async fn serving_within(c: &mut ProcCluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = c.reap_exited(i)? {
+            let log = std::fs::read_to_string(&c.nodes[i].log)?;
+            anyhow::bail!(
+                "node index {i} exited with {status} instead of starting: {}",
+                log.lines()
+                    .rev()
+                    .find(|l| l.contains("registry-node failed"))
+                    .unwrap_or("(no failure line)")
+            );
+        }
+        if c.client_of(i).cluster().await.is_ok() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node index {i} neither answers nor exited after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The scenario, with the small disk on the leader (`on_leader`) or on a follower.
 async fn disk_full(on_leader: bool) -> anyhow::Result<()> {
     init_test_tracing();
     // Declared before the cluster so that it is unmounted after every node is killed.
-    let disk = Tmpfs::mount(SMALL_DISK)?;
+    let disk = Tmpfs::mount(&small_disk())?;
     let mut c = ProcCluster::start(spec(disk.path().join("node1-data")))?;
     with_logs(&mut c, async |c| {
         let full = 0;
@@ -297,26 +341,24 @@ async fn disk_full(on_leader: bool) -> anyhow::Result<()> {
             "restarted on a full disk, the node exited with {status}"
         );
         anyhow::ensure!(
-            again.contains("No space left on device") || again.contains("os error 28"),
+            says_disk_full(again),
             "restarted on a full disk, its log does not say the disk is full"
         );
 
-        // The disk is enlarged and the node restarted: it catches up.
+        // The disk is enlarged and the node restarted on the store it had: it opens it (no
+        // wipe: a voter never forgets its log or its vote) and catches up.
         disk.resize(ENLARGED_DISK)?;
+        let log_len = std::fs::metadata(&c.nodes[full].log)?.len();
         c.start_node(full)?;
-        // Started on the full disk, sled may have torn its own files (an empty or partial
-        // snapshot file): the node then refuses to start, saying its store is corrupt. The
-        // way out is to empty its data directory; it rejoins as the member it was and gets
-        // everything back from the others.
-        if let Ok(status) = exit_within(c, full, Duration::from_secs(5)).await {
-            eprintln!(
-                "RESULT on the enlarged disk the node exited ({status}): its store is damaged; \
-                 emptying its data directory and starting it again"
-            );
-            std::fs::remove_dir_all(disk.path().join("node1-data"))?;
-            c.start_node(full)?;
-        }
         let restarted = Instant::now();
+        serving_within(c, full, Duration::from_secs(60)).await?;
+        let log = std::fs::read_to_string(&c.nodes[full].log)?;
+        anyhow::ensure!(
+            log.get(log_len as usize..)
+                .unwrap_or_default()
+                .contains("existing Raft state found"),
+            "on the enlarged disk the node did not start from the Raft state it had"
+        );
         let index = converged_digests(c, Duration::from_secs(120)).await?;
         eprintln!(
             "RESULT restarted node caught up to index {index} in {:?}",
@@ -357,13 +399,81 @@ async fn full_disk_on_the_leader_stops_it_and_loses_nothing() -> anyhow::Result<
 
 /// A follower's disk fills: it stops and exits non-zero, the leader and the other follower
 /// carry on, and the follower catches up once its disk has room again.
-///
-/// Not in the default run: in about one run in three the follower, once its disk has room
-/// again, never converges within the deadline (sled may tear its own files when it hits
-/// ENOSPC, and the emptied node's rejoin then stalls; not yet understood). Run it with
-/// `cargo test -p registry-tests --test process -- --ignored full_disk`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "flaky rejoin after a full disk; see the doc comment"]
 async fn full_disk_on_a_follower_stops_it_and_the_rest_carry_on() -> anyhow::Result<()> {
     disk_full(false).await
+}
+
+/// A store whose disk fills during the write of a large entry (sled writes a value above
+/// 128 KiB to a blob file of its own): that append fails, and so does every later write and
+/// flush, at once; and the store can be dropped. Nothing waits: sled 0.34, left to itself,
+/// waits forever in every flush after a failed blob write, the one it runs when closed
+/// included (a node hung that way instead of exiting on its fatal error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_disk_fills_fails_fast_and_closes() -> anyhow::Result<()> {
+    init_test_tracing();
+    let disk = Tmpfs::mount(&small_disk())?;
+    let store = open_store(&disk.path().join("store"))?;
+    let (mut log, sm, identity) = (store.log, store.sm, store.identity);
+    let limit = Duration::from_secs(10);
+    let pad = "x".repeat(250);
+    let entry = |index: u64| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(RaftCommand::Heartbeats {
+            at: chrono::Utc::now(),
+            beats: (0..1000)
+                .map(|i| Heartbeat::new(format!("{index}-{i}-{pad}"), "cinder-volume"))
+                .collect::<Vec<_>>()
+                .into(),
+        }),
+    };
+    let mut index = 0;
+    let failure = loop {
+        index += 1;
+        anyhow::ensure!(
+            index < 200,
+            "{index} entries of 260 KiB fitted on a disk of {}",
+            small_disk()
+        );
+        match tokio::time::timeout(limit, log.blocking_append([entry(index)])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break e,
+            Err(_) => anyhow::bail!("append {index} neither succeeded nor failed within {limit:?}"),
+        }
+    };
+    eprintln!(
+        "RESULT append {index} failed ({} used): {failure}",
+        disk.used()
+    );
+    anyhow::ensure!(
+        failure.to_string().contains("No space left on device"),
+        "the append failed for another reason than a full disk: {failure}"
+    );
+    let later = tokio::time::timeout(limit, log.blocking_append([entry(index)])).await;
+    anyhow::ensure!(
+        matches!(later, Ok(Err(_))),
+        "an append after the failure did not fail at once: {later:?}"
+    );
+    let vote = tokio::time::timeout(limit, log.save_vote(&Vote::new(2, 1))).await;
+    anyhow::ensure!(
+        matches!(vote, Ok(Err(_))),
+        "saving a vote after the failure did not fail at once: {vote:?}"
+    );
+    let flush = tokio::time::timeout(limit, log.flush()).await;
+    anyhow::ensure!(
+        matches!(flush, Ok(Err(_))),
+        "a flush after the failure did not fail at once: {flush:?}"
+    );
+    let (closed, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(log);
+        drop(sm);
+        drop(identity);
+        let _ = closed.send(());
+    });
+    anyhow::ensure!(
+        wait.recv_timeout(limit).is_ok(),
+        "dropping the store after the failure did not return within {limit:?}"
+    );
+    Ok(())
 }

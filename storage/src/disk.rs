@@ -1,0 +1,170 @@
+//! The node's sled database as the log and the state machine write to it, and what a failed
+//! write does to it.
+//!
+//! sled 0.34 keeps an I/O error and refuses all I/O after it, but for one case: a value above
+//! 128 KiB (a log entry holding a batch of heartbeats, or a tree node its segment cleaner
+//! rewrites) goes to a blob file of its own after it has taken its place in sled's log buffer,
+//! and when that blob write fails (a full disk) sled returns the error (its cleaner only logs
+//! it) but neither keeps it nor gives the place back. That buffer is never written, so every
+//! later flush waits forever, the one sled runs when the database is closed included: a node
+//! whose disk filled during such a write hung instead of exiting on its fatal error.
+//!
+//! So the first write or flush that fails stops the store's I/O (later ones fail at once with
+//! the same error); a flush that has not finished within [`FLUSH_DEADLINE`] fails; and a
+//! database that failed is never closed in this process (its files stay locked until the
+//! process exits: a node stops on a storage error, and starts again as a new process). Nothing
+//! acknowledged needs a flush after the failure: it was flushed before it was acknowledged.
+
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Duration;
+
+use crate::error::StoreError;
+
+/// Longest a flush may take: one that has not finished by then is taken for a database that
+/// cannot write any more (see the module doc), or a disk that does not answer.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The database and its first failure. Cloning gives another handle on the same.
+#[derive(Debug, Clone)]
+pub(crate) struct Disk {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The database.
+    db: sled::Db,
+    /// The first write or flush that failed.
+    failed: OnceLock<sled::Error>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.failed.get().is_some() {
+            // Closing the database flushes it, which may wait forever (see the module doc):
+            // one handle is leaked instead, and the process's exit closes its files.
+            std::mem::forget(self.db.clone());
+        }
+    }
+}
+
+impl Disk {
+    /// Writes to `db` go through the returned handle.
+    pub(crate) fn new(db: sled::Db) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                failed: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The database, to open trees and read.
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// Runs `write` (writes to trees of this database) unless an earlier write or flush
+    /// failed; its failure stops the store's I/O.
+    pub(crate) fn write<T>(
+        &self,
+        write: impl FnOnce() -> sled::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.check()?;
+        write().map_err(|e| self.fail(e))
+    }
+
+    /// Makes everything written durable, within [`FLUSH_DEADLINE`].
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        self.check()?;
+        match tokio::time::timeout(FLUSH_DEADLINE, self.inner.db.flush_async()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(_) => Err(self.fail(deadline_passed())),
+        }
+    }
+
+    /// The same, blocking the calling thread.
+    pub(crate) fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.check()?;
+        let (done, flushed) = mpsc::channel();
+        let db = self.inner.db.clone();
+        std::thread::Builder::new()
+            .name("sled-flush".into())
+            .spawn(move || {
+                let _ = done.send(db.flush());
+            })
+            .map_err(StoreError::Spawn)?;
+        match flushed.recv_timeout(FLUSH_DEADLINE) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(_) => Err(self.fail(deadline_passed())),
+        }
+    }
+
+    /// The first failure, if there was one.
+    fn check(&self) -> Result<(), StoreError> {
+        match self.inner.failed.get() {
+            Some(e) => Err(StoreError::Sled(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `e` as the store's failure (the first one stays) and returns it.
+    fn fail(&self, e: sled::Error) -> StoreError {
+        if self.inner.failed.set(e.clone()).is_ok() {
+            tracing::error!(error = %e, "a write to the database failed: the store does no more I/O, and stays open until the process exits");
+        }
+        StoreError::Sled(e)
+    }
+}
+
+/// The error of a flush that did not finish within [`FLUSH_DEADLINE`].
+fn deadline_passed() -> sled::Error {
+    sled::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("a flush did not finish within {FLUSH_DEADLINE:?}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(e: std::io::Error) -> StoreError {
+        StoreError::io("test", "")(e)
+    }
+
+    #[tokio::test]
+    async fn writes_flush_until_one_fails_then_nothing_does() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(io)?;
+        let disk = Disk::new(sled::Config::new().path(dir.path()).open()?);
+        let tree = disk.db().open_tree("t")?;
+        disk.write(|| tree.insert(b"a", b"1".to_vec()))?;
+        disk.flush().await?;
+        disk.flush_blocking()?;
+
+        let failure = disk.write(|| -> sled::Result<()> {
+            Err(sled::Error::Io(std::io::Error::from_raw_os_error(28)))
+        });
+        assert!(failure.is_err(), "a failed write is an error");
+        let mut ran = false;
+        let later = disk.write(|| {
+            ran = true;
+            tree.insert(b"b", b"2".to_vec())
+        });
+        assert!(!ran, "no write runs after a failure");
+        assert!(
+            later.is_err_and(|e| e.to_string().contains("No space left on device")),
+            "later writes fail with the first failure"
+        );
+        assert!(disk.flush().await.is_err(), "so do flushes");
+        assert!(disk.flush_blocking().is_err());
+        assert_eq!(
+            tree.get(b"a")?.as_deref(),
+            Some(&b"1"[..]),
+            "reads still work"
+        );
+        Ok(())
+    }
+}
