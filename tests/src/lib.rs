@@ -2,13 +2,15 @@
 //! ([`inproc`]) or as `registry-node` processes ([`procs`]), waiting on conditions with
 //! deadlines ([`wait`]), a history of what reporters were told and readers saw
 //! ([`history`]), a watch for false `down`s ([`observer`]), the checks that end a fault
-//! scenario ([`scenario`]), and running `registryctl` ([`cli`]).
+//! scenario ([`scenario`]), HTTP requests written by hand ([`raw_http`]), and running
+//! `registryctl` ([`cli`]).
 
 pub mod cli;
 pub mod history;
 pub mod inproc;
 pub mod observer;
 pub mod procs;
+pub mod raw_http;
 pub mod scenario;
 pub mod wait;
 
