@@ -20,7 +20,9 @@
 //! - an acknowledged count is at most the number of heartbeats (not refused) sent before the
 //!   acknowledgement arrived;
 //! - a linearizable read lists a count at least every count acknowledged before the read
-//!   began, and at most the number of heartbeats (not refused) sent before the read ended.
+//!   began, and at most the number of heartbeats (not refused) sent before the read ended;
+//!   counts never go backwards: not from a read to one that began after it ended, nor from a
+//!   read to the final lists (taken after every read).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -362,18 +364,18 @@ impl History {
     /// every acknowledged count is at most the heartbeats sent before it. Prints what it
     /// checked as a `RESULT` line; fails on a violation, or if there was nothing to check.
     pub fn check_counts(&self, lists: &[ServicesOut]) -> anyhow::Result<Checked> {
-        verdict(self.examine(lists, false), false)
+        verdict(self.examine(&finals(lists), false), false)
     }
 
     /// Every check: [`check_counts`](Self::check_counts), and every linearizable read against
     /// the heartbeats around it. Prints what it checked as a `RESULT` line; fails on a
     /// violation, or if no read answered or none had an acknowledgement before it to hold.
     pub fn check(&self, lists: &[ServicesOut]) -> anyhow::Result<Checked> {
-        verdict(self.examine(lists, true), true)
+        verdict(self.examine(&finals(lists), true), true)
     }
 
     /// Runs the checks; what was checked and every violation found.
-    fn examine(&self, lists: &[ServicesOut], reads: bool) -> (Checked, Vec<String>) {
+    fn examine(&self, lists: &[BTreeMap<Service, u64>], reads: bool) -> (Checked, Vec<String>) {
         let mut bad = Vec::new();
         if let Err(e) = self.check_increasing() {
             bad.push(e.to_string());
@@ -392,8 +394,7 @@ impl History {
                 }
             }
         }
-        for (i, list) in lists.iter().enumerate() {
-            let listed = counts_of(list);
+        for (i, listed) in lists.iter().enumerate() {
             for (svc, t) in &timelines {
                 let Some(&count) = listed.get(svc) else {
                     if !t.acks.is_empty() {
@@ -433,15 +434,63 @@ impl History {
         if !reads {
             return (checked, bad);
         }
-        for read in self.reads() {
+        let reads = self.reads();
+        // Answered reads by end, each with the largest count per service any read ending
+        // before it saw: a read that began after another ended must see at least as much.
+        let mut by_end: Vec<(Instant, &BTreeMap<Service, u64>)> = reads
+            .iter()
+            .filter_map(|r| r.seen.as_ref().ok().map(|s| (r.end, s)))
+            .collect();
+        by_end.sort_by_key(|(end, _)| *end);
+        let mut seen_by: Vec<BTreeMap<Service, u64>> = Vec::with_capacity(by_end.len());
+        for (_, seen) in &by_end {
+            let mut max = seen_by.last().cloned().unwrap_or_default();
+            for (svc, c) in seen.iter() {
+                let m = max.entry(svc.clone()).or_insert(0);
+                *m = (*m).max(*c);
+            }
+            seen_by.push(max);
+        }
+        let finals_min: BTreeMap<&Service, u64> = timelines
+            .keys()
+            .map(|svc| {
+                let min = lists.iter().map(|l| l.get(svc).copied().unwrap_or(0)).min();
+                (svc, min.unwrap_or(u64::MAX))
+            })
+            .collect();
+        for read in &reads {
             let Ok(seen) = &read.seen else {
                 checked.failed_reads += 1;
                 continue;
             };
             checked.reads += 1;
+            let earlier = by_end
+                .partition_point(|(end, _)| *end < read.start)
+                .checked_sub(1)
+                .map(|i| &seen_by[i]);
             for (svc, t) in &timelines {
                 let count = seen.get(svc).copied().unwrap_or(0);
                 checked.read_pairs += 1;
+                if let Some(before) = earlier.and_then(|e| e.get(svc)).filter(|b| count < **b) {
+                    bad.push(format!(
+                        "report_count went backwards between linearizable reads: the read of \
+                         {:?}..{:?} ({}) listed {count} for {svc:?}, a read that ended before it \
+                         began listed {before}",
+                        at(read.start),
+                        at(read.end),
+                        read.served
+                    ));
+                }
+                if count > finals_min[svc] {
+                    bad.push(format!(
+                        "report_count went backwards after a linearizable read: the read of \
+                         {:?}..{:?} ({}) listed {count} for {svc:?}, a final list has {}",
+                        at(read.start),
+                        at(read.end),
+                        read.served,
+                        finals_min[svc]
+                    ));
+                }
                 if let Some(acked) = t.acked_before(read.start) {
                     checked.bounded_below += 1;
                     if count < acked {
@@ -541,6 +590,11 @@ async fn read_list(
         return Ok((serde_json::from_slice(&body)?, served));
     }
     anyhow::bail!("no endpoint reachable: {last}")
+}
+
+/// The counts of every final list.
+fn finals(lists: &[ServicesOut]) -> Vec<BTreeMap<Service, u64>> {
+    lists.iter().map(counts_of).collect()
 }
 
 fn counts_of(list: &ServicesOut) -> BTreeMap<Service, u64> {
@@ -645,5 +699,176 @@ impl Reporters {
             let _ = t.await;
         }
         self.history
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history of one service, `a`, built from (sent ms, done ms, outcome).
+    fn history(events: &[(u64, u64, Outcome)]) -> (History, Instant) {
+        let h = History::default();
+        let base = Instant::now();
+        for (sent, done, outcome) in events {
+            h.record(Event {
+                service: svc(),
+                sent: base + Duration::from_millis(*sent),
+                done: base + Duration::from_millis(*done),
+                outcome: outcome.clone(),
+            });
+        }
+        (h, base)
+    }
+
+    fn svc() -> Service {
+        ("a".to_string(), BINARY.to_string())
+    }
+
+    fn list(count: u64) -> BTreeMap<Service, u64> {
+        BTreeMap::from([(svc(), count)])
+    }
+
+    fn read(h: &History, base: Instant, start: u64, end: u64, count: u64) {
+        h.record_read(Read {
+            start: base + Duration::from_millis(start),
+            end: base + Duration::from_millis(end),
+            seen: Ok(list(count)),
+            served: "served by a test".into(),
+        });
+    }
+
+    fn unknown() -> Outcome {
+        Outcome::Unknown("HTTP 503: not committed".into())
+    }
+
+    /// Two acknowledged, one unknown: the final count may be 2 or 3, nothing else.
+    #[test]
+    fn final_counts_lie_between_acks_and_acks_plus_unknown() {
+        let (h, _) = history(&[
+            (0, 10, Outcome::Acked(1)),
+            (20, 30, unknown()),
+            (40, 50, Outcome::Acked(3)),
+        ]);
+        for (count, ok) in [(1, false), (2, false), (3, true), (4, false)] {
+            let (checked, bad) = h.examine(&[list(count)], false);
+            assert_eq!(
+                bad.is_empty(),
+                ok,
+                "final count {count} with acks 1 and 3 and one unknown: {bad:?}"
+            );
+            assert_eq!((checked.acks, checked.unknown), (2, 1));
+        }
+        let (h, _) = history(&[(0, 10, Outcome::Acked(1)), (20, 30, Outcome::Acked(2))]);
+        let (_, bad) = h.examine(&[list(3)], false);
+        assert!(
+            bad.iter().any(|b| b.contains("applied twice")),
+            "a heartbeat applied twice fails: {bad:?}"
+        );
+    }
+
+    /// Refused heartbeats widen no bound.
+    #[test]
+    fn refused_heartbeats_count_for_nothing() {
+        let (h, _) = history(&[
+            (0, 10, Outcome::Acked(1)),
+            (20, 30, Outcome::Refused("HTTP 400".into())),
+        ]);
+        let (_, bad) = h.examine(&[list(2)], false);
+        assert!(!bad.is_empty(), "a refused heartbeat was applied: {bad:?}");
+        let (h, _) = history(&[
+            (0, 10, Outcome::Refused("no endpoint reachable".into())),
+            (20, 30, Outcome::Acked(2)),
+        ]);
+        let (_, bad) = h.examine(&[list(2)], false);
+        assert!(
+            bad.iter()
+                .any(|b| b.contains("exceeds the heartbeats sent")),
+            "an acknowledged count above the heartbeats that may have been applied: {bad:?}"
+        );
+    }
+
+    /// A read must see what was acknowledged before it began and nothing not yet sent.
+    #[test]
+    fn linearizable_reads_are_bounded_by_the_heartbeats_around_them() {
+        let (h, base) = history(&[
+            (0, 10, Outcome::Acked(1)),
+            (20, 30, Outcome::Acked(2)),
+            (100, 110, unknown()),
+        ]);
+        read(&h, base, 15, 25, 1); // the second was not acknowledged yet: 1 or 2
+        read(&h, base, 15, 25, 2);
+        read(&h, base, 35, 120, 3); // the unknown one may have landed
+        let (checked, bad) = h.examine(&[list(3)], true);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(
+            (checked.reads, checked.read_pairs, checked.bounded_below),
+            (3, 3, 3)
+        );
+
+        read(&h, base, 31, 40, 1); // stale: 2 was acknowledged at 30
+        let (_, bad) = h.examine(&[list(3)], true);
+        assert!(
+            bad.iter()
+                .any(|b| b.contains("missed an acknowledged heartbeat")),
+            "a stale read fails: {bad:?}"
+        );
+
+        let (h, base) = history(&[(0, 10, Outcome::Acked(1)), (100, 110, Outcome::Acked(2))]);
+        read(&h, base, 20, 30, 2); // the second was sent only at 100
+        let (_, bad) = h.examine(&[list(2)], true);
+        assert!(
+            bad.iter().any(|b| b.contains("never sent")),
+            "a read ahead of the heartbeats sent fails: {bad:?}"
+        );
+    }
+
+    /// Counts seen by reads never go backwards, from one read to a later one or to the end.
+    #[test]
+    fn reads_never_see_counts_go_backwards() {
+        let (h, base) = history(&[(0, 10, Outcome::Acked(1)), (20, 30, unknown())]);
+        read(&h, base, 25, 40, 2); // the unknown one landed
+        read(&h, base, 50, 60, 2);
+        let (_, bad) = h.examine(&[list(2)], true);
+        assert!(bad.is_empty(), "{bad:?}");
+        read(&h, base, 45, 70, 1); // began after the first read ended, saw less
+        let (_, bad) = h.examine(&[list(2)], true);
+        assert!(
+            bad.iter().any(|b| b.contains("between linearizable reads")),
+            "{bad:?}"
+        );
+        let (h, base) = history(&[(0, 10, Outcome::Acked(1)), (20, 30, unknown())]);
+        read(&h, base, 25, 40, 2);
+        let (_, bad) = h.examine(&[list(1)], true);
+        assert!(
+            bad.iter().any(|b| b.contains("after a linearizable read")),
+            "the final lists lost what a read saw: {bad:?}"
+        );
+    }
+
+    /// A check that looked at nothing fails.
+    #[test]
+    fn checks_of_nothing_fail() {
+        let (h, base) = history(&[(0, 10, Outcome::Acked(1))]);
+        assert!(
+            verdict(h.examine(&[list(1)], true), true).is_err(),
+            "no linearizable read"
+        );
+        read(&h, base, 5, 8, 0); // before any acknowledgement: nothing to miss
+        assert!(
+            verdict(h.examine(&[list(1)], true), true).is_err(),
+            "no read after an acknowledgement"
+        );
+        read(&h, base, 20, 30, 1);
+        assert!(verdict(h.examine(&[list(1)], true), true).is_ok());
+        assert!(
+            verdict(h.examine(&[], false), false).is_err(),
+            "no final list"
+        );
+        let empty = History::default();
+        assert!(
+            verdict(empty.examine(&[list(1)], false), false).is_err(),
+            "no acknowledgement"
+        );
     }
 }

@@ -174,26 +174,31 @@ impl Observer {
             .map_err(|e| anyhow::anyhow!("the observer task failed: {e}"))?;
         let seen = self.seen.lock().expect("observer lock").clone();
         eprintln!("RESULT observer: {seen}");
-        anyhow::ensure!(
-            seen.violations.is_empty(),
-            "services that kept heartbeating were listed down ({} times): {:?}; observer: {seen}",
-            seen.violations.len(),
-            &seen.violations[..seen.violations.len().min(5)]
-        );
-        let t = seen.total();
-        anyhow::ensure!(
-            t.lists > 0 && seen.judged > 0,
-            "the false-down observer judged nothing (no list, or no live service in any): \
-             {seen}"
-        );
-        anyhow::ensure!(
-            t.failed <= t.lists,
-            "the false-down observer's reads of running nodes mostly failed ({} of {}): {seen}",
-            t.failed,
-            t.lists + t.failed
-        );
+        judge(&seen)?;
         Ok(seen)
     }
+}
+
+/// The observer's verdict (see the module doc).
+fn judge(seen: &Observed) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        seen.violations.is_empty(),
+        "services that kept heartbeating were listed down ({} times): {:?}; observer: {seen}",
+        seen.violations.len(),
+        &seen.violations[..seen.violations.len().min(5)]
+    );
+    let t = seen.total();
+    anyhow::ensure!(
+        t.lists > 0 && seen.judged > 0,
+        "the false-down observer judged nothing (no list, or no live service in any): {seen}"
+    );
+    anyhow::ensure!(
+        t.failed <= t.lists,
+        "the false-down observer's reads of running nodes mostly failed ({} of {}): {seen}",
+        t.failed,
+        t.lists + t.failed
+    );
+    Ok(())
 }
 
 /// Adds one round of reads (`answers`, one per node) to what was seen.
@@ -229,5 +234,49 @@ fn record(
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(nodes: &[(usize, usize, usize)], judged: usize) -> Observed {
+        Observed {
+            nodes: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (lists, failed, refused))| {
+                    (
+                        SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                        NodeReads {
+                            lists: *lists,
+                            failed: *failed,
+                            refused: *refused,
+                        },
+                    )
+                })
+                .collect(),
+            judged,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Refused reads (nodes down) are held against nothing; failed reads of running nodes
+    /// are, and so is having judged nothing.
+    #[test]
+    fn most_failed_reads_of_running_nodes_fail_the_observer() {
+        // Quorum loss: two nodes down most of the time, the third answering.
+        assert!(judge(&observed(&[(30, 0, 0), (10, 0, 20), (10, 0, 20)], 100)).is_ok());
+        // A paused node among answering ones.
+        assert!(judge(&observed(&[(9, 0, 0), (6, 3, 0), (9, 0, 0)], 100)).is_ok());
+        // Running nodes that mostly do not answer.
+        assert!(judge(&observed(&[(3, 4, 0), (0, 0, 9)], 100)).is_err());
+        // Nothing judged: no list, or lists without a live service.
+        assert!(judge(&observed(&[(0, 0, 9)], 0)).is_err());
+        assert!(judge(&observed(&[(9, 0, 0)], 0)).is_err());
+        let mut down = observed(&[(9, 0, 0)], 10);
+        down.violations.push("listed down".into());
+        assert!(judge(&down).is_err(), "a false down fails");
     }
 }
