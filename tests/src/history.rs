@@ -289,6 +289,27 @@ impl History {
             .count()
     }
 
+    /// The longest time any service waited between two acknowledgements (or from its first
+    /// request to its first acknowledgement): how long its record could go without a
+    /// heartbeat. For failure messages of the false-down observer.
+    pub fn longest_ack_gap(&self) -> Option<(Service, Duration)> {
+        let mut events = self.events();
+        events.sort_by_key(|e| e.done);
+        let mut last: BTreeMap<Service, Instant> = BTreeMap::new();
+        let mut longest: Option<(Service, Duration)> = None;
+        for e in &events {
+            let since = *last.entry(e.service.clone()).or_insert(e.sent);
+            if matches!(e.outcome, Outcome::Acked(_)) {
+                let gap = e.done.duration_since(since);
+                if longest.as_ref().is_none_or(|(_, g)| gap > *g) {
+                    longest = Some((e.service.clone(), gap));
+                }
+                last.insert(e.service.clone(), e.done);
+            }
+        }
+        longest
+    }
+
     /// Each service's timeline, and the instant times are shown relative to.
     fn timelines(&self) -> (BTreeMap<Service, Timeline>, Option<Instant>) {
         let mut events = self.events();

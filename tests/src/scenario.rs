@@ -15,16 +15,28 @@ pub async fn check_converged(c: &ProcCluster, history: &History) -> anyhow::Resu
     Ok(checked)
 }
 
-/// Ends a scenario: stops the observer, then the reporters (so the observer judges services
-/// only while they heartbeat), and runs every check: the observer's, the history's against
-/// every running node, identical state machines.
+/// Stops the observer, then the reporters (so the observer judges services only while they
+/// heartbeat); fails if the observer does, saying how long the reporters went without an
+/// acknowledgement (a service silent for `service_down_time` is rightly `down`).
+pub async fn stop(reporters: Reporters, observer: Observer) -> anyhow::Result<(Observed, History)> {
+    let observed = observer.stop().await;
+    let history = reporters.stop().await;
+    let gap = history.longest_ack_gap();
+    eprintln!("RESULT reporters: longest wait between acknowledgements {gap:?}");
+    let observed = observed.map_err(|e| {
+        anyhow::anyhow!("{e:#}\n(the reporters' longest wait between acknowledgements: {gap:?})")
+    })?;
+    Ok((observed, history))
+}
+
+/// Ends a scenario: [`stop`], then every other check: the history's against every running
+/// node, identical state machines.
 pub async fn finish(
     c: &ProcCluster,
     reporters: Reporters,
     observer: Observer,
 ) -> anyhow::Result<(Observed, Checked)> {
-    let observed = observer.stop().await?;
-    let history = reporters.stop().await;
+    let (observed, history) = stop(reporters, observer).await?;
     let checked = check_converged(c, &history).await?;
     Ok((observed, checked))
 }

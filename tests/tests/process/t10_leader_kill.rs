@@ -9,7 +9,7 @@ use registry_api::wire::{HeartbeatIn, ServicesOut};
 use registry_tests::history::{Outcome, Reporters};
 use registry_tests::observer::Observer;
 use registry_tests::procs::{converged_lists, ProcCluster, ProcSpec};
-use registry_tests::scenario::finish;
+use registry_tests::scenario::{finish, stop};
 use registry_tests::{init_test_tracing, wait};
 
 fn counts(list: &ServicesOut) -> Vec<(String, u64, u64)> {
@@ -53,8 +53,7 @@ async fn leader_sigkill_loses_no_acknowledged_heartbeat() -> anyhow::Result<()> 
         eprintln!("leader kill: first heartbeat sent after the kill acknowledged {gap:?} after it");
 
         c.start_node(leader)?;
-        observer.stop().await?;
-        let history = reporters.stop().await;
+        let (_, history) = stop(reporters, observer).await?;
         let lists = converged_lists(&c).await?;
         assert_eq!(lists.len(), 3);
         for (i, l) in lists.iter().enumerate() {

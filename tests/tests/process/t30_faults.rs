@@ -16,7 +16,7 @@ use registry_api::wire::{Consistency, HeartbeatIn};
 use registry_tests::history::{Reporters, BINARY};
 use registry_tests::observer::Observer;
 use registry_tests::procs::{converged_digests, converged_lists, with_logs, ProcCluster, ProcSpec};
-use registry_tests::scenario::finish;
+use registry_tests::scenario::{finish, stop};
 use registry_tests::{init_test_tracing, wait};
 
 fn spec() -> ProcSpec {
@@ -241,8 +241,7 @@ async fn isolated_leader_acknowledges_nothing_and_converges() -> anyhow::Result<
 
         c.heal()?;
         let healed = Instant::now();
-        observer.stop().await?;
-        let history = reporters.stop().await;
+        let (_, history) = stop(reporters, observer).await?;
         let index = converged_digests(c, Duration::from_secs(30)).await?;
         eprintln!(
             "RESULT converged at index {index} {:?} after the partition healed",
@@ -412,8 +411,7 @@ async fn kill_during_snapshot_build_and_install_restarts_cleanly() -> anyhow::Re
             },
         )
         .await?;
-        observer.stop().await?;
-        let history = reporters.stop().await;
+        let (_, history) = stop(reporters, observer).await?;
         let index = converged_digests(c, Duration::from_secs(60)).await?;
         let lists = converged_lists(c).await?;
         for l in &lists {
