@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::{BasicNode, Raft, ServerState};
-use registry_storage::TypeConfig;
-use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecord, StateView};
+use openraft::{Raft, ServerState};
+use registry_storage::{
+    Command, CommandResponse, Heartbeat, NodeId, RegistryNode, ServiceRecord, StateMachineStore,
+    StateView, Store, TypeConfig,
+};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::http::{HeaderMap, HeaderValue, Method};
@@ -18,14 +20,18 @@ use warp::http::{HeaderMap, HeaderValue, Method};
 use crate::auth::{Auth, Role};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
-use crate::forwarder::{relay_headers, Forwarder, Peer, RelayError, Relayed};
+use crate::forwarder::Forwarder;
+use crate::identity::PeerIdentity;
 use crate::json::list::{json_response, write_list};
 use crate::json::service::push_service;
 use crate::listing::Listing;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
+use crate::peer::{relay_headers, Peer, RelayError, Relayed};
+use crate::replace::Replacements;
 use crate::server::current_request_id;
-use crate::wire::{ClusterOut, MemberOut, ServicesQuery};
+use crate::snapshot_receiver::SnapshotReceiver;
+use crate::wire::{ClusterOut, IdentityOut, MemberIdentity, MemberOut, ServicesQuery};
 
 /// Header set on a request one node forwards to the leader, so it is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-registry-forwarded";
@@ -65,6 +71,14 @@ struct Inner {
     raft: Raft<TypeConfig>,
     /// The in-memory services table.
     view: StateView,
+    /// The state machine (for backups).
+    sm: StateMachineStore,
+    /// This node's cluster and incarnation, sent to and checked on peers.
+    identity: PeerIdentity,
+    /// The snapshot being received from the leader.
+    snapshots: SnapshotReceiver,
+    /// Nodes being put back in place after a lost store (on the leader).
+    replacements: Replacements,
     /// Settings.
     settings: ApiSettings,
     /// How this node sends requests to the leader (pooled connections).
@@ -130,15 +144,16 @@ pub enum ReadAt {
 }
 
 impl RegistryApp {
-    /// Wraps a node's parts; requests it forwards to the leader leave from `local_ip`.
+    /// Wraps a node's parts; requests it sends its peers leave from `local_ip`.
     pub fn new(
         id: NodeId,
         raft: Raft<TypeConfig>,
-        view: StateView,
+        store: &Store,
         settings: ApiSettings,
         auth: Auth,
         local_ip: Option<std::net::IpAddr>,
     ) -> Self {
+        let identity = PeerIdentity::new(id, store.identity.clone());
         let metrics = Metrics::new();
         let batcher = Batcher::spawn(raft.clone(), metrics.batch_sizes());
         let permits = settings
@@ -150,13 +165,17 @@ impl RegistryApp {
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        let peer = Peer::new(http, id, auth.secret().map(str::to_string));
+        let peer = Peer::new(http, identity.clone(), auth.secret().map(str::to_string));
         let forwarder = Forwarder::spawn(peer.clone());
         Self {
             inner: Arc::new(Inner {
                 id,
                 raft,
-                view,
+                view: store.sm.view(),
+                sm: store.sm.clone(),
+                identity,
+                snapshots: SnapshotReceiver::default(),
+                replacements: Replacements::default(),
                 settings,
                 peer,
                 batcher,
@@ -178,6 +197,63 @@ impl RegistryApp {
     /// The in-memory services table.
     pub(crate) fn view(&self) -> &StateView {
         &self.inner.view
+    }
+
+    /// This node's identity among its peers.
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.inner.identity
+    }
+
+    /// How this node sends requests to its peers.
+    pub fn peer(&self) -> &Peer {
+        &self.inner.peer
+    }
+
+    /// The snapshot being received from the leader.
+    pub(crate) fn snapshots(&self) -> &SnapshotReceiver {
+        &self.inner.snapshots
+    }
+
+    /// Nodes being put back in place (on the leader).
+    pub(crate) fn replacements(&self) -> &Replacements {
+        &self.inner.replacements
+    }
+
+    /// The state now as a backup (a snapshot blob, see [`registry_storage::snapshot`]), and
+    /// the applied index it reflects.
+    pub async fn backup(&self) -> Result<(Vec<u8>, Option<u64>), ApiError> {
+        self.inner
+            .sm
+            .backup()
+            .await
+            .map_err(|e| ApiError::Internal(format!("encoding the backup: {e}")))
+    }
+
+    /// This node's identity as its peers ask for it (`GET /raft/identity`).
+    pub async fn identity_out(&self) -> IdentityOut {
+        let initialized = self.inner.raft.is_initialized().await.unwrap_or(true);
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let store = self.inner.identity.store();
+        IdentityOut {
+            format: registry_storage::codec::FORMAT_VERSION,
+            node_id: self.inner.id,
+            incarnation: store.incarnation().to_string(),
+            cluster_id: store.cluster_id().map(|c| c.to_string()),
+            initialized,
+            restored_from: store.restored_from().map(|r| r.backup_id()),
+            leader_id: leader_of(&m),
+            members: membership
+                .nodes()
+                .map(|(id, node)| MemberIdentity {
+                    id: *id,
+                    addr: node.addr.clone(),
+                    incarnation: node.incarnation.to_string(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+        }
     }
 
     /// A permit to serve one public request, or 503 with `Retry-After` when
@@ -312,7 +388,8 @@ impl RegistryApp {
         })
     }
 
-    /// Milliseconds since a leader last reached this node (zero on the leader itself).
+    /// Milliseconds since a leader last reached this node; on the leader, since a quorum last
+    /// acknowledged it (`None` until one has).
     pub fn millis_since_leader_contact(&self) -> Option<u64> {
         let (state, quorum_ack) = {
             let m = self.inner.raft.metrics();
@@ -320,7 +397,9 @@ impl RegistryApp {
             (m.state, m.millis_since_quorum_ack)
         };
         if state == ServerState::Leader {
-            return quorum_ack.or(Some(0));
+            // `None` until a quorum acknowledged this leader: one that took leadership back
+            // from a vote it held before a restart has heard from no one.
+            return quorum_ack;
         }
         let last = *self
             .inner
@@ -380,7 +459,7 @@ impl RegistryApp {
 
     /// The leader as this node knows it, when it is another node: where a write goes
     /// without asking Raft first.
-    fn leader_elsewhere(&self) -> Option<ForwardToLeader<NodeId, BasicNode>> {
+    fn leader_elsewhere(&self) -> Option<ForwardToLeader<NodeId, RegistryNode>> {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
         if m.state == ServerState::Leader {
@@ -526,13 +605,13 @@ impl RegistryApp {
     /// elect one and returns `None` so the caller tries again.
     async fn forward_or_wait(
         &self,
-        fwd: &ForwardToLeader<NodeId, BasicNode>,
+        fwd: &ForwardToLeader<NodeId, RegistryNode>,
         via: &Via<'_>,
         deadline: Instant,
     ) -> Result<Option<warp::reply::Response>, ApiError> {
         if let (Some(leader), Some(node)) = (fwd.leader_id, &fwd.leader_node) {
             if leader != self.inner.id {
-                match self.relay(&node.addr, via).await {
+                match self.relay((leader, node), via).await {
                     Ok(resp) => return Ok(Some(resp)),
                     Err(RelayError::Connect(e)) => {
                         tracing::debug!(leader, error = %e, "leader unreachable; waiting for a new one");
@@ -603,14 +682,18 @@ impl RegistryApp {
         }
     }
 
-    /// Sends a request to the leader at `addr` the way `via` says, and returns its answer.
-    async fn relay(&self, addr: &str, via: &Via<'_>) -> Result<warp::reply::Response, RelayError> {
+    /// Sends a request to the leader `to` the way `via` says, and returns its answer.
+    async fn relay(
+        &self,
+        to: (NodeId, &RegistryNode),
+        via: &Via<'_>,
+    ) -> Result<warp::reply::Response, RelayError> {
         let (method, path_and_query, body) = match via {
             Via::Heartbeats { body, count } => {
                 return self
                     .inner
                     .forwarder
-                    .forward(addr, body.clone(), *count, current_request_id())
+                    .forward(to, body.clone(), *count, current_request_id())
                     .await
                     .map(Relayed::into_response)
             }
@@ -625,7 +708,7 @@ impl RegistryApp {
             .peer
             .send(
                 method.clone(),
-                addr,
+                to,
                 path_and_query,
                 body.clone(),
                 current_request_id().as_deref(),
@@ -715,10 +798,7 @@ impl RegistryApp {
             .inner
             .view
             .read(|s| (s.last_applied.map(|l| l.index), s.len(), s.digest()));
-        if m.current_leader == Some(m.id) && m.state != ServerState::Leader {
-            // A vote for itself persisted before a restart: not a leader now.
-            m.current_leader = None;
-        }
+        m.current_leader = leader_of(&m);
         let membership = m.membership_config.membership();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         let matched = m.replication.clone().unwrap_or_default();
@@ -728,6 +808,7 @@ impl RegistryApp {
                 id: *id,
                 addr: node.addr.clone(),
                 voter: voters.contains(id),
+                incarnation: node.incarnation.to_string(),
                 matched_index: if *id == m.id {
                     m.last_log_index
                 } else {
@@ -738,8 +819,11 @@ impl RegistryApp {
         let leader_addr = m
             .current_leader
             .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()));
+        let store = self.inner.identity.store();
         ClusterOut {
+            cluster_id: store.cluster_id().map(|c| c.to_string()),
             node_id: m.id,
+            incarnation: store.incarnation().to_string(),
             role: format!("{:?}", m.state),
             leader_id: m.current_leader,
             leader_addr,
@@ -764,7 +848,7 @@ impl RegistryApp {
         if let Err(e) = &m.running_state {
             return Err(format!("raft stopped: {e}"));
         }
-        if m.current_leader == Some(m.id) && m.state != ServerState::Leader {
+        if m.current_leader.is_some() && leader_of(&m).is_none() {
             return Err("no leader known since this node restarted".into());
         }
         if !m
@@ -784,11 +868,21 @@ impl RegistryApp {
             Some(ms) => Err(format!(
                 "no contact with leader {leader} for {ms} ms: the cluster may have no quorum"
             )),
+            None if leader == m.id => {
+                Err("this node leads, but no quorum has acknowledged it since it started".into())
+            }
             None => Err(format!(
                 "no contact with leader {leader} since this node started"
             )),
         }
     }
+}
+
+/// The leader `m` names, unless it names this node while it does not lead: a vote for itself
+/// remembered from before a restart makes no leader.
+pub(crate) fn leader_of(m: &openraft::RaftMetrics<NodeId, RegistryNode>) -> Option<NodeId> {
+    m.current_leader
+        .filter(|l| *l != m.id || m.state == ServerState::Leader)
 }
 
 /// How long a request waits for a leader to be elected before failing with 503: a few
@@ -829,7 +923,7 @@ fn written(done: OnLeader<CommandResponse>) -> Result<Written, ApiError> {
     }
 }
 
-fn not_leader(id: NodeId, fwd: &ForwardToLeader<NodeId, BasicNode>) -> ApiError {
+fn not_leader(id: NodeId, fwd: &ForwardToLeader<NodeId, RegistryNode>) -> ApiError {
     ApiError::Unavailable(format!(
         "node {id} received a forwarded request but is not the leader (leader now: {:?}); retry",
         fwd.leader_id

@@ -11,13 +11,13 @@
 use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Raft};
+use openraft::Raft;
 use prometheus_client::metrics::histogram::Histogram;
-use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, TypeConfig};
+use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, RegistryNode, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 
 /// The error a proposal can fail with.
-pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
+pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, RegistryNode>>;
 
 /// Most heartbeats in one log entry.
 pub const MAX_BATCH: usize = 2000;

@@ -171,6 +171,17 @@ impl RegistryClient {
             .await
     }
 
+    /// A backup of the whole state (`GET /v1/cluster/backup`): taken on the leader once it
+    /// confirmed its quorum (`Linearizable`), or on the first reachable node (`Stale`). The
+    /// bytes are a snapshot file, checked by the caller.
+    pub async fn backup(&self, consistency: Consistency) -> Result<Vec<u8>, ClientError> {
+        let q = [("consistency", consistency.as_str())];
+        let bytes = self
+            .send_bytes(|base| self.http.get(format!("{base}/v1/cluster/backup")).query(&q))
+            .await?;
+        Ok(bytes.to_vec())
+    }
+
     /// The cluster as the first reachable node sees it.
     pub async fn cluster(&self) -> Result<ClusterOut, ClientError> {
         self.send(|base| self.http.get(format!("{base}/v1/cluster")))
@@ -184,6 +195,18 @@ impl RegistryClient {
         &self,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let bytes = self.send_bytes(build).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Api {
+            status: 200,
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// [`send`](Self::send), answering the body of a successful answer as it is.
+    async fn send_bytes(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, ClientError> {
         let mut last = String::from("no endpoint configured");
         for base in &self.endpoints {
             let mut req = build(base);
@@ -204,10 +227,7 @@ impl RegistryClient {
                 .await
                 .map_err(|e| ClientError::Unknown(format!("{base}: {e}")))?;
             if status.is_success() {
-                return serde_json::from_slice(&bytes).map_err(|e| ClientError::Api {
-                    status: status.as_u16(),
-                    message: format!("unexpected answer: {e}"),
-                });
+                return Ok(bytes);
             }
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.error.message)

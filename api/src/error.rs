@@ -42,6 +42,11 @@ pub enum ApiError {
     /// and `Retry-After: 1`, before the request is read.
     #[error("{0}")]
     Overloaded(String),
+    /// A request between nodes that is not for this node: it comes from another cluster, or
+    /// it is meant for another node or another incarnation of this one (421 Misdirected
+    /// Request). Its sender treats this node as unreachable.
+    #[error("{0}")]
+    WrongPeer(String),
     /// A bug or a broken invariant (500).
     #[error("{0}")]
     Internal(String),
@@ -58,6 +63,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::WrongPeer(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +79,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Overloaded(_) => "overloaded",
+            ApiError::WrongPeer(_) => "wrong_peer",
             ApiError::Internal(_) => "internal",
         }
     }

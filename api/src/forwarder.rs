@@ -13,17 +13,14 @@
 //! refuse one heartbeat for another's fault.
 
 use bytes::Bytes;
+use registry_storage::{NodeId, RegistryNode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
-use warp::http::header::{CONTENT_TYPE, RETRY_AFTER};
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use warp::Reply;
+use warp::http::{Method, StatusCode};
 
-use crate::app::FORWARDED_HEADER;
-use crate::auth::SECRET_HEADER;
 use crate::batcher::{group, Join, Limits};
-use crate::server::REQUEST_ID_HEADER;
+use crate::peer::{Peer, RelayError, Relayed};
 use crate::wire::MAX_BATCH;
 
 /// Most forwarded batches on the way to the leader at once.
@@ -33,68 +30,10 @@ const QUEUE: usize = 16 * 1024;
 /// The leader's route for heartbeats.
 const HEARTBEATS_PATH: &str = "/v1/heartbeats";
 
-/// The leader's answer to a forwarded request, to pass on to the client.
-#[derive(Debug, Clone)]
-pub struct Relayed {
-    /// Its status.
-    pub status: StatusCode,
-    /// The headers worth passing on (see [`relay_headers`]).
-    pub headers: HeaderMap,
-    /// Its body.
-    pub body: Bytes,
-}
-
-impl Relayed {
-    /// The answer as this node's reply.
-    pub fn into_response(self) -> warp::reply::Response {
-        let mut out = self.body.to_vec().into_response();
-        *out.status_mut() = self.status;
-        out.headers_mut().extend(self.headers);
-        out
-    }
-}
-
-/// Why a request could not be relayed to the leader.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RelayError {
-    /// The leader could not be reached: nothing was sent, so waiting for a new leader and
-    /// trying again is safe.
-    #[error("cannot reach the leader: {0}")]
-    Connect(String),
-    /// The request may have reached the leader: its outcome is unknown.
-    #[error("{0}")]
-    Unknown(String),
-}
-
-impl RelayError {
-    /// Classifies a client error.
-    pub fn of(e: &reqwest::Error) -> Self {
-        if e.is_connect() {
-            Self::Connect(e.to_string())
-        } else {
-            Self::Unknown(e.to_string())
-        }
-    }
-}
-
-/// The headers of a leader's answer that are passed on to the client: the registry's own
-/// (`x-registry-*`), the content type and `Retry-After`.
-pub fn relay_headers(from: &reqwest::header::HeaderMap) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for (name, value) in from {
-        if name.as_str().starts_with("x-registry-") || name == CONTENT_TYPE || name == RETRY_AFTER {
-            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-                headers.insert(name.clone(), v);
-            }
-        }
-    }
-    headers
-}
-
 /// One request waiting to be forwarded.
 struct Pending {
-    /// The leader's address.
-    addr: String,
+    /// The leader.
+    leader: (NodeId, RegistryNode),
     /// The request's body: one heartbeat object or an array of them, already validated.
     body: Bytes,
     /// Heartbeats in it.
@@ -110,7 +49,7 @@ impl Join for Pending {
     }
 
     fn joins(&self, first: &Self) -> bool {
-        self.addr == first.addr
+        self.leader == first.leader
     }
 }
 
@@ -118,69 +57,6 @@ impl Join for Pending {
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     tx: mpsc::Sender<Pending>,
-}
-
-/// What every request a node forwards to the leader carries: the header that stops it from
-/// being forwarded again, the cluster secret (the leader trusts what its peers authorised) and
-/// the request id (the leader logs the request under the same id).
-#[derive(Debug, Clone)]
-pub struct Peer {
-    http: reqwest::Client,
-    /// This node's id, in [`FORWARDED_HEADER`].
-    node_id: String,
-    secret: Option<String>,
-}
-
-impl Peer {
-    /// Node `node_id` forwarding with `http`.
-    pub fn new(http: reqwest::Client, node_id: u64, secret: Option<String>) -> Self {
-        Self {
-            http,
-            node_id: node_id.to_string(),
-            secret,
-        }
-    }
-
-    /// Sends `body` to the leader at `addr` as `method path_and_query`; the answer is
-    /// returned as it starts to arrive.
-    pub async fn send(
-        &self,
-        method: Method,
-        addr: &str,
-        path_and_query: &str,
-        body: Bytes,
-        request_id: Option<&str>,
-    ) -> Result<reqwest::Response, RelayError> {
-        let mut req = self
-            .http
-            .request(method, format!("http://{addr}{path_and_query}"))
-            .header(FORWARDED_HEADER, &self.node_id)
-            .header(CONTENT_TYPE, "application/json");
-        if let Some(secret) = &self.secret {
-            req = req.header(SECRET_HEADER, secret);
-        }
-        if let Some(id) = request_id {
-            req = req.header(REQUEST_ID_HEADER, id);
-        }
-        req.body(body).send().await.map_err(|e| RelayError::of(&e))
-    }
-}
-
-impl Relayed {
-    /// The leader's whole answer, read.
-    pub async fn read(resp: reqwest::Response) -> Result<Self, RelayError> {
-        let status = resp.status();
-        let headers = relay_headers(resp.headers());
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| RelayError::Unknown(e.to_string()))?;
-        Ok(Self {
-            status,
-            headers,
-            body,
-        })
-    }
 }
 
 impl Forwarder {
@@ -195,18 +71,18 @@ impl Forwarder {
         Self { tx }
     }
 
-    /// Forwards `body` (holding `count` validated heartbeats) to the leader at `addr`, with
+    /// Forwards `body` (holding `count` validated heartbeats) to the leader `to`, with
     /// whatever else is waiting for it, and returns this request's part of the answer.
     pub async fn forward(
         &self,
-        addr: &str,
+        to: (NodeId, &RegistryNode),
         body: Bytes,
         count: usize,
         request_id: Option<String>,
     ) -> Result<Relayed, RelayError> {
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
-            addr: addr.to_string(),
+            leader: (to.0, to.1.clone()),
             body,
             count,
             request_id,
@@ -221,7 +97,8 @@ impl Forwarder {
 /// Sends one batch and answers each of its requests.
 async fn send(peer: Peer, batch: Vec<Pending>) {
     let total: usize = batch.iter().map(|p| p.count).sum();
-    let addr = batch[0].addr.clone();
+    let (leader, node) = batch[0].leader.clone();
+    let addr = node.addr.clone();
     if batch.len() > 1 {
         let ids: Vec<&str> = batch
             .iter()
@@ -234,7 +111,7 @@ async fn send(peer: Peer, batch: Vec<Pending>) {
         let resp = peer
             .send(
                 Method::POST,
-                &addr,
+                (leader, &node),
                 HEARTBEATS_PATH,
                 body.into(),
                 batch[0].request_id.as_deref(),

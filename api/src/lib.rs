@@ -24,13 +24,17 @@ pub mod cinder;
 pub mod client;
 pub mod error;
 pub mod forwarder;
+pub mod identity;
 pub mod json;
 pub mod listing;
 pub mod liveness;
 pub mod metrics;
+pub mod peer;
+pub mod replace;
 pub mod routes;
 pub mod rpc;
 pub mod server;
+pub mod snapshot_receiver;
 pub mod wire;
 
 pub use app::{ApiSettings, RegistryApp};

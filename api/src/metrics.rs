@@ -59,6 +59,15 @@ struct StateLabels {
     state: &'static str,
 }
 
+/// Labels of `registry_cluster_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabels {
+    /// The cluster id, or `none` before the node belongs to one.
+    cluster_id: String,
+    /// The store's incarnation.
+    incarnation: String,
+}
+
 /// Latency buckets: 0.5 ms to about 8 s, doubling (a write waits at most `write_timeout`).
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 15))
@@ -250,6 +259,21 @@ pub async fn render(app: &RegistryApp) -> Result<String, std::fmt::Error> {
 
     let mut g = Gauges(Registry::with_prefix(PREFIX));
     g.int("node_id", "This node's id", m.id);
+    let identity = Family::<IdentityLabels, Gauge>::default();
+    identity
+        .get_or_create(&IdentityLabels {
+            cluster_id: app
+                .identity()
+                .cluster_id()
+                .map_or_else(|| "none".to_string(), |c| c.to_string()),
+            incarnation: app.identity().incarnation().to_string(),
+        })
+        .set(1);
+    g.0.register(
+        "cluster_info",
+        "Always 1; labelled with the cluster this node belongs to and its store's incarnation",
+        identity,
+    );
     g.int("raft_term", "Current Raft term", m.current_term);
     let leads = m.state == ServerState::Leader;
     g.flag(
@@ -274,8 +298,7 @@ pub async fn render(app: &RegistryApp) -> Result<String, std::fmt::Error> {
         "1 for this node's Raft server state, 0 for the others",
         states,
     );
-    // A vote for itself remembered from before a restart does not make a leader.
-    let leader = m.current_leader.filter(|l| *l != m.id || leads);
+    let leader = crate::app::leader_of(&m);
     g.opt_int(
         "raft_leader_id",
         "Id of the leader this node knows (absent when it knows none)",

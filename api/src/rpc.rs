@@ -1,5 +1,6 @@
-//! Encoding of the internal Raft RPCs (bincode bodies), shared by the routes that serve
-//! them and the network client that sends them.
+//! Encoding of the internal Raft RPCs, shared by the routes that serve them and the network
+//! client that sends them: one byte of format version ([`FORMAT_VERSION`], the store's), then
+//! the message in bincode. A message of a newer format is refused with a message saying so.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,9 +25,19 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ MAX_RPC_BYTES as usize }>()
 }
 
+pub use registry_storage::codec::FORMAT_VERSION;
+
 /// Why an RPC body could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcCodecError {
+    /// The body is empty: no format version.
+    #[error("an empty message")]
+    Empty,
+    /// The message was written in a format this node does not read.
+    #[error(
+        "the message has format version {0}; this node reads 1 to {FORMAT_VERSION}: upgrade it"
+    )]
+    Version(u8),
     /// Encoding failed.
     #[error("encode: {0}")]
     Encode(#[from] bincode::error::EncodeError),
@@ -40,12 +51,18 @@ pub enum RpcCodecError {
 
 /// Encodes an RPC message.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcCodecError> {
-    Ok(bincode::serde::encode_to_vec(value, config())?)
+    let mut out = vec![FORMAT_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())?;
+    Ok(out)
 }
 
 /// Decodes an RPC message of exactly type `T`. A length prefix larger than what the body holds
 /// is an error before anything is allocated (see [`registry_storage::codec::decode_from_slice`]).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcCodecError> {
+    let (&version, bytes) = bytes.split_first().ok_or(RpcCodecError::Empty)?;
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(RpcCodecError::Version(version));
+    }
     let (value, read) = registry_storage::codec::decode_from_slice(bytes, config())?;
     if read != bytes.len() {
         return Err(RpcCodecError::Trailing(bytes.len() - read));

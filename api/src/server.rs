@@ -8,6 +8,9 @@
 //! - bounds the public requests in flight to `max_concurrent_requests`: beyond it, a request
 //!   is answered 503 with `Retry-After: 1` at once, before its body is read (Raft RPCs and
 //!   `/health`, `/ready`, `/metrics` are never refused);
+//! - admits a request from another node (a Raft RPC, a join, a request forwarded to the
+//!   leader) only when its identity headers name this node's cluster, id and incarnation
+//!   ([`crate::identity`]), before its body is read;
 //! - times the request into the latency histogram of its route template, and logs one line
 //!   for it: at `debug`, or at `trace` for the Raft RPCs, which arrive many times a second.
 //!
@@ -35,7 +38,7 @@ use tracing::Instrument;
 use warp::http::{HeaderMap, HeaderValue, Method, Request};
 use warp::reply::Response;
 
-use crate::app::RegistryApp;
+use crate::app::{RegistryApp, FORWARDED_HEADER};
 use crate::cinder::request_id::new_request_id;
 use crate::routes::{classify, RouteKind};
 
@@ -161,6 +164,7 @@ impl<S, B> Service<Request<B>> for Observed<S>
 where
     S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -207,9 +211,19 @@ where
         };
         let admission = Admission(Arc::new(Mutex::new(permit)));
         req.extensions_mut().insert(admission.clone());
-        let handled = span.in_scope(|| self.inner.call(req));
+        let from_peer =
+            peer_check(route.template, req.headers()).map(|check| (check, req.headers().clone()));
+        let mut inner = self.inner.clone();
         let served = async move {
-            let mut resp = match handled.await {
+            let admitted = match from_peer {
+                Some((check, headers)) => admit_peer(&app, check, &headers).await,
+                None => Ok(()),
+            };
+            let handled = match admitted {
+                Ok(()) => inner.call(req).await,
+                Err(e) => Ok(e.into_reply()),
+            };
+            let mut resp = match handled {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
@@ -230,6 +244,50 @@ where
             Ok(resp)
         };
         Box::pin(REQUEST_ID.scope(id, served.instrument(span)))
+    }
+}
+
+/// What a request from another node must show before it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerCheck {
+    /// The cluster secret (a peer asking who this node is).
+    Secret,
+    /// The cluster secret, then the identity headers ([`crate::identity`]); `joining` for a
+    /// sender that has no cluster yet.
+    Identity {
+        /// Admit a sender without a cluster.
+        joining: bool,
+    },
+}
+
+/// What a request must show as coming from another node: the Raft RPCs, joins and requests
+/// forwarded by a peer show the secret and their identity, `/raft/identity` the secret;
+/// `None` for a client's request.
+fn peer_check(template: &str, headers: &HeaderMap) -> Option<PeerCheck> {
+    match template {
+        "/raft/append" | "/raft/vote" | "/raft/snapshot" => {
+            Some(PeerCheck::Identity { joining: false })
+        }
+        "/raft/join" => Some(PeerCheck::Identity { joining: true }),
+        "/raft/identity" => Some(PeerCheck::Secret),
+        _ if headers.contains_key(FORWARDED_HEADER) => Some(PeerCheck::Identity { joining: false }),
+        _ => None,
+    }
+}
+
+/// Checks a request from another node: the secret first (401, saying nothing of this node
+/// to a stranger), then its identity (421).
+async fn admit_peer(
+    app: &RegistryApp,
+    check: PeerCheck,
+    headers: &HeaderMap,
+) -> Result<(), crate::error::ApiError> {
+    app.authorize_peer(headers).inspect_err(|e| {
+        tracing::warn!(error = %e, "refused a request between nodes without the cluster secret");
+    })?;
+    match check {
+        PeerCheck::Secret => Ok(()),
+        PeerCheck::Identity { joining } => app.identity().admit(headers, joining).await,
     }
 }
 

@@ -265,6 +265,9 @@ pub struct MemberOut {
     pub addr: String,
     /// Voter (true) or learner.
     pub voter: bool,
+    /// The incarnation of its store that is the member (16 hex digits).
+    #[serde(default)]
+    pub incarnation: String,
     /// Last log index known to be replicated to it (known on the leader only; on others,
     /// only for the answering node itself).
     pub matched_index: Option<u64>,
@@ -273,8 +276,14 @@ pub struct MemberOut {
 /// Body of `GET /v1/cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterOut {
+    /// The cluster the answering node belongs to (32 hex digits), once it belongs to one.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     /// The answering node.
     pub node_id: u64,
+    /// The incarnation of its store (16 hex digits).
+    #[serde(default)]
+    pub incarnation: String,
     /// Its Raft role: `Leader`, `Follower`, `Candidate` or `Learner`.
     pub role: String,
     /// The leader it knows of.
@@ -441,4 +450,62 @@ pub struct AddLearnerIn {
 pub struct PromoteIn {
     /// The learner to promote.
     pub id: u64,
+}
+
+/// A member as a node's identity lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberIdentity {
+    /// Node id.
+    pub id: u64,
+    /// Address.
+    pub addr: String,
+    /// The incarnation of its store that is the member (16 hex digits).
+    pub incarnation: String,
+    /// Voter (true) or learner.
+    pub voter: bool,
+}
+
+/// Body of `GET /raft/identity` (peers only): who a node is, for a peer that bootstraps a
+/// group, joins one, or adds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityOut {
+    /// The format version of the node's store.
+    pub format: u8,
+    /// Its node id.
+    pub node_id: u64,
+    /// The incarnation of its store (16 hex digits).
+    pub incarnation: String,
+    /// Its cluster (32 hex digits), once it has one.
+    pub cluster_id: Option<String>,
+    /// Whether its Raft holds any state (a log or a vote): a node that does must not be
+    /// bootstrapped again.
+    pub initialized: bool,
+    /// The backup its store was restored from, when it was (see `RestoredFrom::backup_id`).
+    pub restored_from: Option<String>,
+    /// The leader it knows of.
+    pub leader_id: Option<u64>,
+    /// The members as it knows them.
+    pub members: Vec<MemberIdentity>,
+}
+
+/// Body of `POST /raft/join` (peers only): a node whose store was created anew asks the leader
+/// to put it back in place of the incarnation the membership records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinIn {
+    /// Its node id.
+    pub node_id: u64,
+    /// Its address (must be the member's).
+    pub addr: String,
+    /// Its new incarnation (16 hex digits).
+    pub incarnation: String,
+}
+
+/// The leader's answer to a [`JoinIn`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinOut {
+    /// Whether the node is back in its place (a voter again, or the learner it was).
+    pub done: bool,
+    /// Where the replacement stands, in words.
+    pub phase: String,
 }

@@ -96,8 +96,9 @@ pub struct NodeConfig {
     /// Directory of the node's sled database; a relative path is taken from the directory
     /// of the config file.
     pub data_dir: PathBuf,
-    /// Every member of the group, this node included. A node that starts with an empty data
-    /// directory forms the group with them.
+    /// The members of the group, this node included: the founding members that
+    /// `--bootstrap` forms the group with, and the peers a node with an empty data directory
+    /// asks to join.
     pub peers: Vec<Peer>,
     /// How long a service may stay silent and still be `up` (Cinder's `service_down_time`).
     #[serde(with = "humantime_serde", default = "default_service_down_time")]
@@ -119,11 +120,6 @@ pub struct NodeConfig {
     /// Raft timings and log compaction.
     #[serde(default)]
     pub raft: RaftSettings,
-    /// Whether a node starting with an empty data directory forms the group with `peers`
-    /// (true, the default, for the founding members). A node that joins a running group must
-    /// set it to false and be added by the leader (`registryctl cluster add`).
-    #[serde(default = "default_bootstrap")]
-    pub bootstrap: bool,
     /// Client tokens and the cluster secret. Required: turning authentication off must be
     /// said in so many words (`mode = "disabled"`), and is meant for a local demo only.
     pub auth: AuthSettings,
@@ -236,10 +232,6 @@ pub const MAX_CONCURRENT_REQUESTS_LIMIT: usize = 1 << 20;
 
 fn default_max_concurrent_requests() -> usize {
     DEFAULT_MAX_CONCURRENT_REQUESTS
-}
-
-fn default_bootstrap() -> bool {
-    true
 }
 
 fn default_service_down_time() -> Duration {

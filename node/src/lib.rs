@@ -10,13 +10,17 @@
 //! `registryctl report`), and [`cli`], the commands of the `registryctl` binary.
 #![deny(missing_docs)]
 
+mod bootstrap;
 pub mod cli;
 pub mod config;
+mod join;
 pub mod network;
 mod node;
 pub mod reporter;
+pub mod restore;
 pub mod signals;
 mod ticker;
 
+pub use bootstrap::cluster_id_of;
 pub use config::{ConfigError, NodeConfig, Peer, RaftSettings};
-pub use node::{run, Node, NodeError, SHUTDOWN_GRACE};
+pub use node::{run, Node, NodeError, StartOptions, SHUTDOWN_GRACE};

@@ -1,7 +1,9 @@
 //! Raft RPC to the other nodes over HTTP, with bincode bodies: one pooled HTTP client per
 //! node, a per-call deadline from openraft, and the errors sorted the way openraft's
 //! replication expects (unreachable peers are backed off; remote Raft errors are returned as
-//! such).
+//! such). Every RPC names this node's cluster and the target's node id and incarnation as
+//! the membership records them ([`registry_api::identity`]); a target that refuses it as not
+//! meant for it (a lost store, another cluster) counts as unreachable.
 
 use std::time::Duration;
 
@@ -13,10 +15,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use registry_api::auth::SECRET_HEADER;
+use registry_api::identity::PeerIdentity;
 use registry_api::rpc::{self, path};
-use registry_storage::{NodeId, TypeConfig};
+use registry_storage::{NodeId, RegistryNode, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -26,6 +28,8 @@ pub struct HttpNetwork {
     client: reqwest::Client,
     /// The cluster secret sent with every RPC.
     secret: Option<String>,
+    /// This node's cluster, sent with every RPC.
+    identity: PeerIdentity,
 }
 
 impl HttpNetwork {
@@ -35,6 +39,7 @@ impl HttpNetwork {
     pub fn new(
         local: Option<std::net::IpAddr>,
         secret: Option<String>,
+        identity: PeerIdentity,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .local_address(local)
@@ -43,19 +48,25 @@ impl HttpNetwork {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(500))
             .build()?;
-        Ok(Self { client, secret })
+        Ok(Self {
+            client,
+            secret,
+            identity,
+        })
     }
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = HttpPeer;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> HttpPeer {
+    async fn new_client(&mut self, target: NodeId, node: &RegistryNode) -> HttpPeer {
         HttpPeer {
             target,
             base: format!("http://{}/raft", node.addr),
             client: self.client.clone(),
             secret: self.secret.clone(),
+            identity: self.identity.clone(),
+            node: node.clone(),
         }
     }
 }
@@ -67,6 +78,9 @@ pub struct HttpPeer {
     base: String,
     client: reqwest::Client,
     secret: Option<String>,
+    identity: PeerIdentity,
+    /// The target as the membership records it.
+    node: RegistryNode,
 }
 
 impl HttpPeer {
@@ -75,7 +89,7 @@ impl HttpPeer {
         rpc_path: &str,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    ) -> Result<Resp, RPCError<NodeId, RegistryNode, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -86,6 +100,7 @@ impl HttpPeer {
             .client
             .post(format!("{}/{rpc_path}", self.base))
             .timeout(option.hard_ttl())
+            .headers(self.identity.headers_to(self.target, &self.node))
             .header("content-type", rpc::CONTENT_TYPE);
         if let Some(secret) = &self.secret {
             req = req.header(SECRET_HEADER, secret);
@@ -106,6 +121,10 @@ impl HttpPeer {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let err =
                 std::io::Error::other(format!("peer {} answered {status}: {text}", self.target));
+            if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
+                // Another incarnation or cluster listens there: backed off like a dead peer.
+                return Err(RPCError::Unreachable(Unreachable::new(&err)));
+            }
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
         let res: Result<Resp, E> =
@@ -119,7 +138,8 @@ impl RaftNetwork<TypeConfig> for HttpPeer {
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, RegistryNode, RaftError<NodeId>>>
+    {
         self.call(path::APPEND, &req, &option).await
     }
 
@@ -129,7 +149,7 @@ impl RaftNetwork<TypeConfig> for HttpPeer {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, RegistryNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         self.call(path::SNAPSHOT, &req, &option).await
     }
@@ -138,7 +158,7 @@ impl RaftNetwork<TypeConfig> for HttpPeer {
         &mut self,
         req: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, RegistryNode, RaftError<NodeId>>> {
         self.call(path::VOTE, &req, &option).await
     }
 }

@@ -1,21 +1,32 @@
-//! Starting and stopping a node: storage, Raft, bootstrap, the HTTP server.
+//! Starting and stopping a node: storage, Raft, the HTTP server, and how a node with an empty
+//! store comes into a group ([`crate::bootstrap`] when told to form one, [`crate::join`]
+//! otherwise).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use openraft::error::{InitializeError, RaftError};
-use openraft::{BasicNode, Raft};
+use openraft::Raft;
+use registry_api::identity::PeerIdentity;
 use registry_api::liveness::Liveness;
 use registry_api::{ApiSettings, RegistryApp};
-use registry_storage::{open_store, LogStore, NodeId, StoreError, TypeConfig};
+use registry_storage::{open_store, LogStore, NodeId, StoreError, StoreIdentity, TypeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::network::HttpNetwork;
+
+/// How a node starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// Form a new group with every configured peer if this node's store is empty
+    /// (`registry-node --bootstrap`): a one-time act, refused when a peer already belongs to
+    /// a group, and ignored by a node that holds Raft state. Without it, a node with an empty
+    /// store joins the group its peers are in.
+    pub bootstrap: bool,
+}
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +43,9 @@ pub enum NodeError {
     /// The listener or the HTTP client could not be set up.
     #[error("io: {0}")]
     Io(String),
+    /// Bootstrapping a group was refused (a peer already belongs to one, say).
+    #[error("{0}")]
+    Bootstrap(String),
 }
 
 /// How long each step of a shutdown may take before it is cut short.
@@ -57,17 +71,26 @@ pub struct Node {
     stop_tasks: watch::Sender<bool>,
     /// The clock tick task.
     ticker: JoinHandle<()>,
+    /// Bootstrapping or joining, while this node is not in a group yet.
+    formation: JoinHandle<()>,
+    /// Why the node cannot run, when bootstrapping found it must not (see [`Node::failed`]).
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl Node {
-    /// Opens the node's storage, starts Raft and the HTTP server on `listener`, and forms the
-    /// group with its peers if this node has never been part of one.
-    pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+    /// Opens the node's storage, starts Raft and the HTTP server on `listener`, and, when
+    /// its store is empty, bootstraps a new group or joins its peers' (see [`StartOptions`])
+    /// in the background.
+    pub async fn start(
+        config: NodeConfig,
+        listener: TcpListener,
+        options: StartOptions,
+    ) -> Result<Node, NodeError> {
         let raft_config = Arc::new(config.openraft_config()?);
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
-        let (log, sm) = open_store(&config.data_dir)?;
-        let view = sm.view();
+        let store = open_store(&config.data_dir)?;
+        let view = store.sm.view();
         let auth = config.auth.load()?;
         if !auth.tokens_required() {
             tracing::warn!(
@@ -83,11 +106,24 @@ impl Node {
         }
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
         let secret = auth.secret().map(str::to_string);
-        let network =
-            HttpNetwork::new(local_ip, secret).map_err(|e| NodeError::Io(e.to_string()))?;
-        let raft = Raft::new(config.node_id, raft_config, network, log.clone(), sm)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let identity = PeerIdentity::new(config.node_id, store.identity.clone());
+        let network = HttpNetwork::new(local_ip, secret, identity)
+            .map_err(|e| NodeError::Io(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            network,
+            store.log.clone(),
+            store.sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        tracing::info!(
+            node_id = config.node_id,
+            incarnation = %store.identity.incarnation(),
+            cluster_id = %store.identity.cluster_id().map_or_else(|| "none yet".to_string(), |c| c.to_string()),
+            "store opened"
+        );
 
         let settings = ApiSettings {
             liveness: Liveness {
@@ -103,7 +139,14 @@ impl Node {
             view.clone(),
             stopped_tasks,
         ));
-        let app = RegistryApp::new(config.node_id, raft.clone(), view, settings, auth, local_ip);
+        let app = RegistryApp::new(
+            config.node_id,
+            raft.clone(),
+            &store,
+            settings,
+            auth,
+            local_ip,
+        );
         let addr = listener
             .local_addr()
             .map_err(|e| NodeError::Io(e.to_string()))?;
@@ -113,18 +156,43 @@ impl Node {
         }));
         tracing::info!(node_id = config.node_id, %addr, data_dir = %config.data_dir.display(), "node listening");
 
-        bootstrap(&raft, &config).await?;
+        let (fail, failed) = watch::channel(None);
+        let formation = tokio::spawn(form(
+            raft.clone(),
+            app.clone(),
+            store.identity.clone(),
+            config.clone(),
+            options,
+            stop_tasks.subscribe(),
+            fail,
+        ));
         Ok(Node {
             id: config.node_id,
             addr,
             raft,
             app,
-            log,
+            log: store.log,
             stop_http,
             server,
             stop_tasks,
             ticker,
+            formation,
+            failed,
         })
+    }
+
+    /// Resolves with why the node cannot run, when bootstrapping found it must not form a
+    /// group (a peer already belongs to one, say); never resolves otherwise.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
     }
 
     /// Stops in a fixed order: stop accepting requests, shut Raft down, flush storage.
@@ -144,6 +212,9 @@ impl Node {
         if let Err(e) = self.ticker.await {
             tracing::warn!(error = %e, "tick task ended abnormally");
         }
+        if let Err(e) = self.formation.await {
+            tracing::warn!(error = %e, "bootstrap or join task ended abnormally");
+        }
         match tokio::time::timeout(SHUTDOWN_GRACE, self.raft.shutdown()).await {
             Ok(res) => res.map_err(|e| NodeError::Raft(format!("shutdown: {e}")))?,
             Err(_) => return Err(NodeError::Raft("raft did not stop within the grace".into())),
@@ -158,38 +229,40 @@ impl Node {
     }
 }
 
-/// Forms the group with every configured peer when this node has never been initialised.
-/// Running it on every node at once is safe: they all propose the same membership at the
-/// same log position; a node that already holds a log or a vote is never re-initialised.
-async fn bootstrap(raft: &Raft<TypeConfig>, config: &NodeConfig) -> Result<(), NodeError> {
-    let initialized = raft
-        .is_initialized()
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+/// Brings a node whose Raft holds no state into a group: it bootstraps one when told to (or
+/// when its store was restored from a backup), else it joins its peers'. A node with Raft
+/// state does neither. A failure to bootstrap is sent on `fail`.
+async fn form(
+    raft: Raft<TypeConfig>,
+    app: RegistryApp,
+    store: StoreIdentity,
+    config: NodeConfig,
+    options: StartOptions,
+    stop: watch::Receiver<bool>,
+    fail: watch::Sender<Option<String>>,
+) {
+    let initialized = match raft.is_initialized().await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "raft stopped before the node joined a group");
+            return;
+        }
+    };
     if initialized {
+        if options.bootstrap {
+            tracing::info!("this node holds Raft state already: --bootstrap is ignored");
+        }
         tracing::info!("existing Raft state found; rejoining the group");
-        return Ok(());
+        return;
     }
-    if !config.bootstrap {
-        tracing::info!("empty node with bootstrap = false: waiting to be added by the leader");
-        return Ok(());
-    }
-    let members: BTreeMap<NodeId, BasicNode> = config
-        .peers
-        .iter()
-        .map(|p| (p.id, BasicNode::new(p.addr.clone())))
-        .collect();
-    match raft.initialize(members).await {
-        Ok(()) => {
-            tracing::info!(peers = config.peers.len(), "initialised a new group");
-            Ok(())
+    if options.bootstrap || store.restored_from().is_some() {
+        if let Err(why) = crate::bootstrap::run(&raft, app.peer(), &store, &config, stop).await {
+            tracing::error!(error = %why, "refusing to bootstrap");
+            let _ = fail.send(Some(format!("refusing to bootstrap: {why}")));
         }
-        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-            tracing::info!(reason = %e, "group already initialised");
-            Ok(())
-        }
-        Err(e) => Err(NodeError::Raft(format!("initialize: {e}"))),
+        return;
     }
+    crate::join::run(&raft, app.peer(), store.incarnation(), &config, stop).await;
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly.
@@ -201,12 +274,14 @@ async fn bootstrap(raft: &Raft<TypeConfig>, config: &NodeConfig) -> Result<(), N
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
+    options: StartOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let node = Node::start(config, listener).await?;
+    let node = Node::start(config, listener, options).await?;
     let mut metrics = node.raft.metrics();
-    let fatal = tokio::select! {
+    let ended = tokio::select! {
         _ = shutdown => None,
+        why = node.failed() => Some(NodeError::Bootstrap(why)),
         why = async {
             match metrics.wait_for(|m| m.running_state.is_err()).await {
                 Ok(m) => match &m.running_state {
@@ -215,19 +290,22 @@ pub async fn run(
                 },
                 Err(_) => "its metrics channel closed".to_string(),
             }
-        } => Some(why),
+        } => Some(NodeError::Raft(format!("stopped with a fatal error: {why}"))),
     };
-    let Some(why) = fatal else {
+    let Some(error) = ended else {
         return node.shutdown().await;
     };
-    tracing::error!(
-        error = %why,
-        "raft stopped with a fatal error: this node takes no more writes; shutting it down"
-    );
+    match &error {
+        NodeError::Bootstrap(_) => {
+            tracing::error!(error = %error, "this node must not form a group; shutting it down")
+        }
+        _ => tracing::error!(
+            error = %error,
+            "raft stopped with a fatal error: this node takes no more writes; shutting it down"
+        ),
+    }
     if let Err(e) = node.shutdown().await {
         tracing::warn!(error = %e, "shutdown after the fatal error was not clean");
     }
-    Err(NodeError::Raft(format!(
-        "stopped with a fatal error: {why}"
-    )))
+    Err(error)
 }

@@ -1,9 +1,17 @@
 //! bincode (2.x) encoding of everything stored in sled.
 //!
-//! bincode is not self-describing: every value is decoded as exactly the type it was encoded
-//! as, and a value that does not decode completely is an error, never a default. Decoding
-//! never allocates more than the input holds: a corrupt length prefix is an error before any
-//! allocation ([`decode_from_slice`]).
+//! Every stored value is an envelope: the format version it was written in (one byte,
+//! [`FORMAT_VERSION`]), a CRC-32 of the payload (four bytes, little endian), then the payload
+//! in bincode. A value written by a newer format is refused with a message saying so
+//! ([`StoreError::NewerFormat`]); a value whose bytes changed since they were written is
+//! refused as damaged ([`StoreError::Damaged`]), never decoded into something else.
+//!
+//! bincode is not self-describing: every payload is decoded as exactly the type it was
+//! encoded as, and a payload that does not decode completely is an error, never a default.
+//! Decoding never allocates more than the input holds: a corrupt length prefix is an error
+//! before any allocation ([`decode_from_slice`]).
+//!
+//! Keys are plain bincode ([`encode_key`]): their bytes decide sled's order and never change.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,6 +19,13 @@ use serde::Serialize;
 use crate::error::StoreError;
 
 mod borrowed;
+
+/// The format version of everything this build writes: stored values, the store itself
+/// (its `format` key), snapshot and backup files. A build reads every version up to its own.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Bytes in front of every stored value's payload: the version and the CRC-32.
+const ENVELOPE: usize = 5;
 
 /// Upper bound on a single decoded value (bincode's limit, which counts the in-memory size of
 /// what is decoded).
@@ -20,13 +35,49 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
-/// Encodes a value for storage.
+/// Encodes a value for storage, in the envelope (version, checksum, payload).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT_VERSION, 0, 0, 0, 0];
+    bincode::serde::encode_into_std_write(value, &mut out, config())?;
+    let crc = crc32fast::hash(&out[ENVELOPE..]);
+    out[1..ENVELOPE].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes a stored value: checks its version and checksum, then decodes exactly a `T`;
+/// trailing bytes make it an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    let Some((&version, rest)) = bytes.split_first() else {
+        return Err(StoreError::Damaged("an empty stored value".into()));
+    };
+    check_version(version, "a stored value")?;
+    if rest.len() < ENVELOPE - 1 {
+        return Err(StoreError::Damaged(format!(
+            "a stored value of {} bytes is shorter than its envelope",
+            bytes.len()
+        )));
+    }
+    let (crc, payload) = rest.split_at(ENVELOPE - 1);
+    let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = crc32fast::hash(payload);
+    if expected != actual {
+        return Err(StoreError::Damaged(format!(
+            "checksum mismatch in a stored value of {} bytes (stored {expected:08x}, \
+             computed {actual:08x})",
+            bytes.len()
+        )));
+    }
+    decode_plain(payload)
+}
+
+/// Encodes a key (plain bincode: keys are never versioned, their order is sled's).
+pub fn encode_key<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
-/// Decodes a stored value; trailing bytes make it an error.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+/// Decodes plain bincode of exactly a `T` (no envelope); trailing bytes make it an error.
+/// Used inside files that carry their own version and checksum (snapshots, backups).
+pub fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     let (value, read) = decode_from_slice(bytes, config())?;
     if read != bytes.len() {
         return Err(StoreError::Corrupt(format!(
@@ -35,6 +86,26 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
         )));
     }
     Ok(value)
+}
+
+/// Encodes plain bincode (no envelope), for files that carry their own version and checksum.
+pub fn encode_plain<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(bincode::serde::encode_to_vec(value, config())?)
+}
+
+/// Refuses a format `version` newer than this build's; `what` names the thing read.
+pub fn check_version(version: u8, what: &str) -> Result<(), StoreError> {
+    match version {
+        0 => Err(StoreError::Damaged(format!(
+            "{what} has format version 0, which no build writes"
+        ))),
+        v if v > FORMAT_VERSION => Err(StoreError::NewerFormat {
+            what: what.to_string(),
+            found: v,
+            supported: FORMAT_VERSION,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Decodes a value of exactly type `T` from the start of `bytes` with the bincode `config`;
@@ -48,4 +119,44 @@ pub fn decode_from_slice<T: DeserializeOwned, C: bincode::config::Config>(
     config: C,
 ) -> Result<(T, usize), bincode::error::DecodeError> {
     bincode::serde::seed_decode_from_slice(borrowed::Root::<T>::new(), bytes, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_any_changed_byte_is_refused() -> Result<(), StoreError> {
+        let value = ("cinder-volume".to_string(), 42u64, Some(vec![1u8, 2, 3]));
+        let bytes = encode(&value)?;
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(decode::<(String, u64, Option<Vec<u8>>)>(&bytes)?, value);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            let res = decode::<(String, u64, Option<Vec<u8>>)>(&bad);
+            assert!(res.is_err(), "a flipped bit at byte {i} is refused");
+        }
+        for cut in 0..bytes.len() {
+            assert!(
+                decode::<(String, u64, Option<Vec<u8>>)>(&bytes[..cut]).is_err(),
+                "a value cut at {cut} bytes is refused"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn newer_formats_are_refused_with_a_message() -> Result<(), StoreError> {
+        let mut bytes = encode(&7u64)?;
+        bytes[0] = FORMAT_VERSION + 1;
+        match decode::<u64>(&bytes) {
+            Err(e @ StoreError::NewerFormat { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("newer"), "{text}");
+            }
+            other => panic!("a newer version is refused as such, got {other:?}"),
+        }
+        Ok(())
+    }
 }

@@ -9,12 +9,17 @@
 //! of its own. The state machine is also kept in memory ([`ServicesState`]) so reads never
 //! scan sled and snapshots copy the records together with their applied log id.
 //!
+//! Every value stored and every snapshot carries a format version and a checksum
+//! ([`codec`], [`snapshot`]); every store knows its cluster and its own incarnation
+//! ([`identity`]).
+//!
 //! This crate knows nothing of HTTP.
 #![deny(missing_docs)]
 
 pub mod clock;
 pub mod codec;
 pub mod error;
+pub mod identity;
 pub mod log_store;
 pub mod model;
 mod sm_disk;
@@ -27,9 +32,10 @@ pub mod types;
 
 pub use clock::RegistryClock;
 pub use error::StoreError;
+pub use identity::{ClusterId, Incarnation, RestoredFrom, StoreIdentity};
 pub use log_store::LogStore;
 pub use model::{AdminAction, Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord};
 pub use state::{ServicesState, StateView};
 pub use state_machine::StateMachineStore;
-pub use store::open_store;
-pub use types::{NodeId, TypeConfig};
+pub use store::{open_store, restore, RestoreSummary, Store};
+pub use types::{NodeId, RegistryNode, TypeConfig};

@@ -92,6 +92,11 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
+/// The last purged log id recorded in the log's metadata tree `meta`.
+pub(crate) fn read_last_purged(meta: &sled::Tree) -> Result<Option<LogId>, StoreError> {
+    meta.get(KEY_LAST_PURGED)?.map(|v| decode(&v)).transpose()
+}
+
 impl LogStore {
     pub(crate) fn open(db: &sled::Db, sm: StateMachineStore) -> Result<Self, StoreError> {
         Ok(Self {

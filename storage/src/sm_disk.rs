@@ -8,7 +8,7 @@
 //! name, which no such encoding equals (the test below checks the near misses).
 
 use crate::clock::RegistryClock;
-use crate::codec::{decode, encode};
+use crate::codec::{decode, encode, encode_key};
 use crate::error::StoreError;
 use crate::model::{ServiceKey, ServiceRecord};
 use crate::state::ServicesState;
@@ -29,7 +29,7 @@ fn is_meta(key: &[u8]) -> bool {
 
 /// The key a record is stored under.
 pub(crate) fn record_key(key: &ServiceKey) -> Result<Vec<u8>, StoreError> {
-    encode(&(&key.host, &key.binary))
+    encode_key(&(&key.host, &key.binary))
 }
 
 /// The state machine's metadata, as of some applied entry.

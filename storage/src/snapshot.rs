@@ -1,54 +1,284 @@
-//! The snapshot format: the whole services table with the log id it reflects.
+//! The snapshot format: the whole services table with the log id it reflects, in one
+//! self-checking blob. The same bytes are the node's snapshot file, the data openraft streams
+//! to a follower, and a backup (`registryctl snapshot save`).
+//!
+//! Layout (integers little endian):
+//!
+//! | bytes | what |
+//! | --- | --- |
+//! | 8 | [`MAGIC`] |
+//! | 1 | format version ([`FORMAT_VERSION`]) |
+//! | 4 | header length *h* |
+//! | *h* | [`SnapshotHeader`] (bincode) |
+//! | 8 | records length *r* |
+//! | *r* | every record (bincode list) |
+//! | 4 | CRC-32 of every byte before it |
+//!
+//! A blob is refused whole when any byte changed, when it is cut short, when it was written in
+//! a newer format, or when its header does not describe its records.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::RegistryClock;
-use crate::codec::{decode, encode};
+use crate::codec::{check_version, decode_plain, encode_plain, FORMAT_VERSION};
 use crate::error::StoreError;
+use crate::identity::ClusterId;
 use crate::model::ServiceRecord;
 use crate::state::ServicesState;
 use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
-/// What a snapshot's data holds. Its metadata (last log id, membership) travels beside it in
-/// openraft's `SnapshotMeta`; the last applied log id is also kept inside, so data and
-/// metadata that do not belong together are refused. `R` is the record list: borrowed when
-/// encoding (no copy of the table), owned when decoding; both have the same bytes.
-#[derive(Debug, Serialize, Deserialize)]
-struct SnapshotPayload<R> {
+/// A snapshot's first bytes. The CR LF catches a copy that mangled line ends.
+pub const MAGIC: &[u8; 8] = b"RGSNAP\r\n";
+
+/// Bytes of the fixed parts: magic, version, header length, records length, checksum.
+const FIXED: usize = 8 + 1 + 4 + 8 + 4;
+
+/// Largest header accepted (it is a few hundred bytes).
+const MAX_HEADER: usize = 1024 * 1024;
+
+/// What a snapshot says of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// The cluster whose state it is.
+    pub cluster_id: Option<ClusterId>,
+    /// openraft's id of the snapshot.
+    pub snapshot_id: String,
     /// Log id of the last entry reflected in the records.
-    last_applied: Option<LogId>,
+    pub last_log_id: Option<LogId>,
+    /// The membership as of that entry.
+    pub last_membership: StoredMembership,
     /// Id the next created record gets.
-    next_id: u64,
-    /// Registry time as of `last_applied`.
-    clock: RegistryClock,
-    /// Every record, soft-deleted ones included.
-    records: R,
+    pub next_id: u64,
+    /// Registry time as of `last_log_id`.
+    pub clock: RegistryClock,
+    /// Number of records, soft-deleted ones included.
+    pub records: u64,
+    /// When the snapshot was made (the maker's wall clock; informative only).
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub created_at: DateTime<Utc>,
 }
 
-/// Encodes a state as snapshot data.
-pub fn encode_state(state: &ServicesState) -> Result<Vec<u8>, StoreError> {
-    encode(&SnapshotPayload {
-        last_applied: state.last_applied,
+impl SnapshotHeader {
+    /// openraft's metadata of this snapshot.
+    pub fn meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: self.last_log_id,
+            last_membership: self.last_membership.clone(),
+            snapshot_id: self.snapshot_id.clone(),
+        }
+    }
+}
+
+/// What a snapshot's bytes say of it, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Its format version.
+    pub format_version: u8,
+    /// Its header.
+    pub header: SnapshotHeader,
+    /// Its CRC-32 (the last four bytes).
+    pub checksum: u32,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+/// Encodes `state` as a snapshot of cluster `cluster_id` named `snapshot_id`.
+pub fn encode_state(
+    state: &ServicesState,
+    cluster_id: Option<ClusterId>,
+    snapshot_id: String,
+) -> Result<Vec<u8>, StoreError> {
+    let header = SnapshotHeader {
+        cluster_id,
+        snapshot_id,
+        last_log_id: state.last_applied,
+        last_membership: state.membership.clone(),
         next_id: state.next_id,
         clock: state.clock,
-        records: state.records().collect::<Vec<&ServiceRecord>>(),
-    })
+        records: state.len() as u64,
+        created_at: Utc::now(),
+    };
+    let header = encode_plain(&header)?;
+    let records = encode_plain(&state.records().collect::<Vec<&ServiceRecord>>())?;
+    let header_len = u32::try_from(header.len())
+        .map_err(|_| StoreError::Corrupt("snapshot header too large".into()))?;
+    let mut out = Vec::with_capacity(FIXED + header.len() + records.len());
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&header_len.to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    out.extend_from_slice(&records);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
 }
 
-/// Decodes snapshot data received with `meta` into the state it describes.
-pub fn decode_state(meta: &SnapshotMeta, data: &[u8]) -> Result<ServicesState, StoreError> {
-    let payload: SnapshotPayload<Vec<ServiceRecord>> = decode(data)?;
-    if payload.last_applied != meta.last_log_id {
-        return Err(StoreError::Corrupt(format!(
-            "snapshot data reflects log id {:?} but its metadata says {:?}",
-            payload.last_applied, meta.last_log_id
+/// Checks a snapshot's bytes (magic, version, checksum, lengths, header) without decoding
+/// its records.
+pub fn check(bytes: &[u8]) -> Result<SnapshotInfo, StoreError> {
+    parse(bytes).map(|(info, _)| info)
+}
+
+/// Checks a snapshot's bytes and decodes it whole: its header and every record.
+pub fn decode(bytes: &[u8]) -> Result<(SnapshotInfo, Vec<ServiceRecord>), StoreError> {
+    let (info, records) = parse(bytes)?;
+    let records: Vec<ServiceRecord> = decode_plain(records)?;
+    if records.len() as u64 != info.header.records {
+        return Err(StoreError::Damaged(format!(
+            "snapshot: the header counts {} records, the snapshot holds {}",
+            info.header.records,
+            records.len()
         )));
     }
-    Ok(ServicesState::from_parts(
-        payload.last_applied,
-        StoredMembership::clone(&meta.last_membership),
-        payload.next_id,
-        payload.clock,
-        payload.records,
-    ))
+    Ok((info, records))
+}
+
+/// Checks everything but the records, which it returns undecoded.
+fn parse(bytes: &[u8]) -> Result<(SnapshotInfo, &[u8]), StoreError> {
+    let damaged = |why: String| StoreError::Damaged(format!("snapshot: {why}"));
+    if bytes.len() < FIXED {
+        return Err(damaged(format!("{} bytes is too short", bytes.len())));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(damaged("not a registry snapshot (wrong magic)".into()));
+    }
+    check_version(bytes[8], "the snapshot")?;
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = crc32fast::hash(body);
+    if stored != actual {
+        return Err(damaged(format!(
+            "checksum mismatch over {} bytes (stored {stored:08x}, computed {actual:08x})",
+            bytes.len()
+        )));
+    }
+    let mut at: usize = 9;
+    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        let end = at
+            .checked_add(n)
+            .filter(|end| *end <= body.len())
+            .ok_or_else(|| damaged("a length runs past the end".into()))?;
+        let part = &body[at..end];
+        at = end;
+        Ok(part)
+    };
+    let header_len = u32::from_le_bytes(take(4)?.try_into().unwrap_or_default()) as usize;
+    if header_len > MAX_HEADER {
+        return Err(damaged(format!("a {header_len}-byte header")));
+    }
+    let header: SnapshotHeader = decode_plain(take(header_len)?)?;
+    let records_len = u64::from_le_bytes(take(8)?.try_into().unwrap_or_default());
+    let records_len =
+        usize::try_from(records_len).map_err(|_| damaged("records too large".into()))?;
+    let records = take(records_len)?;
+    if at != body.len() {
+        return Err(damaged(format!(
+            "{} bytes after the records",
+            body.len() - at
+        )));
+    }
+    let info = SnapshotInfo {
+        format_version: bytes[8],
+        header,
+        checksum: stored,
+        size: bytes.len(),
+    };
+    Ok((info, records))
+}
+
+/// The state a decoded snapshot describes.
+pub fn into_state(header: SnapshotHeader, records: Vec<ServiceRecord>) -> ServicesState {
+    ServicesState::from_parts(
+        header.last_log_id,
+        header.last_membership,
+        header.next_id,
+        header.clock,
+        records,
+    )
+}
+
+/// Decodes snapshot data received (or stored) with `meta` into the state it describes and the
+/// cluster it belongs to; data whose header does not match `meta` is refused.
+pub fn decode_state(
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<(ServicesState, Option<ClusterId>), StoreError> {
+    let (info, records) = decode(data)?;
+    let h = &info.header;
+    if h.last_log_id != meta.last_log_id
+        || h.last_membership != meta.last_membership
+        || h.snapshot_id != meta.snapshot_id
+    {
+        return Err(StoreError::Corrupt(format!(
+            "snapshot data {} reflects log id {:?} but its metadata says {} at {:?}",
+            h.snapshot_id, h.last_log_id, meta.snapshot_id, meta.last_log_id
+        )));
+    }
+    let cluster_id = info.header.cluster_id;
+    Ok((into_state(info.header, records), cluster_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Command, Heartbeat};
+    use crate::types::Entry;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn state() -> ServicesState {
+        let mut s = ServicesState::default();
+        let entry = Entry {
+            log_id: openraft::LogId::new(CommittedLeaderId::new(3, 1), 7),
+            payload: EntryPayload::Normal(Command::Heartbeats {
+                at: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+                beats: vec![
+                    Heartbeat::new("h1", "cinder-volume"),
+                    Heartbeat::new("h2", "b"),
+                ]
+                .into(),
+            }),
+        };
+        s.apply_entry(&entry, &mut Vec::new());
+        s
+    }
+
+    #[test]
+    fn a_snapshot_decodes_to_the_state_it_was_made_of() -> Result<(), StoreError> {
+        let s = state();
+        let bytes = encode_state(&s, Some(ClusterId(5)), "3-7-1".into())?;
+        let (d, records) = decode(&bytes)?;
+        assert_eq!(d.header.cluster_id, Some(ClusterId(5)));
+        assert_eq!(d.header.records, 2);
+        assert_eq!(records.len(), 2);
+        assert_eq!(d.size, bytes.len());
+        assert_eq!(check(&bytes)?, d);
+        let meta = d.header.meta();
+        assert_eq!(decode_state(&meta, &bytes)?, (s, Some(ClusterId(5))));
+        let mut other = meta.clone();
+        other.snapshot_id = "3-7-2".into();
+        assert!(decode_state(&other, &bytes).is_err(), "metadata of another");
+        Ok(())
+    }
+
+    #[test]
+    fn every_damage_is_refused() -> Result<(), StoreError> {
+        let bytes = encode_state(&state(), Some(ClusterId(5)), "3-7-1".into())?;
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_err(), "a flipped byte at {i} is refused");
+        }
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut} is refused");
+        }
+        let mut newer = bytes.clone();
+        newer[8] = FORMAT_VERSION + 1;
+        assert!(matches!(
+            decode(&newer),
+            Err(StoreError::NewerFormat { .. })
+        ));
+        Ok(())
+    }
 }

@@ -12,6 +12,12 @@
 //!
 //! A snapshot copies the table under the lock that applies take, so records and log id
 //! always belong together even when applies continue while the snapshot is written.
+//!
+//! Snapshots check themselves ([`crate::snapshot`]): one whose bytes changed is never
+//! installed, served or loaded. The records on disk are always at least as new as the log's
+//! purge point, except for at most one [`PERSIST_INTERVAL`] after a purge that the snapshot
+//! file covered: only then does a start need the snapshot file, and only then can a damaged
+//! one not be done without (the store then refuses to open and says so).
 
 use std::collections::HashSet;
 use std::io::Cursor;
@@ -23,9 +29,10 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{RaftSnapshotBuilder, StorageIOError};
 
 use crate::error::StoreError;
+use crate::identity::StoreIdentity;
 use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
 use crate::sm_disk;
-use crate::snapshot::{decode_state, encode_state};
+use crate::snapshot::{self, decode_state, encode_state};
 use crate::snapshot_file::SnapshotFile;
 use crate::state::{lock, ServicesState, StateView};
 use crate::store::TREE_SERVICES;
@@ -49,6 +56,8 @@ struct Inner {
     services: sled::Tree,
     /// The current snapshot (a file beside the database).
     snapshot: SnapshotFile,
+    /// The store's cluster, written into every snapshot and checked in every one installed.
+    identity: StoreIdentity,
     /// The same state in memory.
     view: StateView,
     /// Records changed in memory since the last persist; only changed with the view's write
@@ -58,7 +67,7 @@ struct Inner {
     persisting: Mutex<()>,
     /// Why the last background persist failed, if it did: the next apply fails with it, so
     /// a node that cannot write its state stops instead of drifting from its disk.
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<Arc<StoreError>>>,
     /// Makes snapshot ids unique within this process.
     snapshot_seq: AtomicU64,
     /// The last log id the snapshot file covers (durably written).
@@ -68,18 +77,50 @@ struct Inner {
 impl StateMachineStore {
     /// Loads the state machine from `db`: the records on disk, or the stored snapshot when
     /// it is newer than them (a crash before they were persisted), which then replaces
-    /// them on disk. Starts the background persist thread.
-    pub(crate) fn open(db: &sled::Db, dir: &std::path::Path) -> Result<Self, StoreError> {
+    /// them on disk. `last_purged` is the log's purge point: a damaged snapshot file is moved
+    /// aside when the records do not need it, and refused when they do. Starts the background
+    /// persist thread.
+    pub(crate) fn open(
+        db: &sled::Db,
+        dir: &std::path::Path,
+        identity: StoreIdentity,
+        last_purged: Option<LogId>,
+    ) -> Result<Self, StoreError> {
         let services = db.open_tree(TREE_SERVICES)?;
-        let snapshot = SnapshotFile::new(dir);
+        let file = SnapshotFile::new(dir);
         let mut state = sm_disk::load(&services)?;
         let mut snapshot_last = None;
-        if let Some((meta, data)) = snapshot.read()? {
-            snapshot_last = meta.last_log_id;
-            if meta.last_log_id > state.last_applied {
-                state = decode_state(&meta, &data)?;
-                services.apply_batch(sm_disk::replace_batch(&services, &state)?)?;
-                db.flush()?;
+        if let Some(bytes) = file.read()? {
+            match snapshot::decode(&bytes) {
+                Ok((info, records)) => {
+                    snapshot_last = info.header.last_log_id;
+                    if info.header.last_log_id > state.last_applied {
+                        state = snapshot::into_state(info.header, records);
+                        services.apply_batch(sm_disk::replace_batch(&services, &state)?)?;
+                        db.flush()?;
+                    }
+                }
+                Err(e @ StoreError::Damaged(_)) if state.last_applied >= last_purged => {
+                    let moved = file.quarantine()?;
+                    tracing::error!(
+                        error = %e,
+                        moved_to = %moved.display(),
+                        "the snapshot file is damaged; it was moved aside, and a fresh one is \
+                         built from this node's records, which do not need it"
+                    );
+                }
+                Err(e @ StoreError::Damaged(_)) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} is damaged ({e}), and this node's state cannot be rebuilt without \
+                         it: the records on disk reflect {:?} but the log is purged up to \
+                         {:?}. Move the data directory aside and start the node again: it \
+                         returns as a new incarnation and gets the state from the leader",
+                        file.path().display(),
+                        state.last_applied,
+                        last_purged
+                    )))
+                }
+                Err(e) => return Err(e),
             }
         }
         let seq = chrono::Utc::now().timestamp_millis().unsigned_abs();
@@ -87,7 +128,8 @@ impl StateMachineStore {
             inner: Arc::new(Inner {
                 db: db.clone(),
                 services,
-                snapshot,
+                snapshot: file,
+                identity,
                 view: StateView::new(state),
                 dirty: Mutex::new(HashSet::new()),
                 persisting: Mutex::new(()),
@@ -146,18 +188,17 @@ impl StateMachineStore {
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
             last_membership: state.membership.clone(),
-            snapshot_id,
+            snapshot_id: snapshot_id.clone(),
         };
         // Encoding and writing tens of megabytes: off the async workers.
         let file = self.inner.snapshot.clone();
-        let file_meta = meta.clone();
+        let cluster_id = self.inner.identity.cluster_id();
         let data = tokio::task::spawn_blocking(move || {
-            let data = encode_state(&state)?;
-            file.write(&file_meta, &data)?;
+            let data = encode_state(&state, cluster_id, snapshot_id)?;
+            file.write(&data)?;
             Ok::<_, StoreError>(data)
         })
-        .await
-        .map_err(|e| StoreError::Task(format!("writing the snapshot: {e}")))??;
+        .await??;
         *lock(&self.inner.snapshot_last) = meta.last_log_id;
         Ok(Snapshot {
             meta,
@@ -165,36 +206,97 @@ impl StateMachineStore {
         })
     }
 
-    /// Replaces the whole state with a snapshot's, on disk in one transaction, then in memory.
-    /// Replaces the whole state with a snapshot's: the snapshot file first, then the
-    /// records on disk (one batch, flushed), then memory. A crash between the first two
-    /// leaves a snapshot newer than the records, which the next start loads.
+    /// The current state as a backup: a snapshot blob of it, encoded now (not stored), and
+    /// the index of the last entry it reflects.
+    pub async fn backup(&self) -> Result<(Vec<u8>, Option<u64>), StoreError> {
+        let state = self.inner.view.read(ServicesState::clone);
+        let cluster_id = self.inner.identity.cluster_id();
+        let snapshot_id = match state.last_applied {
+            Some(l) => format!("backup-{}-{}", l.leader_id.term, l.index),
+            None => "backup-0-0".into(),
+        };
+        let index = state.last_applied.map(|l| l.index);
+        let blob =
+            tokio::task::spawn_blocking(move || encode_state(&state, cluster_id, snapshot_id))
+                .await??;
+        Ok((blob, index))
+    }
+
+    /// Replaces the whole state with a snapshot's: the records on disk first (one batch,
+    /// flushed), then the snapshot file, then memory. A crash between the first two leaves
+    /// records newer than the snapshot file, which the next start keeps. A snapshot that is
+    /// damaged, or of another cluster, is refused before anything is written.
     async fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
         // Decoding, writing and syncing tens of megabytes: off the async workers, like build.
         let inner = Arc::clone(&self.inner);
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
-            let state = decode_state(&meta, &data)?;
+            let (state, theirs) = decode_state(&meta, &data)?;
+            match (inner.identity.cluster_id(), theirs) {
+                (Some(ours), Some(theirs)) if ours == theirs => {}
+                (Some(ours), Some(theirs)) => {
+                    return Err(StoreError::ClusterMismatch { ours, theirs })
+                }
+                (ours, theirs) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "refusing snapshot {} of cluster {theirs:?} on a store of cluster \
+                         {ours:?}",
+                        meta.snapshot_id
+                    )))
+                }
+            }
             let _persisting = lock(&inner.persisting);
-            inner.snapshot.write(&meta, &data)?;
-            *lock(&inner.snapshot_last) = meta.last_log_id;
             let replace = sm_disk::replace_batch(&inner.services, &state)?;
             inner.services.apply_batch(replace)?;
+            inner.db.flush()?;
+            inner.snapshot.write(&data)?;
+            *lock(&inner.snapshot_last) = meta.last_log_id;
             inner.view.install(state);
             lock(&inner.dirty).clear();
             Ok::<(), StoreError>(())
         })
-        .await
-        .map_err(|e| StoreError::Task(format!("installing the snapshot: {e}")))??;
-        self.inner.db.flush_async().await?;
+        .await??;
         Ok(())
     }
 
-    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-        Ok(self.inner.snapshot.read()?.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+    /// The current snapshot, checked: a damaged file is moved aside and a fresh snapshot
+    /// built in its place, so a damaged one is never served.
+    async fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
+        let file = self.inner.snapshot.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let Some(data) = file.read()? else {
+                return Ok(None);
+            };
+            match snapshot::check(&data) {
+                Ok(info) => Ok(Some(Ok((info.header.meta(), data)))),
+                Err(e @ StoreError::Damaged(_)) => {
+                    let moved = file.quarantine()?;
+                    Ok(Some(Err((e, moved))))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await??;
+        match read {
+            None => Ok(None),
+            Some(Ok((meta, data))) => Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            })),
+            Some(Err((e, moved))) => {
+                tracing::error!(
+                    error = %e,
+                    moved_to = %moved.display(),
+                    "the snapshot file is damaged; moved aside, building a fresh one"
+                );
+                self.build().await.map(Some)
+            }
+        }
+    }
+
+    /// Whether a snapshot file exists (for a store's emptiness check).
+    pub(crate) fn has_snapshot_file(dir: &std::path::Path) -> bool {
+        SnapshotFile::new(dir).exists()
     }
 }
 
@@ -245,6 +347,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         self.current_snapshot()
+            .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }
@@ -279,7 +382,7 @@ fn spawn_persister(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         if let Err(e) = persist(&inner) {
             tracing::error!(error = %e, "writing the state machine to disk failed");
-            *lock(&inner.failed) = Some(e.to_string());
+            *lock(&inner.failed) = Some(Arc::new(e));
         }
     };
     if let Err(e) = std::thread::Builder::new()

@@ -29,13 +29,13 @@ use openraft::raft::{
 };
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftNetwork,
-    RaftNetworkFactory, RaftSnapshotBuilder,
+    CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftNetwork, RaftNetworkFactory,
+    RaftSnapshotBuilder,
 };
 use registry_storage::types::{Entry, LogId, SnapshotMeta, Vote};
 use registry_storage::{
-    open_store, AdminAction, Command, CommandResponse, Heartbeat, LogStore, ServiceKey,
-    ServicesState, StateMachineStore, TypeConfig,
+    open_store, AdminAction, ClusterId, Command, CommandResponse, Heartbeat, LogStore,
+    RegistryNode, ServiceKey, ServicesState, StateMachineStore, TypeConfig,
 };
 use tempfile::TempDir;
 
@@ -179,6 +179,16 @@ fn snapshot_of_view(sm: &StateMachineStore) -> ServicesState {
     sm.view().read(ServicesState::clone)
 }
 
+/// The cluster every store of these tests belongs to, so that snapshots move between them.
+const TEST_CLUSTER: ClusterId = ClusterId(0x7e57);
+
+/// Opens (or creates) a store of [`TEST_CLUSTER`].
+async fn open_test_store(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
+    let store = open_store(dir)?;
+    store.identity.adopt(TEST_CLUSTER).await?;
+    Ok((store.log, store.sm))
+}
+
 /// Reopens a store in this process after every handle on it was dropped. sled's background
 /// threads can hold the database's file lock for a moment after the last handle goes, so
 /// this retries "could not acquire lock" until a deadline.
@@ -186,7 +196,10 @@ async fn reopen(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match open_store(dir) {
-            Ok(store) => return Ok(store),
+            Ok(store) => {
+                store.identity.adopt(TEST_CLUSTER).await?;
+                return Ok((store.log, store.sm));
+            }
             Err(e) if e.to_string().contains("could not acquire lock") => {
                 ensure!(Instant::now() < deadline, "reopen: {e}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -307,7 +320,7 @@ struct NoNetwork;
 impl RaftNetworkFactory<TypeConfig> for NoNetwork {
     type Network = NoNetwork;
 
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, _target: u64, _node: &RegistryNode) -> Self::Network {
         NoNetwork
     }
 }
@@ -317,7 +330,7 @@ impl RaftNetwork<TypeConfig> for NoNetwork {
         &mut self,
         _rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, RegistryNode, RaftError<u64>>> {
         Err(RPCError::Unreachable(Unreachable::new(&NoPeer)))
     }
 
@@ -327,7 +340,7 @@ impl RaftNetwork<TypeConfig> for NoNetwork {
         _option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+        RPCError<u64, RegistryNode, RaftError<u64, InstallSnapshotError>>,
     > {
         Err(RPCError::Unreachable(Unreachable::new(&NoPeer)))
     }
@@ -336,7 +349,7 @@ impl RaftNetwork<TypeConfig> for NoNetwork {
         &mut self,
         _rpc: VoteRequest<u64>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    ) -> Result<VoteResponse<u64>, RPCError<u64, RegistryNode, RaftError<u64>>> {
         Err(RPCError::Unreachable(Unreachable::new(&NoPeer)))
     }
 }
@@ -375,7 +388,7 @@ async fn crash_child_appends() -> anyhow::Result<()> {
     let Some(dir) = child_dir() else {
         return Ok(());
     };
-    let (mut log, _sm) = open_store(&dir.join("db"))?;
+    let (mut log, _sm) = open_test_store(&dir.join("db")).await?;
     for start in (1..=40).step_by(4) {
         // `blocking_append` returns once the store called the LogFlushed callback.
         log.blocking_append(gen_entries(start..=start + 3)).await?;
@@ -392,7 +405,7 @@ async fn acknowledged_appends_survive_crash() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
     let marker = run_crash_child("crash_child_appends", tmp.path())?;
     let acked = marker_value(&marker, "acked")?;
-    let (mut log, _sm) = open_store(&tmp.path().join("db"))?;
+    let (mut log, _sm) = open_test_store(&tmp.path().join("db")).await?;
     let state = log.get_log_state().await?;
     assert_eq!(
         state.last_log_id,
@@ -420,7 +433,7 @@ async fn crash_child_vote() -> anyhow::Result<()> {
     let Some(dir) = child_dir() else {
         return Ok(());
     };
-    let (mut log, _sm) = open_store(&dir.join("db"))?;
+    let (mut log, _sm) = open_test_store(&dir.join("db")).await?;
     log.blocking_append(gen_entries(1..=2)).await?;
     log.save_vote(&Vote::new(1, 1)).await?;
     log.save_vote(&child_vote()).await?;
@@ -438,7 +451,7 @@ async fn vote_survives_crash() -> anyhow::Result<()> {
         marker_value(&marker, "voted")?,
         child_vote().leader_id().term
     );
-    let (mut log, _sm) = open_store(&tmp.path().join("db"))?;
+    let (mut log, _sm) = open_test_store(&tmp.path().join("db")).await?;
     assert_eq!(
         log.read_vote().await?,
         Some(child_vote()),
@@ -457,7 +470,7 @@ async fn crash_child_store_writes() -> anyhow::Result<()> {
     let Some(dir) = child_dir() else {
         return Ok(());
     };
-    let (mut log, mut sm) = open_store(&dir.join("db"))?;
+    let (mut log, mut sm) = open_test_store(&dir.join("db")).await?;
     // `blocking_append` waits for the store's LogFlushed callback: the acknowledgement.
     for start in (1..=24).step_by(8) {
         log.blocking_append(gen_entries(start..=start + 7)).await?;
@@ -502,7 +515,7 @@ async fn store_crash_loses_no_acknowledged_write() -> anyhow::Result<()> {
     let applied = marker_value(&marker, "applied")?;
     let committed = marker_value(&marker, "committed")?;
 
-    let (mut log, mut sm) = open_store(&tmp.path().join("db"))?;
+    let (mut log, mut sm) = open_test_store(&tmp.path().join("db")).await?;
 
     // Log durability. The purge point need not be durable when `purge` returns, but it must
     // reach disk before any entry goes: the log holds every entry after whatever purge
@@ -622,7 +635,7 @@ async fn crash_child_wide_applies() -> anyhow::Result<()> {
     let Some(dir) = child_dir() else {
         return Ok(());
     };
-    let (_log, mut sm) = open_store(&dir.join("db"))?;
+    let (_log, mut sm) = open_test_store(&dir.join("db")).await?;
     for index in 1..=WIDE_ENTRIES {
         sm.apply([wide_entry(index)]).await?;
         // Applies write nothing; each persist writes the records an apply changed, with
@@ -642,7 +655,7 @@ async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Res
     let tmp = TempDir::new()?;
     let marker = run_crash_child("crash_child_wide_applies", tmp.path())?;
     let applied = marker_value(&marker, "applied")?;
-    let (_log, mut sm) = open_store(&tmp.path().join("db"))?;
+    let (_log, mut sm) = open_test_store(&tmp.path().join("db")).await?;
     let (last_applied, _) = sm.applied_state().await?;
     let l = last_applied.map_or(0, |l| l.index);
     eprintln!("wide applies: recovered last_applied={l} of {applied}");
@@ -684,7 +697,7 @@ async fn crash_child_snapshot_before_persist() -> anyhow::Result<()> {
     let Some(dir) = child_dir() else {
         return Ok(());
     };
-    let (_log, mut sm) = open_store(&dir.join("db"))?;
+    let (_log, mut sm) = open_test_store(&dir.join("db")).await?;
     sm.apply(gen_entries(1..=SNAPSHOT_CHILD_ENTRIES)).await?;
     let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
     let index = snapshot.meta.last_log_id.map_or(0, |l| l.index);
@@ -705,7 +718,7 @@ async fn snapshot_newer_than_records_is_loaded_after_crash() -> anyhow::Result<(
         snapshot == SNAPSHOT_CHILD_ENTRIES,
         "the child's snapshot is at {snapshot}"
     );
-    let (_log, mut sm) = open_store(&tmp.path().join("db"))?;
+    let (_log, mut sm) = open_test_store(&tmp.path().join("db")).await?;
     let (last_applied, _) = sm.applied_state().await?;
     assert_eq!(
         last_applied,
@@ -737,7 +750,7 @@ async fn crash_child_raft_writes() -> anyhow::Result<()> {
     let Some(dir) = child_dir() else {
         return Ok(());
     };
-    let (log, sm) = open_store(&dir.join("db"))?;
+    let (log, sm) = open_test_store(&dir.join("db")).await?;
     let raft = start_raft(log, sm).await?;
     raft.initialize(BTreeSet::from([1u64])).await?;
     raft.wait(Some(RAFT_DEADLINE))
@@ -783,7 +796,7 @@ async fn raft_crash_loses_no_acknowledged_heartbeat() -> anyhow::Result<()> {
     let b_beats = marker_value(&marker, "b_beats")?;
     let last_index = marker_value(&marker, "last_index")?;
 
-    let (mut log, sm) = open_store(&tmp.path().join("db"))?;
+    let (mut log, sm) = open_test_store(&tmp.path().join("db")).await?;
     let last_log = log.get_log_state().await?.last_log_id;
     assert!(
         last_log.map_or(0, |l| l.index) >= last_index,
@@ -854,7 +867,7 @@ async fn wait_applied(sm: &StateMachineStore, index: u64) -> anyhow::Result<()> 
 async fn snapshot_during_applies_matches_its_log_id() -> anyhow::Result<()> {
     const SNAPSHOTS: usize = 12;
     let src_dir = TempDir::new()?;
-    let (_src_log, mut src) = open_store(src_dir.path())?;
+    let (_src_log, mut src) = open_test_store(src_dir.path()).await?;
     src.apply(gen_entries(1..=1)).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -907,7 +920,7 @@ async fn snapshot_during_applies_matches_its_log_id() -> anyhow::Result<()> {
             .map(|l| l.index)
             .ok_or_else(|| anyhow!("snapshot without a log id"))?;
         let dst_dir = TempDir::new()?;
-        let (_dst_log, mut dst) = open_store(dst_dir.path())?;
+        let (_dst_log, mut dst) = open_test_store(dst_dir.path()).await?;
         install(&mut dst, &meta, data).await?;
         let installed = snapshot_of_view(&dst);
         assert_eq!(
@@ -947,7 +960,7 @@ const SNAP_INDEX: u64 = 30;
 
 /// A snapshot of the generated log at [`SNAP_INDEX`], built in `dir`.
 async fn make_snapshot(dir: &Path) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
-    let (_log, mut sm) = open_store(dir)?;
+    let (_log, mut sm) = open_test_store(dir).await?;
     sm.apply(gen_entries(1..=SNAP_INDEX)).await?;
     let mut builder = sm.get_snapshot_builder().await;
     Ok(snapshot_bytes(builder.build_snapshot().await?))
@@ -1012,7 +1025,7 @@ async fn installed_snapshot_survives_reopen() -> anyhow::Result<()> {
     let (meta, data) = make_snapshot(src_dir.path()).await?;
     let dst_dir = TempDir::new()?;
     {
-        let (_log, mut sm) = open_store(dst_dir.path())?;
+        let (_log, mut sm) = open_test_store(dst_dir.path()).await?;
         populate_other(&mut sm).await?;
         install(&mut sm, &meta, data.clone()).await?;
         check_installed(&mut sm, &meta, &data, "before reopen").await?;
@@ -1039,7 +1052,7 @@ async fn crash_child_snapshot_install() -> anyhow::Result<()> {
     };
     let (meta, data) = make_snapshot(&dir.join("src")).await?;
     std::fs::write(dir.join("snapshot.data"), &data)?;
-    let (_log, mut sm) = open_store(&dir.join("dst"))?;
+    let (_log, mut sm) = open_test_store(&dir.join("dst")).await?;
     populate_other(&mut sm).await?;
     install(&mut sm, &meta, data).await?;
     write_marker(
@@ -1058,14 +1071,14 @@ async fn installed_snapshot_survives_crash() -> anyhow::Result<()> {
     assert_eq!(marker_value(&marker, "installed")?, SNAP_INDEX);
     let data = std::fs::read(tmp.path().join("snapshot.data"))?;
     // The source built (and flushed) the snapshot; its meta is the one installed.
-    let (_src_log, mut src) = open_store(&tmp.path().join("src"))?;
+    let (_src_log, mut src) = open_test_store(&tmp.path().join("src")).await?;
     let (meta, src_data) = snapshot_bytes(
         src.get_current_snapshot()
             .await?
             .ok_or_else(|| anyhow!("source lost its built snapshot in the crash"))?,
     );
     assert_eq!(src_data, data, "source snapshot changed");
-    let (_log, mut sm) = open_store(&tmp.path().join("dst"))?;
+    let (_log, mut sm) = open_test_store(&tmp.path().join("dst")).await?;
     check_installed(&mut sm, &meta, &data, "after a crash").await
 }
 
@@ -1107,7 +1120,7 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() -> anyhow::Result<()>
     let src_dir = TempDir::new()?;
     let (meta, data) = make_snapshot(src_dir.path()).await?;
     let dst_dir = TempDir::new()?;
-    let (_log, mut sm) = open_store(dst_dir.path())?;
+    let (_log, mut sm) = open_test_store(dst_dir.path()).await?;
     sm.apply(gen_entries(1..=12)).await?;
     sm.get_snapshot_builder().await.build_snapshot().await?;
     let before = observe(&mut sm).await?;

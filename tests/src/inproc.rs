@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use registry_api::client::RegistryClient;
 use registry_node::config::{AuthMode, AuthSettings};
-use registry_node::{Node, NodeConfig, Peer, RaftSettings};
+use registry_node::{Node, NodeConfig, Peer, RaftSettings, StartOptions};
 use tempfile::TempDir;
 
 /// Settings for a test cluster; defaults suit fast tests.
@@ -54,6 +54,8 @@ pub struct InProcCluster {
     /// Listeners bound before the configs were written, kept until each node's first start
     /// so no other process can take the port in between.
     bound: Vec<Option<tokio::net::TcpListener>>,
+    /// Whether each node started once already: only the first start bootstraps.
+    started: Vec<bool>,
 }
 
 impl InProcCluster {
@@ -92,7 +94,6 @@ impl InProcCluster {
                     read_timeout: Duration::from_secs(2),
                     max_concurrent_requests: spec.max_concurrent_requests,
                     raft: spec.raft.clone(),
-                    bootstrap: true,
                     auth: spec.auth.clone(),
                 }
                 .validate()
@@ -101,6 +102,7 @@ impl InProcCluster {
         let mut cluster = Self {
             dir,
             nodes: configs.iter().map(|_| None).collect(),
+            started: configs.iter().map(|_| false).collect(),
             configs,
             bound,
         };
@@ -110,7 +112,8 @@ impl InProcCluster {
         Ok(cluster)
     }
 
-    /// Starts (or restarts) node index `i` on its port and data directory.
+    /// Starts (or restarts) node index `i` on its port and data directory; its first start
+    /// bootstraps the group (all nodes together), later ones do not.
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         anyhow::ensure!(self.nodes[i].is_none(), "node {} is already running", i + 1);
         let config = self.configs[i].clone();
@@ -118,7 +121,11 @@ impl InProcCluster {
             Some(l) => l,
             None => rebind(config.listen).await?,
         };
-        self.nodes[i] = Some(Node::start(config, listener).await?);
+        let options = StartOptions {
+            bootstrap: !self.started[i],
+        };
+        self.started[i] = true;
+        self.nodes[i] = Some(Node::start(config, listener, options).await?);
         Ok(())
     }
 

@@ -52,12 +52,16 @@ pub struct ProcNode {
     pub addr: SocketAddr,
     /// Its config file.
     pub config: PathBuf,
+    /// Its data directory.
+    pub data_dir: PathBuf,
     /// Its log file (stderr of every run, appended).
     pub log: PathBuf,
     /// The running process, if any.
     pub child: Option<Child>,
     /// libfaketime offset of its wall clock, if any.
     pub clock_offset: Option<String>,
+    /// Whether its next start passes `--bootstrap` (a founding node's first start only).
+    pub bootstrap: bool,
 }
 
 /// The process cluster.
@@ -142,10 +146,20 @@ impl Default for ProcSpec {
 }
 
 impl ProcCluster {
-    /// Writes configs and starts every node. Each node gets an address of its own in a
-    /// loopback /24 of its own (127.X.Y.n), so links between two nodes can be cut with
-    /// firewall rules that touch nothing else.
+    /// Writes configs and starts every node, each bootstrapping the group on its first
+    /// start. Each node gets an address of its own in a loopback /24 of its own
+    /// (127.X.Y.n), so links between two nodes can be cut with firewall rules that touch
+    /// nothing else.
     pub fn start(spec: ProcSpec) -> anyhow::Result<Self> {
+        let mut cluster = Self::create(spec)?;
+        for i in 0..cluster.nodes.len() {
+            cluster.start_node(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Writes the configs like [`ProcCluster::start`], starting no node.
+    pub fn create(spec: ProcSpec) -> anyhow::Result<Self> {
         let dir = TempDir::new()?;
         let net = next_loopback_net();
         let addrs: Vec<SocketAddr> = (1..=spec.nodes)
@@ -167,9 +181,6 @@ impl ProcCluster {
         for (id, addr) in &peers {
             cluster.add_proc_node(*id, *addr, &peers, true)?;
         }
-        for i in 0..cluster.nodes.len() {
-            cluster.start_node(i)?;
-        }
         Ok(cluster)
     }
 
@@ -181,30 +192,47 @@ impl ProcCluster {
         peers: &[(u64, SocketAddr)],
         bootstrap: bool,
     ) -> anyhow::Result<usize> {
+        let index = self.nodes.len();
+        let data_dir = self
+            .spec
+            .data_dirs
+            .iter()
+            .find(|(n, _)| *n == index)
+            .map_or_else(
+                || self.dir.path().join(format!("node{id}-data")),
+                |(_, d)| d.clone(),
+            );
+        self.add_node_on(id, addr, data_dir, peers, bootstrap)
+    }
+
+    /// Writes the config of a node on data directory `data_dir` and records it (not started).
+    fn add_node_on(
+        &mut self,
+        id: u64,
+        addr: SocketAddr,
+        data_dir: PathBuf,
+        peers: &[(u64, SocketAddr)],
+        bootstrap: bool,
+    ) -> anyhow::Result<usize> {
         let spec = &self.spec;
         let peers: String = peers
             .iter()
             .map(|(id, a)| format!("[[peers]]\nid = {id}\naddr = \"{a}\"\n\n"))
             .collect();
-        let config = self.dir.path().join(format!("node{id}.toml"));
+        let config = self
+            .dir
+            .path()
+            .join(format!("node{id}-{}.toml", self.nodes.len()));
         let index = self.nodes.len();
-        let data_dir = spec
-            .data_dirs
-            .iter()
-            .find(|(n, _)| *n == index)
-            .map_or_else(
-                || format!("node{id}-data"),
-                |(_, d)| d.display().to_string(),
-            );
         let text = format!(
-            "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = {data_dir:?}\n\
-             bootstrap = {bootstrap}\n\
+            "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = {:?}\n\
              service_down_time = \"{}ms\"\nreport_interval = \"{}ms\"\n\
              write_timeout = \"5s\"\nread_timeout = \"2s\"\n\n\
              [raft]\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"150ms\"\n\
              election_timeout_max = \"300ms\"\nsnapshot_logs_since_last = {}\n\
              max_in_snapshot_log_to_keep = {}\n\n{peers}\
              [auth]\nmode = \"disabled\"\ncluster_secret = \"test-cluster-secret-0123\"\n",
+            data_dir.display().to_string(),
             spec.service_down_time.as_millis(),
             spec.report_interval.as_millis(),
             spec.snapshot_logs_since_last,
@@ -215,6 +243,7 @@ impl ProcCluster {
             id,
             addr,
             config,
+            data_dir,
             log: self.dir.path().join(format!("node{id}.log")),
             child: None,
             clock_offset: spec
@@ -222,18 +251,83 @@ impl ProcCluster {
                 .iter()
                 .find(|(n, _)| *n == index)
                 .map(|(_, o)| o.clone()),
+            bootstrap,
         });
         Ok(index)
     }
 
     /// Creates and starts a new, empty node that does not bootstrap (it waits to be added
-    /// by the leader); returns its index. Its data directory is its own, fresh.
+    /// by an operator); returns its index. Its data directory is its own, fresh.
     pub fn spawn_joiner(&mut self) -> anyhow::Result<usize> {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
         let addr = free_port_on(format!("{}.{id}", self.net).parse()?)?;
         let i = self.add_proc_node(id, addr, &[(id, addr)], false)?;
         self.start_node(i)?;
         Ok(i)
+    }
+
+    /// Adds (not started) a node `id` on address `addr` and data directory `data_dir`, whose
+    /// config lists the cluster's nodes as its peers: an old node pointed at this cluster,
+    /// say. Returns its index.
+    pub fn add_node_with_data(
+        &mut self,
+        id: u64,
+        addr: SocketAddr,
+        data_dir: PathBuf,
+    ) -> anyhow::Result<usize> {
+        let peers: Vec<(u64, SocketAddr)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.addr))
+            .filter(|(pid, _)| *pid != id)
+            .chain([(id, addr)])
+            .collect();
+        self.add_node_on(id, addr, data_dir, &peers, false)
+    }
+
+    /// A free port on the cluster's address for node `id` (`127.X.Y.id`).
+    pub fn free_addr_for(&self, id: u64) -> anyhow::Result<SocketAddr> {
+        free_port_on(format!("{}.{id}", self.net).parse()?)
+    }
+
+    /// Deletes the data directory of node index `i`, which must not be running: a lost disk.
+    pub fn wipe(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.nodes[i].child.is_none(),
+            "node {} is running",
+            self.nodes[i].id
+        );
+        match std::fs::remove_dir_all(&self.nodes[i].data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `registry-node ARGS` for node index `i` to completion (`restore`, say), with its
+    /// output appended to the node's log; answers its exit status and standard output.
+    pub fn run_command(
+        &self,
+        i: usize,
+        args: &[&str],
+    ) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let out = Command::new(&self.binary)
+            .args(args)
+            .arg("--config")
+            .arg(&node.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(log)
+            .output()?;
+        Ok((
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
     }
 
     /// Cuts every link between node `i` and the others (both directions, packets dropped).
@@ -305,6 +399,9 @@ impl ProcCluster {
             .append(true)
             .open(&node.log)?;
         let mut cmd = Command::new(&self.binary);
+        if std::mem::take(&mut node.bootstrap) {
+            cmd.arg("--bootstrap");
+        }
         cmd.arg("--config")
             .arg(&node.config)
             .env("RUST_LOG", "info,openraft=warn")
@@ -444,6 +541,65 @@ impl ProcCluster {
         .await
     }
 
+    /// Waits until the leader lists node index `i` as a voter with the incarnation that node
+    /// reports itself (so a node whose store was created anew is back in its place), in the
+    /// node's own cluster; answers how long it took.
+    pub async fn wait_voter(&self, i: usize, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = std::time::Instant::now();
+        let id = self.nodes[i].id;
+        let what = format!("node {id} is a voter with the incarnation of its store");
+        crate::wait::until(&what, timeout, || async {
+            let own = self.client_of(i).cluster().await.ok()?;
+            let leader = self
+                .wait_for_leader(Duration::from_millis(500))
+                .await
+                .ok()?;
+            let view = self.client_of(leader).cluster().await.ok()?;
+            let m = view.members.iter().find(|m| m.id == id)?;
+            (m.voter && m.incarnation == own.incarnation && own.cluster_id == view.cluster_id)
+                .then_some(())
+        })
+        .await?;
+        Ok(start.elapsed())
+    }
+
+    /// Waits until node index `i` exits by itself; answers its exit status.
+    pub async fn wait_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.reap_exited(i)? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "node {} still running after {timeout:?}",
+                self.nodes[i].id
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the log of node index `i` holds a line containing `needle`; answers it.
+    pub async fn wait_log(
+        &self,
+        i: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let what = format!("node {} logs {needle:?}", self.nodes[i].id);
+        crate::wait::until(&what, timeout, || async {
+            let text = std::fs::read_to_string(&self.nodes[i].log).ok()?;
+            text.lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string)
+        })
+        .await
+    }
+
     /// The last lines of every node's log, for failure messages.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
@@ -461,12 +617,18 @@ impl ProcCluster {
 }
 
 impl Drop for ProcCluster {
+    /// Kills every node and heals every cut. With `REGISTRY_KEEP_TEST_DIRS` set, the
+    /// cluster's directory (configs, data, whole logs) is kept and its path printed.
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             let _ = self.resume(i);
             let _ = self.kill_node(i);
         }
         let _ = self.heal();
+        if std::env::var_os("REGISTRY_KEEP_TEST_DIRS").is_some() {
+            let dir = std::mem::replace(&mut self.dir, TempDir::new().expect("a temp dir"));
+            eprintln!("kept the cluster's directory: {}", dir.keep().display());
+        }
     }
 }
 

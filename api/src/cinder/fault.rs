@@ -128,7 +128,7 @@ impl From<ApiError> for CinderError {
             ApiError::Unauthorized(m) => CinderError::Unauthorized(m),
             ApiError::Forbidden(m) => CinderError::Forbidden(m),
             ApiError::NotFound(m) => CinderError::NotFound(m),
-            ApiError::Conflict(m) => CinderError::Conflict(m),
+            ApiError::Conflict(m) | ApiError::WrongPeer(m) => CinderError::Conflict(m),
             ApiError::PayloadTooLarge { limit } => CinderError::PayloadTooLarge { limit },
             ApiError::Unavailable(m) | ApiError::Overloaded(m) => CinderError::Unavailable(m),
             ApiError::Internal(m) => CinderError::Internal(m),

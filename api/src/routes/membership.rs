@@ -1,19 +1,24 @@
 //! Online membership changes, run on the leader (forwarded there from any node):
 //! `POST /v1/cluster/learners`, `POST /v1/cluster/voters`, `DELETE /v1/cluster/members/{id}`;
-//! and `POST /v1/cluster/snapshot`, served by the node it reaches.
+//! `POST /v1/cluster/snapshot`, served by the node it reaches; and `GET /v1/cluster/backup`,
+//! a consistent backup of the whole state.
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use openraft::{BasicNode, ChangeMembers};
+use openraft::ChangeMembers;
+use registry_storage::{Incarnation, RegistryNode};
 use warp::http::{HeaderMap, Method};
 use warp::{Filter, Rejection, Reply};
 
 use super::{with_app, MAX_BODY_BYTES};
-use crate::app::{OnLeader, RegistryApp, FORWARDED_HEADER};
+use crate::app::{OnLeader, ReadAt, RegistryApp, FORWARDED_HEADER};
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::wire::{check_field, AddLearnerIn, PromoteIn};
+use crate::wire::{check_field, AddLearnerIn, Consistency, PromoteIn, ServicesQuery};
+
+/// Content type of a backup (a snapshot blob, see `registry_storage::snapshot`).
+pub const BACKUP_CONTENT_TYPE: &str = "application/vnd.registry.snapshot";
 
 pub(super) fn routes(
     app: RegistryApp,
@@ -23,8 +28,58 @@ pub(super) fn routes(
         .unify()
         .or(remove(app.clone()))
         .unify()
-        .or(snapshot(app))
+        .or(snapshot(app.clone()))
         .unify()
+        .or(backup(app))
+        .unify()
+}
+
+/// Query of `GET /v1/cluster/backup`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupQuery {
+    /// `linearizable` (default: taken on the leader once it confirmed its quorum, so it holds
+    /// every write acknowledged before the request) or `stale` (this node's state).
+    consistency: Option<Consistency>,
+}
+
+/// `GET /v1/cluster/backup[?consistency=stale]` (admin): the whole state as a self-checking
+/// snapshot file (`registryctl snapshot save`), from the leader by default.
+fn backup(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "cluster" / "backup")
+        .and(warp::get())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(forwarded(app.clone()))
+        .and(with_app(app))
+        .then(|raw: String, fwd: bool, app: RegistryApp| async move {
+            let res = async {
+                let q: BackupQuery = serde_urlencoded::from_str(&raw)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+                let query = ServicesQuery {
+                    consistency: q.consistency,
+                    ..ServicesQuery::default()
+                };
+                let path = format!("/v1/cluster/backup?{raw}");
+                match app.read_at(&query, &path, fwd).await? {
+                    ReadAt::Forwarded(resp) => Ok(resp),
+                    ReadAt::Here => {
+                        let (bytes, applied) = app.backup().await?;
+                        let mut resp = bytes.into_response();
+                        resp.headers_mut().insert(
+                            warp::http::header::CONTENT_TYPE,
+                            warp::http::HeaderValue::from_static(BACKUP_CONTENT_TYPE),
+                        );
+                        let consistency = query.consistency.unwrap_or_default().as_str();
+                        resp.headers_mut()
+                            .extend(app.freshness_headers(applied, consistency));
+                        Ok(resp)
+                    }
+                }
+            };
+            res.await.unwrap_or_else(ApiError::into_reply)
+        })
 }
 
 /// `POST /v1/cluster/snapshot`: makes this node build a snapshot now (and purge its log
@@ -71,8 +126,10 @@ fn admin_post(
         .and(with_app(app))
 }
 
-/// `POST /v1/cluster/learners` `{"id": 4, "addr": "127.0.0.1:21004"}`: adds a node as a
-/// learner and answers once it has caught up with the leader's log.
+/// `POST /v1/cluster/learners` `{"id": 4, "addr": "127.0.0.1:21004"}`: adds the node listening
+/// at `addr` as a learner, with the incarnation of its store it reports, and answers once it
+/// has caught up with the leader's log. The node must say it is node `id`, and belong to no
+/// cluster or to this one.
 fn add_learner(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -82,8 +139,9 @@ fn add_learner(
                 let input: AddLearnerIn = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid learner: {e}")))?;
                 check_field("addr", &input.addr)?;
+                let incarnation = incarnation_at(&app, input.id, &input.addr).await?;
                 let call = || {
-                    let node = BasicNode::new(input.addr.clone());
+                    let node = RegistryNode::new(input.addr.clone(), incarnation);
                     async {
                         app.raft()
                             .add_learner(input.id, node, true)
@@ -97,6 +155,35 @@ fn add_learner(
             res.await.unwrap_or_else(ApiError::into_reply)
         },
     )
+}
+
+/// The incarnation of node `id` at `addr`, as it tells it: 400 if the node there is another
+/// one or belongs to another cluster, 503 if it does not answer.
+async fn incarnation_at(app: &RegistryApp, id: u64, addr: &str) -> Result<Incarnation, ApiError> {
+    let who = app.peer().identity(addr).await.map_err(|e| {
+        ApiError::Unavailable(format!(
+            "cannot ask the node at {addr} who it is (is it running?): {e}"
+        ))
+    })?;
+    if who.node_id != id {
+        return Err(ApiError::BadRequest(format!(
+            "the node at {addr} is node {}, not node {id}",
+            who.node_id
+        )));
+    }
+    let ours = app.identity().cluster_id().map(|c| c.to_string());
+    if who.cluster_id.is_some() && who.cluster_id != ours {
+        return Err(ApiError::BadRequest(format!(
+            "the node at {addr} belongs to cluster {}, not to this one ({})",
+            who.cluster_id.unwrap_or_default(),
+            ours.unwrap_or_default()
+        )));
+    }
+    who.incarnation.parse().map_err(|e: String| {
+        ApiError::Internal(format!(
+            "the node at {addr} reports an incarnation that {e}"
+        ))
+    })
 }
 
 /// `POST /v1/cluster/voters` `{"id": 4}`: promotes a learner to voter (joint consensus).

@@ -39,8 +39,9 @@ pub enum RouteKind {
     /// `/health`, `/ready`, `/metrics`: never refused for load, so probes and scrapes still
     /// see an overloaded node.
     Probe,
-    /// `/raft/{append,vote,snapshot}`: never refused for load (the group's heartbeats must
-    /// get through), and logged only at `trace` (they arrive many times a second per peer).
+    /// `/raft/{append,vote,snapshot,identity,join}`: never refused for load (the group's
+    /// heartbeats must get through), and logged only at `trace` (they arrive many times a
+    /// second per peer).
     RaftRpc,
 }
 
@@ -66,6 +67,8 @@ pub fn classify(path: &str) -> RouteInfo {
         ["raft", "append"] => ("/raft/append", RaftRpc),
         ["raft", "vote"] => ("/raft/vote", RaftRpc),
         ["raft", "snapshot"] => ("/raft/snapshot", RaftRpc),
+        ["raft", "identity"] => ("/raft/identity", RaftRpc),
+        ["raft", "join"] => ("/raft/join", RaftRpc),
         ["v1", "heartbeats"] => ("/v1/heartbeats", Public),
         ["v1", "services"] => ("/v1/services", Public),
         ["v1", "services", _] => ("/v1/services/{action}", Public),
@@ -73,6 +76,7 @@ pub fn classify(path: &str) -> RouteInfo {
         ["v1", "cluster", "learners"] => ("/v1/cluster/learners", Public),
         ["v1", "cluster", "voters"] => ("/v1/cluster/voters", Public),
         ["v1", "cluster", "snapshot"] => ("/v1/cluster/snapshot", Public),
+        ["v1", "cluster", "backup"] => ("/v1/cluster/backup", Public),
         ["v1", "cluster", "members", _] => ("/v1/cluster/members/{id}", Public),
         ["v3"] => ("/v3/", Public),
         ["v3", "os-services"] => ("/v3/os-services", Public),

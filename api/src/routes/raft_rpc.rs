@@ -1,5 +1,14 @@
-//! Internal Raft RPC routes: `POST /raft/{append,vote,snapshot}` with bincode bodies, each
-//! answering the bincode of openraft's `Result` for that RPC.
+//! Internal routes between nodes, all behind the cluster secret:
+//! - the Raft RPCs, `POST /raft/{append,vote,snapshot}` with bincode bodies, each answering
+//!   the bincode of openraft's `Result` for that RPC (snapshots are received by
+//!   [`crate::snapshot_receiver`], which installs only whole, undamaged ones);
+//! - `GET /raft/identity`: who this node is ([`IdentityOut`](crate::wire::IdentityOut)), for a
+//!   peer that bootstraps a group, joins one or adds this node;
+//! - `POST /raft/join`: on the leader, put back a node whose store was created anew
+//!   ([`crate::replace`]).
+//!
+//! The identity headers of the RPCs and of joins are checked before the body is read, by the
+//! server ([`crate::identity`]).
 
 use bytes::Bytes;
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -11,28 +20,52 @@ use registry_storage::{NodeId, TypeConfig};
 use warp::http::{header, HeaderMap, HeaderValue};
 use warp::{Filter, Rejection, Reply};
 
-use super::with_app;
+use super::{with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::error::ApiError;
 use crate::rpc::{self, path, MAX_RPC_BYTES};
+use crate::wire::JoinIn;
 
 pub(super) fn routes(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let peer = app.clone();
-    let base = warp::path("raft")
-        .and(warp::post())
-        .and(warp::header::headers_cloned())
+    let secret = warp::header::headers_cloned()
         .and_then(move |headers: HeaderMap| {
             let allowed = peer.authorize_peer(&headers);
             async move {
                 allowed.map_err(|e| {
-                    tracing::warn!(error = %e, "refused a Raft RPC without the cluster secret");
+                    tracing::warn!(error = %e, "refused a request between nodes without the cluster secret");
                     warp::reject::custom(e)
                 })
             }
         })
-        .untuple_one()
+        .untuple_one();
+    let identity = warp::path!("raft" / "identity")
+        .and(warp::get())
+        .and(secret.clone())
+        .and(with_app(app.clone()))
+        .then(|app: RegistryApp| async move {
+            warp::reply::json(&app.identity_out().await).into_response()
+        });
+    let join = warp::path!("raft" / "join")
+        .and(warp::post())
+        .and(secret.clone())
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
+        .and(warp::body::bytes())
+        .and(with_app(app.clone()))
+        .then(|body: Bytes, app: RegistryApp| async move {
+            let res = serde_json::from_slice::<JoinIn>(&body)
+                .map_err(|e| ApiError::BadRequest(format!("invalid join request: {e}")))
+                .and_then(|join| app.replacements().request(&app, join));
+            match res {
+                Ok(out) => warp::reply::json(&out).into_response(),
+                Err(e) => e.into_reply(),
+            }
+        });
+    let base = warp::path("raft")
+        .and(warp::post())
+        .and(secret)
         .and(warp::body::content_length_limit(MAX_RPC_BYTES));
     let append = base
         .clone()
@@ -54,7 +87,15 @@ pub(super) fn routes(
         .and(warp::body::bytes())
         .and(with_app(app))
         .then(snapshot);
-    append.or(vote).unify().or(snapshot).unify()
+    append
+        .or(vote)
+        .unify()
+        .or(snapshot)
+        .unify()
+        .or(identity)
+        .unify()
+        .or(join)
+        .unify()
 }
 
 /// Decodes the request body as `Req`, runs `call`, and encodes its result; an undecodable
@@ -127,7 +168,10 @@ async fn snapshot(body: Bytes, app: RegistryApp) -> warp::reply::Response {
             let res: Result<
                 InstallSnapshotResponse<NodeId>,
                 RaftError<NodeId, InstallSnapshotError>,
-            > = app.raft().install_snapshot(req).await;
+            > = app
+                .snapshots()
+                .receive(app.raft(), app.identity().cluster_id(), req)
+                .await;
             if res.is_ok() {
                 app.touch_leader_contact();
             }

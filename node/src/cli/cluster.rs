@@ -17,7 +17,8 @@ pub enum ClusterCommand {
     /// Members, leader, term, and each node's applied index and lag.
     Status,
     /// Add a node: as a learner first (answers once it caught up), then as a voter. Start
-    /// the node with `bootstrap = false` beforehand.
+    /// the node (without --bootstrap, on an empty data directory) beforehand: it is recorded
+    /// with the incarnation of its store it reports.
     Add {
         /// The new node's id.
         id: u64,
@@ -97,7 +98,13 @@ pub fn render(
         .or_else(|| reachable.iter().filter_map(|c| c.applied_index).max());
     let term = leader.map_or(view.term, |l| l.term);
 
-    let mut text = match leader_id {
+    let mut text = format!(
+        "Cluster: {}\n",
+        view.cluster_id
+            .as_deref()
+            .unwrap_or("none (not bootstrapped or joined yet)")
+    );
+    text.push_str(&match leader_id {
         Some(id) => {
             let addr = view
                 .members
@@ -109,7 +116,7 @@ pub fn render(
         None => {
             format!("Leader: none known (term {term}): the cluster has no quorum or is electing\n")
         }
-    };
+    });
     text.push_str(&format!(
         "Members: {} ({} reachable)\n",
         view.members.len(),
@@ -123,6 +130,7 @@ pub fn render(
         "Address",
         "Role",
         "Voter",
+        "Incarnation",
         "Term",
         "Last Log Index",
         "Applied Index",
@@ -137,8 +145,9 @@ pub fn render(
             Some(Ok(c)) => vec![
                 m.id.to_string(),
                 m.addr.clone(),
-                c.role.clone(),
+                role_of(c, m),
                 m.voter.to_string(),
+                m.incarnation.clone(),
                 c.term.to_string(),
                 dash(c.last_log_index),
                 dash(c.applied_index),
@@ -150,6 +159,7 @@ pub fn render(
                 m.addr.clone(),
                 unreachable_role(e),
                 m.voter.to_string(),
+                m.incarnation.clone(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -161,6 +171,7 @@ pub fn render(
                 m.addr.clone(),
                 "unknown".into(),
                 m.voter.to_string(),
+                m.incarnation.clone(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -172,6 +183,15 @@ pub fn render(
     }
     text.push_str(&format!("{table}\n"));
     text
+}
+
+/// What the role column says of a member that answered: its role, or that the store at its
+/// address is not the member's (a new incarnation, or another cluster's).
+fn role_of(c: &ClusterOut, m: &registry_api::wire::MemberOut) -> String {
+    if !m.incarnation.is_empty() && c.incarnation != m.incarnation {
+        return format!("new store ({})", c.incarnation);
+    }
+    c.role.clone()
 }
 
 /// What the role column says of a member that did not answer.
@@ -190,6 +210,8 @@ mod tests {
 
     fn out(id: u64, role: &str, applied: u64) -> ClusterOut {
         ClusterOut {
+            cluster_id: Some("0123456789abcdef0123456789abcdef".into()),
+            incarnation: format!("{id:016x}"),
             node_id: id,
             role: role.into(),
             leader_id: Some(1),
@@ -204,6 +226,7 @@ mod tests {
                     id: i,
                     addr: format!("127.0.0.1:{i}"),
                     voter: true,
+                    incarnation: format!("{i:016x}"),
                     matched_index: (role == "Leader").then_some(10 - i),
                 })
                 .collect(),
@@ -226,7 +249,9 @@ mod tests {
         );
         let text = render(&out(2, "Follower", 7), &answers);
         assert!(
-            text.starts_with("Leader: node 1 at 127.0.0.1:1, term 4\n"),
+            text.starts_with(
+                "Cluster: 0123456789abcdef0123456789abcdef\nLeader: node 1 at 127.0.0.1:1, term 4\n"
+            ),
             "{text}"
         );
         let rows: Vec<Vec<String>> = text
@@ -236,10 +261,11 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 3, "{text}");
         assert_eq!(rows[0][3], "Leader");
-        assert_eq!(rows[0][8], "0", "the leader has no lag");
-        assert_eq!(rows[1][8], "3", "node 2 is three entries behind");
-        assert_eq!(rows[1][9], "8", "matched index as the leader knows it");
+        assert_eq!(rows[0][5], "0000000000000001", "the member's incarnation");
+        assert_eq!(rows[0][9], "0", "the leader has no lag");
+        assert_eq!(rows[1][9], "3", "node 2 is three entries behind");
+        assert_eq!(rows[1][10], "8", "matched index as the leader knows it");
         assert_eq!(rows[2][3], "unreachable");
-        assert_eq!(rows[2][8], "-");
+        assert_eq!(rows[2][9], "-");
     }
 }

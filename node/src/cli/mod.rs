@@ -18,6 +18,7 @@ pub mod actions;
 pub mod cluster;
 pub mod report;
 pub mod services;
+pub mod snapshot;
 
 /// The endpoints of the local three-node cluster (`cluster-config/`).
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:21001,127.0.0.1:21002,127.0.0.1:21003";
@@ -119,6 +120,9 @@ pub enum Command {
     /// The registry cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Backups: save one, check one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Send a service's heartbeats until SIGTERM or SIGINT.
     Report(report::ReportArgs),
     /// Print the SHA-256 of a token, as a node's `[[auth.tokens]]` entry wants it (the token
@@ -168,6 +172,7 @@ pub async fn execute(cli: Cli) -> Result<String, CliError> {
         Command::ServiceForceDown(args) => actions::force_down(g, &args).await,
         Command::ServiceRemove(args) => actions::remove(g, &args).await,
         Command::Cluster(c) => cluster::run(g, c).await,
+        Command::Snapshot(c) => snapshot::run(g, c).await,
         Command::HashToken { token } => hash_token(token),
         Command::Report(args) => report::run(g, &args, crate::signals::shutdown_signal()).await,
     }

@@ -234,7 +234,27 @@ async fn bad_heartbeats_are_refused_and_change_nothing() -> anyhow::Result<()> {
     let secret = c.configs[0].auth.cluster_secret.clone().unwrap_or_default();
     let resp = http
         .post(format!("{base}/raft/append"))
-        .header(registry_api::auth::SECRET_HEADER, secret)
+        .header(registry_api::auth::SECRET_HEADER, &secret)
+        .body("garbage")
+        .send()
+        .await?;
+    assert_eq!(
+        resp.status().as_u16(),
+        421,
+        "a Raft RPC that does not name this node's cluster and incarnation is refused"
+    );
+    let me = c.client_of(0).cluster().await?;
+    let resp = http
+        .post(format!("{base}/raft/append"))
+        .header(registry_api::auth::SECRET_HEADER, &secret)
+        .header(
+            registry_api::identity::CLUSTER_ID_HEADER,
+            me.cluster_id.clone().unwrap_or_default(),
+        )
+        .header(
+            registry_api::identity::TARGET_HEADER,
+            format!("{}/{}", me.node_id, me.incarnation),
+        )
         .body("garbage")
         .send()
         .await?;

@@ -292,9 +292,18 @@ async fn dead_endpoints_and_cluster_status() -> anyhow::Result<()> {
         .await?
         .ok()?;
     let text = &out.stdout;
+    let cluster_id = c
+        .client_of(leader)
+        .cluster()
+        .await?
+        .cluster_id
+        .ok_or_else(|| anyhow::anyhow!("the leader belongs to no cluster"))?;
     assert!(
-        text.starts_with(&format!("Leader: node {leader_id} at {}", eps[leader])),
-        "cluster status names the leader:\n{text}"
+        text.starts_with(&format!(
+            "Cluster: {cluster_id}\nLeader: node {leader_id} at {}",
+            eps[leader]
+        )),
+        "cluster status names the cluster and the leader:\n{text}"
     );
     let members = parse_table(text);
     assert_eq!(members.len(), 3, "three members:\n{text}");

@@ -1,11 +1,13 @@
 //! Authentication: client tokens with roles, and the cluster secret between nodes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use registry_api::auth::hash_token;
 use registry_api::wire::HeartbeatIn;
 use registry_node::config::{AuthMode, AuthSettings, TokenEntry};
-use registry_node::{Node, NodeConfig, Peer};
+use registry_node::{Node, NodeConfig, Peer, StartOptions};
+use registry_storage::{Incarnation, RegistryNode};
 use registry_tests::init_test_tracing;
 use registry_tests::inproc::{ClusterSpec, InProcCluster};
 
@@ -232,7 +234,20 @@ async fn node_without_the_secret_cannot_disrupt() -> anyhow::Result<()> {
         auth,
         ..c.configs[0].clone()
     };
-    let intruder = Node::start(config, listener).await?;
+    let intruder = Node::start(config, listener, StartOptions::default()).await?;
+    // Its peers never answer it (wrong secret), so it forms no group by itself: make it
+    // campaign with the group's membership, as a node of the group would.
+    let members: BTreeMap<u64, RegistryNode> = (1..=4)
+        .map(|id| {
+            let addr = if id == 4 {
+                addr.to_string()
+            } else {
+                c.configs[id as usize - 1].listen.to_string()
+            };
+            (id, RegistryNode::new(addr, Incarnation(id)))
+        })
+        .collect();
+    intruder.raft.initialize(members).await?;
     intruder
         .raft
         .wait(Some(Duration::from_secs(10)))

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::{BasicNode, CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
 use proptest::prelude::*;
 use registry_api::cinder::actions::{ActionRequest, CinderAction};
 use registry_api::cinder::query::ListQuery;
@@ -24,11 +24,11 @@ use registry_api::wire::{
     MAX_BATCH,
 };
 use registry_storage::codec;
-use registry_storage::snapshot::{decode_state, encode_state};
+use registry_storage::snapshot::{self, encode_state};
 use registry_storage::types::{Entry, SnapshotMeta, StoredMembership};
 use registry_storage::{
-    AdminAction, Command, Heartbeat, ServiceKey, ServiceRecord, ServicesState, StoreError,
-    TypeConfig,
+    AdminAction, ClusterId, Command, Heartbeat, Incarnation, RegistryNode, ServiceKey,
+    ServiceRecord, ServicesState, StoreError, TypeConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -114,10 +114,7 @@ fn stored_decoders() -> [Decoder; 3] {
     [
         ("record", |b| codec::decode::<ServiceRecord>(b).is_ok()),
         ("entry", |b| codec::decode::<Entry>(b).is_ok()),
-        ("snapshot data", |b| {
-            decode_state(&meta_for(None), b).is_ok()
-                || decode_state(&meta_for(Some(log_id(1, 1, 1))), b).is_ok()
-        }),
+        ("snapshot data", |b| snapshot::decode(b).is_ok()),
     ]
 }
 
@@ -225,11 +222,14 @@ fn command() -> impl Strategy<Value = Command> {
     ]
 }
 
-fn membership() -> impl Strategy<Value = Membership<u64, BasicNode>> {
+fn membership() -> impl Strategy<Value = Membership<u64, RegistryNode>> {
     proptest::collection::btree_set(1u64..10, 1..5).prop_map(|ids| {
-        let nodes: BTreeMap<u64, BasicNode> = ids
+        let nodes: BTreeMap<u64, RegistryNode> = ids
             .iter()
-            .map(|id| (*id, BasicNode::new(format!("127.0.0.1:{}", 7000 + id))))
+            .map(|id| {
+                let addr = format!("127.0.0.1:{}", 7000 + id);
+                (*id, RegistryNode::new(addr, Incarnation(id * 7919)))
+            })
             .collect();
         Membership::new(vec![ids], nodes)
     })
@@ -351,7 +351,8 @@ fn valid_encoding() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
                 Default::default(),
                 records,
             );
-            ("snapshot data", encode_state(&state).expect("encodes"))
+            let blob = encode_state(&state, Some(ClusterId(3)), "1-1-1".into());
+            ("snapshot data", blob.expect("encodes"))
         }),
     ]
 }
@@ -448,7 +449,7 @@ proptest! {
         64u64..=u64::MAX,
     ]) {
         for (name, bytes) in marked_encodings() {
-            let forged = forge_length(&bytes, claimed);
+            let forged = forge(name, &bytes, claimed);
             let (ok, largest) = largest_allocation(|| decoder(name)(&forged));
             prop_assert!(!ok, "{} with a string of {} bytes claimed decoded", name, claimed);
             prop_assert!(largest < 4096,
@@ -526,8 +527,38 @@ fn marked_encodings() -> Vec<(&'static str, Vec<u8>)> {
         ("snapshot", rpc::encode(&chunk).expect("encodes")),
         ("record", codec::encode(&record).expect("encodes")),
         ("entry", codec::encode(&entry).expect("encodes")),
-        ("snapshot data", encode_state(&state).expect("encodes")),
+        (
+            "snapshot data",
+            encode_state(&state, Some(ClusterId(3)), "1-1-1".into()).expect("encodes"),
+        ),
     ]
+}
+
+/// `bytes` (an encoding for decoder `name`) cut right after the length prefix of [`MARK`],
+/// which now claims `claimed` bytes; a stored value or snapshot gets a checksum that matches
+/// the forged bytes, so that the decoder beneath the checksum is the one put to the test.
+fn forge(name: &str, bytes: &[u8], claimed: u64) -> Vec<u8> {
+    let mut forged = forge_length(bytes, claimed);
+    match name {
+        "record" | "entry" => {
+            let crc = crc32fast::hash(&forged[5..]);
+            forged[1..5].copy_from_slice(&crc.to_le_bytes());
+        }
+        "snapshot data" => {
+            let crc = crc32fast::hash(&forged);
+            forged.extend(crc.to_le_bytes());
+        }
+        _ => {}
+    }
+    forged
+}
+
+/// A stored value's payload in a valid envelope (format version, checksum), as sled holds it.
+fn sealed(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![codec::FORMAT_VERSION];
+    out.extend(crc32fast::hash(payload).to_le_bytes());
+    out.extend(payload);
+    out
 }
 
 /// `bytes` cut right after the length prefix of [`MARK`], which now claims `claimed` bytes.
@@ -544,10 +575,10 @@ fn forge_length(bytes: &[u8], claimed: u64) -> Vec<u8> {
     forged
 }
 
-/// The encoding of an AppendEntries up to its entry count: vote (term 3, node 1, not
-/// committed) and no previous log id.
+/// The encoding of an AppendEntries up to its entry count: the format version, then vote
+/// (term 3, node 1, not committed) and no previous log id.
 fn empty_append_prefix() -> Vec<u8> {
-    vec![3, 1, 0, 0]
+    vec![rpc::FORMAT_VERSION, 3, 1, 0, 0]
 }
 
 /// The layout the forged inputs rely on is the one the encoder produces.
@@ -564,7 +595,7 @@ fn forged_inputs_follow_the_real_layout() {
     for (name, bytes) in marked_encodings() {
         assert!(decoder(name)(&bytes), "the marked {name} encoding decodes");
         assert!(
-            !decoder(name)(&forge_length(&bytes, MARK.len() as u64 + 100)),
+            !decoder(name)(&forge(name, &bytes, MARK.len() as u64 + 100)),
             "a forged {name} is refused"
         );
     }
@@ -602,7 +633,7 @@ fn length_prefixes_hit_the_limit_or_the_end_of_input() {
     );
     assert!(largest < 4096, "allocated {largest} bytes");
 
-    let found = [0u8, 0, 0, 252, 189, 0, 0, 8, 0];
+    let found = sealed(&[0u8, 0, 0, 252, 189, 0, 0, 8, 0]);
     let (res, largest) = largest_allocation(|| codec::decode::<ServiceRecord>(&found));
     assert!(matches!(res, Err(StoreError::Decode(_))), "{res:?}");
     assert!(largest < 4096, "allocated {largest} bytes (was 128 MiB)");

@@ -4,3 +4,6 @@ mod t10_leader_kill;
 mod t20_liveness;
 mod t30_faults;
 mod t40_storage_faults;
+mod t50_disk_loss;
+mod t60_bootstrap;
+mod t70_backup_restore;

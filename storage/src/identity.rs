@@ -1,0 +1,279 @@
+//! Who a store belongs to: the cluster it is part of and its own incarnation.
+//!
+//! - The **incarnation** is drawn at random when the store is created, and never changes. A
+//!   node whose disk was lost comes back with a new store, hence a new incarnation: peers that
+//!   address the member it was (by node id *and* incarnation, as the membership records it)
+//!   are refused, so it can never vote or count toward a quorum as that member.
+//! - The **cluster id** is made when a group is bootstrapped (or restored from a backup) and
+//!   is written here before the group's first log entry. A node created to join a group has
+//!   none until the first peer that addresses this very incarnation hands it one; it then
+//!   keeps it forever, and refuses every peer of another cluster.
+//! - The **format version** of the store ([`FORMAT_VERSION`]) is written when it is created;
+//!   a store of a newer format is refused at open.
+//!
+//! All three live in the log's metadata tree, flushed before they are relied on.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codec::{check_version, decode, encode, FORMAT_VERSION};
+use crate::error::StoreError;
+use crate::state::lock;
+use crate::types::LogId;
+
+const KEY_FORMAT: &[u8] = b"format";
+const KEY_INCARNATION: &[u8] = b"incarnation";
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+const KEY_RESTORED_FROM: &[u8] = b"restored_from";
+
+/// A cluster's id: 128 bits, written as 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClusterId(pub u128);
+
+impl ClusterId {
+    /// The id derived from `parts` (SHA-256, first 128 bits): every node that derives it from
+    /// the same parts gets the same id, and different parts give different ids.
+    pub fn derive(parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        let digest = h.finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        Self(u128::from_be_bytes(first))
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl FromStr for ClusterId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_hex(s, 32)
+            .and_then(|v| u128::from_str_radix(v, 16).map_err(|e| e.to_string()))
+            .map(Self)
+            .map_err(|e| format!("not a cluster id ({e}): {s:?}"))
+    }
+}
+
+/// One life of a node's store: 64 random bits, written as 16 hex digits.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Incarnation(pub u64);
+
+impl Incarnation {
+    /// A new, random incarnation (never zero, which stands for "unknown").
+    pub fn random() -> Self {
+        loop {
+            let v: u64 = rand::random();
+            if v != 0 {
+                return Self(v);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for Incarnation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_hex(s, 16)
+            .and_then(|v| u64::from_str_radix(v, 16).map_err(|e| e.to_string()))
+            .map(Self)
+            .map_err(|e| format!("not an incarnation ({e}): {s:?}"))
+    }
+}
+
+fn parse_hex(s: &str, len: usize) -> Result<&str, String> {
+    if s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s)
+    } else {
+        Err(format!("expected {len} hex digits"))
+    }
+}
+
+/// The backup a store was restored from: it is bootstrapped into a new cluster together with
+/// the other members restored from the same file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredFrom {
+    /// The cluster the backup was taken of.
+    pub cluster_id: Option<ClusterId>,
+    /// The last log id the backup reflects.
+    pub last_log_id: Option<LogId>,
+    /// The backup file's checksum.
+    pub checksum: u32,
+}
+
+impl RestoredFrom {
+    /// A text naming the backup exactly (equal for stores restored from the same file).
+    pub fn backup_id(&self) -> String {
+        let cluster = self
+            .cluster_id
+            .map_or_else(|| "none".to_string(), |c| c.to_string());
+        let (term, index) = self
+            .last_log_id
+            .map_or((0, 0), |l| (l.leader_id.term, l.index));
+        format!("{cluster}:{term}:{index}:{:08x}", self.checksum)
+    }
+}
+
+/// A store's identity, shared by every part of the node that needs it.
+#[derive(Debug, Clone)]
+pub struct StoreIdentity {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: sled::Db,
+    meta: sled::Tree,
+    incarnation: Incarnation,
+    cluster_id: Mutex<Option<ClusterId>>,
+    restored_from: Option<RestoredFrom>,
+}
+
+impl StoreIdentity {
+    /// Reads the identity of the store `db` (whose log metadata tree is `meta`), creating it
+    /// when the store is brand new (`fresh`: no data in any tree, no snapshot file). A store of
+    /// a newer format, or one with data but no format, is refused.
+    pub(crate) fn open(
+        db: &sled::Db,
+        meta: &sled::Tree,
+        dir: &Path,
+        fresh: bool,
+    ) -> Result<Self, StoreError> {
+        let format: Option<u8> = meta.get(KEY_FORMAT)?.map(|v| decode(&v)).transpose()?;
+        let incarnation = match format {
+            None if !fresh => return Err(StoreError::Unversioned(dir.to_path_buf())),
+            None => {
+                let incarnation = Incarnation::random();
+                let mut batch = sled::Batch::default();
+                batch.insert(KEY_FORMAT, encode(&FORMAT_VERSION)?);
+                batch.insert(KEY_INCARNATION, encode(&incarnation)?);
+                meta.apply_batch(batch)?;
+                db.flush()?;
+                tracing::info!(%incarnation, dir = %dir.display(), "created a new store");
+                incarnation
+            }
+            Some(v) => {
+                check_version(v, &format!("the store in {}", dir.display()))?;
+                meta.get(KEY_INCARNATION)?
+                    .map(|v| decode(&v))
+                    .transpose()?
+                    .ok_or_else(|| StoreError::Corrupt("the store has no incarnation".into()))?
+            }
+        };
+        let cluster_id = meta.get(KEY_CLUSTER_ID)?.map(|v| decode(&v)).transpose()?;
+        let restored_from = meta
+            .get(KEY_RESTORED_FROM)?
+            .map(|v| decode(&v))
+            .transpose()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                meta: meta.clone(),
+                incarnation,
+                cluster_id: Mutex::new(cluster_id),
+                restored_from,
+            }),
+        })
+    }
+
+    /// This store's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.inner.incarnation
+    }
+
+    /// The cluster this store belongs to, once it has one.
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        *lock(&self.inner.cluster_id)
+    }
+
+    /// The backup this store was restored from, if it was.
+    pub fn restored_from(&self) -> Option<&RestoredFrom> {
+        self.inner.restored_from.as_ref()
+    }
+
+    /// Makes `id` this store's cluster, durably (flushed) before it returns. Adopting the id
+    /// the store already has is a no-op; another one is refused.
+    pub async fn adopt(&self, id: ClusterId) -> Result<(), StoreError> {
+        match self.cluster_id() {
+            Some(ours) if ours == id => return Ok(()),
+            Some(ours) => return Err(StoreError::ClusterMismatch { ours, theirs: id }),
+            None => {}
+        }
+        // Compare-and-swap: of two adoptions that race, exactly one writes its id.
+        let swapped = self.inner.meta.compare_and_swap(
+            KEY_CLUSTER_ID,
+            None as Option<&[u8]>,
+            Some(encode(&id)?),
+        )?;
+        if let Err(current) = swapped {
+            let ours: ClusterId = match current.current {
+                Some(v) => decode(&v)?,
+                None => return Err(StoreError::Corrupt("the cluster id vanished".into())),
+            };
+            *lock(&self.inner.cluster_id) = Some(ours);
+            if ours != id {
+                return Err(StoreError::ClusterMismatch { ours, theirs: id });
+            }
+        }
+        self.inner.db.flush_async().await?;
+        *lock(&self.inner.cluster_id) = Some(id);
+        tracing::info!(cluster_id = %id, "this store now belongs to cluster {id}");
+        Ok(())
+    }
+
+    /// Records that the store was restored from a backup (restore only, on a fresh store).
+    pub(crate) fn set_restored_from(
+        db: &sled::Db,
+        meta: &sled::Tree,
+        from: &RestoredFrom,
+    ) -> Result<(), StoreError> {
+        meta.insert(KEY_RESTORED_FROM, encode(from)?)?;
+        db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_print_and_parse_back() {
+        let c = ClusterId::derive(&[b"bootstrap", b"1=a#1"]);
+        assert_eq!(c.to_string().len(), 32);
+        assert_eq!(c.to_string().parse::<ClusterId>(), Ok(c));
+        assert_ne!(c, ClusterId::derive(&[b"bootstrap", b"1=a#2"]));
+        assert_ne!(
+            ClusterId::derive(&[b"ab", b"c"]),
+            ClusterId::derive(&[b"a", b"bc"]),
+            "parts are length-prefixed"
+        );
+        let i = Incarnation(0xabc);
+        assert_eq!(i.to_string(), "0000000000000abc");
+        assert_eq!("0000000000000abc".parse::<Incarnation>(), Ok(i));
+        assert!("abc".parse::<Incarnation>().is_err());
+        assert!("zz".repeat(8).parse::<Incarnation>().is_err());
+    }
+}
