@@ -443,6 +443,11 @@ async fn dead_node_replaced_online() -> anyhow::Result<()> {
         let (fresh_id, fresh_addr) = (c.nodes[fresh].id, c.nodes[fresh].addr);
         let dead_id = c.nodes[dead].id;
         let admin = c.client_of(leader);
+        // The leader asks the new node who it is before adding it: it must be listening.
+        wait::until("the new node answers", Duration::from_secs(20), || async {
+            c.client_of(fresh).cluster().await.ok()
+        })
+        .await?;
         admin.add_learner(fresh_id, &fresh_addr.to_string()).await?;
         admin.promote(fresh_id).await?;
         // The new node, caught up, is watched as well.
