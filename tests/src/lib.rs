@@ -1,6 +1,8 @@
 //! Harnesses for the integration tests: clusters of registry nodes in this process
 //! ([`inproc`]) or as `registry-node` processes ([`procs`]), waiting on conditions with
-//! deadlines ([`wait`]), a history of what reporters were told ([`history`]), and running
+//! deadlines ([`wait`]), a history of what reporters were told and readers saw
+//! ([`history`]), a watch for false `down`s ([`observer`]), the checks that end a fault
+//! scenario ([`scenario`]), HTTP requests written by hand ([`raw_http`]), and running
 //! `registryctl` ([`cli`]).
 
 pub mod cli;
@@ -8,6 +10,8 @@ pub mod history;
 pub mod inproc;
 pub mod observer;
 pub mod procs;
+pub mod raw_http;
+pub mod scenario;
 pub mod wait;
 
 /// Logs of the code under test, shown with `--nocapture` (`RUST_LOG` filters them).

@@ -10,6 +10,26 @@ pub fn venv_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("cinderclient-venv")
 }
 
+/// Held while the virtualenv is checked or installed: without it, the tests that run the
+/// client (and test processes sharing the target directory) create it at the same time on a
+/// fresh target directory, and `python3 -m venv --clear` of one empties what the other is
+/// installing ("Directory not empty").
+async fn install_lock() -> anyhow::Result<std::fs::File> {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cinderclient-venv.lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    })
+    .await?
+}
+
 /// The pinned requirement.
 pub fn requirements() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("cinderclient/requirements.txt")
@@ -36,6 +56,7 @@ pub async fn run(
 /// virtualenv: reused when it runs, else (re)created with `python3 -m venv` and pip from
 /// PyPI. Fails, never skips, when it cannot be installed.
 pub async fn cinder_cli() -> anyhow::Result<(PathBuf, String)> {
+    let _installing = install_lock().await?;
     let venv = venv_dir();
     let cinder = venv.join("bin/cinder");
     if cinder.exists() {

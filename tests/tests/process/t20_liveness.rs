@@ -1,4 +1,5 @@
-//! Liveness across registry outages, leader kills and skewed clocks.
+//! Liveness across registry outages, leader kills and skewed clocks. In every scenario the
+//! observer watches the services that keep heartbeating: none may be listed `down`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -7,7 +8,9 @@ use registry_api::liveness::State;
 use registry_api::wire::{Consistency, HeartbeatIn, ServicesOut};
 use registry_storage::clock::OUTAGE_GRACE;
 use registry_tests::history::Reporters;
+use registry_tests::observer::Observer;
 use registry_tests::procs::{converged_lists, with_logs, ProcCluster, ProcSpec};
+use registry_tests::scenario::finish;
 use registry_tests::{init_test_tracing, wait};
 
 const DOWN_TIME: Duration = Duration::from_secs(3);
@@ -29,23 +32,29 @@ fn state_of(list: &ServicesOut, host: &str) -> Option<State> {
 
 /// Stopping every registry node for longer than `service_down_time` and starting them again
 /// leaves the services that were running `up` (the outage does not count against them), and
-/// services that then stay silent still go `down` within `service_down_time` of registry
-/// time.
+/// services that then stay silent (`host-*`) still go `down` within `service_down_time` of
+/// registry time, while services that kept heartbeating through the outage (`live-*`) are
+/// never listed `down`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn registry_outage_does_not_count_against_services() -> anyhow::Result<()> {
     init_test_tracing();
     let mut c = ProcCluster::start(spec())?;
     with_logs(&mut c, async |c| {
         c.wait_for_leader(Duration::from_secs(30)).await?;
-        let reporters = Reporters::start(c.client_all(), 5, Duration::from_millis(100));
-        reporters.wait_acked(50, Duration::from_secs(30)).await?;
-        reporters.stop().await;
+        let silent = Reporters::start(c.client_all(), 5, Duration::from_millis(100));
+        let live =
+            Reporters::start_named(vec![c.client_all()], "live-", 2, Duration::from_millis(100));
+        let observer = Observer::start(c.addrs(), "live-", Duration::from_millis(200)).await?;
+        silent.wait_acked(50, Duration::from_secs(30)).await?;
+        live.wait_acked(20, Duration::from_secs(30)).await?;
+        let silent = silent.stop().await;
         c.kill_all()?;
         // The outage itself, twice as long as service_down_time: nothing is awaited here.
         tokio::time::sleep(DOWN_TIME * 2).await;
         c.start_all()?;
         let restarted = Instant::now();
-        for list in converged_lists(c).await? {
+        let lists = converged_lists(c).await?;
+        for list in &lists {
             for s in &list.services {
                 assert_eq!(
                     s.state,
@@ -55,11 +64,16 @@ async fn registry_outage_does_not_count_against_services() -> anyhow::Result<()>
                 );
             }
         }
+        let is_silent = |s: &&registry_api::wire::ServiceOut| s.host.starts_with("host-");
         let lin = c
             .client_all()
             .services(None, None, Consistency::Linearizable)
             .await?;
-        assert_eq!(lin.services.len(), 5);
+        assert_eq!(
+            lin.services.iter().filter(is_silent).count(),
+            5,
+            "every silent service is listed after the restart"
+        );
         assert!(
             lin.services.iter().all(|s| s.state == State::Up),
             "linearizable read: all up"
@@ -74,10 +88,8 @@ async fn registry_outage_does_not_count_against_services() -> anyhow::Result<()>
                     .services(None, None, Consistency::Linearizable)
                     .await
                     .ok()?;
-                l.services
-                    .iter()
-                    .all(|s| s.state == State::Down)
-                    .then_some(())
+                let silent: Vec<_> = l.services.iter().filter(is_silent).collect();
+                (silent.len() == 5 && silent.iter().all(|s| s.state == State::Down)).then_some(())
             },
         )
         .await?;
@@ -88,6 +100,13 @@ async fn registry_outage_does_not_count_against_services() -> anyhow::Result<()>
             took >= DOWN_TIME - OUTAGE_GRACE - Duration::from_millis(500),
             "services went down {took:?} after the restart: too early, the outage counted"
         );
+        // The live services still heartbeat, and are judged until they stop.
+        let acked = live.history.acked();
+        live.wait_acked(acked + 10, Duration::from_secs(30)).await?;
+        finish(c, live, observer).await?;
+        // The silent services' history, against the final state (the lists just after the
+        // restart are stale reads of nodes that may not have re-applied everything yet).
+        silent.check(&converged_lists(c).await?)?;
         Ok(())
     })
     .await
@@ -105,6 +124,7 @@ async fn dead_service_goes_down_despite_repeated_leader_kills() -> anyhow::Resul
     with_logs(&mut c, async |c| {
         c.wait_for_leader(Duration::from_secs(30)).await?;
         let reporters = Reporters::start(c.client_all(), 4, Duration::from_millis(100));
+        let observer = Observer::start(c.addrs(), "host-", Duration::from_millis(200)).await?;
         reporters.wait_acked(40, Duration::from_secs(30)).await?;
         let sent = Instant::now();
         c.client_all()
@@ -155,7 +175,7 @@ async fn dead_service_goes_down_despite_repeated_leader_kills() -> anyhow::Resul
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        reporters.stop().await;
+        finish(c, reporters, observer).await?;
         eprintln!(
             "dead service down on every node {down_at:?} after its last heartbeat; \
              {kills} leader kills, {leaderless:?} without a leader"
@@ -192,6 +212,7 @@ async fn node_with_skewed_clock_reports_the_same_states() -> anyhow::Result<()> 
     with_logs(&mut c, async |c| {
         c.wait_for_leader(Duration::from_secs(30)).await?;
         let reporters = Reporters::start(c.client_all(), 2, Duration::from_millis(100));
+        let observer = Observer::start(c.addrs(), "host-", Duration::from_millis(200)).await?;
         reporters.wait_acked(20, Duration::from_secs(30)).await?;
         check_flip_together(c, "dead-while-following").await?;
 
@@ -211,9 +232,7 @@ async fn node_with_skewed_clock_reports_the_same_states() -> anyhow::Result<()> 
         let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
         anyhow::ensure!(leader == skewed, "could not make the skewed node leader");
         check_flip_together(c, "dead-while-leading").await?;
-        let history = reporters.stop().await;
-        let lists = converged_lists(c).await?;
-        history.check(&lists[0])?;
+        finish(c, reporters, observer).await?;
         Ok(())
     })
     .await
@@ -296,6 +315,8 @@ async fn reporter_with_a_wrong_clock_is_up() -> anyhow::Result<()> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()?;
+        let observer =
+            Observer::start(c.addrs(), "skewed-host", Duration::from_millis(200)).await?;
         let list = wait::until(
             "the skewed reporter's heartbeats land",
             Duration::from_secs(20),
@@ -317,6 +338,7 @@ async fn reporter_with_a_wrong_clock_is_up() -> anyhow::Result<()> {
             skew < 10,
             "updated_at is the leader's time, not the reporter's: {stamped}"
         );
+        observer.stop().await?;
         reporter.kill().await?;
         Ok(())
     })
