@@ -94,6 +94,10 @@ struct Inner {
     /// The highest commit index a leader announced to this node (AppendEntries'
     /// `leader_commit`): what `/ready` compares the applied index with on a follower.
     leader_commit: Mutex<Option<u64>>,
+    /// The term this node leads in and the last log index it held when it first served a
+    /// linearizable read in it: reads wait until that much is applied (see
+    /// [`RegistryApp::read_floor`]).
+    read_floor: Mutex<Option<(u64, u64)>>,
     /// Counters and histograms of what this node did.
     metrics: Metrics,
     /// One permit per public request in flight.
@@ -183,6 +187,7 @@ impl RegistryApp {
                 auth,
                 last_leader_contact: Mutex::new(None),
                 leader_commit: Mutex::new(None),
+                read_floor: Mutex::new(None),
                 metrics,
                 limiter: Arc::new(Semaphore::new(permits)),
             }),
@@ -573,7 +578,10 @@ impl RegistryApp {
                         self.inner.settings.read_timeout
                     )))
                 }
-                Ok(Ok(_)) => return Ok(ReadAt::Here),
+                Ok(Ok(_)) => {
+                    self.wait_for_read_floor(deadline).await?;
+                    return Ok(ReadAt::Here);
+                }
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => f,
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
                     return Err(ApiError::Unavailable(format!(
@@ -597,6 +605,61 @@ impl RegistryApp {
             if let Some(resp) = self.forward_or_wait(&fwd, &via, deadline).await? {
                 return Ok(ReadAt::Forwarded(resp));
             }
+        }
+    }
+
+    /// The index a linearizable read on this leader must see applied: the last log index it
+    /// held when it first served such a read in the term it leads in now.
+    ///
+    /// openraft's read index is the leader's first entry of its term or its commit index,
+    /// whichever is later. A leader elected in this process committed that first entry, and
+    /// its commit index is the group's. But openraft 0.9 also puts a node whose vote was its own
+    /// straight back as leader at start-up, in the same term, with the commit index it had on
+    /// disk, which is written without a flush and may be older than writes it had
+    /// acknowledged: its read index may miss them. Entries it holds are committed once an
+    /// entry after them is, so waiting until everything it held is applied is enough (and, for
+    /// a leader elected here, costs the first read at most the commit of entries in flight).
+    fn read_floor(&self) -> Option<u64> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let mut floor = self
+            .inner
+            .read_floor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *floor {
+            Some((term, index)) if term == m.current_term => Some(index),
+            _ => {
+                let index = m.last_log_index.unwrap_or(0);
+                *floor = Some((m.current_term, index));
+                Some(index)
+            }
+        }
+    }
+
+    /// Waits (until `deadline`) until this leader applied its [`read floor`](Self::read_floor).
+    async fn wait_for_read_floor(&self, deadline: Instant) -> Result<(), ApiError> {
+        let Some(floor) = self.read_floor() else {
+            return Ok(());
+        };
+        let mut rx = self.inner.raft.metrics();
+        let applied = async {
+            rx.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= floor))
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout_at(deadline.into(), applied).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ApiError::Unavailable("raft on this node stopped".into())),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "linearizable read not served within {:?}: this leader has not yet applied \
+                 index {floor}, the last it held when it took the lead (no quorum?); use \
+                 ?consistency=stale to read this node's state",
+                self.inner.settings.read_timeout
+            ))),
         }
     }
 

@@ -632,13 +632,15 @@ impl Drop for ProcCluster {
     }
 }
 
-/// Waits until every running node applied what the leader applied, then returns each
+/// Waits until every running node applied every entry the leader holds, then returns each
 /// running node's own (stale) list.
 pub async fn converged_lists(c: &ProcCluster) -> anyhow::Result<Vec<ServicesOut>> {
     let leader = c.wait_for_leader(Duration::from_secs(20)).await?;
-    let target = c.client_of(leader).cluster().await?.applied_index;
+    // Every entry the leader holds, not only what it applied: a leader that resumed its
+    // term after a restart may not have applied all it had acknowledged yet.
+    let target = c.client_of(leader).cluster().await?.last_log_index;
     crate::wait::until(
-        "every running node applied the leader's entries",
+        "every running node applied every entry the leader held",
         Duration::from_secs(20),
         || async {
             for i in c.running() {
