@@ -5,6 +5,7 @@
 #   nodeN.log      the node's stderr (tracing), every line prefixed with "[nodeN] "
 #   nodeN.pid      the PID of the registry-node process itself
 #   nodeN/data     the node's sled database (data_dir in nodeN.toml)
+#   nodeN/data.before-restore.*   a data directory `restore` moved aside
 #   reporter.log   the demo reporter's output, prefixed with "[reporter] "
 #   reporter.pid   the PID of the demo reporter
 #
@@ -76,7 +77,12 @@ Commands:
   list           the service list
   kill-leader    SIGKILL the current leader and wait for the others to elect a new one
   add-node       start a new empty node (id 4, 5, ...) and add it to the group as a voter
-  restart N      stop node N if it runs, start it again, wait for its /health
+  restart N      stop node N if it runs, start it again, wait for its /health (a node
+                 whose data directory was deleted comes back as a new incarnation of its
+                 store: the leader puts it back in place, then it is a voter again)
+  restore FILE   replace every founding node's data by a backup (registryctl snapshot save):
+                 checks FILE first, stops the cluster, moves each data directory aside,
+                 restores nodes 1-3 from FILE into a new cluster, starts them
   logs [N|reporter] [-f]
                  the last LOG_LINES (30) lines of the logs (all nodes by default); -f follows
   clean          stop, then delete $RUN_DIR (logs and data)
@@ -253,20 +259,21 @@ prefix_lines() {
   done
 }
 
-# Starts node $1 in the background unless its recorded PID is still alive.
+# Starts node $1 in the background unless its recorded PID is still alive; with $2 = bootstrap,
+# the node forms a new group with its peers (only ever on fresh data directories: see cmd_start).
 start_node() {
-  local n=$1 pid log
+  local n=$1 pid log flags=()
   if pid=$(running_pid "node$n"); then
     info "node$n already running (pid $pid)"
     return 0
   fi
-  mkdir -p "$RUN_DIR/node$n/data"
+  [[ ${2:-} == bootstrap ]] && flags=(--bootstrap)
   log="$RUN_DIR/node$n.log"
   printf '[node%s] ---- %s: starting (local-cluster.sh) ----\n' "$n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$log"
   # The redirections of a background command are made in the forked child, which then
   # execs nohup, which execs the node: $! is the registry-node process itself. Its output
   # goes through the prefixer (a child of the node) that exits when the node's output ends.
-  NO_COLOR=1 RUST_LOG="$NODE_LOG_FILTER" nohup "$BIN" --config "$(node_config "$n")" </dev/null \
+  NO_COLOR=1 RUST_LOG="$NODE_LOG_FILTER" nohup "$BIN" --config "$(node_config "$n")" "${flags[@]}" </dev/null \
     > >(exec >>"$log" 2>&1; prefix_lines "[node$n] ") 2>&1 &
   pid=$!
   printf '%s\n' "$pid" >"$(pid_file "node$n")"
@@ -488,12 +495,34 @@ start_reporter() {
 
 # --- Commands -----------------------------------------------------------------------------
 
+# The data directory of node $1 (data_dir in its config, relative to the config's directory).
+data_dir() {
+  local dir
+  dir=$(sed -n 's/^[[:space:]]*data_dir[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$(node_config "$1")")
+  [[ -n $dir ]] || die "cannot read data_dir from $(node_config "$1")"
+  [[ $dir == /* ]] || dir="$(dirname -- "$(node_config "$1")")/$dir"
+  printf '%s\n' "$dir"
+}
+
+# True when none of the founding nodes (1-3) has a data directory yet: a new cluster.
+fresh_cluster() {
+  local n
+  for n in 1 2 3; do [[ -e $(data_dir "$n") ]] && return 1; done
+  return 0
+}
+
 cmd_start() {
-  local n leader term
+  local n leader term mode=""
   build
   mkdir -p "$RUN_DIR"
+  # Bootstrapping is a one-time act: only when no founding node has data yet. A node whose
+  # data directory was deleted later starts without it and takes its old place back.
+  if fresh_cluster; then
+    mode=bootstrap
+    info "fresh data directories: the three nodes bootstrap a new cluster (--bootstrap)"
+  fi
   arm_abort
-  for n in "${NODES[@]}"; do start_node "$n"; done
+  for n in "${NODES[@]}"; do start_node "$n" "$mode"; done
   wait_healthy "${NODES[@]}" || die "the cluster did not come up"
   start_reporter
   disarm_abort
@@ -578,7 +607,7 @@ cmd_restart() {
   info "node$n is healthy: $(http_get "$n" /health)"
 }
 
-# Starts a new, empty node (next id, port 21000+id, bootstrap = false) and adds it to the
+# Starts a new, empty node (next id, port 21000+id, without --bootstrap) and adds it to the
 # group through the leader: as a learner, then as a voter.
 cmd_add_node() {
   local n=$((${NODES[-1]} + 1)) port config
@@ -588,7 +617,7 @@ cmd_add_node() {
   config="$RUN_DIR/node$n.toml"
   {
     printf '# Node %s, added by local-cluster.sh add-node.\n' "$n"
-    printf 'node_id = %s\nlisten = "%s:%s"\ndata_dir = "node%s/data"\nbootstrap = false\n' \
+    printf 'node_id = %s\nlisten = "%s:%s"\ndata_dir = "node%s/data"\n' \
       "$n" "$HOST" "$port" "$n"
     printf '\n[[peers]]\nid = %s\naddr = "%s:%s"\n' "$n" "$HOST" "$port"
     # Same timings and auth as node 1.
@@ -638,6 +667,43 @@ cmd_logs() {
   tail -q -n "${LOG_LINES:-30}" "${follow[@]}" -- "${files[@]}"
 }
 
+# `restore FILE`: the founding nodes' data replaced by the backup FILE, as a new cluster.
+cmd_restore() {
+  local file=${1:-} n stamp dir out
+  [[ -n $file ]] || die "usage: $(basename -- "$0") restore FILE (a backup from registryctl snapshot save)"
+  [[ -f $file ]] || die "no such file: $file"
+  [[ -x $BIN && -x $CTL ]] || build
+  # A damaged file is refused before anything is touched.
+  out=$("$CTL" snapshot status "$file" 2>&1) || die "refusing to restore: $out"
+  info "$out"
+  cmd_stop
+  stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  for n in "${NODES[@]}"; do
+    dir=$(data_dir "$n")
+    if [[ -e $dir ]]; then
+      mv -- "$dir" "$dir.before-restore.$stamp"
+      info "moved node$n's data to $dir.before-restore.$stamp"
+    fi
+  done
+  mkdir -p "$RUN_DIR"
+  for n in 1 2 3; do
+    "$BIN" restore --snapshot "$file" --config "$(node_config "$n")" >>"$RUN_DIR/node$n.log" 2>&1 ||
+      die "restoring node$n failed; see $RUN_DIR/node$n.log (the old data is in *.before-restore.$stamp)"
+  done
+  for n in "${NODES[@]}"; do
+    ((n > 3)) && warn "node$n (added with add-node) is not part of the restored cluster; its data is in $(data_dir "$n").before-restore.$stamp"
+  done
+  NODES=(1 2 3)
+  arm_abort
+  for n in "${NODES[@]}"; do start_node "$n"; done
+  wait_healthy "${NODES[@]}" || die "the restored cluster did not come up"
+  start_reporter
+  disarm_abort
+  info ""
+  info "Restored from $file into a new cluster:"
+  cmd_status
+}
+
 cmd_clean() {
   cmd_stop
   rm -rf -- "${RUN_DIR:?}"
@@ -658,6 +724,7 @@ main() {
     list) print_services ;;
     kill-leader) cmd_kill_leader ;;
     restart) cmd_restart "$@" ;;
+    restore) cmd_restore "$@" ;;
     logs) cmd_logs "$@" ;;
     clean) cmd_clean ;;
     __reporter) run_reporter ;;

@@ -54,6 +54,12 @@ pub async fn run(
             return;
         }
         let situation = match look_around(peer, config).await {
+            Look::Nobody(_) if config.peers.iter().all(|p| p.id == me) => format!(
+                "this node has an empty data directory, was not started with --bootstrap and \
+                 its config lists no peer: it waits to be added (`registryctl cluster add {me} \
+                 {}`)",
+                config.advertised_addr()
+            ),
             Look::Nobody(why) => format!(
                 "this node has an empty data directory and was not started with --bootstrap, \
                  so it does not form a new group; no peer answers ({why}); asking again"

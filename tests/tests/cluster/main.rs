@@ -10,3 +10,4 @@ mod t41_reporter;
 mod t50_auth;
 mod t60_observability;
 mod t70_decoding;
+mod t80_integrity;
