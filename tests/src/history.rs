@@ -589,18 +589,7 @@ async fn read_list(
             }
             Err(e) => anyhow::bail!("{base}: {e}"),
         };
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_string()
-        };
-        let served = format!(
-            "served by node {} at applied index {} (asked {base})",
-            header(registry_api::app::SERVED_BY_HEADER),
-            header(registry_api::app::APPLIED_INDEX_HEADER)
-        );
+        let served = format!("{} (asked {base})", served_by(resp.headers()));
         let status = resp.status();
         let body = resp.bytes().await?;
         anyhow::ensure!(
@@ -721,6 +710,23 @@ impl Reporters {
         }
         self.history
     }
+}
+
+/// Who served a read, and at which applied index, as its answer's headers say
+/// (`x-registry-served-by`, `x-registry-applied-index`).
+pub fn served_by(headers: &reqwest::header::HeaderMap) -> String {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "served by node {} at applied index {}",
+        header(registry_api::app::SERVED_BY_HEADER),
+        header(registry_api::app::APPLIED_INDEX_HEADER)
+    )
 }
 
 #[cfg(test)]

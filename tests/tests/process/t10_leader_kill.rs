@@ -161,18 +161,7 @@ async fn linearizable_read_after_whole_cluster_restart_sees_every_acknowledged_h
                     if !resp.status().is_success() {
                         continue;
                     }
-                    let header = |name: &str| {
-                        resp.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("?")
-                            .to_string()
-                    };
-                    let served = format!(
-                        "served by node {} at applied index {}",
-                        header(registry_api::app::SERVED_BY_HEADER),
-                        header(registry_api::app::APPLIED_INDEX_HEADER)
-                    );
+                    let served = registry_tests::history::served_by(resp.headers());
                     let list: ServicesOut = resp.json().await.ok()?;
                     return Some((list.services.first().map_or(0, |s| s.report_count), served));
                 }
