@@ -270,11 +270,15 @@ start_registry() {
       fi
     } >"$dir/node.toml"
   done
+  # Fresh data directories: the nodes form a new group. A registry-node older than the
+  # --bootstrap flag forms it on its own.
+  local bootstrap=()
+  "$NODE_BIN" --help 2>/dev/null | grep -q -- '--bootstrap' && bootstrap=(--bootstrap)
   for i in 1 2 3; do
     dir="$WORK/registry/node$i"
     echo "=== run.sh: $(date -u +%T) start for scenario $CURRENT" >>"$dir/node.log"
     RUST_LOG="${RUST_LOG:-info,warp::filters::trace=warn}" \
-      "$NODE_BIN" --config "$dir/node.toml" >>"$dir/node.log" 2>&1 &
+      "$NODE_BIN" --config "$dir/node.toml" "${bootstrap[@]}" >>"$dir/node.log" 2>&1 &
     PIDS[registry-$i]=$!
     echo "${PIDS[registry-$i]}" >"$dir/pid"
   done
