@@ -13,6 +13,7 @@ if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cargo "$TOOLCHAIN" fuzz list)
 fi
 cargo "$TOOLCHAIN" fuzz build
+mkdir -p target
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
@@ -25,7 +26,7 @@ for t in "${targets[@]}"; do
         result=FAILED
         status=1
     fi
-    grep -E "stat::number_of_executed_units|stat::peak_rss_mb|^#[0-9]+ *DONE" "target/fuzz-$t.log" || true
+    grep -E "stat::number_of_executed_units|stat::peak_rss_mb|^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs" "target/fuzz-$t.log" || true
     echo "=== $t: $result in $(( $(date +%s) - start )) s (log: fuzz/target/fuzz-$t.log)"
 done
 exit $status
