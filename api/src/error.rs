@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 
-use serde::Serialize;
 use warp::http::header::RETRY_AFTER;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reject::Reject;
@@ -105,21 +104,7 @@ impl ApiError {
 
 impl Reject for ApiError {}
 
-/// JSON body of every error.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// What went wrong.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct ErrorDetail {
-    /// The HTTP status code.
-    pub code: u16,
-    /// A sentence saying what is wrong.
-    pub message: String,
-}
+pub use registry_client::wire::{ErrorBody, ErrorDetail};
 
 /// Renders every rejection as a JSON error: the single place where warp's own rejections
 /// become [`ApiError`]s.

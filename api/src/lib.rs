@@ -14,14 +14,12 @@
 //! - [`listing`], [`json`]: the service lists, taken from the state machine under its lock
 //!   and written out after, by hand, with the bytes `serde_json` writes for [`wire`]'s types;
 //! - [`error::ApiError`]: every error a route answers, mapped to HTTP in one place;
-//! - [`client::RegistryClient`]: a typed client of the public API.
 #![deny(missing_docs)]
 
 pub mod app;
 pub mod auth;
 pub mod batcher;
 pub mod cinder;
-pub mod client;
 pub mod error;
 pub mod forwarder;
 pub mod identity;

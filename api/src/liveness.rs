@@ -10,17 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use registry_storage::ServiceRecord;
-use serde::{Deserialize, Serialize};
 
-/// `up` or `down`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Heartbeated within `service_down_time`.
-    Up,
-    /// Silent for longer than `service_down_time`.
-    Down,
-}
+pub use registry_client::wire::State;
 
 /// The liveness rule with its setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

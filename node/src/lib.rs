@@ -6,8 +6,8 @@
 //! [`Node::shutdown`], or hands both and a shutdown future to [`run`]. The `registry-node`
 //! binary only parses arguments and calls [`run`].
 //!
-//! Beside the node: [`reporter`], the heartbeat loop a service embeds (or runs through
-//! `registryctl report`), and [`cli`], the commands of the `registryctl` binary.
+//! Beside the node: [`cli`], the commands of the `registryctl` binary (the reporter it runs
+//! with `registryctl report` is `registry_client::Reporter`).
 #![deny(missing_docs)]
 
 mod bootstrap;
@@ -16,7 +16,6 @@ pub mod config;
 mod join;
 pub mod network;
 mod node;
-pub mod reporter;
 pub mod restore;
 pub mod signals;
 mod ticker;

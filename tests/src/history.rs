@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use registry_api::client::{ClientError, RegistryClient};
 use registry_api::wire::{Consistency, HeartbeatIn, ServicesOut};
+use registry_client::{ClientError, RegistryClient};
 
 use crate::wait;
 
@@ -72,7 +72,8 @@ impl Outcome {
             }
             // Every endpoint refused the connection: the request was never sent.
             ClientError::Unreachable { .. } => Outcome::Refused(e.to_string()),
-            ClientError::Api { .. } | ClientError::Unknown(_) => Outcome::Unknown(e.to_string()),
+            // A 5xx, no answer, or anything else: it may have been applied.
+            _ => Outcome::Unknown(e.to_string()),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use registry_api::client::RegistryClient;
+use registry_client::RegistryClient;
 use registry_node::config::{AuthMode, AuthSettings};
 use registry_node::{Node, NodeConfig, Peer, RaftSettings, StartOptions};
 use tempfile::TempDir;
@@ -180,7 +180,7 @@ impl InProcCluster {
 
     /// A client talking only to node index `i`.
     pub fn client_of(&self, i: usize) -> RegistryClient {
-        RegistryClient::new(
+        crate::client(
             [self.configs[i].listen.to_string()],
             Duration::from_secs(10),
         )

@@ -14,6 +14,15 @@ pub mod raw_http;
 pub mod scenario;
 pub mod wait;
 
+/// A client of `endpoints`, each request bounded by `timeout` (building an HTTP client without
+/// TLS cannot fail short of a broken system).
+pub fn client(
+    endpoints: impl IntoIterator<Item = impl Into<String>>,
+    timeout: std::time::Duration,
+) -> registry_client::RegistryClient {
+    registry_client::RegistryClient::new(endpoints, timeout).expect("building an HTTP client")
+}
+
 /// Logs of the code under test, shown with `--nocapture` (`RUST_LOG` filters them).
 pub fn init_test_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use registry_api::client::{ClientError, RegistryClient};
-use registry_api::liveness::State;
 use registry_api::wire::{Consistency, ServicesOut};
+use registry_client::wire::State;
+use registry_client::{ClientError, RegistryClient};
 
 use crate::wait;
 
@@ -133,7 +133,7 @@ impl Observer {
         let (flag, out) = (stop.clone(), seen.clone());
         let clients: Vec<(SocketAddr, RegistryClient)> = addrs
             .iter()
-            .map(|a| (*a, RegistryClient::new([a.to_string()], READ_TIMEOUT)))
+            .map(|a| (*a, crate::client([a.to_string()], READ_TIMEOUT)))
             .collect();
         let task = tokio::spawn(async move {
             while !flag.load(Ordering::Relaxed) {

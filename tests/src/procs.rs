@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use registry_api::client::RegistryClient;
 use registry_api::wire::{ClusterOut, Consistency, ServicesOut};
+use registry_client::RegistryClient;
 use tempfile::TempDir;
 
 /// Path of the `registry-node` binary built by `cargo test` for this profile.
@@ -461,12 +461,12 @@ impl ProcCluster {
 
     /// A client of node index `i` only.
     pub fn client_of(&self, i: usize) -> RegistryClient {
-        RegistryClient::new([self.nodes[i].addr.to_string()], Duration::from_secs(10))
+        crate::client([self.nodes[i].addr.to_string()], Duration::from_secs(10))
     }
 
     /// A client that tries every node, in order.
     pub fn client_all(&self) -> RegistryClient {
-        RegistryClient::new(
+        crate::client(
             self.nodes.iter().map(|n| n.addr.to_string()),
             Duration::from_secs(10),
         )
@@ -480,7 +480,7 @@ impl ProcCluster {
         (0..addrs.len())
             .map(|k| {
                 let order = addrs[k..].iter().chain(&addrs[..k]).cloned();
-                RegistryClient::new(order, Duration::from_secs(2))
+                crate::client(order, Duration::from_secs(2))
             })
             .collect()
     }

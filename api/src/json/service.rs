@@ -16,7 +16,7 @@ pub fn state_str(state: State) -> &'static [u8] {
 }
 
 /// Appends the listed form of `r` with its computed `state` (the JSON of
-/// `ServiceOut::new(r, state)`).
+/// `crate::wire::service_out(r, state)`).
 pub fn push_service(buf: &mut Vec<u8>, r: &ServiceRecord, state: State) {
     buf.extend_from_slice(b"{\"id\":");
     push_u64(buf, r.id);
@@ -76,7 +76,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::json::list::write_list;
-    use crate::wire::{ServiceOut, ServicesOut};
+    use crate::wire::ServicesOut;
 
     /// Strings that need escaping, or not.
     const ODD: [&str; 6] = [
@@ -144,7 +144,7 @@ pub(crate) mod tests {
             for state in [State::Up, State::Down] {
                 let mut buf = Vec::new();
                 push_service(&mut buf, &r, state);
-                let expected = serde_json::to_vec(&ServiceOut::new(&r, state))
+                let expected = serde_json::to_vec(&crate::wire::service_out(&r, state))
                     .unwrap_or_else(|e| panic!("serde_json failed: {e}"));
                 assert_eq!(
                     String::from_utf8_lossy(&buf),
@@ -168,7 +168,7 @@ pub(crate) mod tests {
             let body = write_list(&records[..n], |buf, r| push_service(buf, r, state(r)));
             let services = records[..n]
                 .iter()
-                .map(|r| ServiceOut::new(r, state(r)))
+                .map(|r| crate::wire::service_out(r, state(r)))
                 .collect();
             let expected = serde_json::to_vec(&ServicesOut { services })
                 .unwrap_or_else(|e| panic!("serde_json failed: {e}"));

@@ -3,8 +3,8 @@
 //! services; an unknown service or host exits with code 2.
 
 use clap::Args;
-use registry_api::client::ClientError;
 use registry_api::wire::{ServiceAction, ServicesOut};
+use registry_client::ClientError;
 
 use super::services::{render, Column};
 use super::{CliError, GlobalArgs};

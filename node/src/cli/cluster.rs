@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use clap::Subcommand;
-use registry_api::client::ClientError;
 use registry_api::wire::ClusterOut;
+use registry_client::ClientError;
 use tokio::task::JoinSet;
 
 use super::services::new_table;
@@ -71,7 +71,7 @@ pub async fn status(g: &GlobalArgs) -> Result<String, CliError> {
     let view = g.client()?.cluster().await?;
     let mut asks = JoinSet::new();
     for m in &view.members {
-        let (id, client) = (m.id, g.client_of(&m.addr));
+        let (id, client) = (m.id, g.client_of(&m.addr)?);
         asks.spawn(async move { (id, client.cluster().await) });
     }
     let mut answers = BTreeMap::new();
@@ -200,6 +200,7 @@ fn unreachable_role(e: &ClientError) -> String {
         ClientError::Unreachable { .. } => "unreachable".into(),
         ClientError::Unknown(_) => "no answer".into(),
         ClientError::Api { status, .. } => format!("error {status}"),
+        _ => "error".into(),
     }
 }
 

@@ -10,9 +10,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use registry_api::client::{ClientError, RegistryClient};
-
-use crate::reporter::ReporterError;
+use registry_client::{ClientError, RegistryClient};
 
 pub mod actions;
 pub mod cluster;
@@ -75,15 +73,15 @@ impl GlobalArgs {
         if endpoints.is_empty() {
             return Err(CliError::Invalid("--endpoints names no endpoint".into()));
         }
-        Ok(self.authenticated(RegistryClient::new(endpoints, self.request_timeout())))
+        Ok(self.authenticated(RegistryClient::new(endpoints, self.request_timeout())?))
     }
 
     /// A client of one node only.
-    pub fn client_of(&self, addr: &str) -> RegistryClient {
-        self.authenticated(RegistryClient::new(
+    pub fn client_of(&self, addr: &str) -> Result<RegistryClient, CliError> {
+        Ok(self.authenticated(RegistryClient::new(
             [addr.to_string()],
             self.request_timeout(),
-        ))
+        )?))
     }
 
     fn authenticated(&self, client: RegistryClient) -> RegistryClient {
@@ -145,9 +143,6 @@ pub enum CliError {
     /// The command's arguments cannot work (exit code 1).
     #[error("{0}")]
     Invalid(String),
-    /// The reporter could not run (exit code 1).
-    #[error("{0}")]
-    Reporter(#[from] ReporterError),
 }
 
 impl CliError {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{parse_duration, CliError, GlobalArgs};
-use crate::reporter::{HealthCommand, Reporter, ReporterConfig};
+use registry_client::reporter::{HealthCommand, Reporter, ReporterConfig};
 
 /// Arguments of `report`.
 #[derive(Debug, Clone, Args)]

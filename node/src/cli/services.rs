@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use clap::Args;
 use comfy_table::{ContentLineStyle, LineStyle, Table, TableStyle};
-use registry_api::liveness::State;
 use registry_api::wire::{Consistency, ServiceOut, Status};
+use registry_client::wire::State;
 
 use super::{CliError, GlobalArgs};
 

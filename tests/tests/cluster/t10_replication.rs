@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use registry_api::liveness::State;
 use registry_api::wire::{Consistency, HeartbeatIn, ServicesOut};
+use registry_client::wire::State;
 use registry_tests::init_test_tracing;
 use registry_tests::inproc::{ClusterSpec, InProcCluster};
 use registry_tests::raw_http;

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use registry_api::liveness::State;
 use registry_api::wire::{Consistency, ServiceOut};
-use registry_node::reporter::{HealthCommand, Reporter, ReporterConfig, ReporterHandle};
+use registry_client::reporter::{HealthCommand, Reporter, ReporterConfig, ReporterHandle};
+use registry_client::wire::State;
 use registry_tests::cli::registryctl_binary;
 use registry_tests::inproc::{ClusterSpec, InProcCluster};
 use registry_tests::{init_test_tracing, wait};
@@ -382,7 +382,7 @@ async fn registryctl_report_survives_an_outage_and_exits_0_on_sigterm() -> anyho
             "test -d /",
         ])
         .env_remove("REGISTRY_ENDPOINTS")
-        .env("RUST_LOG", "info,registry_node::reporter=debug")
+        .env("RUST_LOG", "info,registry_client::reporter=debug")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

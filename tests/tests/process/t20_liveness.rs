@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use registry_api::liveness::State;
 use registry_api::wire::{Consistency, HeartbeatIn, ServicesOut};
+use registry_client::wire::State;
 use registry_storage::clock::OUTAGE_GRACE;
 use registry_tests::history::Reporters;
 use registry_tests::observer::Observer;

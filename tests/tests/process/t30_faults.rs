@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use registry_api::client::ClientError;
 use registry_api::wire::{Consistency, HeartbeatIn};
+use registry_client::ClientError;
 use registry_tests::history::{Reporters, BINARY};
 use registry_tests::observer::Observer;
 use registry_tests::procs::{converged_digests, converged_lists, with_logs, ProcCluster, ProcSpec};
@@ -32,7 +32,7 @@ fn spec() -> ProcSpec {
 /// again, as any client does; a 4xx fails. For setup writes whose count is not checked (a
 /// retry after an unknown outcome may count a record twice).
 async fn write_retrying(
-    client: &registry_api::client::RegistryClient,
+    client: &registry_client::RegistryClient,
     beats: &[HeartbeatIn],
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);

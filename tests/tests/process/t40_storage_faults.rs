@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, EntryPayload};
-use registry_api::client::RegistryClient;
 use registry_api::wire::HeartbeatIn;
+use registry_client::RegistryClient;
 use registry_storage::headroom::{RESERVE_BYTES, START_FREE_BYTES};
 use registry_storage::types::{Entry, LogId, Vote};
 use registry_storage::{open_store, Command as RaftCommand, Heartbeat};
@@ -257,7 +257,7 @@ async fn disk_full(on_leader: bool) -> anyhow::Result<()> {
 
         // Bulk writes through the two healthy nodes fill the small disk.
         let healthy: Vec<usize> = (0..3).filter(|i| *i != full).collect();
-        let bulk_client = RegistryClient::new(
+        let bulk_client = registry_tests::client(
             healthy.iter().map(|i| c.nodes[*i].addr.to_string()),
             Duration::from_secs(10),
         );

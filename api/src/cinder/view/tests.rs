@@ -69,7 +69,7 @@ fn outs() -> Vec<ServiceOut> {
     sample_records()
         .iter()
         .enumerate()
-        .map(|(i, r)| ServiceOut::new(r, if i % 3 == 1 { State::Down } else { State::Up }))
+        .map(|(i, r)| crate::wire::service_out(r, if i % 3 == 1 { State::Down } else { State::Up }))
         .collect()
 }
 

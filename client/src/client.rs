@@ -2,45 +2,11 @@
 
 use std::time::Duration;
 
-use crate::error::ErrorBody;
+use crate::error::ClientError;
 use crate::wire::{
-    AddLearnerIn, ClusterOut, Consistency, HeartbeatIn, PromoteIn, ServiceAction, ServiceActionIn,
-    ServicesOut,
+    AddLearnerIn, ClusterOut, Consistency, ErrorBody, HeartbeatIn, PromoteIn, ServiceAction,
+    ServiceActionIn, ServicesOut,
 };
-
-/// What a client call can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// No endpoint could be reached.
-    #[error("no registry endpoint reachable (tried {tried}): {last}")]
-    Unreachable {
-        /// Endpoints tried.
-        tried: usize,
-        /// The last transport error.
-        last: String,
-    },
-    /// An endpoint answered with an error.
-    #[error("HTTP {status}: {message}")]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The error message from the body.
-        message: String,
-    },
-    /// The request went out but no answer came back: the outcome is unknown.
-    #[error("request outcome unknown: {0}")]
-    Unknown(String),
-}
-
-impl ClientError {
-    /// The HTTP status, when an endpoint answered with an error.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ClientError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
 
 /// A client of the registry's public API. Cloning shares the connection pool.
 #[derive(Debug, Clone)]
@@ -54,7 +20,10 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client of the nodes at `endpoints` (`host:port` or `http://host:port`), each request
     /// bounded by `timeout`.
-    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>, timeout: Duration) -> Self {
+    pub fn new(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let endpoints = endpoints
             .into_iter()
             .map(Into::into)
@@ -70,12 +39,12 @@ impl RegistryClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+            .map_err(ClientError::Build)?;
+        Ok(Self {
             http,
             endpoints,
             token: None,
-        }
+        })
     }
 
     /// The same client, authenticating with `token` (see the node's `[auth]` settings).

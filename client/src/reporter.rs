@@ -27,34 +27,15 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry_api::client::{ClientError, RegistryClient};
-use registry_api::wire::HeartbeatIn;
+use crate::client::RegistryClient;
+use crate::error::ClientError;
+use crate::wire::HeartbeatIn;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// Cinder's default `report_interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-
-/// What the reporter can fail with. Registry errors are not among them: the loop survives
-/// those and counts them in [`ReporterStats::failed`].
-#[derive(Debug, thiserror::Error)]
-pub enum ReporterError {
-    /// The configuration cannot work (no endpoint, a zero interval, an invalid field).
-    #[error("invalid reporter configuration: {0}")]
-    InvalidConfig(String),
-    /// The reporter task ended abnormally (a panic in a health check, or a cancelled task).
-    #[error("reporter task failed: {0}")]
-    Task(String),
-    /// A wait on the counters timed out.
-    #[error("timed out after {timeout:?} waiting for: {what}")]
-    Timeout {
-        /// How long was waited.
-        timeout: Duration,
-        /// What was waited for.
-        what: String,
-    },
-}
 
 /// What the reporter reports, and where to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,8 +101,8 @@ impl ReporterConfig {
 
     /// Checks what the registry would refuse, so that a bad field fails at start-up rather
     /// than at every tick.
-    pub fn validate(&self) -> Result<(), ReporterError> {
-        let invalid = |m: String| Err(ReporterError::InvalidConfig(m));
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let invalid = |m: String| Err(ClientError::Invalid(m));
         if self.endpoints.iter().all(|e| e.trim().is_empty()) {
             return invalid("at least one registry endpoint is needed".into());
         }
@@ -131,10 +112,7 @@ impl ReporterConfig {
         if self.request_timeout.is_some_and(|t| t.is_zero()) {
             return invalid("the request timeout must be more than zero".into());
         }
-        let hb = self.heartbeat();
-        hb.validate()
-            .map(|_| ())
-            .map_err(|e| ReporterError::InvalidConfig(e.to_string()))
+        self.heartbeat().check()
     }
 }
 
@@ -255,6 +233,8 @@ pub struct Reporter {
     config: ReporterConfig,
     /// Run before every heartbeat, if set.
     health: Option<Arc<dyn HealthCheck>>,
+    /// One client per endpoint, each trying that endpoint first and then the others.
+    clients: Vec<RegistryClient>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -268,11 +248,30 @@ impl std::fmt::Debug for Reporter {
 
 impl Reporter {
     /// A reporter for `config`, validated.
-    pub fn new(config: ReporterConfig) -> Result<Self, ReporterError> {
+    pub fn new(config: ReporterConfig) -> Result<Self, ClientError> {
         config.validate()?;
+        let endpoints: Vec<String> = config
+            .endpoints
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let timeout = config.effective_request_timeout();
+        let clients = (0..endpoints.len())
+            .map(|i| {
+                let mut rotated = endpoints.clone();
+                rotated.rotate_left(i);
+                let client = RegistryClient::new(rotated, timeout)?;
+                Ok(match &config.token {
+                    Some(t) => client.with_token(t.clone()),
+                    None => client,
+                })
+            })
+            .collect::<Result<_, ClientError>>()?;
         Ok(Self {
             config,
             health: None,
+            clients,
         })
     }
 
@@ -339,7 +338,7 @@ impl ReporterHandle {
         what: &str,
         timeout: Duration,
         cond: impl FnMut(&ReporterStats) -> bool,
-    ) -> Result<ReporterStats, ReporterError> {
+    ) -> Result<ReporterStats, ClientError> {
         let mut rx = self.stats.clone();
         let waited = tokio::time::timeout(timeout, async {
             rx.wait_for(cond).await.map(|s| s.clone())
@@ -347,10 +346,8 @@ impl ReporterHandle {
         .await;
         match waited {
             Ok(Ok(stats)) => Ok(stats),
-            Ok(Err(_)) => Err(ReporterError::Task(format!(
-                "the reporter ended while waiting for: {what}"
-            ))),
-            Err(_) => Err(ReporterError::Timeout {
+            Ok(Err(_)) => Err(ClientError::Ended(what.to_string())),
+            Err(_) => Err(ClientError::Timeout {
                 timeout,
                 what: what.to_string(),
             }),
@@ -363,17 +360,15 @@ impl ReporterHandle {
     }
 
     /// Stops the loop (an in-flight heartbeat is abandoned) and answers the final counters.
-    pub async fn stop(self) -> Result<ReporterStats, ReporterError> {
+    pub async fn stop(self) -> Result<ReporterStats, ClientError> {
         let _ = self.stop.send(true);
         self.join().await
     }
 
     /// Waits for the loop to end (its shutdown future resolved) and answers the final
     /// counters.
-    pub async fn join(self) -> Result<ReporterStats, ReporterError> {
-        self.task
-            .await
-            .map_err(|e| ReporterError::Task(e.to_string()))
+    pub async fn join(self) -> Result<ReporterStats, ClientError> {
+        Ok(self.task.await?)
     }
 }
 
@@ -411,29 +406,11 @@ struct Loop {
 impl Loop {
     fn new(reporter: Reporter, stats: watch::Sender<ReporterStats>) -> Self {
         let config = reporter.config;
-        let endpoints: Vec<String> = config
-            .endpoints
-            .iter()
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty())
-            .collect();
-        let timeout = config.effective_request_timeout();
-        let clients = (0..endpoints.len())
-            .map(|i| {
-                let mut rotated = endpoints.clone();
-                rotated.rotate_left(i);
-                let client = RegistryClient::new(rotated, timeout);
-                match &config.token {
-                    Some(t) => client.with_token(t.clone()),
-                    None => client,
-                }
-            })
-            .collect();
         Self {
             beat: config.heartbeat(),
             config,
             health: reporter.health,
-            clients,
+            clients: reporter.clients,
             start: 0,
             link: Link::Unknown,
             failures_in_outage: 0,
@@ -559,7 +536,7 @@ impl Loop {
         let move_on = match &e {
             ClientError::Unknown(_) => true,
             ClientError::Api { status, .. } => *status >= 500,
-            ClientError::Unreachable { .. } => false,
+            _ => false,
         };
         if move_on {
             self.start = (self.start + 1) % self.clients.len();
