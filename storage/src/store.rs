@@ -198,12 +198,31 @@ mod tests {
         Ok(vote)
     }
 
+    /// Runs `open` again while it fails because sled's threads of a store just dropped still
+    /// hold the database's file lock (for a moment after the last handle goes), within 10 s.
+    async fn when_unlocked<T, E: std::fmt::Display>(
+        mut open: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open() {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Why the leftovers are removed: sled alone refuses such a directory.
     #[tokio::test]
     async fn sled_alone_refuses_a_leftover_snapshot() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(io)?;
         store_with_a_leftover(dir.path()).await?;
-        let opened = sled::Config::new().path(dir.path()).open();
+        let opened = when_unlocked(|| sled::Config::new().path(dir.path()).open()).await;
         assert!(
             matches!(opened, Err(sled::Error::Corruption { .. })),
             "sled 0.34 takes a leftover .generating file for its snapshot and refuses the \
@@ -216,7 +235,7 @@ mod tests {
     async fn a_store_with_a_leftover_snapshot_opens_as_it_was() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(io)?;
         let vote = store_with_a_leftover(dir.path()).await?;
-        let mut log = open_store(dir.path())?.log;
+        let mut log = when_unlocked(|| open_store(dir.path())).await?.log;
         let read = log
             .read_vote()
             .await
