@@ -106,6 +106,19 @@ pub enum StoreError {
         /// The other one.
         theirs: ClusterId,
     },
+    /// The data directory is locked by another process (another node started on it) for
+    /// longer than a store of this process that was just closed would hold it.
+    #[error(
+        "{} is in use: its database stayed locked for {waited:?}; another registry-node (or \
+         another process) has it open",
+        dir.display()
+    )]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// How long the open waited.
+        waited: std::time::Duration,
+    },
     /// An operation that needs an empty store (a restore) found data.
     #[error("{0}")]
     NotEmpty(String),

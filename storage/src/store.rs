@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::disk::Disk;
 use crate::error::StoreError;
@@ -52,12 +53,47 @@ fn open_db(dir: &Path) -> Result<Disk, StoreError> {
     remove_unfinished_sled_snapshots(dir)?;
     // Whatever sled writes while it opens fits in the reserve's room.
     headroom.release()?;
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(CACHE_BYTES)
-        .open()?;
+    let db = open_sled(dir)?;
     headroom.claim()?;
     Ok(Disk::new(db))
+}
+
+/// How long an open waits for the lock on a data directory that is in use.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens sled on `dir`, waiting up to [`LOCK_WAIT`] while another holder has its lock.
+///
+/// sled takes an exclusive lock on its database file, released when the last of its
+/// threads lets go of the file. After a store of this process is dropped, sled's background
+/// writers still hold it for a moment, so that reopening the directory at once (a restore
+/// followed by a start, a node restarted in place) can find it taken. A lock still held
+/// after the wait is another process using the directory: [`StoreError::InUse`].
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
+            Err(sled::Error::Io(e)) if is_lock_taken(&e) => {
+                if Instant::now() >= deadline {
+                    return Err(StoreError::InUse {
+                        dir: dir.to_path_buf(),
+                        waited: LOCK_WAIT,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Whether sled's open failed because its lock file is held (sled reports it as an
+/// `Other` I/O error with this text, see its `Config::open`).
+fn is_lock_taken(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Other && e.to_string().starts_with("could not acquire lock")
 }
 
 /// Removes the snapshot files sled was still writing when one of its opens stopped short (a
@@ -198,33 +234,14 @@ mod tests {
         Ok(vote)
     }
 
-    /// Runs `open` again while it fails because sled's threads of a store just dropped still
-    /// hold the database's file lock (for a moment after the last handle goes), within 10 s.
-    async fn when_unlocked<T, E: std::fmt::Display>(
-        mut open: impl FnMut() -> Result<T, E>,
-    ) -> Result<T, E> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match open() {
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Why the leftovers are removed: sled alone refuses such a directory.
     #[tokio::test]
     async fn sled_alone_refuses_a_leftover_snapshot() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(io)?;
         store_with_a_leftover(dir.path()).await?;
-        let opened = when_unlocked(|| sled::Config::new().path(dir.path()).open()).await;
+        let opened = super::open_sled(dir.path());
         assert!(
-            matches!(opened, Err(sled::Error::Corruption { .. })),
+            matches!(opened, Err(StoreError::Sled(sled::Error::Corruption { .. }))),
             "sled 0.34 takes a leftover .generating file for its snapshot and refuses the \
              database; if it no longer does, remove_unfinished_sled_snapshots can go"
         );
@@ -235,7 +252,7 @@ mod tests {
     async fn a_store_with_a_leftover_snapshot_opens_as_it_was() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(io)?;
         let vote = store_with_a_leftover(dir.path()).await?;
-        let mut log = when_unlocked(|| open_store(dir.path())).await?.log;
+        let mut log = open_store(dir.path())?.log;
         let read = log
             .read_vote()
             .await
@@ -245,6 +262,24 @@ mod tests {
             !dir.path().join("snap.00000000FFFFFFFF.generating").exists(),
             "the leftover is gone"
         );
+        Ok(())
+    }
+
+    /// A directory whose store is open stays refused, with a typed error naming it, once
+    /// the wait is over; dropped, it opens again at once.
+    #[tokio::test]
+    async fn a_store_in_use_is_refused_after_the_wait() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(io)?;
+        let first = open_store(dir.path())?;
+        let started = std::time::Instant::now();
+        let second = open_store(dir.path());
+        assert!(
+            matches!(&second, Err(StoreError::InUse { dir: d, .. }) if d == dir.path()),
+            "a second open of a directory in use: {second:?}"
+        );
+        assert!(started.elapsed() >= super::LOCK_WAIT, "it waited first");
+        drop(first);
+        open_store(dir.path())?;
         Ok(())
     }
 }

@@ -189,24 +189,10 @@ async fn open_test_store(dir: &Path) -> anyhow::Result<(LogStore, StateMachineSt
     Ok((store.log, store.sm))
 }
 
-/// Reopens a store in this process after every handle on it was dropped. sled's background
-/// threads can hold the database's file lock for a moment after the last handle goes, so
-/// this retries "could not acquire lock" until a deadline.
+/// Reopens a store in this process after every handle on it was dropped (the open waits
+/// while sled's threads of the dropped store still hold its lock).
 async fn reopen(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match open_store(dir) {
-            Ok(store) => {
-                store.identity.adopt(TEST_CLUSTER).await?;
-                return Ok((store.log, store.sm));
-            }
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                ensure!(Instant::now() < deadline, "reopen: {e}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    open_test_store(dir).await
 }
 
 // ---------------------------------------------------------------------------------------------

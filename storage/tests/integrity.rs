@@ -4,7 +4,6 @@
 //! handled without losing anything; none is decoded into something else.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use chrono::DateTime;
@@ -53,24 +52,12 @@ fn expected(upto: u64) -> ServicesState {
 }
 
 /// Opens the store in `dir` with no background persist (so that its records on disk stay
-/// where a test leaves them). sled's threads may hold the lock of a store just dropped for a
-/// moment: that one error is retried, within a deadline.
+/// where a test leaves them).
 async fn try_open(dir: &Path) -> Result<registry_storage::Store, StoreError> {
     let opts = StoreOptions {
         persist_interval: None,
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match open_store_with(dir, &opts) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            other => return other,
-        }
-    }
+    open_store_with(dir, &opts)
 }
 
 /// [`try_open`], then the store joins [`CLUSTER`].
