@@ -219,6 +219,11 @@ impl RegistryApp {
         &self.inner.snapshots
     }
 
+    /// The state machine.
+    pub(crate) fn sm(&self) -> &StateMachineStore {
+        &self.inner.sm
+    }
+
     /// Nodes being put back in place (on the leader).
     pub(crate) fn replacements(&self) -> &Replacements {
         &self.inner.replacements

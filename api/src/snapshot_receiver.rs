@@ -7,14 +7,16 @@
 //! checksum, that its header is the snapshot the leader announced, that it is of this node's
 //! cluster: [`registry_storage::snapshot::check`]), and answers a damaged one with openraft's
 //! `SnapshotMismatch`, on which the leader sends the snapshot again from the start. Only a
-//! snapshot that checks out goes to `Raft::install_full_snapshot`.
+//! snapshot that checks out goes to `Raft::install_full_snapshot`, and only once it is this
+//! node's snapshot file ([`StateMachineStore::stage_snapshot`]): openraft purges the log up to
+//! it as soon as the install starts.
 
 use std::io::Cursor;
 
 use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::{Raft, Snapshot, SnapshotSegmentId};
-use registry_storage::{ClusterId, NodeId, TypeConfig};
+use registry_storage::{ClusterId, NodeId, StateMachineStore, TypeConfig};
 use tokio::sync::Mutex;
 
 /// Largest snapshot accepted (a million services is a few hundred MiB).
@@ -53,11 +55,12 @@ fn restart(id: &str, got: u64) -> RaftError<NodeId, InstallSnapshotError> {
 }
 
 impl SnapshotReceiver {
-    /// Takes one chunk for `raft`, a node of cluster `cluster`; installs the snapshot when it
-    /// was the last one and the whole checks out.
+    /// Takes one chunk for `raft`, a node of cluster `cluster` whose state machine is `sm`;
+    /// installs the snapshot when it was the last one and the whole checks out.
     pub async fn receive(
         &self,
         raft: &Raft<TypeConfig>,
+        sm: &StateMachineStore,
         cluster: Option<ClusterId>,
         req: InstallSnapshotRequest<TypeConfig>,
     ) -> ChunkResult {
@@ -122,6 +125,12 @@ impl SnapshotReceiver {
                 return Err(restart(&id, req.offset));
             }
         };
+        if let Err(e) = sm.stage_snapshot(data.clone()).await {
+            // It checked out, but this node cannot write its snapshot file (a full or failing
+            // disk, which its next log write will also meet): not installed; asked again.
+            tracing::error!(snapshot = %id, error = %e, "storing a received snapshot failed; not installing it");
+            return Err(restart(&id, req.offset));
+        }
         tracing::info!(snapshot = %id, bytes = data.len(), "received a whole snapshot; installing it");
         let snapshot = Snapshot {
             meta: req.meta,

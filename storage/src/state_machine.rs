@@ -73,6 +73,8 @@ struct Inner {
     snapshot_seq: AtomicU64,
     /// The last log id the snapshot file covers (durably written).
     snapshot_last: Mutex<Option<LogId>>,
+    /// Held while the snapshot file is written (see [`write_snapshot_file`]).
+    snapshot_writes: Mutex<()>,
     /// A damaged snapshot file was moved aside: the next one asked for is built fresh.
     needs_fresh: std::sync::atomic::AtomicBool,
 }
@@ -147,6 +149,7 @@ impl StateMachineStore {
                 failed: Mutex::new(None),
                 snapshot_seq: AtomicU64::new(seq),
                 snapshot_last: Mutex::new(snapshot_last),
+                snapshot_writes: Mutex::new(()),
                 needs_fresh: std::sync::atomic::AtomicBool::new(needs_fresh),
             }),
         };
@@ -205,15 +208,15 @@ impl StateMachineStore {
             snapshot_id: snapshot_id.clone(),
         };
         // Encoding and writing tens of megabytes: off the async workers.
-        let file = self.inner.snapshot.clone();
+        let inner = Arc::clone(&self.inner);
         let cluster_id = self.inner.identity.cluster_id();
+        let last = meta.last_log_id;
         let data = tokio::task::spawn_blocking(move || {
             let data = encode_state(&state, cluster_id, snapshot_id)?;
-            file.write(&data)?;
+            write_snapshot_file(&inner, &data, last)?;
             Ok::<_, StoreError>(data)
         })
         .await??;
-        *lock(&self.inner.snapshot_last) = meta.last_log_id;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -236,35 +239,42 @@ impl StateMachineStore {
         Ok((blob, index))
     }
 
+    /// Makes a snapshot received from the leader the snapshot file, durably, before it is
+    /// handed to Raft to install (see [`write_snapshot_file`]).
+    ///
+    /// openraft 0.9 starts installing a received snapshot in the state machine's task and, at
+    /// once, purges the log up to it: without the file first, a crash during the install
+    /// (tens of megabytes to decode and write) left a log purged past both the records and
+    /// the snapshot file, and the node could never start again. With it, the purge is covered
+    /// by the file, and a start after such a crash loads it. `data` must be a whole snapshot
+    /// of this store's cluster (checked again here).
+    pub async fn stage_snapshot(&self, data: Vec<u8>) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let header = snapshot::check(&data)?.header;
+            check_cluster(&inner, header.cluster_id, &header.snapshot_id)?;
+            write_snapshot_file(&inner, &data, header.last_log_id)
+        })
+        .await?
+    }
+
     /// Replaces the whole state with a snapshot's: the records on disk first (one batch,
-    /// flushed), then the snapshot file, then memory. A crash between the first two leaves
-    /// records newer than the snapshot file, which the next start keeps. A snapshot that is
-    /// damaged, or of another cluster, is refused before anything is written.
+    /// flushed), then the snapshot file (unless it was staged), then memory. A crash between
+    /// the first two leaves records newer than the snapshot file, which the next start keeps.
+    /// A snapshot that is damaged, or of another cluster, is refused before anything is
+    /// written.
     async fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
         // Decoding, writing and syncing tens of megabytes: off the async workers, like build.
         let inner = Arc::clone(&self.inner);
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
             let (state, theirs) = decode_state(&meta, &data)?;
-            match (inner.identity.cluster_id(), theirs) {
-                (Some(ours), Some(theirs)) if ours == theirs => {}
-                (Some(ours), Some(theirs)) => {
-                    return Err(StoreError::ClusterMismatch { ours, theirs })
-                }
-                (ours, theirs) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "refusing snapshot {} of cluster {theirs:?} on a store of cluster \
-                         {ours:?}",
-                        meta.snapshot_id
-                    )))
-                }
-            }
+            check_cluster(&inner, theirs, &meta.snapshot_id)?;
             let _persisting = lock(&inner.persisting);
             let replace = sm_disk::replace_batch(&inner.services, &state)?;
             inner.disk.write(|| inner.services.apply_batch(replace))?;
             inner.disk.flush_blocking()?;
-            inner.snapshot.write(&data)?;
-            *lock(&inner.snapshot_last) = meta.last_log_id;
+            write_snapshot_file(&inner, &data, meta.last_log_id)?;
             inner.view.install(state);
             lock(&inner.dirty).clear();
             Ok::<(), StoreError>(())
@@ -276,15 +286,17 @@ impl StateMachineStore {
     /// The current snapshot, checked: a damaged file is moved aside and a fresh snapshot
     /// built in its place, so a damaged one is never served.
     async fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-        let file = self.inner.snapshot.clone();
+        let inner = Arc::clone(&self.inner);
         let read = tokio::task::spawn_blocking(move || {
-            let Some(data) = file.read()? else {
+            let Some(data) = inner.snapshot.read()? else {
                 return Ok(None);
             };
             match snapshot::check(&data) {
                 Ok(info) => Ok(Some(Ok((info.header.meta(), data)))),
                 Err(e @ (StoreError::Damaged(_) | StoreError::NewerFormat { .. })) => {
-                    let moved = file.quarantine()?;
+                    let _writes = lock(&inner.snapshot_writes);
+                    let moved = inner.snapshot.quarantine()?;
+                    *lock(&inner.snapshot_last) = None;
                     Ok(Some(Err((e, moved))))
                 }
                 Err(e) => Err(e),
@@ -368,6 +380,35 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
+}
+
+/// Refuses a snapshot of another cluster than the store's (or of none).
+fn check_cluster(
+    inner: &Inner,
+    theirs: Option<crate::identity::ClusterId>,
+    snapshot_id: &str,
+) -> Result<(), StoreError> {
+    match (inner.identity.cluster_id(), theirs) {
+        (Some(ours), Some(theirs)) if ours == theirs => Ok(()),
+        (Some(ours), Some(theirs)) => Err(StoreError::ClusterMismatch { ours, theirs }),
+        (ours, theirs) => Err(StoreError::Corrupt(format!(
+            "refusing snapshot {snapshot_id} of cluster {theirs:?} on a store of cluster {ours:?}"
+        ))),
+    }
+}
+
+/// Makes `data`, a snapshot ending at `last`, the snapshot file (durably, blocking), unless
+/// the file already covers `last`. Builds, installs and staged snapshots write one at a
+/// time, and the file never goes back to an older snapshot than it holds: what covers a
+/// purge of the log stays covered.
+fn write_snapshot_file(inner: &Inner, data: &[u8], last: Option<LogId>) -> Result<(), StoreError> {
+    let _writes = lock(&inner.snapshot_writes);
+    if *lock(&inner.snapshot_last) >= last && inner.snapshot.exists() {
+        return Ok(());
+    }
+    inner.snapshot.write(data)?;
+    *lock(&inner.snapshot_last) = last;
+    Ok(())
 }
 
 /// See [`StateMachineStore::persist`].

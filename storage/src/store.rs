@@ -241,7 +241,10 @@ mod tests {
         store_with_a_leftover(dir.path()).await?;
         let opened = super::open_sled(dir.path());
         assert!(
-            matches!(opened, Err(StoreError::Sled(sled::Error::Corruption { .. }))),
+            matches!(
+                opened,
+                Err(StoreError::Sled(sled::Error::Corruption { .. }))
+            ),
             "sled 0.34 takes a leftover .generating file for its snapshot and refuses the \
              database; if it no longer does, remove_unfinished_sled_snapshots can go"
         );

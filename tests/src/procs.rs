@@ -583,6 +583,24 @@ impl ProcCluster {
         }
     }
 
+    /// Waits until the log of node index `i` holds `n` lines containing `needle` (over all
+    /// its runs); answers the last.
+    pub async fn wait_log_count(
+        &self,
+        i: usize,
+        needle: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let what = format!("node {} logs {needle:?} {n} times", self.nodes[i].id);
+        crate::wait::until(&what, timeout, || async {
+            let text = std::fs::read_to_string(&self.nodes[i].log).ok()?;
+            let found: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+            (found.len() >= n).then(|| found[n - 1].to_string())
+        })
+        .await
+    }
+
     /// Waits until the log of node index `i` holds a line containing `needle`; answers it.
     pub async fn wait_log(
         &self,

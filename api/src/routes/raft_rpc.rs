@@ -170,7 +170,7 @@ async fn snapshot(body: Bytes, app: RegistryApp) -> warp::reply::Response {
                 RaftError<NodeId, InstallSnapshotError>,
             > = app
                 .snapshots()
-                .receive(app.raft(), app.identity().cluster_id(), req)
+                .receive(app.raft(), app.sm(), app.identity().cluster_id(), req)
                 .await;
             if res.is_ok() {
                 app.touch_leader_contact();

@@ -350,8 +350,8 @@ async fn lagging_follower_catches_up_by_snapshot() -> anyhow::Result<()> {
     .await
 }
 
-/// Scenario 7: nodes SIGKILLed while building a snapshot, and while installing one, restart
-/// cleanly and converge to the same state. A few reporters heartbeat throughout, watched by
+/// Scenario 7: nodes SIGKILLed while building a snapshot, and a follower killed three times
+/// while installing one, restart cleanly and converge to the same state. A few reporters heartbeat throughout, watched by
 /// the observer; the bulk records are of another binary, so that the observer and the
 /// reader list only the reporters' services rather than 40,000 records each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -385,18 +385,37 @@ async fn kill_during_snapshot_build_and_install_restarts_cleanly() -> anyhow::Re
             c.start_node(victim)?;
             c.wait_for_leader(Duration::from_secs(30)).await?;
         }
-        // A follower that must install a snapshot is killed repeatedly while it does.
+        // A follower is killed while it installs a snapshot, three times. Each time the
+        // leader first snapshots and purges its log past the follower, so that it needs a
+        // snapshot, and the follower is killed as soon as it says it has one whole and starts
+        // installing it (openraft purges its log up to the snapshot at that moment).
         let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
         let follower = (leader + 1) % 3;
-        c.kill_node(follower)?;
-        for i in 0..300 {
-            write_retrying(&client, &[HeartbeatIn::new(format!("late-{i}"), BULK)]).await?;
-        }
-        c.client_of(leader).trigger_snapshot().await?;
-        for delay_ms in [50u64, 150, 300] {
-            c.start_node(follower)?;
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let installing = "received a whole snapshot; installing it";
+        for round in 0..3 {
             c.kill_node(follower)?;
+            for i in 0..100 {
+                let beat = HeartbeatIn::new(format!("late-{round}-{i}"), BULK);
+                write_retrying(&client, &[beat]).await?;
+            }
+            let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+            let applied = c.client_of(leader).cluster().await?.applied_index;
+            c.client_of(leader).trigger_snapshot().await?;
+            wait::until(
+                "the leader purged its log past the follower",
+                Duration::from_secs(60),
+                || async {
+                    let l = c.client_of(leader).cluster().await.ok()?;
+                    (l.purged_index >= applied).then_some(())
+                },
+            )
+            .await?;
+            c.start_node(follower)?;
+            let said = c
+                .wait_log_count(follower, installing, round + 1, Duration::from_secs(60))
+                .await?;
+            c.kill_node(follower)?;
+            eprintln!("RESULT round {round}: killed the follower as it said: {said}");
         }
         c.start_node(follower)?;
         // Caught up while the reporters still heartbeat, so the observer watches it return.
