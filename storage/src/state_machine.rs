@@ -240,7 +240,7 @@ impl StateMachineStore {
     }
 
     /// Makes a snapshot received from the leader the snapshot file, durably, before it is
-    /// handed to Raft to install (see [`write_snapshot_file`]).
+    /// handed to Raft to install; the file never goes back to an older snapshot than it holds.
     ///
     /// openraft 0.9 starts installing a received snapshot in the state machine's task and, at
     /// once, purges the log up to it: without the file first, a crash during the install
