@@ -23,6 +23,16 @@ pub fn registryctl_binary() -> anyhow::Result<PathBuf> {
 }
 
 fn locate_and_build() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(crate::procs::BIN_DIR_ENV) {
+        let bin = Path::new(&dir).join("registryctl");
+        anyhow::ensure!(
+            bin.exists(),
+            "{} not found ({})",
+            bin.display(),
+            crate::procs::BIN_DIR_ENV
+        );
+        return Ok(bin);
+    }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test binary> -> target/<profile>/registryctl
     let profile_dir = exe

@@ -11,8 +11,19 @@ use registry_api::wire::{ClusterOut, Consistency, ServicesOut};
 use registry_client::RegistryClient;
 use tempfile::TempDir;
 
-/// Path of the `registry-node` binary built by `cargo test` for this profile.
+/// Names a directory holding the `registry-node` and `registryctl` binaries to test instead
+/// of the ones `cargo test` built (nothing is built then): to run the suite, or one test
+/// many times, against a fixed build while the tree changes.
+pub const BIN_DIR_ENV: &str = "REGISTRY_TEST_BIN_DIR";
+
+/// Path of the `registry-node` binary built by `cargo test` for this profile (or the one in
+/// [`BIN_DIR_ENV`]).
 pub fn node_binary() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let bin = Path::new(&dir).join("registry-node");
+        anyhow::ensure!(bin.exists(), "{} not found ({BIN_DIR_ENV})", bin.display());
+        return Ok(bin);
+    }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test binary> -> target/<profile>/registry-node
     let profile_dir = exe
