@@ -21,16 +21,16 @@ use crate::auth::{Auth, Role};
 use crate::batcher::{Batcher, WriteError};
 use crate::error::ApiError;
 use crate::forwarder::Forwarder;
-use crate::identity::PeerIdentity;
 use crate::json::list::{json_response, write_list};
 use crate::json::service::push_service;
 use crate::listing::Listing;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
-use crate::peer::{relay_headers, Peer, RelayError, Relayed};
 use crate::replace::Replacements;
 use crate::server::current_request_id;
-use crate::snapshot_receiver::SnapshotReceiver;
+use crate::transport::identity::PeerIdentity;
+use crate::transport::peer::{relay_headers, Peer, RelayError, Relayed};
+use crate::transport::snapshot_receiver::SnapshotReceiver;
 use crate::wire::{ClusterOut, IdentityOut, MemberIdentity, MemberOut, ServicesQuery};
 
 /// Header set on a request one node forwards to the leader, so it is never forwarded again.

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use warp::http::{Method, StatusCode};
 
 use crate::batcher::{group, Join, Limits};
-use crate::peer::{Peer, RelayError, Relayed};
+use crate::transport::peer::{Peer, RelayError, Relayed};
 use crate::wire::MAX_BATCH;
 
 /// Most forwarded batches on the way to the leader at once.

@@ -5,6 +5,9 @@
 //!   bincode bodies);
 //! - [`server`]: serves the routes behind one layer: request ids and their `tracing` span,
 //!   the bound on concurrent requests, latency metrics;
+//! - [`transport`]: how nodes talk to each other: the Raft RPCs (their encoding, the
+//!   client that sends them, the routes that serve them), the identity every request
+//!   between nodes carries, and the peer client that forwards and joins;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`app::RegistryApp`]: what a route needs of a node (its Raft handle, its in-memory
 //!   services table, its settings), with the write path (leader commit, forwarding) and the
@@ -22,17 +25,14 @@ pub mod batcher;
 pub mod cinder;
 pub mod error;
 pub mod forwarder;
-pub mod identity;
 pub mod json;
 pub mod listing;
 pub mod liveness;
 pub mod metrics;
-pub mod peer;
 pub mod replace;
 pub mod routes;
-pub mod rpc;
 pub mod server;
-pub mod snapshot_receiver;
+pub mod transport;
 pub mod wire;
 
 pub use app::{ApiSettings, RegistryApp};

@@ -2,7 +2,7 @@
 //! `POST /raft/join`.
 //!
 //! A node that lost its disk comes back with a new incarnation, which its peers refuse as the
-//! member it was ([`crate::identity`]). It asks the leader to put it back; the leader, after
+//! member it was ([`crate::transport::identity`]). It asks the leader to put it back; the leader, after
 //! checking that the node at the member's address is that new incarnation, changes the
 //! membership one safe step at a time, each a Raft membership change:
 //!

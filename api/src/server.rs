@@ -10,7 +10,7 @@
 //!   `/health`, `/ready`, `/metrics` are never refused);
 //! - admits a request from another node (a Raft RPC, a join, a request forwarded to the
 //!   leader) only when its identity headers name this node's cluster, id and incarnation
-//!   ([`crate::identity`]), before its body is read;
+//!   ([`crate::transport::identity`]), before its body is read;
 //! - times the request into the latency histogram of its route template, and logs one line
 //!   for it: at `debug`, or at `trace` for the Raft RPCs, which arrive many times a second.
 //!
@@ -252,7 +252,7 @@ where
 enum PeerCheck {
     /// The cluster secret (a peer asking who this node is).
     Secret,
-    /// The cluster secret, then the identity headers ([`crate::identity`]); `joining` for a
+    /// The cluster secret, then the identity headers ([`crate::transport::identity`]); `joining` for a
     /// sender that has no cluster yet.
     Identity {
         /// Admit a sender without a cluster.

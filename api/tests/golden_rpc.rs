@@ -17,7 +17,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{CommittedLeaderId, EntryPayload, Membership, Vote};
-use registry_api::rpc;
+use registry_api::transport::rpc;
 use registry_storage::types::{Entry, LogId, SnapshotMeta, StoredMembership};
 use registry_storage::{Command, Heartbeat, Incarnation, NodeId, RegistryNode, TypeConfig};
 

@@ -16,7 +16,7 @@ use std::path::Path;
 use chrono::DateTime;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
-use registry_api::rpc;
+use registry_api::transport::rpc;
 use registry_storage::codec;
 use registry_storage::snapshot::{self, encode_state};
 use registry_storage::types::Entry;

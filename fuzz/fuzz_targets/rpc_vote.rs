@@ -1,5 +1,5 @@
 //! Raft RPC bodies from a peer (a format-version byte, then bincode; no checksum, so the input
-//! is decoded as it is): `registry_api::rpc::decode` of a RequestVote body on arbitrary bytes
+//! is decoded as it is): `registry_api::transport::rpc::decode` of a RequestVote body on arbitrary bytes
 //! is an error or a message, never a panic or an allocation of a size the bytes do not hold; a
 //! message that decodes re-encodes, with this build's version byte, to bytes that decode to the
 //! same encoding.

@@ -14,18 +14,18 @@ use serde::Serialize;
 /// re-encode to bytes that decode to the same encoding. RPC bodies carry a format-version
 /// byte but no checksum, so `data` is decoded as it is.
 pub fn rpc_round_trip<T: Serialize + DeserializeOwned>(data: &[u8]) {
-    let Ok(msg) = registry_api::rpc::decode::<T>(data) else {
+    let Ok(msg) = registry_api::transport::rpc::decode::<T>(data) else {
         return;
     };
-    let once = registry_api::rpc::encode(&msg).expect("a decoded message encodes");
+    let once = registry_api::transport::rpc::encode(&msg).expect("a decoded message encodes");
     assert_eq!(
         once.first(),
-        Some(&registry_api::rpc::FORMAT_VERSION),
+        Some(&registry_api::transport::rpc::FORMAT_VERSION),
         "an RPC body starts with this build's format version"
     );
-    let again = registry_api::rpc::decode::<T>(&once).expect("our own encoding decodes");
+    let again = registry_api::transport::rpc::decode::<T>(&once).expect("our own encoding decodes");
     assert_eq!(
-        registry_api::rpc::encode(&again).expect("encodes again"),
+        registry_api::transport::rpc::encode(&again).expect("encodes again"),
         once,
         "stable round trip"
     );

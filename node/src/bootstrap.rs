@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::Raft;
-use registry_api::peer::Peer;
+use registry_api::transport::peer::Peer;
 use registry_api::wire::IdentityOut;
 use registry_storage::{ClusterId, Incarnation, NodeId, RegistryNode, StoreIdentity, TypeConfig};
 use tokio::sync::watch;

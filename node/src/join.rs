@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use openraft::Raft;
-use registry_api::peer::{Peer, PeerError};
+use registry_api::transport::peer::{Peer, PeerError};
 use registry_api::wire::{IdentityOut, JoinIn};
 use registry_storage::{Incarnation, RegistryNode, TypeConfig};
 use tokio::sync::watch;

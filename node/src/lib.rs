@@ -14,7 +14,6 @@ mod bootstrap;
 pub mod cli;
 pub mod config;
 mod join;
-pub mod network;
 mod node;
 pub mod restore;
 pub mod signals;

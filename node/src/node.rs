@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use openraft::Raft;
-use registry_api::identity::PeerIdentity;
 use registry_api::liveness::Liveness;
+use registry_api::transport::identity::PeerIdentity;
 use registry_api::{ApiSettings, RegistryApp};
 use registry_storage::{open_store, LogStore, NodeId, StoreError, StoreIdentity, TypeConfig};
 use tokio::net::TcpListener;
@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, NodeConfig};
-use crate::network::HttpNetwork;
+use registry_api::transport::HttpNetwork;
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,7 +6,6 @@ mod admin;
 mod cinder;
 mod membership;
 mod public;
-mod raft_rpc;
 
 use std::convert::Infallible;
 
@@ -26,7 +25,7 @@ pub fn all(
         .or(admin::routes(app.clone()))
         .or(membership::routes(app.clone()))
         .or(cinder::routes(app.clone()))
-        .or(raft_rpc::routes(app))
+        .or(crate::transport::routes::routes(app))
         .recover(recover)
 }
 

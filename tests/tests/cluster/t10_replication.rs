@@ -248,11 +248,11 @@ async fn bad_heartbeats_are_refused_and_change_nothing() -> anyhow::Result<()> {
         .post(format!("{base}/raft/append"))
         .header(registry_api::auth::SECRET_HEADER, &secret)
         .header(
-            registry_api::identity::CLUSTER_ID_HEADER,
+            registry_api::transport::identity::CLUSTER_ID_HEADER,
             me.cluster_id.clone().unwrap_or_default(),
         )
         .header(
-            registry_api::identity::TARGET_HEADER,
+            registry_api::transport::identity::TARGET_HEADER,
             format!("{}/{}", me.node_id, me.incarnation),
         )
         .body("garbage")

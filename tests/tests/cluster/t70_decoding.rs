@@ -18,7 +18,7 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
 use proptest::prelude::*;
 use registry_api::cinder::actions::{ActionRequest, CinderAction};
 use registry_api::cinder::query::ListQuery;
-use registry_api::rpc::{self, RpcCodecError, MAX_RPC_BYTES};
+use registry_api::transport::rpc::{self, RpcCodecError, MAX_RPC_BYTES};
 use registry_api::wire::{
     action_command, parse_heartbeats, HeartbeatIn, ServiceAction, ServiceActionIn, ServicesQuery,
     MAX_BATCH,

@@ -2,11 +2,14 @@
 //! node, a per-call deadline from openraft, and the errors sorted the way openraft's
 //! replication expects (unreachable peers are backed off; remote Raft errors are returned as
 //! such). Every RPC names this node's cluster and the target's node id and incarnation as
-//! the membership records them ([`registry_api::identity`]); a target that refuses it as not
+//! the membership records them ([`crate::transport::identity`]); a target that refuses it as not
 //! meant for it (a lost store, another cluster) counts as unreachable.
 
 use std::time::Duration;
 
+use crate::auth::SECRET_HEADER;
+use crate::transport::identity::PeerIdentity;
+use crate::transport::rpc::{self, path};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -15,9 +18,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use registry_api::auth::SECRET_HEADER;
-use registry_api::identity::PeerIdentity;
-use registry_api::rpc::{self, path};
 use registry_storage::{NodeId, RegistryNode, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -1,14 +1,14 @@
 //! Internal routes between nodes, all behind the cluster secret:
 //! - the Raft RPCs, `POST /raft/{append,vote,snapshot}` with bincode bodies, each answering
 //!   the bincode of openraft's `Result` for that RPC (snapshots are received by
-//!   [`crate::snapshot_receiver`], which installs only whole, undamaged ones);
+//!   [`crate::transport::snapshot_receiver`], which installs only whole, undamaged ones);
 //! - `GET /raft/identity`: who this node is ([`IdentityOut`](crate::wire::IdentityOut)), for a
 //!   peer that bootstraps a group, joins one or adds this node;
 //! - `POST /raft/join`: on the leader, put back a node whose store was created anew
 //!   ([`crate::replace`]).
 //!
 //! The identity headers of the RPCs and of joins are checked before the body is read, by the
-//! server ([`crate::identity`]).
+//! server ([`crate::transport::identity`]).
 
 use bytes::Bytes;
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -20,13 +20,21 @@ use registry_storage::{NodeId, TypeConfig};
 use warp::http::{header, HeaderMap, HeaderValue};
 use warp::{Filter, Rejection, Reply};
 
-use super::{with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::error::ApiError;
-use crate::rpc::{self, path, MAX_RPC_BYTES};
+use crate::transport::rpc::{self, path, MAX_RPC_BYTES};
 use crate::wire::JoinIn;
 
-pub(super) fn routes(
+/// Largest `POST /raft/join` body (a node id and an incarnation, in JSON).
+const MAX_JOIN_BYTES: u64 = 64 * 1024;
+
+fn with_app(
+    app: RegistryApp,
+) -> impl Filter<Extract = (RegistryApp,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || app.clone())
+}
+
+pub(crate) fn routes(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let peer = app.clone();
@@ -51,7 +59,7 @@ pub(super) fn routes(
     let join = warp::path!("raft" / "join")
         .and(warp::post())
         .and(secret.clone())
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
+        .and(warp::body::content_length_limit(MAX_JOIN_BYTES))
         .and(warp::body::bytes())
         .and(with_app(app.clone()))
         .then(|body: Bytes, app: RegistryApp| async move {

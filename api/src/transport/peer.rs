@@ -1,7 +1,7 @@
 //! Requests from this node to another one, other than Raft RPCs: a request forwarded to the
 //! leader, a peer's identity asked for (bootstrap, joining, adding a member), a request to be
 //! added back after a lost disk. Every one carries the cluster secret and the identity
-//! headers ([`crate::identity`]); a forwarded one also carries [`FORWARDED_HEADER`] (so it is
+//! headers ([`crate::transport::identity`]); a forwarded one also carries [`FORWARDED_HEADER`] (so it is
 //! never forwarded again) and the request id (the leader logs it under the same id).
 
 use std::time::Duration;
@@ -15,8 +15,8 @@ use warp::Reply;
 use crate::app::FORWARDED_HEADER;
 use crate::auth::SECRET_HEADER;
 use crate::error::ErrorBody;
-use crate::identity::PeerIdentity;
 use crate::server::REQUEST_ID_HEADER;
+use crate::transport::identity::PeerIdentity;
 use crate::wire::{IdentityOut, JoinIn, JoinOut};
 
 /// Path of a node's identity, for its peers.

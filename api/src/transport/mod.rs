@@ -1,0 +1,24 @@
+//! How nodes talk to each other: the one seam between a node and its peers.
+//!
+//! - [`rpc`]: the encoding of the Raft RPCs (a version byte, then bincode);
+//! - [`network`]: openraft's `RaftNetwork`, the client that sends them over HTTP;
+//! - [`routes`]: the routes that serve them, `POST /raft/{append,vote,snapshot}`, and the
+//!   node-to-node routes `GET /raft/identity` and `POST /raft/join`;
+//! - [`snapshot_receiver`]: a snapshot received chunk by chunk, installed only whole;
+//! - [`identity`]: the cluster id and target incarnation every request between nodes
+//!   carries, checked before its body is read;
+//! - [`peer`]: the HTTP client for the other requests between nodes (forwarded writes and
+//!   reads, identity, join).
+//!
+//! Every request between nodes leaves through [`network`] or [`peer`], with the cluster
+//! secret and the identity headers, and arrives through the server's peer admission
+//! ([`crate::server`]) and [`routes`]: peer authentication (and later TLS) sits here.
+
+pub mod identity;
+pub mod network;
+pub mod peer;
+pub mod routes;
+pub mod rpc;
+pub mod snapshot_receiver;
+
+pub use network::HttpNetwork;
