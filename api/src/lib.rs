@@ -1,39 +1,49 @@
-//! HTTP layer of the heartbeat registry (warp).
+//! HTTP layer of the heartbeat registry (warp), laid out by the path a request takes:
 //!
-//! - [`routes`]: the public API (`/v1/heartbeats`, `/v1/services`, `/v1/cluster`), the
-//!   probes (`/health`, `/ready`, `/metrics`) and the internal Raft RPC routes (`/raft/*`,
-//!   bincode bodies);
-//! - [`server`]: serves the routes behind one layer: request ids and their `tracing` span,
-//!   the bound on concurrent requests, latency metrics;
+//! - [`server`]: the accept loop and the layer in front of every route: request ids and
+//!   their `tracing` span, the bound on concurrent requests, peer admission before a body is
+//!   read, latency metrics;
+//! - [`routes`]: the public API (`/v1/*`), Cinder's `/v3/*` ([`cinder`]) and the probes, as
+//!   warp filters;
+//! - [`mod@write`]: the write path: group commit on the leader ([`write::batcher`]), answering a
+//!   write;
+//! - [`forward`]: reaching the leader from another node: batched heartbeats, relayed
+//!   requests, waiting for an election;
+//! - [`read`]: the read path: consistency levels, the read floor, listing, freshness;
+//! - [`status`]: health, readiness, the cluster view, `/metrics`;
 //! - [`transport`]: how nodes talk to each other: the Raft RPCs (their encoding, the
 //!   client that sends them, the routes that serve them), the identity every request
-//!   between nodes carries, and the peer client that forwards and joins;
-//! - [`metrics`]: the Prometheus metrics;
-//! - [`app::RegistryApp`]: what a route needs of a node (its Raft handle, its in-memory
-//!   services table, its settings), with the write path (leader commit, forwarding) and the
-//!   read path (consistency levels);
+//!   between nodes carries, and the peer client;
+//! - [`shared::Shared`]: what all of them use of a node; [`app::RegistryApp`] holds it and
+//!   the paths, for the routes;
+//! - [`group_commit`]: the batching loop of the batcher and the forwarder, and their bounds;
+//! - [`metrics`]: the counters and histograms updated as things happen;
 //! - [`liveness`]: `up`/`down`, computed at read time;
-//! - [`wire`]: JSON request and response bodies, validated;
-//! - [`listing`], [`json`]: the service lists, taken from the state machine under its lock
-//!   and written out after, by hand, with the bytes `serde_json` writes for [`wire`]'s types;
-//! - [`error::ApiError`]: every error a route answers, mapped to HTTP in one place;
+//! - [`wire`]: JSON request and response bodies, validated; [`json`]: lists and answers
+//!   written out by hand with the bytes `serde_json` writes for [`wire`]'s types;
+//! - [`replace`]: the leader puts back a node whose store was created anew;
+//! - [`error::ApiError`]: every error a route answers, mapped to HTTP in one place.
 #![deny(missing_docs)]
 
 pub mod app;
 pub mod auth;
-pub mod batcher;
 pub mod cinder;
 pub mod error;
-pub mod forwarder;
+pub mod forward;
+pub mod group_commit;
 pub mod json;
-pub mod listing;
 pub mod liveness;
 pub mod metrics;
+pub mod read;
 pub mod replace;
 pub mod routes;
 pub mod server;
+pub mod shared;
+pub mod status;
 pub mod transport;
 pub mod wire;
+pub mod write;
 
-pub use app::{ApiSettings, RegistryApp};
+pub use app::RegistryApp;
 pub use error::ApiError;
+pub use shared::ApiSettings;

@@ -66,10 +66,10 @@ impl Replacements {
             .parse()
             .map_err(|e| ApiError::BadRequest(format!("incarnation: {e}")))?;
         crate::wire::check_field("addr", &join.addr)?;
-        if app.raft().metrics().borrow().state != ServerState::Leader {
+        if app.shared().raft.metrics().borrow().state != ServerState::Leader {
             return Err(ApiError::Unavailable(format!(
                 "node {} is not the leader: ask the leader",
-                app.id()
+                app.shared().id
             )));
         }
         let mut by_node = self.by_node.lock().unwrap_or_else(PoisonError::into_inner);
@@ -146,7 +146,7 @@ async fn run(
             node.addr, who.node_id, who.incarnation, node.incarnation
         ));
     }
-    let ours = app.identity().cluster_id().map(|c| c.to_string());
+    let ours = app.shared().identity.cluster_id().map(|c| c.to_string());
     if who.cluster_id.is_some() && who.cluster_id != ours {
         return Err(format!(
             "{} belongs to cluster {:?}, not {ours:?}",
@@ -155,7 +155,7 @@ async fn run(
     }
     let mut promote = None;
     loop {
-        let m = app.raft().metrics().borrow().clone();
+        let m = app.shared().raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
             return Err("this node is no longer the leader".into());
         }
@@ -205,7 +205,7 @@ async fn run(
                 ChangeMembers::AddVoterIds(BTreeSet::from([id]))
             }
         };
-        match app.raft().change_membership(change, true).await {
+        match app.shared().raft.change_membership(change, true).await {
             Ok(_) => {}
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 // Another change is in progress: try again shortly.
@@ -220,7 +220,7 @@ async fn run(
 /// Waits until node `id` has every entry up to the latest membership change.
 async fn caught_up(app: &RegistryApp, id: NodeId) -> Result<(), String> {
     let start = Instant::now();
-    let mut rx = app.raft().metrics();
+    let mut rx = app.shared().raft.metrics();
     rx.wait_for(|m| {
         let target = m.membership_config.log_id();
         let matched = m
@@ -231,7 +231,7 @@ async fn caught_up(app: &RegistryApp, id: NodeId) -> Result<(), String> {
     })
     .await
     .map_err(|_| "raft stopped".to_string())?;
-    if app.raft().metrics().borrow().state != ServerState::Leader {
+    if app.shared().raft.metrics().borrow().state != ServerState::Leader {
         return Err("this node is no longer the leader".into());
     }
     tracing::info!(node = id, elapsed = ?start.elapsed(), "new incarnation caught up");

@@ -38,8 +38,9 @@ use tracing::Instrument;
 use warp::http::{HeaderMap, HeaderValue, Method, Request};
 use warp::reply::Response;
 
-use crate::app::{RegistryApp, FORWARDED_HEADER};
+use crate::app::RegistryApp;
 use crate::cinder::request_id::new_request_id;
+use crate::forward::FORWARDED_HEADER;
 use crate::routes::{classify, RouteKind};
 
 /// Header carrying a request's id, in the request (optional) and in every answer.
@@ -185,22 +186,26 @@ where
         }
         let span = tracing::info_span!(
             "request",
-            node = self.app.id(),
+            node = self.app.shared().id,
             request_id = %id,
             method = %method,
             route = %route.template,
         );
         let app = self.app.clone();
         let permit = match route.kind {
-            RouteKind::Public => match app.try_admit() {
+            RouteKind::Public => match app.shared().admission.try_admit() {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    app.metrics().overloaded();
+                    app.shared().metrics.overloaded();
                     let mut resp = e.into_reply();
                     let status = resp.status().as_u16();
                     span.in_scope(|| tracing::debug!(status, "refused: too many requests"));
-                    app.metrics()
-                        .observe_request(method, route.template, status, start.elapsed());
+                    app.shared().metrics.observe_request(
+                        method,
+                        route.template,
+                        status,
+                        start.elapsed(),
+                    );
                     if let Some(v) = header {
                         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
                     }
@@ -230,7 +235,8 @@ where
             drop(admission.take());
             let elapsed = start.elapsed();
             let status = resp.status().as_u16();
-            app.metrics()
+            app.shared()
+                .metrics
                 .observe_request(method, route.template, status, elapsed);
             let latency_ms = elapsed.as_secs_f64() * 1000.0;
             if route.kind == RouteKind::RaftRpc {
@@ -287,7 +293,7 @@ async fn admit_peer(
     })?;
     match check {
         PeerCheck::Secret => Ok(()),
-        PeerCheck::Identity { joining } => app.identity().admit(headers, joining).await,
+        PeerCheck::Identity { joining } => app.shared().identity.admit(headers, joining).await,
     }
 }
 

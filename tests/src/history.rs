@@ -725,8 +725,8 @@ pub fn served_by(headers: &reqwest::header::HeaderMap) -> String {
     };
     format!(
         "served by node {} at applied index {}",
-        header(registry_api::app::SERVED_BY_HEADER),
-        header(registry_api::app::APPLIED_INDEX_HEADER)
+        header(registry_api::read::SERVED_BY_HEADER),
+        header(registry_api::read::APPLIED_INDEX_HEADER)
     )
 }
 

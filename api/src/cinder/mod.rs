@@ -13,7 +13,7 @@
 //! - [`request_id`]: the `req-<uuid>` ids every answer carries.
 //!
 //! Everything is translated to and from the registry's own API: a list reads the same
-//! records as `GET /v1/services` ([`crate::listing::Listing`]), and an action commits the
+//! records as `GET /v1/services` ([`crate::read::listing::Listing`]), and an action commits the
 //! same command as `PUT /v1/services/{action}`. A node that must forward to the leader forwards the
 //! *native* request and renders the leader's native answer as Cinder does, so the leader's
 //! answer never depends on the client's microversion and Cinder headers need no pass-through.

@@ -23,8 +23,8 @@ use crate::json::list::list_response;
 use crate::json::service::state_str;
 use crate::json::time::{naive_utc_chrono, push_naive_utc};
 use crate::json::{push_bool, push_opt_str, push_str};
-use crate::listing::Listing;
 use crate::liveness::State;
+use crate::read::listing::Listing;
 use crate::wire::{ServiceOut, Status};
 
 /// The binary whose rows carry the replication fields and `backend_state`.

@@ -7,10 +7,8 @@
 //! - [`service`]: a service as `GET /v1/services` lists it ([`crate::wire::ServiceOut`]);
 //! - [`list`]: the `{"services":[...]}` answer around the rows, written off the async
 //!   runtime and streamed when long;
-//! - [`relay`]: a forwarded read's answer, passed through from the leader as it arrives.
 
 pub mod list;
-pub mod relay;
 pub mod service;
 pub mod time;
 

@@ -5,10 +5,12 @@ use warp::http::{HeaderMap, Method};
 use warp::{Filter, Rejection};
 
 use super::{with_app, MAX_BODY_BYTES};
-use crate::app::{RegistryApp, Written, FORWARDED_HEADER};
+use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
+use crate::forward::FORWARDED_HEADER;
 use crate::wire::{action_command, ServiceAction, ServiceActionIn};
+use crate::write::Written;
 
 /// `PUT /v1/services/{disable|enable|force-down|clear-force-down|remove|freeze|thaw}` with
 /// body `{"host", "binary"?, "reason"?}`; answers the changed records, or 404 when the
@@ -60,10 +62,11 @@ async fn act(
     let cmd = action_command(action, &input)?;
     let path = format!("/v1/services/{}", action.name());
     match app
-        .write(cmd, (Method::PUT, &path), body, forwarded)
+        .write()
+        .command(cmd, (Method::PUT, &path), body, forwarded)
         .await?
     {
-        Written::Here(records) => Ok(app.written_response(&records)),
+        Written::Here(records) => Ok(app.write().written_response(&records)),
         Written::Forwarded(resp) => Ok(resp),
         Written::NotFound => Err(ApiError::NotFound(match &input.binary {
             Some(b) if !action.is_per_host() => {

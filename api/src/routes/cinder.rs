@@ -29,7 +29,7 @@ use warp::path::Tail;
 use warp::{Filter, Rejection, Reply};
 
 use super::{with_app, MAX_BODY_BYTES};
-use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
+use crate::app::RegistryApp;
 use crate::cinder::actions::{ActionRequest, CinderAction};
 use crate::cinder::microversion::{self, ApiVersion};
 use crate::cinder::query::ListQuery;
@@ -38,8 +38,11 @@ use crate::cinder::versions::versions_doc;
 use crate::cinder::view::{listing_response, services_response};
 use crate::cinder::CinderError;
 use crate::error::ErrorBody;
+use crate::forward::FORWARDED_HEADER;
+use crate::read::ReadAt;
 use crate::server::Admission;
 use crate::wire::{action_command, ServicesOut, ServicesQuery};
+use crate::write::Written;
 
 /// The resource `os-services` is the only one served under `/v3`.
 const RESOURCE: &str = "os-services";
@@ -236,13 +239,15 @@ impl Request {
         let permit = self.admission.as_ref().and_then(Admission::take);
         let (mut resp, freshness) = match self
             .app
-            .read_at(&native, &forward_path, self.forwarded())
+            .read()
+            .at(&native, &forward_path, self.forwarded())
             .await?
         {
             ReadAt::Here => {
-                let listing = self.app.services(&native);
+                let listing = self.app.read().services(&native);
                 let fresh = self
                     .app
+                    .read()
                     .freshness_headers(listing.applied, query.consistency.as_str());
                 (listing_response(listing, self.version, permit), fresh)
             }
@@ -276,7 +281,8 @@ impl Request {
         let path = format!("/v1/services/{}", request.native.name());
         let written = self
             .app
-            .write(
+            .write()
+            .command(
                 cmd,
                 (Method::PUT, &path),
                 native_body.into(),

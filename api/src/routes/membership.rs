@@ -12,10 +12,13 @@ use warp::http::{HeaderMap, Method};
 use warp::{Filter, Rejection, Reply};
 
 use super::{with_app, MAX_BODY_BYTES};
-use crate::app::{OnLeader, ReadAt, RegistryApp, FORWARDED_HEADER};
+use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
+use crate::forward::FORWARDED_HEADER;
+use crate::read::ReadAt;
 use crate::wire::{check_field, AddLearnerIn, Consistency, PromoteIn, ServicesQuery};
+use crate::write::OnLeader;
 
 /// Content type of a backup (a snapshot blob, see `registry_storage::snapshot`).
 pub const BACKUP_CONTENT_TYPE: &str = "application/vnd.registry.snapshot";
@@ -62,10 +65,10 @@ fn backup(
                     ..ServicesQuery::default()
                 };
                 let path = format!("/v1/cluster/backup?{raw}");
-                match app.read_at(&query, &path, fwd).await? {
+                match app.read().at(&query, &path, fwd).await? {
                     ReadAt::Forwarded(resp) => Ok(resp),
                     ReadAt::Here => {
-                        let (bytes, applied) = app.backup().await?;
+                        let (bytes, applied) = app.read().backup().await?;
                         let mut resp = bytes.into_response();
                         resp.headers_mut().insert(
                             warp::http::header::CONTENT_TYPE,
@@ -73,7 +76,7 @@ fn backup(
                         );
                         let consistency = query.consistency.unwrap_or_default().as_str();
                         resp.headers_mut()
-                            .extend(app.freshness_headers(applied, consistency));
+                            .extend(app.read().freshness_headers(applied, consistency));
                         Ok(resp)
                     }
                 }
@@ -92,7 +95,7 @@ fn snapshot(
         .and(forwarded(app.clone()))
         .and(with_app(app))
         .then(|_: bool, app: RegistryApp| async move {
-            match app.raft().trigger().snapshot().await {
+            match app.shared().raft.trigger().snapshot().await {
                 Ok(()) => warp::reply::with_status(
                     warp::reply::json(&serde_json::json!({"snapshot": "building"})),
                     warp::http::StatusCode::ACCEPTED,
@@ -143,14 +146,20 @@ fn add_learner(
                 let call = || {
                     let node = RegistryNode::new(input.addr.clone(), incarnation);
                     async {
-                        app.raft()
+                        app.shared()
+                            .raft
                             .add_learner(input.id, node, true)
                             .await
                             .map(|_| ())
                     }
                 };
                 let route = (Method::POST, "/v1/cluster/learners");
-                finish(&app, app.on_leader(call, route, body.clone(), fwd).await?)
+                finish(
+                    &app,
+                    app.write()
+                        .on_leader(call, route, body.clone(), fwd)
+                        .await?,
+                )
             };
             res.await.unwrap_or_else(ApiError::into_reply)
         },
@@ -171,7 +180,7 @@ async fn incarnation_at(app: &RegistryApp, id: u64, addr: &str) -> Result<Incarn
             who.node_id
         )));
     }
-    let ours = app.identity().cluster_id().map(|c| c.to_string());
+    let ours = app.shared().identity.cluster_id().map(|c| c.to_string());
     if who.cluster_id.is_some() && who.cluster_id != ours {
         return Err(ApiError::BadRequest(format!(
             "the node at {addr} belongs to cluster {}, not to this one ({})",
@@ -195,7 +204,12 @@ fn promote(
             let res = async {
                 let input: PromoteIn = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid voter: {e}")))?;
-                let known = app.cluster().members.iter().any(|m| m.id == input.id);
+                let known = app
+                    .status()
+                    .cluster()
+                    .members
+                    .iter()
+                    .any(|m| m.id == input.id);
                 if !known {
                     return Err(ApiError::NotFound(format!(
                         "node {} is not a member; add it as a learner first",
@@ -204,13 +218,19 @@ fn promote(
                 }
                 let call = || async {
                     let ids = BTreeSet::from([input.id]);
-                    app.raft()
+                    app.shared()
+                        .raft
                         .change_membership(ChangeMembers::AddVoterIds(ids), false)
                         .await
                         .map(|_| ())
                 };
                 let route = (Method::POST, "/v1/cluster/voters");
-                finish(&app, app.on_leader(call, route, body.clone(), fwd).await?)
+                finish(
+                    &app,
+                    app.write()
+                        .on_leader(call, route, body.clone(), fwd)
+                        .await?,
+                )
             };
             res.await.unwrap_or_else(ApiError::into_reply)
         },
@@ -227,7 +247,7 @@ fn remove(
         .and(with_app(app))
         .then(|id: u64, fwd: bool, app: RegistryApp| async move {
             let res = async {
-                let cluster = app.cluster();
+                let cluster = app.status().cluster();
                 let Some(member) = cluster.members.iter().find(|m| m.id == id) else {
                     return Err(ApiError::NotFound(format!("node {id} is not a member")));
                 };
@@ -242,7 +262,8 @@ fn remove(
                     } else {
                         ChangeMembers::RemoveNodes(ids)
                     };
-                    app.raft()
+                    app.shared()
+                        .raft
                         .change_membership(change, false)
                         .await
                         .map(|_| ())
@@ -250,7 +271,8 @@ fn remove(
                 let path = format!("/v1/cluster/members/{id}");
                 finish(
                     &app,
-                    app.on_leader(call, (Method::DELETE, &path), Bytes::new(), fwd)
+                    app.write()
+                        .on_leader(call, (Method::DELETE, &path), Bytes::new(), fwd)
                         .await?,
                 )
             };
@@ -262,7 +284,7 @@ fn remove(
 /// answer.
 fn finish(app: &RegistryApp, done: OnLeader<()>) -> Result<warp::reply::Response, ApiError> {
     Ok(match done {
-        OnLeader::Here(()) => warp::reply::json(&app.cluster()).into_response(),
+        OnLeader::Here(()) => warp::reply::json(&app.status().cluster()).into_response(),
         OnLeader::Forwarded(resp) => resp,
     })
 }

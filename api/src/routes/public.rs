@@ -9,11 +9,14 @@ use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use super::{with_app, MAX_BODY_BYTES};
-use crate::app::{ReadAt, RegistryApp, Written, FORWARDED_HEADER};
+use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
+use crate::forward::FORWARDED_HEADER;
+use crate::read::ReadAt;
 use crate::server::Admission;
 use crate::wire::{parse_heartbeats, ServicesQuery};
+use crate::write::Written;
 
 pub(super) fn routes(
     app: RegistryApp,
@@ -52,7 +55,7 @@ async fn post_heartbeats(
     app: RegistryApp,
 ) -> warp::reply::Response {
     let failed = |e: ApiError, n: usize| {
-        app.metrics().heartbeats_failed(e.kind(), n);
+        app.shared().metrics.heartbeats_failed(e.kind(), n);
         e.into_reply()
     };
     if let Err(e) = app.authorize(&headers, Role::Reporter) {
@@ -63,13 +66,17 @@ async fn post_heartbeats(
         Err(e) => return failed(e, 1),
     };
     let n = beats.len();
-    match app.write_heartbeats(beats, body, forwarded.is_some()).await {
+    match app
+        .write()
+        .heartbeats(beats, body, forwarded.is_some())
+        .await
+    {
         Ok(Written::Here(records)) => {
-            app.metrics().heartbeats_accepted(n);
-            app.written_response(&records)
+            app.shared().metrics.heartbeats_accepted(n);
+            app.write().written_response(&records)
         }
         Ok(Written::Forwarded(resp)) => {
-            app.metrics().heartbeats_forwarded(n);
+            app.shared().metrics.heartbeats_forwarded(n);
             resp
         }
         Ok(Written::NotFound) => failed(
@@ -114,15 +121,15 @@ async fn get_services(
         Err(e) => return e.into_reply(),
     };
     let path = format!("/v1/services?{raw}");
-    match app.read_at(&query, &path, forwarded.is_some()).await {
+    match app.read().at(&query, &path, forwarded.is_some()).await {
         Ok(ReadAt::Here) => {
-            let listing = app.services(&query);
+            let listing = app.read().services(&query);
             let applied = listing.applied;
             let consistency = query.consistency.unwrap_or_default().as_str();
             let permit = admission.as_ref().and_then(Admission::take);
             let mut resp = listing.native_response(permit);
             resp.headers_mut()
-                .extend(app.freshness_headers(applied, consistency));
+                .extend(app.read().freshness_headers(applied, consistency));
             resp
         }
         Ok(ReadAt::Forwarded(resp)) => resp,
@@ -146,7 +153,7 @@ fn cluster(
         .and(with_app(app))
         .map(
             |headers: HeaderMap, app: RegistryApp| match app.authorize(&headers, Role::Reader) {
-                Ok(()) => warp::reply::json(&app.cluster()).into_response(),
+                Ok(()) => warp::reply::json(&app.status().cluster()).into_response(),
                 Err(e) => e.into_reply(),
             },
         )
@@ -160,10 +167,10 @@ fn health(
     warp::path!("health")
         .and(warp::get())
         .and(with_app(app))
-        .map(|app: RegistryApp| match app.healthy() {
+        .map(|app: RegistryApp| match app.status().healthy() {
             Ok(leader) => warp::reply::with_status(
                 warp::reply::json(
-                    &serde_json::json!({"status": "ok", "node_id": app.id(), "leader_id": leader}),
+                    &serde_json::json!({"status": "ok", "node_id": app.shared().id, "leader_id": leader}),
                 ),
                 StatusCode::OK,
             )
@@ -185,7 +192,7 @@ fn ready(
         .and(warp::get())
         .and(with_app(app))
         .then(|app: RegistryApp| async move {
-            match app.ready().await {
+            match app.status().ready().await {
                 Ok(r) => warp::reply::json(&serde_json::json!({"status": "ready", "ready": r}))
                     .into_response(),
                 Err(why) => ApiError::Unavailable(format!("not ready: {why}")).into_reply(),
@@ -206,7 +213,7 @@ fn metrics(
             if let Err(e) = app.authorize(&headers, Role::Reader) {
                 return e.into_reply();
             }
-            match crate::metrics::render(&app).await {
+            match crate::status::prometheus::render(app.status()).await {
                 Ok(text) => {
                     let mut resp = text.into_response();
                     resp.headers_mut().insert(

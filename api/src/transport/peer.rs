@@ -12,13 +12,14 @@ use warp::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::Reply;
 
-use crate::app::FORWARDED_HEADER;
 use crate::auth::SECRET_HEADER;
 use crate::error::ErrorBody;
 use crate::server::REQUEST_ID_HEADER;
 use crate::transport::identity::PeerIdentity;
 use crate::wire::{IdentityOut, JoinIn, JoinOut};
 
+/// Header set on a request one node forwards to the leader, so it is never forwarded again.
+pub const FORWARDED_HEADER: &str = "x-registry-forwarded";
 /// Path of a node's identity, for its peers.
 pub const IDENTITY_PATH: &str = "/raft/identity";
 /// Path of the leader's route that adds back a node whose store was created anew.

@@ -54,7 +54,7 @@ pub(crate) fn routes(
         .and(secret.clone())
         .and(with_app(app.clone()))
         .then(|app: RegistryApp| async move {
-            warp::reply::json(&app.identity_out().await).into_response()
+            warp::reply::json(&app.status().identity_out().await).into_response()
         });
     let join = warp::path!("raft" / "join")
         .and(warp::post())
@@ -147,10 +147,10 @@ async fn append(body: Bytes, app: RegistryApp) -> warp::reply::Response {
         |req: AppendEntriesRequest<TypeConfig>| async {
             let leader_commit = req.leader_commit.map(|l| l.index);
             let res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
-                app.raft().append_entries(req).await;
+                app.shared().raft.append_entries(req).await;
             if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-                app.touch_leader_contact();
-                app.note_leader_commit(leader_commit);
+                app.shared().contact.touch();
+                app.shared().contact.note_commit(leader_commit);
             }
             res
         },
@@ -161,7 +161,8 @@ async fn append(body: Bytes, app: RegistryApp) -> warp::reply::Response {
 /// `POST /raft/vote`: RequestVote.
 async fn vote(body: Bytes, app: RegistryApp) -> warp::reply::Response {
     serve("vote", &body, |req: VoteRequest<NodeId>| async {
-        let res: Result<VoteResponse<NodeId>, RaftError<NodeId>> = app.raft().vote(req).await;
+        let res: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+            app.shared().raft.vote(req).await;
         res
     })
     .await
@@ -178,10 +179,15 @@ async fn snapshot(body: Bytes, app: RegistryApp) -> warp::reply::Response {
                 RaftError<NodeId, InstallSnapshotError>,
             > = app
                 .snapshots()
-                .receive(app.raft(), app.sm(), app.identity().cluster_id(), req)
+                .receive(
+                    &app.shared().raft,
+                    &app.shared().sm,
+                    app.shared().identity.cluster_id(),
+                    req,
+                )
                 .await;
             if res.is_ok() {
-                app.touch_leader_contact();
+                app.shared().contact.touch();
             }
             res
         },

@@ -24,7 +24,7 @@ async fn a_damaged_snapshot_is_asked_for_again_and_never_installed() -> anyhow::
         .map(|i| HeartbeatIn::new(format!("host-{i}"), "cinder-volume"))
         .collect();
     c.client_of(leader).heartbeat(&beats).await?;
-    let (blob, _) = c.node(leader).app.backup().await?;
+    let (blob, _) = c.node(leader).app.read().backup().await?;
     let header = registry_storage::snapshot::check(&blob)?.header;
     let vote = c.node(leader).raft.metrics().borrow().vote;
     let me = c.client_of(follower).cluster().await?;

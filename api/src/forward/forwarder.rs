@@ -3,8 +3,8 @@
 //! Without this, every heartbeat a follower receives would be one more HTTP request for the
 //! leader to parse, authorise and answer. Instead the follower queues the requests that wait
 //! for the leader, and sends what is queued as one `POST /v1/heartbeats` carrying all their
-//! heartbeats (at most [`MAX_BATCH`], the leader's limit per request), with up to
-//! [`MAX_IN_FLIGHT`] such requests on the way; the first waiting request goes at once, so a
+//! heartbeats (at most [`FORWARD_MAX_HEARTBEATS`], the leader's limit per request), with up to
+//! [`FORWARDS_IN_FLIGHT`] such requests on the way; the first waiting request goes at once, so a
 //! lone heartbeat is not delayed. The leader answers with one record per heartbeat, in
 //! order; each request gets its own slice of them, or, when the leader refused the batch,
 //! the leader's answer as it is.
@@ -19,12 +19,9 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use warp::http::{Method, StatusCode};
 
-use crate::batcher::{group, Join, Limits};
+use crate::group_commit::{group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS};
 use crate::transport::peer::{Peer, RelayError, Relayed};
-use crate::wire::MAX_BATCH;
 
-/// Most forwarded batches on the way to the leader at once.
-pub const MAX_IN_FLIGHT: usize = 8;
 /// Requests that may wait for a batch.
 const QUEUE: usize = 16 * 1024;
 /// The leader's route for heartbeats.
@@ -64,8 +61,8 @@ impl Forwarder {
     pub fn spawn(peer: Peer) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let limits = Limits {
-            max_size: MAX_BATCH,
-            max_in_flight: MAX_IN_FLIGHT,
+            max_size: FORWARD_MAX_HEARTBEATS,
+            max_in_flight: FORWARDS_IN_FLIGHT,
         };
         tokio::spawn(group(rx, limits, move |batch| send(peer.clone(), batch)));
         Self { tx }

@@ -2,27 +2,24 @@
 //!
 //! openraft 0.9 appends and flushes once per `client_write`, so the leader coalesces
 //! heartbeats: the batcher proposes the first waiting request at once (no fixed wait at low
-//! load) and, while up to [`MAX_IN_FLIGHT`] proposals are being committed, lets the next
+//! load) and, while up to [`PROPOSALS_IN_FLIGHT`] proposals are being committed, lets the next
 //! requests queue up; each later proposal carries everything queued by then, as one log
 //! entry. Every request is answered with its own slice of the entry's records after the
 //! entry commits, or with the entry's error (a follower's requests get `ForwardToLeader` and
 //! are forwarded one by one by the write path).
 
 use chrono::Utc;
-use futures::stream::{FuturesUnordered, StreamExt};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use prometheus_client::metrics::histogram::Histogram;
 use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, RegistryNode, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::group_commit::{group, Join, Limits, ENTRY_MAX_HEARTBEATS, PROPOSALS_IN_FLIGHT};
+
 /// The error a proposal can fail with.
 pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, RegistryNode>>;
 
-/// Most heartbeats in one log entry.
-pub const MAX_BATCH: usize = 2000;
-/// Most proposals being committed at once.
-pub const MAX_IN_FLIGHT: usize = 4;
 /// Requests that may wait for a proposal.
 const QUEUE: usize = 16 * 1024;
 
@@ -67,82 +64,16 @@ impl Batcher {
     }
 }
 
-/// What a group-commit loop needs to know of a waiting item.
-pub(crate) trait Join {
-    /// How much it adds to a batch (heartbeats).
-    fn size(&self) -> usize;
-    /// Whether it may share a batch with `first` (the batch's first item).
-    fn joins(&self, _first: &Self) -> bool {
-        true
-    }
-}
-
 impl Join for Pending {
     fn size(&self) -> usize {
         self.beats.len()
     }
 }
 
-/// Bounds of a group-commit loop.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    /// Most heartbeats in one batch (a first item larger than this goes alone).
-    pub max_size: usize,
-    /// Most batches being flushed at once.
-    pub max_in_flight: usize,
-}
-
-/// The group-commit loop: starts a batch with the first waiting item at once (no fixed
-/// wait at low load), adds whatever else is queued and may join it, and runs `flush` on it;
-/// while `max_in_flight` batches are being flushed, later items queue up and go together in
-/// the next batch. Ends when every sender is dropped and the last flush is done.
-pub(crate) async fn group<T, F, Fut>(mut rx: mpsc::Receiver<T>, limits: Limits, mut flush: F)
-where
-    T: Join,
-    F: FnMut(Vec<T>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut in_flight = FuturesUnordered::new();
-    let mut carry: Option<T> = None;
-    loop {
-        if in_flight.len() >= limits.max_in_flight {
-            in_flight.next().await;
-            continue;
-        }
-        let first = match carry.take() {
-            Some(c) => c,
-            None => tokio::select! {
-                p = rx.recv() => match p {
-                    Some(p) => p,
-                    None => break,
-                },
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
-            },
-        };
-        let mut size = first.size();
-        let mut batch = vec![first];
-        while size < limits.max_size {
-            match rx.try_recv() {
-                Ok(p) if p.joins(&batch[0]) && size + p.size() <= limits.max_size => {
-                    size += p.size();
-                    batch.push(p);
-                }
-                Ok(p) => {
-                    carry = Some(p);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        in_flight.push(flush(batch));
-    }
-    while in_flight.next().await.is_some() {}
-}
-
 async fn run(raft: Raft<TypeConfig>, rx: mpsc::Receiver<Pending>, batch_sizes: Histogram) {
     let limits = Limits {
-        max_size: MAX_BATCH,
-        max_in_flight: MAX_IN_FLIGHT,
+        max_size: ENTRY_MAX_HEARTBEATS,
+        max_in_flight: PROPOSALS_IN_FLIGHT,
     };
     group(rx, limits, |batch| {
         propose(raft.clone(), batch, batch_sizes.clone())

@@ -1,0 +1,190 @@
+//! Reaching the leader from another node: every request that must run on the leader and
+//! arrives elsewhere goes through here.
+//!
+//! - heartbeats join the batches a follower sends the leader ([`forwarder`]);
+//! - any other write, or a linearizable read, is relayed as it came,
+//!   a read's answer streamed back as it arrives ([`relay`]);
+//! - with no leader known, or the known one unreachable, the request waits (a bounded time)
+//!   for the group to elect one ([`Forwarding::forward_or_wait`]).
+//!
+//! A forwarded request carries [`FORWARDED_HEADER`]: the leader never forwards it again.
+
+pub mod forwarder;
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::ForwardToLeader;
+use openraft::ServerState;
+use registry_storage::{NodeId, RegistryNode};
+use warp::http::Method;
+
+use crate::error::ApiError;
+use crate::server::current_request_id;
+use crate::shared::Shared;
+use crate::transport::peer::{relay_headers, Peer, RelayError, Relayed};
+use forwarder::Forwarder;
+
+pub use crate::transport::peer::FORWARDED_HEADER;
+
+/// How long a request waits for a leader to be elected before failing with 503: a few
+/// election rounds; a group that elects none in that time has no quorum.
+pub const LEADER_WAIT: Duration = Duration::from_secs(2);
+
+/// How a request that must run on the leader reaches it from another node.
+pub enum Via<'a> {
+    /// The request itself, sent again.
+    Request {
+        /// Its method.
+        method: Method,
+        /// Its path and query.
+        path_and_query: &'a str,
+        /// Its body.
+        body: bytes::Bytes,
+    },
+    /// Validated heartbeats (`count` of them in `body`), batched with others on the way.
+    Heartbeats {
+        /// The request's body.
+        body: bytes::Bytes,
+        /// Heartbeats in it.
+        count: usize,
+    },
+}
+
+/// This node's way to the leader. Cheap to clone.
+#[derive(Clone)]
+pub struct Forwarding {
+    shared: Arc<Shared>,
+    /// How this node sends requests to the leader (pooled connections).
+    peer: Peer,
+    /// Heartbeats waiting for the leader, forwarded in batches.
+    forwarder: Forwarder,
+}
+
+impl Forwarding {
+    /// Forwards as `peer`.
+    pub fn new(shared: Arc<Shared>, peer: Peer) -> Self {
+        let forwarder = Forwarder::spawn(peer.clone());
+        Self {
+            shared,
+            peer,
+            forwarder,
+        }
+    }
+
+    /// The leader as this node knows it, when it is another node: where a write goes
+    /// without asking Raft first.
+    pub fn leader_elsewhere(&self) -> Option<ForwardToLeader<NodeId, RegistryNode>> {
+        let m = self.shared.raft.metrics();
+        let m = m.borrow();
+        if m.state == ServerState::Leader {
+            return None;
+        }
+        let leader = m.current_leader.filter(|l| *l != self.shared.id)?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some(ForwardToLeader::new(leader, node))
+    }
+
+    /// Forwards a request to the leader named in `fwd` and returns its answer; when no leader
+    /// is known, or the known one cannot be reached, waits (until `deadline`) for the group to
+    /// elect one and returns `None` so the caller tries again.
+    pub async fn forward_or_wait(
+        &self,
+        fwd: &ForwardToLeader<NodeId, RegistryNode>,
+        via: &Via<'_>,
+        deadline: Instant,
+    ) -> Result<Option<warp::reply::Response>, ApiError> {
+        if let (Some(leader), Some(node)) = (fwd.leader_id, &fwd.leader_node) {
+            if leader != self.shared.id {
+                match self.relay((leader, node), via).await {
+                    Ok(resp) => return Ok(Some(resp)),
+                    Err(RelayError::Connect(e)) => {
+                        tracing::debug!(leader, error = %e, "leader unreachable; waiting for a new one");
+                    }
+                    Err(RelayError::Unknown(e)) => {
+                        return Err(ApiError::Unavailable(format!(
+                            "forwarding to leader {leader} at {} failed, outcome unknown: {e}",
+                            node.addr
+                        )))
+                    }
+                }
+            }
+        }
+        self.wait_for_other_leader(fwd.leader_id, deadline).await?;
+        Ok(None)
+    }
+
+    /// Waits until a leader other than `not` is known, or fails at `deadline` or after
+    /// [`LEADER_WAIT`], whichever comes first.
+    async fn wait_for_other_leader(
+        &self,
+        not: Option<NodeId>,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let deadline = deadline.min(Instant::now() + LEADER_WAIT);
+        let mut rx = self.shared.raft.metrics();
+        let wait = async {
+            rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != not)
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ApiError::Unavailable("raft on this node stopped".into())),
+            Err(_) => Err(ApiError::Unavailable(
+                "no leader elected in time: the registry has no quorum".into(),
+            )),
+        }
+    }
+
+    /// Sends a request to the leader `to` the way `via` says, and returns its answer.
+    async fn relay(
+        &self,
+        to: (NodeId, &RegistryNode),
+        via: &Via<'_>,
+    ) -> Result<warp::reply::Response, RelayError> {
+        let (method, path_and_query, body) = match via {
+            Via::Heartbeats { body, count } => {
+                return self
+                    .forwarder
+                    .forward(to, body.clone(), *count, current_request_id())
+                    .await
+                    .map(Relayed::into_response)
+            }
+            Via::Request {
+                method,
+                path_and_query,
+                body,
+            } => (method, path_and_query, body),
+        };
+        let resp = self
+            .peer
+            .send(
+                method.clone(),
+                to,
+                path_and_query,
+                body.clone(),
+                current_request_id().as_deref(),
+            )
+            .await?;
+        if *method == Method::GET {
+            // A read (a list, up to tens of MiB) is passed through as it arrives.
+            let status = resp.status();
+            let headers = relay_headers(resp.headers());
+            let mut out = relay::relay(resp);
+            *out.status_mut() = status;
+            out.headers_mut().extend(headers);
+            return Ok(out);
+        }
+        Ok(Relayed::read(resp).await?.into_response())
+    }
+}
+
+/// The answer of a node that got a forwarded request but does not lead (any more).
+pub fn not_leader(id: NodeId, fwd: &ForwardToLeader<NodeId, RegistryNode>) -> ApiError {
+    ApiError::Unavailable(format!(
+        "node {id} received a forwarded request but is not the leader (leader now: {:?}); retry",
+        fwd.leader_id
+    ))
+}

@@ -1,0 +1,236 @@
+//! The read path: where a read is served, at which consistency, and what it lists.
+//!
+//! - `stale`: from this node's state machine, at once;
+//! - `linearizable` (the default): confirmed by the leader with a quorum (openraft's read
+//!   index) and then served from the leader's state machine, once it applied everything it
+//!   held when it took the lead ([`ReadPath::at`]); another node forwards it there.
+//!
+//! A list is taken from the state machine under its lock ([`listing`]) and written out
+//! after; every answer says how fresh it is ([`ReadPath::freshness_headers`]).
+
+pub mod listing;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::ServerState;
+use registry_storage::ServiceRecord;
+use warp::http::{HeaderMap, HeaderValue, Method};
+
+use crate::error::ApiError;
+use crate::forward::{not_leader, Forwarding, Via};
+use crate::shared::Shared;
+use crate::wire::{Consistency, ServicesQuery};
+use listing::Listing;
+
+/// Header with the applied log index the answer reflects.
+pub const APPLIED_INDEX_HEADER: &str = "x-registry-applied-index";
+/// Header naming the node that served a read.
+pub const SERVED_BY_HEADER: &str = "x-registry-served-by";
+/// Header with the consistency level a read was served at.
+pub const CONSISTENCY_HEADER: &str = "x-registry-consistency";
+/// Header with the milliseconds since this node last heard from a leader (stale reads).
+pub const LEADER_CONTACT_HEADER: &str = "x-registry-last-leader-contact-ms";
+
+/// Where a read is served.
+pub enum ReadAt {
+    /// Here, from the local state machine.
+    Here,
+    /// By the leader, whose answer is passed through.
+    Forwarded(warp::reply::Response),
+}
+
+/// A node's read path. Cheap to clone.
+#[derive(Clone)]
+pub struct ReadPath {
+    shared: Arc<Shared>,
+    /// The way to the leader.
+    forwarding: Forwarding,
+    /// The term this node leads in and the last log index it held when it first served a
+    /// linearizable read in it: reads wait until that much is applied (see
+    /// [`ReadPath::read_floor`]).
+    floor: Arc<Mutex<Option<(u64, u64)>>>,
+}
+
+impl ReadPath {
+    /// Reads `shared`'s state machine, reaching the leader by `forwarding`.
+    pub fn new(shared: Arc<Shared>, forwarding: Forwarding) -> Self {
+        Self {
+            shared,
+            forwarding,
+            floor: Arc::default(),
+        }
+    }
+
+    /// Decides where a read at `consistency` is served. A linearizable read is confirmed by
+    /// the leader with a quorum (openraft's read-index) and then served from this node's
+    /// state machine when this node leads, else forwarded to the leader.
+    pub async fn at(
+        &self,
+        query: &ServicesQuery,
+        path_and_query: &str,
+        forwarded: bool,
+    ) -> Result<ReadAt, ApiError> {
+        if query.consistency.unwrap_or_default() == Consistency::Stale {
+            return Ok(ReadAt::Here);
+        }
+        let timeout = self.shared.settings.read_timeout;
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.shared.check_quorum_contact()?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let res = tokio::time::timeout(remaining, self.shared.raft.ensure_linearizable()).await;
+            let fwd = match res {
+                Err(_) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "linearizable read not confirmed within {timeout:?}: no quorum; \
+                         use ?consistency=stale to read this node's state"
+                    )))
+                }
+                Ok(Ok(_)) => {
+                    self.wait_for_read_floor(deadline).await?;
+                    return Ok(ReadAt::Here);
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => f,
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "linearizable read refused: {q}; use ?consistency=stale"
+                    )))
+                }
+                Ok(Err(RaftError::Fatal(f))) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "raft on this node stopped: {f}"
+                    )))
+                }
+            };
+            if forwarded {
+                return Err(not_leader(self.shared.id, &fwd));
+            }
+            let via = Via::Request {
+                method: Method::GET,
+                path_and_query,
+                body: bytes::Bytes::new(),
+            };
+            if let Some(resp) = self
+                .forwarding
+                .forward_or_wait(&fwd, &via, deadline)
+                .await?
+            {
+                return Ok(ReadAt::Forwarded(resp));
+            }
+        }
+    }
+
+    /// The index a linearizable read on this leader must see applied: the last log index it
+    /// held when it first served such a read in the term it leads in now.
+    ///
+    /// openraft's read index is the leader's first entry of its term or its commit index,
+    /// whichever is later. A leader elected in this process committed that first entry, and
+    /// its commit index is the group's. But openraft 0.9 also puts a node whose vote was its own
+    /// straight back as leader at start-up, in the same term, with the commit index it had on
+    /// disk, which is written without a flush and may be older than writes it had
+    /// acknowledged: its read index may miss them. Entries it holds are committed once an
+    /// entry after them is, so waiting until everything it held is applied is enough (and, for
+    /// a leader elected here, costs the first read at most the commit of entries in flight).
+    fn read_floor(&self) -> Option<u64> {
+        let m = self.shared.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let mut floor = self.floor.lock().unwrap_or_else(PoisonError::into_inner);
+        match *floor {
+            Some((term, index)) if term == m.current_term => Some(index),
+            _ => {
+                let index = m.last_log_index.unwrap_or(0);
+                *floor = Some((m.current_term, index));
+                Some(index)
+            }
+        }
+    }
+
+    /// Waits (until `deadline`) until this leader applied its [`read floor`](Self::read_floor).
+    async fn wait_for_read_floor(&self, deadline: Instant) -> Result<(), ApiError> {
+        let Some(floor) = self.read_floor() else {
+            return Ok(());
+        };
+        let mut rx = self.shared.raft.metrics();
+        let applied = async {
+            rx.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= floor))
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout_at(deadline.into(), applied).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ApiError::Unavailable("raft on this node stopped".into())),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "linearizable read not served within {:?}: this leader has not yet applied \
+                 index {floor}, the last it held when it took the lead (no quorum?); use \
+                 ?consistency=stale to read this node's state",
+                self.shared.settings.read_timeout
+            ))),
+        }
+    }
+
+    /// The services matching `query`, to be judged up or down at registry time now. Only
+    /// the shared records are taken under the state's lock; nothing is copied or encoded
+    /// there.
+    pub fn services(&self, query: &ServicesQuery) -> Listing {
+        let now = self.shared.registry_now();
+        let keep = |r: &&Arc<ServiceRecord>| {
+            !r.deleted && query.binary.as_ref().is_none_or(|b| &r.binary == b)
+        };
+        let (records, applied) = self.shared.view.read(|state| {
+            let records = match &query.host {
+                Some(h) => state
+                    .shared_records_of_host(h)
+                    .filter(keep)
+                    .cloned()
+                    .collect(),
+                None => {
+                    let mut all = Vec::with_capacity(state.len());
+                    all.extend(state.shared_records().filter(keep).cloned());
+                    all
+                }
+            };
+            (records, state.last_applied.map(|l| l.index))
+        });
+        Listing {
+            records,
+            now,
+            liveness: self.shared.settings.liveness,
+            applied,
+        }
+    }
+
+    /// Headers describing how fresh a read served here is.
+    pub fn freshness_headers(&self, applied: Option<u64>, consistency: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        };
+        put(
+            APPLIED_INDEX_HEADER,
+            applied.map_or("none".into(), |i| i.to_string()),
+        );
+        put(SERVED_BY_HEADER, self.shared.id.to_string());
+        put(CONSISTENCY_HEADER, consistency.to_string());
+        if let Some(ms) = self.shared.millis_since_leader_contact() {
+            put(LEADER_CONTACT_HEADER, ms.to_string());
+        }
+        h
+    }
+
+    /// The state now as a backup (a snapshot blob, see [`registry_storage::snapshot`]), and
+    /// the applied index it reflects.
+    pub async fn backup(&self) -> Result<(Vec<u8>, Option<u64>), ApiError> {
+        self.shared
+            .sm
+            .backup()
+            .await
+            .map_err(|e| ApiError::Internal(format!("encoding the backup: {e}")))
+    }
+}
