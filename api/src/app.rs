@@ -88,7 +88,7 @@ impl RegistryApp {
     }
 
     /// What every path uses: the node's id, Raft handle, state, settings and metrics.
-    pub fn shared(&self) -> &Shared {
+    pub fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
     }
 

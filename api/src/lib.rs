@@ -21,6 +21,7 @@
 //! - [`liveness`]: `up`/`down`, computed at read time;
 //! - [`wire`]: JSON request and response bodies, validated; [`json`]: lists and answers
 //!   written out by hand with the bytes `serde_json` writes for [`wire`]'s types;
+//! - [`request_id`]: the id every request gets, and carries when forwarded;
 //! - [`replace`]: the leader puts back a node whose store was created anew;
 //! - [`error::ApiError`]: every error a route answers, mapped to HTTP in one place.
 #![deny(missing_docs)]
@@ -36,6 +37,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod read;
 pub mod replace;
+pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod shared;

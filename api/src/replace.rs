@@ -27,8 +27,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use registry_storage::{Incarnation, NodeId, RegistryNode};
 
-use crate::app::RegistryApp;
 use crate::error::ApiError;
+use crate::shared::Shared;
+use crate::transport::peer::Peer;
 use crate::wire::{JoinIn, JoinOut};
 
 /// How long one replacement may take, snapshot transfer included.
@@ -60,16 +61,21 @@ fn set<T>(m: &Mutex<T>, v: T) {
 
 impl Replacements {
     /// Starts putting `join`'s node back (or reports on the replacement under way, or done).
-    pub fn request(&self, app: &RegistryApp, join: JoinIn) -> Result<JoinOut, ApiError> {
+    pub fn request(
+        &self,
+        shared: &Arc<Shared>,
+        peer: &Peer,
+        join: JoinIn,
+    ) -> Result<JoinOut, ApiError> {
         let incarnation: Incarnation = join
             .incarnation
             .parse()
             .map_err(|e| ApiError::BadRequest(format!("incarnation: {e}")))?;
         crate::wire::check_field("addr", &join.addr)?;
-        if app.shared().raft.metrics().borrow().state != ServerState::Leader {
+        if shared.raft.metrics().borrow().state != ServerState::Leader {
             return Err(ApiError::Unavailable(format!(
                 "node {} is not the leader: ask the leader",
-                app.shared().id
+                shared.id
             )));
         }
         let mut by_node = self.by_node.lock().unwrap_or_else(PoisonError::into_inner);
@@ -101,11 +107,12 @@ impl Replacements {
         by_node.insert(join.node_id, r.clone());
         drop(by_node);
         let node = RegistryNode::new(join.addr, incarnation);
-        let (app, id) = (app.clone(), join.node_id);
+        let (shared, peer, id) = (Arc::clone(shared), peer.clone(), join.node_id);
         tokio::spawn(async move {
-            let res = tokio::time::timeout(REPLACE_DEADLINE, run(&app, id, &node, &r.phase))
-                .await
-                .unwrap_or_else(|_| Err(format!("not done within {REPLACE_DEADLINE:?}")));
+            let res =
+                tokio::time::timeout(REPLACE_DEADLINE, run(&shared, &peer, id, &node, &r.phase))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("not done within {REPLACE_DEADLINE:?}")));
             match &res {
                 Ok(()) => tracing::info!(node = id, %node, "node is back in its place"),
                 Err(e) => {
@@ -124,7 +131,8 @@ impl Replacements {
 
 /// Runs the replacement of node `id` by `node` to its end (see the module's documentation).
 async fn run(
-    app: &RegistryApp,
+    shared: &Shared,
+    peer: &Peer,
     id: NodeId,
     node: &RegistryNode,
     phase: &Mutex<String>,
@@ -135,8 +143,7 @@ async fn run(
     };
     // The process at the member's address must be the new incarnation: then the old one
     // cannot be running there.
-    let who = app
-        .peer()
+    let who = peer
         .identity(&node.addr)
         .await
         .map_err(|e| format!("asking {} who it is: {e}", node.addr))?;
@@ -146,7 +153,7 @@ async fn run(
             node.addr, who.node_id, who.incarnation, node.incarnation
         ));
     }
-    let ours = app.shared().identity.cluster_id().map(|c| c.to_string());
+    let ours = shared.identity.cluster_id().map(|c| c.to_string());
     if who.cluster_id.is_some() && who.cluster_id != ours {
         return Err(format!(
             "{} belongs to cluster {:?}, not {ours:?}",
@@ -155,7 +162,7 @@ async fn run(
     }
     let mut promote = None;
     loop {
-        let m = app.shared().raft.metrics().borrow().clone();
+        let m = shared.raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
             return Err("this node is no longer the leader".into());
         }
@@ -200,12 +207,12 @@ async fn run(
             }
             Some(_) => {
                 step("catching up (snapshot and log)".into());
-                caught_up(app, id).await?;
+                caught_up(shared, id).await?;
                 step("caught up; made a voter".into());
                 ChangeMembers::AddVoterIds(BTreeSet::from([id]))
             }
         };
-        match app.shared().raft.change_membership(change, true).await {
+        match shared.raft.change_membership(change, true).await {
             Ok(_) => {}
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 // Another change is in progress: try again shortly.
@@ -218,9 +225,9 @@ async fn run(
 }
 
 /// Waits until node `id` has every entry up to the latest membership change.
-async fn caught_up(app: &RegistryApp, id: NodeId) -> Result<(), String> {
+async fn caught_up(shared: &Shared, id: NodeId) -> Result<(), String> {
     let start = Instant::now();
-    let mut rx = app.shared().raft.metrics();
+    let mut rx = shared.raft.metrics();
     rx.wait_for(|m| {
         let target = m.membership_config.log_id();
         let matched = m
@@ -231,7 +238,7 @@ async fn caught_up(app: &RegistryApp, id: NodeId) -> Result<(), String> {
     })
     .await
     .map_err(|_| "raft stopped".to_string())?;
-    if app.shared().raft.metrics().borrow().state != ServerState::Leader {
+    if shared.raft.metrics().borrow().state != ServerState::Leader {
         return Err("this node is no longer the leader".into());
     }
     tracing::info!(node = id, elapsed = ?start.elapsed(), "new incarnation caught up");

@@ -1,6 +1,7 @@
 //! The HTTP server of a node: warp's routes ([`crate::routes::all`]) behind one layer that
 //! every request passes through, which
-//! - gives the request an id: its `x-request-id` when valid (1 to [`MAX_REQUEST_ID_LEN`]
+//! - gives the request an id: its `x-request-id` when valid (1 to
+//!   [`MAX_REQUEST_ID_LEN`](crate::request_id::MAX_REQUEST_ID_LEN)
 //!   characters of `[A-Za-z0-9_-]`), else a new one; the id is set on the request (so the
 //!   routes and a forward to the leader carry it), echoed in the answer's `x-request-id`, and
 //!   recorded in a `tracing` span around the handler, so every log line of the request
@@ -39,47 +40,9 @@ use warp::http::{HeaderMap, HeaderValue, Method, Request};
 use warp::reply::Response;
 
 use crate::app::RegistryApp;
-use crate::cinder::request_id::new_request_id;
-use crate::forward::FORWARDED_HEADER;
+use crate::request_id::{request_id_of, REQUEST_ID, REQUEST_ID_HEADER};
 use crate::routes::{classify, RouteKind};
-
-/// Header carrying a request's id, in the request (optional) and in every answer.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// Longest request id taken from a client.
-pub const MAX_REQUEST_ID_LEN: usize = 64;
-
-tokio::task_local! {
-    /// The id of the request being served, for code that calls further out (forwarding).
-    static REQUEST_ID: String;
-}
-
-/// The id of the request being served by the current task, if any.
-pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
-}
-
-/// Whether a client's request id may be kept: 1 to [`MAX_REQUEST_ID_LEN`] characters, each
-/// an ASCII letter, digit, `-` or `_`.
-pub fn is_valid_request_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The request's own id when it sent a valid one, else a new one (`req-<uuid4>`).
-fn request_id_of(headers: &HeaderMap) -> String {
-    match headers.get(REQUEST_ID_HEADER).map(|v| v.to_str()) {
-        Some(Ok(id)) if is_valid_request_id(id) => id.to_string(),
-        Some(_) => {
-            let id = new_request_id();
-            tracing::debug!(request_id = %id, "invalid x-request-id replaced");
-            id
-        }
-        None => new_request_id(),
-    }
-}
+use crate::transport::peer::FORWARDED_HEADER;
 
 /// The method as a metric label (other methods share one label, so clients cannot grow the
 /// label set).
@@ -294,29 +257,5 @@ async fn admit_peer(
     match check {
         PeerCheck::Secret => Ok(()),
         PeerCheck::Identity { joining } => app.shared().identity.admit(headers, joining).await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A client's id is kept only when short and made of safe characters; otherwise a new
-    /// one replaces it.
-    #[test]
-    fn request_ids_are_validated() {
-        assert!(is_valid_request_id("abc-DEF_123"));
-        assert!(is_valid_request_id(&"a".repeat(64)));
-        assert!(!is_valid_request_id(&"a".repeat(65)));
-        assert!(!is_valid_request_id(""));
-        assert!(!is_valid_request_id("has space"));
-        assert!(!is_valid_request_id("semi;colon"));
-        assert!(!is_valid_request_id("ünïcode"));
-        let mut h = HeaderMap::new();
-        h.insert(REQUEST_ID_HEADER, HeaderValue::from_static("mine-1"));
-        assert_eq!(request_id_of(&h), "mine-1");
-        h.insert(REQUEST_ID_HEADER, HeaderValue::from_static("not/ok"));
-        let replaced = request_id_of(&h);
-        assert!(replaced.starts_with("req-") && is_valid_request_id(&replaced));
     }
 }

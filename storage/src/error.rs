@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::identity::ClusterId;
+use crate::ids::ClusterId;
 
 /// What can go wrong in the storage layer.
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ pub mod disk;
 pub mod error;
 pub mod headroom;
 pub mod identity;
+pub mod ids;
 pub mod log_store;
 pub mod model;
 mod sm_disk;
@@ -30,6 +31,7 @@ mod snapshot_file;
 pub mod state;
 pub mod state_machine;
 pub mod store;
+mod trees;
 pub mod types;
 
 pub use clock::RegistryClock;

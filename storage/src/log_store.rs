@@ -18,7 +18,7 @@ use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::state::lock;
 use crate::state_machine::StateMachineStore;
-use crate::store::{TREE_LOG, TREE_LOG_META};
+use crate::trees::{TREE_LOG, TREE_LOG_META};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";

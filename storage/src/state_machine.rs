@@ -36,7 +36,7 @@ use crate::sm_disk;
 use crate::snapshot::{self, decode_state, encode_state};
 use crate::snapshot_file::SnapshotFile;
 use crate::state::{lock, ServicesState, StateView};
-use crate::store::TREE_SERVICES;
+use crate::trees::TREE_SERVICES;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// How often the background thread writes the changed records to disk.
@@ -90,7 +90,7 @@ impl StateMachineStore {
         dir: &std::path::Path,
         identity: StoreIdentity,
         last_purged: Option<LogId>,
-        options: &crate::store::StoreOptions,
+        persist_interval: Option<std::time::Duration>,
     ) -> Result<Self, StoreError> {
         let services = disk.db().open_tree(TREE_SERVICES)?;
         let file = SnapshotFile::new(dir);
@@ -153,7 +153,7 @@ impl StateMachineStore {
                 needs_fresh: std::sync::atomic::AtomicBool::new(needs_fresh),
             }),
         };
-        if let Some(every) = options.persist_interval {
+        if let Some(every) = persist_interval {
             spawn_persister(Arc::downgrade(&store.inner), every);
         }
         Ok(store)

@@ -15,16 +15,8 @@ use crate::sm_disk;
 use crate::snapshot::{self, SnapshotInfo};
 use crate::state::ServicesState;
 use crate::state_machine::StateMachineStore;
+use crate::trees::{TREE_LOG, TREE_LOG_META, TREE_SERVICES};
 use crate::types::StoredMembership;
-
-/// Tree of log entries, keyed by big-endian index so sled's order is the log's order.
-pub(crate) const TREE_LOG: &str = "raft_log";
-/// Tree of the log's metadata: vote, last purged log id, committed log id; and the store's
-/// identity (format version, incarnation, cluster id).
-pub(crate) const TREE_LOG_META: &str = "raft_log_meta";
-/// Tree of the state machine: service records keyed by the encoded (host, binary), and its
-/// metadata (applied log id, membership, next record id, clock).
-pub(crate) const TREE_SERVICES: &str = "services";
 
 /// sled's page cache per node (its default is 1 GiB). Reads never go to sled (the table is
 /// in memory, recent log entries too), so the cache only speeds up writes to the trees and
@@ -153,7 +145,13 @@ pub fn open_store_with(dir: &Path, options: &StoreOptions) -> Result<Store, Stor
         && !StateMachineStore::has_snapshot_file(dir);
     let identity = StoreIdentity::open(&disk, &meta, dir, fresh)?;
     let last_purged = log_store::read_last_purged(&meta)?;
-    let sm = StateMachineStore::open(&disk, dir, identity.clone(), last_purged, options)?;
+    let sm = StateMachineStore::open(
+        &disk,
+        dir,
+        identity.clone(),
+        last_purged,
+        options.persist_interval,
+    )?;
     let log = LogStore::open(&disk, sm.clone())?;
     Ok(Store { log, sm, identity })
 }

@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::Incarnation;
+use crate::ids::Incarnation;
 use crate::model::{Command, CommandResponse};
 
 /// A registry node's id in the Raft group.

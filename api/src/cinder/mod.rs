@@ -10,7 +10,6 @@
 //! - [`view`]: a service as Cinder lists it at each microversion;
 //! - [`actions`]: the bodies and answers of `PUT /v3/os-services/{action}`;
 //! - [`fault`]: [`fault::CinderError`] and Cinder's fault document;
-//! - [`request_id`]: the `req-<uuid>` ids every answer carries.
 //!
 //! Everything is translated to and from the registry's own API: a list reads the same
 //! records as `GET /v1/services` ([`crate::read::listing::Listing`]), and an action commits the
@@ -22,7 +21,6 @@ pub mod actions;
 pub mod fault;
 pub mod microversion;
 pub mod query;
-pub mod request_id;
 pub mod versions;
 pub mod view;
 

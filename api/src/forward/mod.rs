@@ -21,7 +21,7 @@ use registry_storage::{NodeId, RegistryNode};
 use warp::http::Method;
 
 use crate::error::ApiError;
-use crate::server::current_request_id;
+use crate::request_id::current_request_id;
 use crate::shared::Shared;
 use crate::transport::peer::{relay_headers, Peer, RelayError, Relayed};
 use forwarder::Forwarder;

@@ -33,13 +33,13 @@ use crate::app::RegistryApp;
 use crate::cinder::actions::{ActionRequest, CinderAction};
 use crate::cinder::microversion::{self, ApiVersion};
 use crate::cinder::query::ListQuery;
-use crate::cinder::request_id::{is_request_id, new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
 use crate::cinder::versions::versions_doc;
 use crate::cinder::view::{listing_response, services_response};
 use crate::cinder::CinderError;
 use crate::error::ErrorBody;
 use crate::forward::FORWARDED_HEADER;
 use crate::read::ReadAt;
+use crate::request_id::{is_request_id, new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
 use crate::server::Admission;
 use crate::wire::{action_command, ServicesOut, ServicesQuery};
 use crate::write::Written;
@@ -61,7 +61,7 @@ pub(super) fn routes(
 /// one in that form.
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get(crate::server::REQUEST_ID_HEADER)
+        .get(crate::request_id::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|id| is_request_id(id))
         .map_or_else(new_request_id, str::to_string)

@@ -14,7 +14,7 @@ use warp::Reply;
 
 use crate::auth::SECRET_HEADER;
 use crate::error::ErrorBody;
-use crate::server::REQUEST_ID_HEADER;
+use crate::request_id::REQUEST_ID_HEADER;
 use crate::transport::identity::PeerIdentity;
 use crate::wire::{IdentityOut, JoinIn, JoinOut};
 

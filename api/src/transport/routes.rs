@@ -65,7 +65,7 @@ pub(crate) fn routes(
         .then(|body: Bytes, app: RegistryApp| async move {
             let res = serde_json::from_slice::<JoinIn>(&body)
                 .map_err(|e| ApiError::BadRequest(format!("invalid join request: {e}")))
-                .and_then(|join| app.replacements().request(&app, join));
+                .and_then(|join| app.replacements().request(app.shared(), app.peer(), join));
             match res {
                 Ok(out) => warp::reply::json(&out).into_response(),
                 Err(e) => e.into_reply(),

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use registry_api::cinder::request_id::is_request_id;
 use registry_api::cinder::view::naive_utc;
+use registry_api::request_id::is_request_id;
 use registry_api::wire::{Consistency, HeartbeatIn, ServiceAction, ServiceOut};
 use registry_tests::init_test_tracing;
 use registry_tests::raw_http;
