@@ -28,7 +28,7 @@ use warp::hyper::body::Body as _;
 use warp::path::Tail;
 use warp::{Filter, Rejection, Reply};
 
-use super::{with_app, MAX_BODY_BYTES};
+use super::{raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::cinder::actions::{ActionRequest, CinderAction};
 use crate::cinder::microversion::{self, ApiVersion};
@@ -41,6 +41,7 @@ use crate::forward::FORWARDED_HEADER;
 use crate::read::ReadAt;
 use crate::request_id::{is_request_id, new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
 use crate::server::Admission;
+use crate::transport::peer::registry_headers;
 use crate::wire::{action_command, ServicesOut, ServicesQuery};
 use crate::write::Written;
 
@@ -98,11 +99,6 @@ fn v3(
         .and(warp::ext::optional::<Admission>())
         .and(with_app(app))
         .then(handle_v3)
-}
-
-/// The raw query string, empty when there is none.
-fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
-    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 /// Negotiates the microversion, serves the request, and stamps the answer's headers.
@@ -349,12 +345,7 @@ impl NativeAnswer {
                 buf.extend_from_slice(&data);
             }
         }
-        let mut registry_headers = HeaderMap::new();
-        for (name, value) in &parts.headers {
-            if name.as_str().starts_with("x-registry-") {
-                registry_headers.insert(name.clone(), value.clone());
-            }
-        }
+        let registry_headers = registry_headers(&parts.headers);
         Ok(Self {
             status: parts.status,
             registry_headers,

@@ -88,6 +88,11 @@ pub fn classify(path: &str) -> RouteInfo {
     RouteInfo { template, kind }
 }
 
+/// The raw query string, empty when there is none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
 fn with_app(app: RegistryApp) -> impl Filter<Extract = (RegistryApp,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
 }

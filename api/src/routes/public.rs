@@ -1,14 +1,12 @@
 //! The public API: heartbeats in, services and cluster state out; and the probes, `/health`
 //! (liveness), `/ready` (readiness) and `/metrics` (Prometheus).
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use warp::http::header::CONTENT_TYPE;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
-use super::{with_app, MAX_BODY_BYTES};
+use super::{raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -99,11 +97,6 @@ fn services(
         .and(warp::ext::optional::<Admission>())
         .and(with_app(app))
         .then(get_services)
-}
-
-/// The raw query string, empty when there is none.
-fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 async fn get_services(

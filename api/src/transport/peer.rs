@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use registry_storage::{NodeId, RegistryNode};
-use warp::http::header::{CONTENT_TYPE, RETRY_AFTER};
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::http::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
+use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Reply;
 
 use crate::auth::SECRET_HEADER;
@@ -85,18 +85,29 @@ impl RelayError {
     }
 }
 
-/// The headers of a leader's answer that are passed on to the client: the registry's own
-/// (`x-registry-*`), the content type and `Retry-After`.
-pub fn relay_headers(from: &reqwest::header::HeaderMap) -> HeaderMap {
+/// The prefix of the registry's own headers.
+pub const REGISTRY_HEADER_PREFIX: &str = "x-registry-";
+
+/// The registry's own headers (`x-registry-*`) among `from`, and those `also` names.
+fn headers_of(from: &HeaderMap, also: &[HeaderName]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in from {
-        if name.as_str().starts_with("x-registry-") || name == CONTENT_TYPE || name == RETRY_AFTER {
-            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-                headers.insert(name.clone(), v);
-            }
+        if name.as_str().starts_with(REGISTRY_HEADER_PREFIX) || also.contains(name) {
+            headers.insert(name.clone(), value.clone());
         }
     }
     headers
+}
+
+/// The registry's own headers of a leader's answer (`x-registry-*`: freshness of a read).
+pub fn registry_headers(from: &HeaderMap) -> HeaderMap {
+    headers_of(from, &[])
+}
+
+/// The headers of a leader's answer that are passed on to the client: the registry's own
+/// (`x-registry-*`), the content type and `Retry-After`.
+pub fn relay_headers(from: &HeaderMap) -> HeaderMap {
+    headers_of(from, &[CONTENT_TYPE, RETRY_AFTER])
 }
 
 /// Why a peer's identity or a join could not be had.
