@@ -25,7 +25,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Operator's tool for the service-heartbeat registry.
 #[derive(Debug, Parser)]
-#[command(name = "registryctl", version, about)]
+#[command(name = "registryctl", version)]
 pub struct Cli {
     /// Options of every command.
     #[command(flatten)]
