@@ -24,6 +24,7 @@ use registry_storage::{ClusterId, Incarnation, NodeId, RegistryNode, StoreIdenti
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
+use crate::error::NodeError;
 
 /// How often peers are asked again while some do not answer.
 const RETRY: Duration = Duration::from_millis(200);
@@ -55,7 +56,8 @@ pub async fn run(
     store: &StoreIdentity,
     config: &NodeConfig,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
+    let refuse = |why: String| Err(NodeError::Bootstrap(why));
     let restored = store.restored_from().map(|r| r.backup_id());
     let what = match &restored {
         Some(b) => format!("a new cluster restored from backup {b}"),
@@ -88,19 +90,22 @@ pub async fn run(
                 .find(|p| p.id == *id)
                 .map_or("", |p| &p.addr);
             if who.node_id != *id {
-                return Err(format!(
+                return refuse(format!(
                     "the node at {addr} says it is node {}, but the config lists node {id} there",
                     who.node_id
                 ));
             }
             if who.restored_from != restored {
-                return Err(format!(
+                return refuse(format!(
                     "node {id} was restored from {:?} but this node from {:?}: every member of \
                      a restored cluster is restored from the same backup",
                     who.restored_from, restored
                 ));
             }
-            let incarnation: Incarnation = who.incarnation.parse()?;
+            let incarnation: Incarnation = match who.incarnation.parse() {
+                Ok(i) => i,
+                Err(why) => return refuse(format!("node {id}: {why}")),
+            };
             members.insert(*id, RegistryNode::new(addr, incarnation));
         }
         if !silent.is_empty() {
@@ -124,14 +129,14 @@ pub async fn run(
         for (id, who) in &answers {
             match &who.cluster_id {
                 Some(c) if *c != cluster.to_string() => {
-                    return Err(format!(
+                    return refuse(format!(
                         "node {id} already belongs to cluster {c}: a group exists, and a node \
                          with an empty data directory must not form a new one. Start this node \
                          without --bootstrap: it then rejoins the group as a new incarnation"
                     ))
                 }
                 None if who.initialized => {
-                    return Err(format!(
+                    return refuse(format!(
                         "node {id} holds Raft state but belongs to no cluster: refusing to \
                          bootstrap next to it"
                     ))
@@ -142,7 +147,7 @@ pub async fn run(
         store
             .adopt(cluster)
             .await
-            .map_err(|e| format!("recording cluster {cluster}: {e}"))?;
+            .map_err(|source| NodeError::RecordCluster { cluster, source })?;
         return match raft.initialize(members).await {
             Ok(()) => {
                 tracing::info!(cluster_id = %cluster, "formed {what} with {} members", config.peers.len());
@@ -153,7 +158,7 @@ pub async fn run(
                 tracing::info!(cluster_id = %cluster, reason = %e, "the group was formed by a peer");
                 Ok(())
             }
-            Err(e) => Err(format!("initializing the group: {e}")),
+            Err(e) => Err(NodeError::Initialize(Box::new(e))),
         };
     }
 }

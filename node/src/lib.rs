@@ -13,6 +13,7 @@
 mod bootstrap;
 pub mod cli;
 pub mod config;
+mod error;
 mod join;
 pub mod network;
 mod node;
@@ -21,5 +22,6 @@ pub mod signals;
 mod ticker;
 
 pub use bootstrap::cluster_id_of;
-pub use config::{ConfigError, NodeConfig, Peer, RaftSettings};
-pub use node::{run, Node, NodeError, StartOptions, SHUTDOWN_GRACE};
+pub use config::{NodeConfig, Peer, RaftSettings};
+pub use error::NodeError;
+pub use node::{run, Node, StartOptions, SHUTDOWN_GRACE};

@@ -6,16 +6,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use openraft::error::Fatal;
 use openraft::Raft;
 use registry_api::identity::PeerIdentity;
 use registry_api::liveness::Liveness;
 use registry_api::{ApiSettings, RegistryApp};
-use registry_storage::{open_store, LogStore, NodeId, StoreError, StoreIdentity, TypeConfig};
+use registry_storage::{open_store, LogStore, NodeId, StoreIdentity, TypeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{ConfigError, NodeConfig};
+use crate::config::NodeConfig;
+use crate::error::NodeError;
 use crate::network::HttpNetwork;
 
 /// How a node starts.
@@ -26,26 +28,6 @@ pub struct StartOptions {
     /// a group, and ignored by a node that holds Raft state. Without it, a node with an empty
     /// store joins the group its peers are in.
     pub bootstrap: bool,
-}
-
-/// Why a node could not start or stop cleanly.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The storage could not be opened or flushed.
-    #[error("storage: {0}")]
-    Storage(#[from] StoreError),
-    /// Raft could not be created or failed fatally.
-    #[error("raft: {0}")]
-    Raft(String),
-    /// The listener or the HTTP client could not be set up.
-    #[error("io: {0}")]
-    Io(String),
-    /// Bootstrapping a group was refused (a peer already belongs to one, say).
-    #[error("{0}")]
-    Bootstrap(String),
 }
 
 /// How long each step of a shutdown may take before it is cut short.
@@ -73,8 +55,9 @@ pub struct Node {
     ticker: JoinHandle<()>,
     /// Bootstrapping or joining, while this node is not in a group yet.
     formation: JoinHandle<()>,
-    /// Why the node cannot run, when bootstrapping found it must not (see [`Node::failed`]).
-    failed: watch::Receiver<Option<String>>,
+    /// Why the node cannot run, when bootstrapping found it must not (see [`Node::failed`]);
+    /// `None` once that was said, or when it can no longer be.
+    failed: Option<oneshot::Receiver<NodeError>>,
 }
 
 impl Node {
@@ -87,8 +70,10 @@ impl Node {
         options: StartOptions,
     ) -> Result<Node, NodeError> {
         let raft_config = Arc::new(config.openraft_config()?);
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| NodeError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(NodeError::io(
+            "creating the data directory",
+            &config.data_dir,
+        ))?;
         let store = open_store(&config.data_dir)?;
         let view = store.sm.view();
         let auth = config.auth.load()?;
@@ -107,8 +92,7 @@ impl Node {
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
         let secret = auth.secret().map(str::to_string);
         let identity = PeerIdentity::new(config.node_id, store.identity.clone());
-        let network = HttpNetwork::new(local_ip, secret, identity)
-            .map_err(|e| NodeError::Io(e.to_string()))?;
+        let network = HttpNetwork::new(local_ip, secret, identity).map_err(NodeError::Network)?;
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -117,7 +101,7 @@ impl Node {
             store.sm.clone(),
         )
         .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        .map_err(|e| NodeError::Raft(Box::new(e)))?;
         tracing::info!(
             node_id = config.node_id,
             incarnation = %store.identity.incarnation(),
@@ -147,16 +131,14 @@ impl Node {
             auth,
             local_ip,
         );
-        let addr = listener
-            .local_addr()
-            .map_err(|e| NodeError::Io(e.to_string()))?;
+        let addr = listener.local_addr().map_err(NodeError::Listener)?;
         let (stop_http, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(registry_api::server::serve(app.clone(), listener, async {
             let _ = stopped.await;
         }));
         tracing::info!(node_id = config.node_id, %addr, data_dir = %config.data_dir.display(), "node listening");
 
-        let (fail, failed) = watch::channel(None);
+        let (fail, failed) = oneshot::channel();
         let formation = tokio::spawn(form(
             raft.clone(),
             app.clone(),
@@ -177,22 +159,22 @@ impl Node {
             stop_tasks,
             ticker,
             formation,
-            failed,
+            failed: Some(failed),
         })
     }
 
     /// Resolves with why the node cannot run, when bootstrapping found it must not form a
-    /// group (a peer already belongs to one, say); never resolves otherwise.
-    pub async fn failed(&self) -> String {
-        let mut rx = self.failed.clone();
-        let why = match rx.wait_for(Option::is_some).await {
-            Ok(why) => why.clone(),
-            Err(_) => None,
-        };
-        match why {
-            Some(why) => why,
-            None => std::future::pending().await,
+    /// group (a peer already belongs to one, say); never resolves otherwise, nor once it
+    /// has said so.
+    pub async fn failed(&mut self) -> NodeError {
+        if let Some(rx) = self.failed.as_mut() {
+            let why = rx.await;
+            self.failed = None;
+            if let Ok(why) = why {
+                return why;
+            }
         }
+        std::future::pending().await
     }
 
     /// Stops in a fixed order: stop accepting requests, shut Raft down, flush storage.
@@ -216,13 +198,19 @@ impl Node {
             tracing::warn!(error = %e, "bootstrap or join task ended abnormally");
         }
         match tokio::time::timeout(SHUTDOWN_GRACE, self.raft.shutdown()).await {
-            Ok(res) => res.map_err(|e| NodeError::Raft(format!("shutdown: {e}")))?,
-            Err(_) => return Err(NodeError::Raft("raft did not stop within the grace".into())),
+            Ok(res) => res.map_err(NodeError::RaftShutdown)?,
+            Err(_) => {
+                return Err(NodeError::Stalled {
+                    step: "raft",
+                    grace: SHUTDOWN_GRACE,
+                })
+            }
         }
         tokio::time::timeout(SHUTDOWN_GRACE, self.log.flush())
             .await
-            .map_err(|_| {
-                NodeError::Raft("flushing storage did not finish within the grace".into())
+            .map_err(|_| NodeError::Stalled {
+                step: "flushing storage",
+                grace: SHUTDOWN_GRACE,
             })??;
         tracing::info!(node_id = self.id, "node stopped");
         Ok(())
@@ -239,7 +227,7 @@ async fn form(
     config: NodeConfig,
     options: StartOptions,
     stop: watch::Receiver<bool>,
-    fail: watch::Sender<Option<String>>,
+    fail: oneshot::Sender<NodeError>,
 ) {
     let initialized = match raft.is_initialized().await {
         Ok(i) => i,
@@ -257,8 +245,8 @@ async fn form(
     }
     if options.bootstrap || store.restored_from().is_some() {
         if let Err(why) = crate::bootstrap::run(&raft, app.peer(), &store, &config, stop).await {
-            tracing::error!(error = %why, "refusing to bootstrap");
-            let _ = fail.send(Some(format!("refusing to bootstrap: {why}")));
+            tracing::error!(error = %why, "bootstrapping failed");
+            let _ = fail.send(why);
         }
         return;
     }
@@ -277,26 +265,24 @@ pub async fn run(
     options: StartOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let node = Node::start(config, listener, options).await?;
+    let mut node = Node::start(config, listener, options).await?;
     let mut metrics = node.raft.metrics();
     let ended = tokio::select! {
         _ = shutdown => None,
-        why = node.failed() => Some(NodeError::Bootstrap(why)),
-        why = async {
+        why = node.failed() => Some(why),
+        fatal = async {
             match metrics.wait_for(|m| m.running_state.is_err()).await {
-                Ok(m) => match &m.running_state {
-                    Err(fatal) => fatal.to_string(),
-                    Ok(()) => "running".to_string(),
-                },
-                Err(_) => "its metrics channel closed".to_string(),
+                Ok(m) => m.running_state.clone().err().unwrap_or(Fatal::Stopped),
+                // The metrics' sender is Raft's: Raft is gone.
+                Err(_) => Fatal::Stopped,
             }
-        } => Some(NodeError::Raft(format!("stopped with a fatal error: {why}"))),
+        } => Some(NodeError::Raft(Box::new(fatal))),
     };
     let Some(error) = ended else {
         return node.shutdown().await;
     };
     match &error {
-        NodeError::Bootstrap(_) => {
+        e if e.is_bootstrap_refusal() => {
             tracing::error!(error = %error, "this node must not form a group; shutting it down")
         }
         _ => tracing::error!(
