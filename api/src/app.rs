@@ -15,6 +15,9 @@ use registry_storage::{
 };
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use warp::http::{HeaderMap, HeaderValue, Method};
 
 use crate::auth::{Auth, Role};
@@ -102,6 +105,23 @@ struct Inner {
     metrics: Metrics,
     /// One permit per public request in flight.
     limiter: Arc<Semaphore>,
+    /// Cancelled when the node stops its write path: ends the tasks of [`AppTasks`].
+    stop: CancellationToken,
+    /// Tasks started by requests (see [`RegistryApp::spawn_task`]).
+    tasks: TaskTracker,
+}
+
+/// The tasks a [`RegistryApp`] runs beside the routes, for the node to join at shutdown:
+/// they end once the token given to [`RegistryApp::new`] is cancelled.
+#[derive(Debug)]
+pub struct AppTasks {
+    /// The heartbeat batcher (group commit on the leader).
+    pub batcher: JoinHandle<()>,
+    /// The heartbeat forwarder (from a follower to the leader).
+    pub forwarder: JoinHandle<()>,
+    /// Tasks started by requests, such as putting a node back in place: close it, then wait
+    /// for it.
+    pub requests: TaskTracker,
 }
 
 /// What `GET /ready` answers when the node is ready.
@@ -148,7 +168,8 @@ pub enum ReadAt {
 }
 
 impl RegistryApp {
-    /// Wraps a node's parts; requests it sends its peers leave from `local_ip`.
+    /// Wraps a node's parts and starts the tasks of its write path, which run until `stop`
+    /// is cancelled; requests it sends its peers leave from `local_ip`.
     pub fn new(
         id: NodeId,
         raft: Raft<TypeConfig>,
@@ -156,10 +177,12 @@ impl RegistryApp {
         settings: ApiSettings,
         auth: Auth,
         local_ip: Option<std::net::IpAddr>,
-    ) -> Self {
+        stop: CancellationToken,
+    ) -> (Self, AppTasks) {
         let identity = PeerIdentity::new(id, store.identity.clone());
         let metrics = Metrics::new();
-        let batcher = Batcher::spawn(raft.clone(), metrics.batch_sizes());
+        let (batcher, batcher_task) =
+            Batcher::spawn(raft.clone(), metrics.batch_sizes(), stop.clone());
         let permits = settings
             .max_concurrent_requests
             .clamp(1, Semaphore::MAX_PERMITS);
@@ -170,8 +193,9 @@ impl RegistryApp {
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let peer = Peer::new(http, identity.clone(), auth.secret().map(str::to_string));
-        let forwarder = Forwarder::spawn(peer.clone());
-        Self {
+        let (forwarder, forwarder_task) = Forwarder::spawn(peer.clone(), stop.clone());
+        let tasks = TaskTracker::new();
+        let app = Self {
             inner: Arc::new(Inner {
                 id,
                 raft,
@@ -190,8 +214,26 @@ impl RegistryApp {
                 read_floor: Mutex::new(None),
                 metrics,
                 limiter: Arc::new(Semaphore::new(permits)),
+                stop,
+                tasks: tasks.clone(),
             }),
-        }
+        };
+        let tasks = AppTasks {
+            batcher: batcher_task,
+            forwarder: forwarder_task,
+            requests: tasks,
+        };
+        (app, tasks)
+    }
+
+    /// Runs `task`, started by a request, in the background until it ends or the node stops
+    /// its write path (it is then dropped at its next await); the node waits for it at
+    /// shutdown ([`AppTasks::requests`]).
+    pub fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.inner.stop.clone();
+        self.inner.tasks.spawn(async move {
+            stop.run_until_cancelled(task).await;
+        });
     }
 
     /// The node's counters and histograms.

@@ -35,5 +35,5 @@ pub mod server;
 pub mod snapshot_receiver;
 pub mod wire;
 
-pub use app::{ApiSettings, RegistryApp};
+pub use app::{ApiSettings, AppTasks, RegistryApp};
 pub use error::ApiError;

@@ -101,9 +101,9 @@ impl Replacements {
         by_node.insert(join.node_id, r.clone());
         drop(by_node);
         let node = RegistryNode::new(join.addr, incarnation);
-        let (app, id) = (app.clone(), join.node_id);
-        tokio::spawn(async move {
-            let res = tokio::time::timeout(REPLACE_DEADLINE, run(&app, id, &node, &r.phase))
+        let (leader, id) = (app.clone(), join.node_id);
+        app.spawn_task(async move {
+            let res = tokio::time::timeout(REPLACE_DEADLINE, run(&leader, id, &node, &r.phase))
                 .await
                 .unwrap_or_else(|_| Err(format!("not done within {REPLACE_DEADLINE:?}")));
             match &res {

@@ -12,6 +12,9 @@
 //! that is not the one it derives (a group exists: a node with an empty store must join it,
 //! never form a new one), or when peers were restored from another backup (or not restored
 //! while this one was). A node that already holds Raft state ignores `--bootstrap`.
+//!
+//! A node that stops while it bootstraps stops while it waits for or asks its peers, never
+//! between recording the cluster id and initialising Raft.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,7 +24,7 @@ use openraft::Raft;
 use registry_api::peer::Peer;
 use registry_api::wire::IdentityOut;
 use registry_storage::{ClusterId, Incarnation, NodeId, RegistryNode, StoreIdentity, TypeConfig};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -49,13 +52,13 @@ pub fn cluster_id_of(
 }
 
 /// Forms the group (see the module's documentation). Returns once this node is initialised,
-/// or with why it must not be, or when `stop` turns true.
+/// or with why it must not be, or when `stop` is cancelled.
 pub async fn run(
     raft: &Raft<TypeConfig>,
     peer: &Peer,
     store: &StoreIdentity,
     config: &NodeConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> Result<(), NodeError> {
     let refuse = |why: String| Err(NodeError::Bootstrap(why));
     let restored = store.restored_from().map(|r| r.backup_id());
@@ -77,7 +80,13 @@ pub async fn run(
             .iter()
             .filter(|p| p.id != config.node_id)
             .map(|p| async move { (p, peer.identity(&p.addr).await) });
-        for (p, res) in futures::future::join_all(asks).await {
+        let Some(asked) = stop
+            .run_until_cancelled(futures::future::join_all(asks))
+            .await
+        else {
+            return Ok(());
+        };
+        for (p, res) in asked {
             match res {
                 Ok(who) => answers.push((p.id, who)),
                 Err(e) => silent.push(format!("node {} ({e})", p.id)),
@@ -118,7 +127,7 @@ pub async fn run(
             }
             tokio::select! {
                 () = tokio::time::sleep(RETRY) => continue,
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                () = stop.cancelled() => return Ok(()),
             }
         }
         members.insert(

@@ -18,10 +18,12 @@ mod join;
 pub mod network;
 mod node;
 pub mod restore;
+pub mod shutdown;
 pub mod signals;
 mod ticker;
 
 pub use bootstrap::cluster_id_of;
 pub use config::{NodeConfig, Peer, RaftSettings};
 pub use error::NodeError;
-pub use node::{run, Node, StartOptions, SHUTDOWN_GRACE};
+pub use node::{run, Node, StartOptions};
+pub use shutdown::{task, TaskWatch, SHUTDOWN_GRACE};

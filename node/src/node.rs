@@ -1,6 +1,6 @@
 //! Starting and stopping a node: storage, Raft, the HTTP server, and how a node with an empty
 //! store comes into a group ([`crate::bootstrap`] when told to form one, [`crate::join`]
-//! otherwise).
+//! otherwise). How it stops is [`crate::shutdown`]'s.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,14 +11,17 @@ use openraft::Raft;
 use registry_api::identity::PeerIdentity;
 use registry_api::liveness::Liveness;
 use registry_api::{ApiSettings, RegistryApp};
-use registry_storage::{open_store, LogStore, NodeId, StoreIdentity, TypeConfig};
+use registry_storage::{
+    open_store, LogStore, NodeId, StateMachineStore, StoreIdentity, TypeConfig,
+};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::network::HttpNetwork;
+use crate::shutdown::{Parts, Stages, TaskWatch, Tasks, SHUTDOWN_GRACE};
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,9 +33,6 @@ pub struct StartOptions {
     pub bootstrap: bool,
 }
 
-/// How long each step of a shutdown may take before it is cut short.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// A running registry node.
 pub struct Node {
     /// The node's id.
@@ -43,18 +43,14 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// What the routes use.
     pub app: RegistryApp,
-    /// The log store, kept to flush on shutdown.
+    /// The log store, flushed last on shutdown.
     log: LogStore,
-    /// Stops the HTTP server.
-    stop_http: oneshot::Sender<()>,
-    /// The HTTP server task.
-    server: JoinHandle<()>,
-    /// Stops the background tasks (the clock tick).
-    stop_tasks: watch::Sender<bool>,
-    /// The clock tick task.
-    ticker: JoinHandle<()>,
-    /// Bootstrapping or joining, while this node is not in a group yet.
-    formation: JoinHandle<()>,
+    /// The state machine, whose persist thread the shutdown stops.
+    sm: StateMachineStore,
+    /// The node's cancellation token, by stage of the shutdown.
+    stages: Stages,
+    /// Every task the node started.
+    tasks: Tasks,
     /// Why the node cannot run, when bootstrapping found it must not (see [`Node::failed`]);
     /// `None` once that was said, or when it can no longer be.
     failed: Option<oneshot::Receiver<NodeError>>,
@@ -117,25 +113,28 @@ impl Node {
             read_timeout: config.read_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
         };
-        let (stop_tasks, stopped_tasks) = watch::channel(false);
+        let stages = Stages::new();
         let ticker = tokio::spawn(crate::ticker::run(
             raft.clone(),
             view.clone(),
-            stopped_tasks,
+            stages.background(),
         ));
-        let app = RegistryApp::new(
+        let (app, app_tasks) = RegistryApp::new(
             config.node_id,
             raft.clone(),
             &store,
             settings,
             auth,
             local_ip,
+            stages.write_path(),
         );
         let addr = listener.local_addr().map_err(NodeError::Listener)?;
-        let (stop_http, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(registry_api::server::serve(app.clone(), listener, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(registry_api::server::serve(
+            app.clone(),
+            listener,
+            stages.http().cancelled_owned(),
+            SHUTDOWN_GRACE,
+        ));
         tracing::info!(node_id = config.node_id, %addr, data_dir = %config.data_dir.display(), "node listening");
 
         let (fail, failed) = oneshot::channel();
@@ -145,7 +144,7 @@ impl Node {
             store.identity.clone(),
             config.clone(),
             options,
-            stop_tasks.subscribe(),
+            stages.background(),
             fail,
         ));
         Ok(Node {
@@ -154,11 +153,14 @@ impl Node {
             raft,
             app,
             log: store.log,
-            stop_http,
-            server,
-            stop_tasks,
-            ticker,
-            formation,
+            sm: store.sm,
+            stages,
+            tasks: Tasks {
+                server,
+                ticker,
+                formation,
+                app: app_tasks,
+            },
             failed: Some(failed),
         })
     }
@@ -177,41 +179,26 @@ impl Node {
         std::future::pending().await
     }
 
-    /// Stops in a fixed order: stop accepting requests, shut Raft down, flush storage.
-    /// Each step is bounded by [`SHUTDOWN_GRACE`]: a client that keeps a request open cannot
-    /// hold the node up.
+    /// A watch on every task the node started (see [`TaskWatch`]), which stays valid after
+    /// the node is shut down.
+    pub fn task_watch(&self) -> TaskWatch {
+        self.tasks.watch(self.sm.persister_watch())
+    }
+
+    /// Stops every task the node started, Raft and the storage, in the fixed order
+    /// [`crate::shutdown`] describes: the HTTP server first, then the ticker and formation,
+    /// the write path, Raft, the state machine's persist thread, and a flush of the storage.
+    /// Each stage is bounded by [`SHUTDOWN_GRACE`] (a client that keeps a request open cannot
+    /// hold the node up); returns once everything has ended or its wait expired (logged),
+    /// with the first error of Raft or the storage.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
-        let _ = self.stop_http.send(());
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.server).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
-            Err(_) => {
-                tracing::warn!(grace = ?SHUTDOWN_GRACE, "open requests outlived the grace; closing them");
-                self.server.abort();
-            }
-        }
-        let _ = self.stop_tasks.send(true);
-        if let Err(e) = self.ticker.await {
-            tracing::warn!(error = %e, "tick task ended abnormally");
-        }
-        if let Err(e) = self.formation.await {
-            tracing::warn!(error = %e, "bootstrap or join task ended abnormally");
-        }
-        match tokio::time::timeout(SHUTDOWN_GRACE, self.raft.shutdown()).await {
-            Ok(res) => res.map_err(NodeError::RaftShutdown)?,
-            Err(_) => {
-                return Err(NodeError::Stalled {
-                    step: "raft",
-                    grace: SHUTDOWN_GRACE,
-                })
-            }
-        }
-        tokio::time::timeout(SHUTDOWN_GRACE, self.log.flush())
-            .await
-            .map_err(|_| NodeError::Stalled {
-                step: "flushing storage",
-                grace: SHUTDOWN_GRACE,
-            })??;
+        let parts = Parts {
+            id: self.id,
+            raft: &self.raft,
+            sm: &self.sm,
+            log: &self.log,
+        };
+        crate::shutdown::stop(&self.stages, &mut self.tasks, parts).await?;
         tracing::info!(node_id = self.id, "node stopped");
         Ok(())
     }
@@ -219,19 +206,21 @@ impl Node {
 
 /// Brings a node whose Raft holds no state into a group: it bootstraps one when told to (or
 /// when its store was restored from a backup), else it joins its peers'. A node with Raft
-/// state does neither. A failure to bootstrap is sent on `fail`.
+/// state does neither. A failure to bootstrap is sent on `fail`. Ends early when `stop` is
+/// cancelled.
 async fn form(
     raft: Raft<TypeConfig>,
     app: RegistryApp,
     store: StoreIdentity,
     config: NodeConfig,
     options: StartOptions,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     fail: oneshot::Sender<NodeError>,
 ) {
-    let initialized = match raft.is_initialized().await {
-        Ok(i) => i,
-        Err(e) => {
+    let initialized = match stop.run_until_cancelled(raft.is_initialized()).await {
+        None => return,
+        Some(Ok(i)) => i,
+        Some(Err(e)) => {
             tracing::error!(error = %e, "raft stopped before the node joined a group");
             return;
         }
@@ -244,13 +233,13 @@ async fn form(
         return;
     }
     if options.bootstrap || store.restored_from().is_some() {
-        if let Err(why) = crate::bootstrap::run(&raft, app.peer(), &store, &config, stop).await {
+        if let Err(why) = crate::bootstrap::run(&raft, app.peer(), &store, &config, &stop).await {
             tracing::error!(error = %why, "bootstrapping failed");
             let _ = fail.send(why);
         }
         return;
     }
-    crate::join::run(&raft, app.peer(), store.incarnation(), &config, stop).await;
+    crate::join::run(&raft, app.peer(), store.incarnation(), &config, &stop).await;
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly.
