@@ -160,12 +160,3 @@ impl StoreError {
 
 /// `ENOSPC` on every Unix the project runs on.
 const ENOSPC: i32 = 28;
-
-impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
-    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
-        match e {
-            sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-        }
-    }
-}
