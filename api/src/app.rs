@@ -8,24 +8,42 @@ use std::sync::Arc;
 
 use openraft::Raft;
 use registry_storage::{NodeId, Store, TypeConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use warp::http::HeaderMap;
 
 use crate::auth::{Auth, Role};
 use crate::error::ApiError;
+use crate::forward::forwarder::Forwarder;
 use crate::forward::Forwarding;
 use crate::read::ReadPath;
 use crate::replace::Replacements;
-use crate::shared::{Admission, ApiSettings, LeaderContact, Shared};
+use crate::shared::{Admission, ApiSettings, LeaderContact, RequestTasks, Shared};
 use crate::status::Status;
 use crate::transport::identity::PeerIdentity;
 use crate::transport::peer::Peer;
 use crate::transport::snapshot_receiver::SnapshotReceiver;
+use crate::write::batcher::Batcher;
 use crate::write::WritePath;
 
 /// A node as the API sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct RegistryApp {
     inner: Arc<Parts>,
+}
+
+/// The tasks a [`RegistryApp`] runs beside the routes, for the node to join at shutdown:
+/// they end once the token given to [`RegistryApp::new`] is cancelled.
+#[derive(Debug)]
+pub struct AppTasks {
+    /// The heartbeat batcher (group commit on the leader).
+    pub batcher: JoinHandle<()>,
+    /// The heartbeat forwarder (from a follower to the leader).
+    pub forwarder: JoinHandle<()>,
+    /// Tasks started by requests, such as putting a node back in place: close it, then wait
+    /// for it.
+    pub requests: TaskTracker,
 }
 
 struct Parts {
@@ -44,7 +62,8 @@ struct Parts {
 }
 
 impl RegistryApp {
-    /// Wraps a node's parts; requests it sends its peers leave from `local_ip`.
+    /// Wraps a node's parts and starts the tasks of its write path, which run until `stop`
+    /// is cancelled; requests it sends its peers leave from `local_ip`.
     pub fn new(
         id: NodeId,
         raft: Raft<TypeConfig>,
@@ -52,7 +71,8 @@ impl RegistryApp {
         settings: ApiSettings,
         auth: Auth,
         local_ip: Option<std::net::IpAddr>,
-    ) -> Self {
+        stop: CancellationToken,
+    ) -> (Self, AppTasks) {
         let identity = PeerIdentity::new(id, store.identity.clone());
         let shared = Arc::new(Shared {
             id,
@@ -64,6 +84,7 @@ impl RegistryApp {
             metrics: crate::metrics::Metrics::new(),
             contact: LeaderContact::default(),
             admission: Admission::new(id, settings.max_concurrent_requests),
+            tasks: RequestTasks::new(stop.clone()),
         });
         let http = reqwest::Client::builder()
             .local_address(local_ip)
@@ -72,10 +93,18 @@ impl RegistryApp {
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let peer = Peer::new(http, identity, auth.secret().map(str::to_string));
-        let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone());
-        Self {
+        let (forwarder, forwarder_task) = Forwarder::spawn(peer.clone(), stop.clone());
+        let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone(), forwarder);
+        let (batcher, batcher_task) =
+            Batcher::spawn(shared.raft.clone(), shared.metrics.batch_sizes(), stop);
+        let tasks = AppTasks {
+            batcher: batcher_task,
+            forwarder: forwarder_task,
+            requests: shared.tasks.tracker(),
+        };
+        let app = Self {
             inner: Arc::new(Parts {
-                write: WritePath::new(Arc::clone(&shared), forwarding.clone()),
+                write: WritePath::new(Arc::clone(&shared), batcher, forwarding.clone()),
                 read: ReadPath::new(Arc::clone(&shared), forwarding),
                 status: Status::new(Arc::clone(&shared)),
                 shared,
@@ -84,7 +113,8 @@ impl RegistryApp {
                 snapshots: SnapshotReceiver::default(),
                 replacements: Replacements::default(),
             }),
-        }
+        };
+        (app, tasks)
     }
 
     /// What every path uses: the node's id, Raft handle, state, settings and metrics.

@@ -1,9 +1,12 @@
 //! The group-commit loop shared by the leader's batcher ([`crate::write::batcher`]) and a
 //! follower's forwarder ([`crate::forward::forwarder`]), and the bounds of both, defined here
-//! once.
+//! once. The loop stops when its cancellation token is cancelled (the node's shutdown):
+//! items still queued are refused at once and the batches being flushed
+//! are waited for, so every item gets an answer.
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Most heartbeats the leader puts in one log entry.
 pub const ENTRY_MAX_HEARTBEATS: usize = 2000;
@@ -22,6 +25,8 @@ pub(crate) trait Join {
     fn joins(&self, _first: &Self) -> bool {
         true
     }
+    /// Answers it with an error: the loop is stopping and will not flush it.
+    fn refuse(self);
 }
 
 /// Bounds of a group-commit loop.
@@ -36,9 +41,14 @@ pub(crate) struct Limits {
 /// The group-commit loop: starts a batch with the first waiting item at once (no fixed
 /// wait at low load), adds whatever else is queued and may join it, and runs `flush` on it;
 /// while `max_in_flight` batches are being flushed, later items queue up and go together in
-/// the next batch. Ends when every sender is dropped and the last flush is done.
-pub(crate) async fn group<T, F, Fut>(mut rx: mpsc::Receiver<T>, limits: Limits, mut flush: F)
-where
+/// the next batch. Ends when `stop` is cancelled or every sender is dropped, once the items
+/// still queued are refused ([`Join::refuse`]) and the last flush is done.
+pub(crate) async fn group<T, F, Fut>(
+    mut rx: mpsc::Receiver<T>,
+    limits: Limits,
+    stop: CancellationToken,
+    mut flush: F,
+) where
     T: Join,
     F: FnMut(Vec<T>) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -46,13 +56,19 @@ where
     let mut in_flight = FuturesUnordered::new();
     let mut carry: Option<T> = None;
     loop {
+        if stop.is_cancelled() {
+            break;
+        }
         if in_flight.len() >= limits.max_in_flight {
-            in_flight.next().await;
-            continue;
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = in_flight.next() => continue,
+            }
         }
         let first = match carry.take() {
             Some(c) => c,
             None => tokio::select! {
+                () = stop.cancelled() => break,
                 p = rx.recv() => match p {
                     Some(p) => p,
                     None => break,
@@ -77,5 +93,106 @@ where
         }
         in_flight.push(flush(batch));
     }
+    // Nothing more is taken: whatever waits is answered now, and senders are refused.
+    rx.close();
+    let mut refused = 0usize;
+    if let Some(c) = carry.take() {
+        c.refuse();
+        refused += 1;
+    }
+    while let Some(p) = rx.recv().await {
+        p.refuse();
+        refused += 1;
+    }
+    if refused > 0 {
+        tracing::info!(
+            refused,
+            in_flight = in_flight.len(),
+            "stopping: requests still queued were answered with an error"
+        );
+    }
     while in_flight.next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// An item answered with what became of it.
+    struct Item {
+        id: u32,
+        reply: oneshot::Sender<&'static str>,
+    }
+
+    impl Join for Item {
+        fn size(&self) -> usize {
+            1
+        }
+
+        fn refuse(self) {
+            let _ = self.reply.send("refused");
+        }
+    }
+
+    /// A stopped loop answers every item: the one being flushed when it flushes, the queued
+    /// ones with a refusal at once; later sends fail; and it ends only after the flush.
+    #[tokio::test]
+    async fn a_stopped_loop_answers_every_item() {
+        let (tx, rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let (started_tx, mut started) = mpsc::unbounded_channel::<u32>();
+        let (release_tx, release) = tokio::sync::watch::channel(false);
+        let limits = Limits {
+            max_size: 1,
+            max_in_flight: 1,
+        };
+        let task = tokio::spawn(group(rx, limits, stop.clone(), move |batch: Vec<Item>| {
+            let started_tx = started_tx.clone();
+            let mut release = release.clone();
+            async move {
+                for item in &batch {
+                    let _ = started_tx.send(item.id);
+                }
+                let _ = release.wait_for(|r| *r).await;
+                for item in batch {
+                    let _ = item.reply.send("flushed");
+                }
+            }
+        }));
+        let mut answers = Vec::new();
+        for id in 0..3 {
+            let (reply, answer) = oneshot::channel();
+            assert!(tx.send(Item { id, reply }).await.is_ok(), "queued {id}");
+            answers.push(answer);
+        }
+        let first = tokio::time::timeout(Duration::from_secs(5), started.recv()).await;
+        assert_eq!(first, Ok(Some(0)), "the first item is being flushed");
+
+        stop.cancel();
+        let mut answers = answers.into_iter();
+        let flushing = answers.next().expect("three answers");
+        for (id, answer) in (1..).zip(answers) {
+            let got = tokio::time::timeout(Duration::from_secs(5), answer).await;
+            assert_eq!(got, Ok(Ok("refused")), "queued item {id} answered at once");
+        }
+        let (reply, _answer) = oneshot::channel();
+        assert!(
+            tx.send(Item { id: 9, reply }).await.is_err(),
+            "a stopped loop takes nothing more"
+        );
+        assert!(!task.is_finished(), "the loop waits for its flush");
+
+        let _ = release_tx.send(true);
+        let got = tokio::time::timeout(Duration::from_secs(5), flushing).await;
+        assert_eq!(got, Ok(Ok("flushed")), "the flush in flight completes");
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(
+            matches!(ended, Ok(Ok(()))),
+            "the loop ended after its flush"
+        );
+    }
 }

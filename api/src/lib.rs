@@ -46,6 +46,6 @@ pub mod transport;
 pub mod wire;
 pub mod write;
 
-pub use app::RegistryApp;
+pub use app::{AppTasks, RegistryApp};
 pub use error::ApiError;
 pub use shared::ApiSettings;

@@ -107,8 +107,9 @@ impl Replacements {
         by_node.insert(join.node_id, r.clone());
         drop(by_node);
         let node = RegistryNode::new(join.addr, incarnation);
+        let tasks = shared.tasks.clone();
         let (shared, peer, id) = (Arc::clone(shared), peer.clone(), join.node_id);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let res =
                 tokio::time::timeout(REPLACE_DEADLINE, run(&shared, &peer, id, &node, &r.phase))
                     .await

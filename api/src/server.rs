@@ -19,7 +19,8 @@
 //! at `info` and every 503 at `error`), so this layer is a tower `Service` around
 //! [`warp::service`], and [`serve`] runs it on hyper as `warp::serve(..).incoming(..)
 //! .graceful(..)` would: on an already-bound listener, stopping when `shutdown` resolves and
-//! letting the requests in flight finish.
+//! letting the requests in flight finish, for a grace; it returns once every connection has
+//! ended.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,6 +35,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
 use tower_service::Service;
 use tracing::Instrument;
 use warp::http::{HeaderMap, HeaderValue, Method, Request};
@@ -59,19 +61,29 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Serves `app`'s routes on `listener` until `shutdown` resolves; then stops accepting and
-/// waits for the requests in flight to be answered.
+/// Serves `app`'s routes on `listener` until `shutdown` resolves; then stops accepting,
+/// waits up to `grace` for the requests in flight to be answered, closes the connections
+/// still open after it, and returns once every connection's task has ended.
 pub async fn serve(
     app: RegistryApp,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
 ) {
     let routes = warp::service(crate::routes::all(app.clone()));
     let service = Observed { inner: routes, app };
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so that none outlives the server (each holds the node's app).
+    let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _remote) = tokio::select! {
+            Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = ended {
+                    tracing::warn!(error = %e, "a connection's task ended abnormally");
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -90,7 +102,7 @@ pub async fn serve(
         }
         let svc = TowerToHyperService::new(service.clone());
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let builder = Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(conn).await {
@@ -99,7 +111,19 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        while connections.try_join_next().is_some() {}
+        tracing::warn!(
+            ?grace,
+            open = connections.len(),
+            "requests still open after the grace: closing their connections"
+        );
+    }
+    // Aborts the connections left (none after a clean drain) and waits for every task.
+    connections.shutdown().await;
 }
 
 /// A request's admission (its permit under the bound on concurrent requests), in the

@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use openraft::{Raft, ServerState};
 use registry_storage::{NodeId, RegistryNode, StateMachineStore, StateView, TypeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
 use crate::liveness::Liveness;
@@ -54,6 +56,8 @@ pub struct Shared {
     pub contact: LeaderContact,
     /// The bound on public requests in flight.
     pub admission: Admission,
+    /// Tasks started by requests, joined at shutdown.
+    pub tasks: RequestTasks,
 }
 
 impl Shared {
@@ -198,5 +202,37 @@ impl Admission {
     /// Public requests being served now.
     pub fn in_flight(&self) -> usize {
         self.max.saturating_sub(self.limiter.available_permits())
+    }
+}
+
+/// Tasks a request starts that outlive it (putting a node back in place): they run until
+/// they end or the node stops its write path, and the node waits for them at shutdown.
+#[derive(Debug, Clone)]
+pub struct RequestTasks {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl RequestTasks {
+    /// Tasks that stop when `stop` is cancelled.
+    pub fn new(stop: CancellationToken) -> Self {
+        Self {
+            stop,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Runs `task` in the background until it ends or the node stops its write path (it is
+    /// then dropped at its next await).
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            stop.run_until_cancelled(task).await;
+        });
+    }
+
+    /// The tracker the node closes and waits on at shutdown.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
     }
 }

@@ -12,6 +12,9 @@
 //! that is not the one it derives (a group exists: a node with an empty store must join it,
 //! never form a new one), or when peers were restored from another backup (or not restored
 //! while this one was). A node that already holds Raft state ignores `--bootstrap`.
+//!
+//! A node that stops while it bootstraps stops while it waits for or asks its peers, never
+//! between recording the cluster id and initialising Raft.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,9 +24,10 @@ use openraft::Raft;
 use registry_api::transport::peer::Peer;
 use registry_api::wire::IdentityOut;
 use registry_storage::{ClusterId, Incarnation, NodeId, RegistryNode, StoreIdentity, TypeConfig};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
+use crate::error::NodeError;
 
 /// How often peers are asked again while some do not answer.
 const RETRY: Duration = Duration::from_millis(200);
@@ -48,14 +52,15 @@ pub fn cluster_id_of(
 }
 
 /// Forms the group (see the module's documentation). Returns once this node is initialised,
-/// or with why it must not be, or when `stop` turns true.
+/// or with why it must not be, or when `stop` is cancelled.
 pub async fn run(
     raft: &Raft<TypeConfig>,
     peer: &Peer,
     store: &StoreIdentity,
     config: &NodeConfig,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+    stop: &CancellationToken,
+) -> Result<(), NodeError> {
+    let refuse = |why: String| Err(NodeError::Bootstrap(why));
     let restored = store.restored_from().map(|r| r.backup_id());
     let what = match &restored {
         Some(b) => format!("a new cluster restored from backup {b}"),
@@ -75,7 +80,13 @@ pub async fn run(
             .iter()
             .filter(|p| p.id != config.node_id)
             .map(|p| async move { (p, peer.identity(&p.addr).await) });
-        for (p, res) in futures::future::join_all(asks).await {
+        let Some(asked) = stop
+            .run_until_cancelled(futures::future::join_all(asks))
+            .await
+        else {
+            return Ok(());
+        };
+        for (p, res) in asked {
             match res {
                 Ok(who) => answers.push((p.id, who)),
                 Err(e) => silent.push(format!("node {} ({e})", p.id)),
@@ -88,19 +99,22 @@ pub async fn run(
                 .find(|p| p.id == *id)
                 .map_or("", |p| &p.addr);
             if who.node_id != *id {
-                return Err(format!(
+                return refuse(format!(
                     "the node at {addr} says it is node {}, but the config lists node {id} there",
                     who.node_id
                 ));
             }
             if who.restored_from != restored {
-                return Err(format!(
+                return refuse(format!(
                     "node {id} was restored from {:?} but this node from {:?}: every member of \
                      a restored cluster is restored from the same backup",
                     who.restored_from, restored
                 ));
             }
-            let incarnation: Incarnation = who.incarnation.parse()?;
+            let incarnation: Incarnation = match who.incarnation.parse() {
+                Ok(i) => i,
+                Err(why) => return refuse(format!("node {id}: {why}")),
+            };
             members.insert(*id, RegistryNode::new(addr, incarnation));
         }
         if !silent.is_empty() {
@@ -113,7 +127,7 @@ pub async fn run(
             }
             tokio::select! {
                 () = tokio::time::sleep(RETRY) => continue,
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                () = stop.cancelled() => return Ok(()),
             }
         }
         members.insert(
@@ -124,14 +138,14 @@ pub async fn run(
         for (id, who) in &answers {
             match &who.cluster_id {
                 Some(c) if *c != cluster.to_string() => {
-                    return Err(format!(
+                    return refuse(format!(
                         "node {id} already belongs to cluster {c}: a group exists, and a node \
                          with an empty data directory must not form a new one. Start this node \
                          without --bootstrap: it then rejoins the group as a new incarnation"
                     ))
                 }
                 None if who.initialized => {
-                    return Err(format!(
+                    return refuse(format!(
                         "node {id} holds Raft state but belongs to no cluster: refusing to \
                          bootstrap next to it"
                     ))
@@ -142,7 +156,7 @@ pub async fn run(
         store
             .adopt(cluster)
             .await
-            .map_err(|e| format!("recording cluster {cluster}: {e}"))?;
+            .map_err(|source| NodeError::RecordCluster { cluster, source })?;
         return match raft.initialize(members).await {
             Ok(()) => {
                 tracing::info!(cluster_id = %cluster, "formed {what} with {} members", config.peers.len());
@@ -153,7 +167,7 @@ pub async fn run(
                 tracing::info!(cluster_id = %cluster, reason = %e, "the group was formed by a peer");
                 Ok(())
             }
-            Err(e) => Err(format!("initializing the group: {e}")),
+            Err(e) => Err(NodeError::Initialize(Box::new(e))),
         };
     }
 }

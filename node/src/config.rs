@@ -8,29 +8,7 @@ use std::time::Duration;
 use registry_api::auth::{Auth, Role};
 use serde::{Deserialize, Serialize};
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this struct.
-    #[error("invalid config {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parse error, with its line and column.
-        source: Box<toml::de::Error>,
-    },
-    /// A value is out of range or inconsistent with another.
-    #[error("invalid config: {0}")]
-    Invalid(String),
-}
+use crate::error::NodeError;
 
 /// One node of the group, as every node's config lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,13 +144,10 @@ pub struct AuthSettings {
 
 impl AuthSettings {
     /// Resolves the files and builds the API's [`Auth`].
-    pub fn load(&self) -> Result<Auth, ConfigError> {
-        let invalid = |m: String| ConfigError::Invalid(format!("auth: {m}"));
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.to_owned(),
-                source,
-            })
+    pub fn load(&self) -> Result<Auth, NodeError> {
+        let invalid = |m: String| NodeError::Config(format!("auth: {m}"));
+        let read = |what: &'static str, p: &Path| {
+            std::fs::read_to_string(p).map_err(NodeError::io(what, p))
         };
         let secret = match (&self.cluster_secret, &self.cluster_secret_file) {
             (Some(_), Some(_)) => {
@@ -181,7 +156,14 @@ impl AuthSettings {
                 ))
             }
             (Some(s), None) => Some(s.clone()),
-            (None, Some(f)) => Some(read(f)?.lines().next().unwrap_or("").trim().to_string()),
+            (None, Some(f)) => Some(
+                read("reading the cluster secret file", f)?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            ),
             (None, None) => None,
         };
         let mut tokens: Vec<(Role, String)> = self
@@ -190,7 +172,7 @@ impl AuthSettings {
             .map(|t| (t.role, t.sha256.clone()))
             .collect();
         if let Some(f) = &self.token_file {
-            for (n, line) in read(f)?.lines().enumerate() {
+            for (n, line) in read("reading the token file", f)?.lines().enumerate() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if line.is_empty() {
                     continue;
@@ -250,13 +232,11 @@ fn default_read_timeout() -> Duration {
 impl NodeConfig {
     /// Reads, parses and validates a config file; a relative `data_dir` is resolved against
     /// the file's directory.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text =
+            std::fs::read_to_string(path).map_err(NodeError::io("cannot read config", path))?;
         let mut config: NodeConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            toml::from_str(&text).map_err(|source| NodeError::ConfigParse {
                 path: path.to_owned(),
                 source: Box::new(source),
             })?;
@@ -277,8 +257,8 @@ impl NodeConfig {
     }
 
     /// Checks the values and corrects `service_down_time` as Cinder does.
-    pub fn validate(mut self) -> Result<Self, ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
+    pub fn validate(mut self) -> Result<Self, NodeError> {
+        let invalid = |m: String| Err(NodeError::Config(m));
         let ids: BTreeSet<u64> = self.peers.iter().map(|p| p.id).collect();
         if ids.len() != self.peers.len() {
             return invalid("peers: node ids must be unique".into());
@@ -342,7 +322,7 @@ impl NodeConfig {
     }
 
     /// openraft's config for these settings.
-    pub fn openraft_config(&self) -> Result<openraft::Config, ConfigError> {
+    pub fn openraft_config(&self) -> Result<openraft::Config, NodeError> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         openraft::Config {
             cluster_name: "heartbeat-registry".into(),
@@ -358,6 +338,6 @@ impl NodeConfig {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| ConfigError::Invalid(format!("raft: {e}")))
+        .map_err(|e| NodeError::RaftConfig(Box::new(e)))
     }
 }

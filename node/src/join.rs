@@ -12,7 +12,8 @@
 //! - when no peer answers, or every peer is empty too, it says so and keeps asking.
 //!
 //! It is done once its own Raft lists it with its own incarnation (and, if it asked to be put
-//! back, once the leader said it is).
+//! back, once the leader said it is), or when the node stops: what it does is asking (a
+//! join asked again is answered with the replacement under way), so it may stop at any point.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use openraft::Raft;
 use registry_api::transport::peer::{Peer, PeerError};
 use registry_api::wire::{IdentityOut, JoinIn};
 use registry_storage::{Incarnation, RegistryNode, TypeConfig};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 
@@ -30,14 +31,20 @@ const EVERY: Duration = Duration::from_secs(1);
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Joins the group (see the module's documentation); returns when this node is a member,
-/// or when `stop` turns true.
+/// or when `stop` is cancelled.
 pub async fn run(
     raft: &Raft<TypeConfig>,
     peer: &Peer,
     incarnation: Incarnation,
     config: &NodeConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) {
+    stop.run_until_cancelled(join(raft, peer, incarnation, config))
+        .await;
+}
+
+/// The joining loop: returns when this node is a member.
+async fn join(raft: &Raft<TypeConfig>, peer: &Peer, incarnation: Incarnation, config: &NodeConfig) {
     let me = config.node_id;
     let mut asked = false;
     let mut said = Said::default();
@@ -110,10 +117,7 @@ pub async fn run(
             },
         };
         said.say(&situation);
-        tokio::select! {
-            () = tokio::time::sleep(EVERY) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+        tokio::time::sleep(EVERY).await;
     }
 }
 

@@ -13,12 +13,16 @@
 mod bootstrap;
 pub mod cli;
 pub mod config;
+mod error;
 mod join;
 mod node;
 pub mod restore;
+pub mod shutdown;
 pub mod signals;
 mod ticker;
 
 pub use bootstrap::cluster_id_of;
-pub use config::{ConfigError, NodeConfig, Peer, RaftSettings};
-pub use node::{run, Node, NodeError, StartOptions, SHUTDOWN_GRACE};
+pub use config::{NodeConfig, Peer, RaftSettings};
+pub use error::NodeError;
+pub use node::{run, Node, StartOptions};
+pub use shutdown::{task, TaskWatch, SHUTDOWN_GRACE};

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use registry_node::{signals, NodeConfig, StartOptions};
 
@@ -85,7 +86,7 @@ async fn run(config: PathBuf, bootstrap: bool) -> anyhow::Result<()> {
 
 fn restore(config: &std::path::Path, snapshot: &std::path::Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(config)?;
-    let summary = registry_node::restore::restore(&config, snapshot)?;
+    let summary = registry_node::restore::restore(&config, snapshot).context("restore refused")?;
     println!("{summary}");
     Ok(())
 }

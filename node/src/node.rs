@@ -1,21 +1,26 @@
 //! Starting and stopping a node: storage, Raft, the HTTP server, and how a node with an empty
 //! store comes into a group ([`crate::bootstrap`] when told to form one, [`crate::join`]
-//! otherwise).
+//! otherwise). How it stops is [`crate::shutdown`]'s.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use openraft::error::Fatal;
 use openraft::Raft;
 use registry_api::liveness::Liveness;
 use registry_api::transport::identity::PeerIdentity;
 use registry_api::{ApiSettings, RegistryApp};
-use registry_storage::{open_store, LogStore, NodeId, StoreError, StoreIdentity, TypeConfig};
+use registry_storage::{
+    open_store, LogStore, NodeId, StateMachineStore, StoreIdentity, TypeConfig,
+};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, NodeConfig};
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::shutdown::{Parts, Stages, TaskWatch, Tasks, SHUTDOWN_GRACE};
 use registry_api::transport::HttpNetwork;
 
 /// How a node starts.
@@ -28,29 +33,6 @@ pub struct StartOptions {
     pub bootstrap: bool,
 }
 
-/// Why a node could not start or stop cleanly.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The storage could not be opened or flushed.
-    #[error("storage: {0}")]
-    Storage(#[from] StoreError),
-    /// Raft could not be created or failed fatally.
-    #[error("raft: {0}")]
-    Raft(String),
-    /// The listener or the HTTP client could not be set up.
-    #[error("io: {0}")]
-    Io(String),
-    /// Bootstrapping a group was refused (a peer already belongs to one, say).
-    #[error("{0}")]
-    Bootstrap(String),
-}
-
-/// How long each step of a shutdown may take before it is cut short.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// A running registry node.
 pub struct Node {
     /// The node's id.
@@ -61,20 +43,17 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// What the routes use.
     pub app: RegistryApp,
-    /// The log store, kept to flush on shutdown.
+    /// The log store, flushed last on shutdown.
     log: LogStore,
-    /// Stops the HTTP server.
-    stop_http: oneshot::Sender<()>,
-    /// The HTTP server task.
-    server: JoinHandle<()>,
-    /// Stops the background tasks (the clock tick).
-    stop_tasks: watch::Sender<bool>,
-    /// The clock tick task.
-    ticker: JoinHandle<()>,
-    /// Bootstrapping or joining, while this node is not in a group yet.
-    formation: JoinHandle<()>,
-    /// Why the node cannot run, when bootstrapping found it must not (see [`Node::failed`]).
-    failed: watch::Receiver<Option<String>>,
+    /// The state machine, whose persist thread the shutdown stops.
+    sm: StateMachineStore,
+    /// The node's cancellation token, by stage of the shutdown.
+    stages: Stages,
+    /// Every task the node started.
+    tasks: Tasks,
+    /// Why the node cannot run, when bootstrapping found it must not (see [`Node::failed`]);
+    /// `None` once that was said, or when it can no longer be.
+    failed: Option<oneshot::Receiver<NodeError>>,
 }
 
 impl Node {
@@ -87,8 +66,10 @@ impl Node {
         options: StartOptions,
     ) -> Result<Node, NodeError> {
         let raft_config = Arc::new(config.openraft_config()?);
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| NodeError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(NodeError::io(
+            "creating the data directory",
+            &config.data_dir,
+        ))?;
         let store = open_store(&config.data_dir)?;
         let view = store.sm.view();
         let auth = config.auth.load()?;
@@ -107,8 +88,7 @@ impl Node {
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
         let secret = auth.secret().map(str::to_string);
         let identity = PeerIdentity::new(config.node_id, store.identity.clone());
-        let network = HttpNetwork::new(local_ip, secret, identity)
-            .map_err(|e| NodeError::Io(e.to_string()))?;
+        let network = HttpNetwork::new(local_ip, secret, identity).map_err(NodeError::Network)?;
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -117,7 +97,7 @@ impl Node {
             store.sm.clone(),
         )
         .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        .map_err(|e| NodeError::Raft(Box::new(e)))?;
         tracing::info!(
             node_id = config.node_id,
             incarnation = %store.identity.incarnation(),
@@ -133,37 +113,38 @@ impl Node {
             read_timeout: config.read_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
         };
-        let (stop_tasks, stopped_tasks) = watch::channel(false);
+        let stages = Stages::new();
         let ticker = tokio::spawn(crate::ticker::run(
             raft.clone(),
             view.clone(),
-            stopped_tasks,
+            stages.background(),
         ));
-        let app = RegistryApp::new(
+        let (app, app_tasks) = RegistryApp::new(
             config.node_id,
             raft.clone(),
             &store,
             settings,
             auth,
             local_ip,
+            stages.write_path(),
         );
-        let addr = listener
-            .local_addr()
-            .map_err(|e| NodeError::Io(e.to_string()))?;
-        let (stop_http, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(registry_api::server::serve(app.clone(), listener, async {
-            let _ = stopped.await;
-        }));
+        let addr = listener.local_addr().map_err(NodeError::Listener)?;
+        let server = tokio::spawn(registry_api::server::serve(
+            app.clone(),
+            listener,
+            stages.http().cancelled_owned(),
+            SHUTDOWN_GRACE,
+        ));
         tracing::info!(node_id = config.node_id, %addr, data_dir = %config.data_dir.display(), "node listening");
 
-        let (fail, failed) = watch::channel(None);
+        let (fail, failed) = oneshot::channel();
         let formation = tokio::spawn(form(
             raft.clone(),
             app.clone(),
             store.identity.clone(),
             config.clone(),
             options,
-            stop_tasks.subscribe(),
+            stages.background(),
             fail,
         ));
         Ok(Node {
@@ -172,58 +153,52 @@ impl Node {
             raft,
             app,
             log: store.log,
-            stop_http,
-            server,
-            stop_tasks,
-            ticker,
-            formation,
-            failed,
+            sm: store.sm,
+            stages,
+            tasks: Tasks {
+                server,
+                ticker,
+                formation,
+                app: app_tasks,
+            },
+            failed: Some(failed),
         })
     }
 
     /// Resolves with why the node cannot run, when bootstrapping found it must not form a
-    /// group (a peer already belongs to one, say); never resolves otherwise.
-    pub async fn failed(&self) -> String {
-        let mut rx = self.failed.clone();
-        let why = match rx.wait_for(Option::is_some).await {
-            Ok(why) => why.clone(),
-            Err(_) => None,
-        };
-        match why {
-            Some(why) => why,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Stops in a fixed order: stop accepting requests, shut Raft down, flush storage.
-    /// Each step is bounded by [`SHUTDOWN_GRACE`]: a client that keeps a request open cannot
-    /// hold the node up.
-    pub async fn shutdown(mut self) -> Result<(), NodeError> {
-        let _ = self.stop_http.send(());
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.server).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
-            Err(_) => {
-                tracing::warn!(grace = ?SHUTDOWN_GRACE, "open requests outlived the grace; closing them");
-                self.server.abort();
+    /// group (a peer already belongs to one, say); never resolves otherwise, nor once it
+    /// has said so.
+    pub async fn failed(&mut self) -> NodeError {
+        if let Some(rx) = self.failed.as_mut() {
+            let why = rx.await;
+            self.failed = None;
+            if let Ok(why) = why {
+                return why;
             }
         }
-        let _ = self.stop_tasks.send(true);
-        if let Err(e) = self.ticker.await {
-            tracing::warn!(error = %e, "tick task ended abnormally");
-        }
-        if let Err(e) = self.formation.await {
-            tracing::warn!(error = %e, "bootstrap or join task ended abnormally");
-        }
-        match tokio::time::timeout(SHUTDOWN_GRACE, self.raft.shutdown()).await {
-            Ok(res) => res.map_err(|e| NodeError::Raft(format!("shutdown: {e}")))?,
-            Err(_) => return Err(NodeError::Raft("raft did not stop within the grace".into())),
-        }
-        tokio::time::timeout(SHUTDOWN_GRACE, self.log.flush())
-            .await
-            .map_err(|_| {
-                NodeError::Raft("flushing storage did not finish within the grace".into())
-            })??;
+        std::future::pending().await
+    }
+
+    /// A watch on every task the node started (see [`TaskWatch`]), which stays valid after
+    /// the node is shut down.
+    pub fn task_watch(&self) -> TaskWatch {
+        self.tasks.watch(self.sm.persister_watch())
+    }
+
+    /// Stops every task the node started, Raft and the storage, in the fixed order
+    /// [`crate::shutdown`] describes: the HTTP server first, then the ticker and formation,
+    /// the write path, Raft, the state machine's persist thread, and a flush of the storage.
+    /// Each stage is bounded by [`SHUTDOWN_GRACE`] (a client that keeps a request open cannot
+    /// hold the node up); returns once everything has ended or its wait expired (logged),
+    /// with the first error of Raft or the storage.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        let parts = Parts {
+            id: self.id,
+            raft: &self.raft,
+            sm: &self.sm,
+            log: &self.log,
+        };
+        crate::shutdown::stop(&self.stages, &mut self.tasks, parts).await?;
         tracing::info!(node_id = self.id, "node stopped");
         Ok(())
     }
@@ -231,19 +206,21 @@ impl Node {
 
 /// Brings a node whose Raft holds no state into a group: it bootstraps one when told to (or
 /// when its store was restored from a backup), else it joins its peers'. A node with Raft
-/// state does neither. A failure to bootstrap is sent on `fail`.
+/// state does neither. A failure to bootstrap is sent on `fail`. Ends early when `stop` is
+/// cancelled.
 async fn form(
     raft: Raft<TypeConfig>,
     app: RegistryApp,
     store: StoreIdentity,
     config: NodeConfig,
     options: StartOptions,
-    stop: watch::Receiver<bool>,
-    fail: watch::Sender<Option<String>>,
+    stop: CancellationToken,
+    fail: oneshot::Sender<NodeError>,
 ) {
-    let initialized = match raft.is_initialized().await {
-        Ok(i) => i,
-        Err(e) => {
+    let initialized = match stop.run_until_cancelled(raft.is_initialized()).await {
+        None => return,
+        Some(Ok(i)) => i,
+        Some(Err(e)) => {
             tracing::error!(error = %e, "raft stopped before the node joined a group");
             return;
         }
@@ -256,13 +233,13 @@ async fn form(
         return;
     }
     if options.bootstrap || store.restored_from().is_some() {
-        if let Err(why) = crate::bootstrap::run(&raft, app.peer(), &store, &config, stop).await {
-            tracing::error!(error = %why, "refusing to bootstrap");
-            let _ = fail.send(Some(format!("refusing to bootstrap: {why}")));
+        if let Err(why) = crate::bootstrap::run(&raft, app.peer(), &store, &config, &stop).await {
+            tracing::error!(error = %why, "bootstrapping failed");
+            let _ = fail.send(why);
         }
         return;
     }
-    crate::join::run(&raft, app.peer(), store.incarnation(), &config, stop).await;
+    crate::join::run(&raft, app.peer(), store.incarnation(), &config, &stop).await;
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly.
@@ -277,26 +254,24 @@ pub async fn run(
     options: StartOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let node = Node::start(config, listener, options).await?;
+    let mut node = Node::start(config, listener, options).await?;
     let mut metrics = node.raft.metrics();
     let ended = tokio::select! {
         _ = shutdown => None,
-        why = node.failed() => Some(NodeError::Bootstrap(why)),
-        why = async {
+        why = node.failed() => Some(why),
+        fatal = async {
             match metrics.wait_for(|m| m.running_state.is_err()).await {
-                Ok(m) => match &m.running_state {
-                    Err(fatal) => fatal.to_string(),
-                    Ok(()) => "running".to_string(),
-                },
-                Err(_) => "its metrics channel closed".to_string(),
+                Ok(m) => m.running_state.clone().err().unwrap_or(Fatal::Stopped),
+                // The metrics' sender is Raft's: Raft is gone.
+                Err(_) => Fatal::Stopped,
             }
-        } => Some(NodeError::Raft(format!("stopped with a fatal error: {why}"))),
+        } => Some(NodeError::Raft(Box::new(fatal))),
     };
     let Some(error) = ended else {
         return node.shutdown().await;
     };
     match &error {
-        NodeError::Bootstrap(_) => {
+        e if e.is_bootstrap_refusal() => {
             tracing::error!(error = %error, "this node must not form a group; shutting it down")
         }
         _ => tracing::error!(

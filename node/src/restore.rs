@@ -6,33 +6,15 @@
 
 use std::path::Path;
 
-use registry_storage::StoreError;
-
 use crate::cli::snapshot::describe;
 use crate::config::NodeConfig;
-
-/// Why a restore was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    /// The backup could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The backup is damaged, or the data directory is not empty.
-    #[error("restore refused: {0}")]
-    Store(#[from] StoreError),
-}
+use crate::error::NodeError;
 
 /// Restores `snapshot` into the data directory of `config`; answers what was restored.
-pub fn restore(config: &NodeConfig, snapshot: &Path) -> Result<String, RestoreError> {
-    let bytes = std::fs::read(snapshot).map_err(|source| RestoreError::Read {
-        path: snapshot.to_path_buf(),
-        source,
-    })?;
+/// A damaged backup, or a data directory that is not empty, is refused with
+/// [`NodeError::Storage`].
+pub fn restore(config: &NodeConfig, snapshot: &Path) -> Result<String, NodeError> {
+    let bytes = std::fs::read(snapshot).map_err(NodeError::io("reading", snapshot))?;
     let summary = registry_storage::restore(&config.data_dir, &bytes)?;
     Ok(format!(
         "Restored node {} in {} from {}\n{}New incarnation: {}\n\

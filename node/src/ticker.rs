@@ -7,17 +7,20 @@ use std::time::Duration;
 use openraft::{Raft, ServerState};
 use registry_storage::clock::TICK_INTERVAL;
 use registry_storage::{Command, StateView, TypeConfig};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-/// Runs until `stop` changes or Raft stops.
-pub async fn run(raft: Raft<TypeConfig>, view: StateView, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` is cancelled or Raft stops. A tick being committed when `stop` is
+/// cancelled is dropped: it changes nothing but registry time.
+pub async fn run(raft: Raft<TypeConfig>, view: StateView, stop: CancellationToken) {
+    stop.run_until_cancelled(tick(raft, view)).await;
+}
+
+/// The ticking loop; ends when Raft stops.
+async fn tick(raft: Raft<TypeConfig>, view: StateView) {
     let mut interval = tokio::time::interval(TICK_INTERVAL / 3);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = interval.tick() => {}
-        }
+        interval.tick().await;
         let metrics = raft.metrics().borrow().clone();
         if metrics.running_state.is_err() {
             return;

@@ -58,6 +58,21 @@ pub enum StoreError {
     /// A thread of the store could not be started.
     #[error("starting a thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// A thread of the store did not stop within the time it was given (a write or a flush
+    /// that does not return, see [`crate::disk`]); it is left running.
+    #[error("the {thread} thread did not stop within {waited:?}")]
+    NotStopped {
+        /// The thread's name.
+        thread: &'static str,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
+    /// A thread of the store ended without finishing its work (it panicked).
+    #[error("the {thread} thread ended without finishing its work")]
+    ThreadEnded {
+        /// The thread's name.
+        thread: &'static str,
+    },
     /// A file of the store (the snapshot file) could not be read or written.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -145,12 +160,3 @@ impl StoreError {
 
 /// `ENOSPC` on every Unix the project runs on.
 const ENOSPC: i32 = 28;
-
-impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
-    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
-        match e {
-            sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-        }
-    }
-}

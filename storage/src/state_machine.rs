@@ -3,8 +3,9 @@
 //! An apply changes the table in memory ([`StateView`]) and notes which records changed; it
 //! writes nothing to disk. The changed records and the applied log id are written together, in
 //! one atomic sled batch, by [`StateMachineStore::persist`]: every [`PERSIST_INTERVAL`] from
-//! a background thread, before the log is purged, and on shutdown. A service that
-//! heartbeats many times between two persists is written once. The disk therefore always
+//! a background thread, before the log is purged, and on shutdown (a last one as the thread
+//! is stopped, [`StateMachineStore::stop_persister`]). A service that heartbeats many times
+//! between two persists is written once. The disk therefore always
 //! holds the table exactly as of the log id stored with it, possibly behind memory; after a
 //! crash openraft applies the log again from there, each entry once. Nothing acknowledged
 //! depends on it: acknowledged entries are in the flushed log, and the log is purged only
@@ -22,7 +23,7 @@
 use std::collections::HashSet;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -32,6 +33,7 @@ use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::identity::StoreIdentity;
 use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
+use crate::persister::{Persist, Persister, PersisterWatch};
 use crate::sm_disk;
 use crate::snapshot::{self, decode_state, encode_state};
 use crate::snapshot_file::SnapshotFile;
@@ -77,6 +79,10 @@ struct Inner {
     snapshot_writes: Mutex<()>,
     /// A damaged snapshot file was moved aside: the next one asked for is built fresh.
     needs_fresh: std::sync::atomic::AtomicBool,
+    /// The background persist thread, until it is stopped.
+    persister: Mutex<Option<Persister>>,
+    /// A watch on that thread, kept after it is stopped.
+    persister_watch: Mutex<PersisterWatch>,
 }
 
 impl StateMachineStore {
@@ -151,12 +157,46 @@ impl StateMachineStore {
                 snapshot_last: Mutex::new(snapshot_last),
                 snapshot_writes: Mutex::new(()),
                 needs_fresh: std::sync::atomic::AtomicBool::new(needs_fresh),
+                persister: Mutex::new(None),
+                persister_watch: Mutex::new(PersisterWatch::default()),
             }),
         };
         if let Some(every) = persist_interval {
-            spawn_persister(Arc::downgrade(&store.inner), every);
+            match Persister::spawn(Arc::downgrade(&store.inner), every) {
+                Ok(persister) => {
+                    *lock(&store.inner.persister_watch) = persister.watch();
+                    *lock(&store.inner.persister) = Some(persister);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "no background persist thread: the state machine is written on purge and \
+                     shutdown only"
+                ),
+            }
         }
         Ok(store)
+    }
+
+    /// Stops the background persist thread: it writes the records changed since its last
+    /// persist, flushes the database and ends, and this waits up to `within` for it (then
+    /// joins it). From then on the records are written only before a purge and by
+    /// [`LogStore::flush`](crate::LogStore::flush). Without a thread (none was started, or it
+    /// was stopped already) the records are persisted and flushed here.
+    pub async fn stop_persister(&self, within: Duration) -> Result<(), StoreError> {
+        let persister = lock(&self.inner.persister).take();
+        match persister {
+            Some(persister) => persister.stop(within).await,
+            None => {
+                self.persist()?;
+                self.inner.disk.flush().await
+            }
+        }
+    }
+
+    /// A watch on the background persist thread, which holds nothing of the store: it still
+    /// answers after the store is closed.
+    pub fn persister_watch(&self) -> PersisterWatch {
+        lock(&self.inner.persister_watch).clone()
     }
 
     /// A read handle on the in-memory services table, for the API.
@@ -433,21 +473,16 @@ fn persist(inner: &Inner) -> Result<(), StoreError> {
     written
 }
 
-/// Persists `inner` every `every` until the store is dropped; a failure is logged and kept
-/// for the next apply to report.
-fn spawn_persister(inner: Weak<Inner>, every: Duration) {
-    let run = move || loop {
-        std::thread::sleep(every);
-        let Some(inner) = inner.upgrade() else { return };
-        if let Err(e) = persist(&inner) {
+impl Persist for Inner {
+    fn persist_now(&self) {
+        if let Err(e) = persist(self) {
             tracing::error!(error = %e, "writing the state machine to disk failed");
-            *lock(&inner.failed) = Some(Arc::new(e));
+            *lock(&self.failed) = Some(Arc::new(e));
         }
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("sm-persist".into())
-        .spawn(run)
-    {
-        tracing::warn!(error = %e, "no background persist thread: the state machine is written on purge and shutdown only");
+    }
+
+    fn persist_last(&self) -> Result<(), StoreError> {
+        persist(self)?;
+        self.disk.flush_blocking()
     }
 }

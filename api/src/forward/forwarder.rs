@@ -11,12 +11,18 @@
 //!
 //! Every heartbeat was validated on the follower before it was queued, so the leader cannot
 //! refuse one heartbeat for another's fault.
+//!
+//! It stops with the node's write path (its cancellation token): requests still queued are
+//! answered at once with [`RelayError::Connect`] (nothing was sent for them), and the batches
+//! on the way are waited for.
 
 use bytes::Bytes;
 use registry_storage::{NodeId, RegistryNode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use warp::http::{Method, StatusCode};
 
 use crate::group_commit::{group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS};
@@ -48,6 +54,12 @@ impl Join for Pending {
     fn joins(&self, first: &Self) -> bool {
         self.leader == first.leader
     }
+
+    fn refuse(self) {
+        let _ = self.reply.send(Err(RelayError::Connect(
+            "this node is shutting down: the request was not forwarded".into(),
+        )));
+    }
 }
 
 /// Handle to the forwarding task. Cloning shares it.
@@ -57,15 +69,19 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts the forwarding task, sending as `peer`; it ends when every handle is dropped.
-    pub fn spawn(peer: Peer) -> Self {
+    /// Starts the forwarding task, sending as `peer`; it ends when `stop` is cancelled (or
+    /// every handle is dropped) and the batches on the way are answered. Returns the handle
+    /// and the task.
+    pub fn spawn(peer: Peer, stop: CancellationToken) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let limits = Limits {
             max_size: FORWARD_MAX_HEARTBEATS,
             max_in_flight: FORWARDS_IN_FLIGHT,
         };
-        tokio::spawn(group(rx, limits, move |batch| send(peer.clone(), batch)));
-        Self { tx }
+        let task = tokio::spawn(group(rx, limits, stop, move |batch| {
+            send(peer.clone(), batch)
+        }));
+        (Self { tx }, task)
     }
 
     /// Forwards `body` (holding `count` validated heartbeats) to the leader `to`, with

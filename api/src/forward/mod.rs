@@ -63,9 +63,8 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
-    /// Forwards as `peer`.
-    pub fn new(shared: Arc<Shared>, peer: Peer) -> Self {
-        let forwarder = Forwarder::spawn(peer.clone());
+    /// Forwards as `peer`, heartbeats through `forwarder`.
+    pub fn new(shared: Arc<Shared>, peer: Peer, forwarder: Forwarder) -> Self {
         Self {
             shared,
             peer,

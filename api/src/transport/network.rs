@@ -22,6 +22,11 @@ use registry_storage::{NodeId, RegistryNode, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// The HTTP client for Raft RPCs could not be built (no TLS backend, a bad local address).
+#[derive(Debug, thiserror::Error)]
+#[error("building the HTTP client for Raft RPCs: {0}")]
+pub struct NetworkSetupError(#[from] reqwest::Error);
+
 /// Builds connections to peers; all share one connection pool.
 #[derive(Debug, Clone)]
 pub struct HttpNetwork {
@@ -40,7 +45,7 @@ impl HttpNetwork {
         local: Option<std::net::IpAddr>,
         secret: Option<String>,
         identity: PeerIdentity,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, NetworkSetupError> {
         let client = reqwest::Client::builder()
             .local_address(local)
             .pool_idle_timeout(Duration::from_secs(60))

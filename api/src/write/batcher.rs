@@ -7,13 +7,20 @@
 //! entry. Every request is answered with its own slice of the entry's records after the
 //! entry commits, or with the entry's error (a follower's requests get `ForwardToLeader` and
 //! are forwarded one by one by the write path).
+//!
+//! The loop stops when its cancellation token is cancelled (the node's shutdown, once its
+//! HTTP server has stopped): requests still queued are answered at once with
+//! `Fatal::Stopped` (nothing of them was proposed), later ones are refused by the closed
+//! queue, and the proposals being committed are waited for, so every request gets an answer.
 
 use chrono::Utc;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::Raft;
 use prometheus_client::metrics::histogram::Histogram;
 use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, RegistryNode, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::group_commit::{group, Join, Limits, ENTRY_MAX_HEARTBEATS, PROPOSALS_IN_FLIGHT};
 
@@ -42,11 +49,16 @@ pub struct BatcherStopped;
 
 impl Batcher {
     /// Starts the batching task for `raft`, recording the heartbeats of each entry it
-    /// commits in `batch_sizes`; it ends when every handle is dropped.
-    pub fn spawn(raft: Raft<TypeConfig>, batch_sizes: Histogram) -> Self {
+    /// commits in `batch_sizes`; it ends when `stop` is cancelled (or every handle is
+    /// dropped) and the proposals it made are answered. Returns the handle and the task.
+    pub fn spawn(
+        raft: Raft<TypeConfig>,
+        batch_sizes: Histogram,
+        stop: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, rx, batch_sizes));
-        Self { tx }
+        let task = tokio::spawn(run(raft, rx, batch_sizes, stop));
+        (Self { tx }, task)
     }
 
     /// Proposes `beats` (with whatever else is queued) and waits for the entry's result:
@@ -68,14 +80,24 @@ impl Join for Pending {
     fn size(&self) -> usize {
         self.beats.len()
     }
+
+    fn refuse(self) {
+        // Nothing was proposed: the client may send it to another node.
+        let _ = self.reply.send(Err(RaftError::Fatal(Fatal::Stopped)));
+    }
 }
 
-async fn run(raft: Raft<TypeConfig>, rx: mpsc::Receiver<Pending>, batch_sizes: Histogram) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    rx: mpsc::Receiver<Pending>,
+    batch_sizes: Histogram,
+    stop: CancellationToken,
+) {
     let limits = Limits {
         max_size: ENTRY_MAX_HEARTBEATS,
         max_in_flight: PROPOSALS_IN_FLIGHT,
     };
-    group(rx, limits, |batch| {
+    group(rx, limits, stop, |batch| {
         propose(raft.clone(), batch, batch_sizes.clone())
     })
     .await;

@@ -54,9 +54,9 @@ pub struct WritePath {
 }
 
 impl WritePath {
-    /// Writes through `shared`'s Raft, reaching the leader by `forwarding`.
-    pub fn new(shared: Arc<Shared>, forwarding: Forwarding) -> Self {
-        let batcher = Batcher::spawn(shared.raft.clone(), shared.metrics.batch_sizes());
+    /// Writes through `shared`'s Raft, heartbeats through `batcher`, reaching the leader by
+    /// `forwarding`.
+    pub fn new(shared: Arc<Shared>, batcher: Batcher, forwarding: Forwarding) -> Self {
         Self {
             shared,
             batcher,

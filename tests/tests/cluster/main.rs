@@ -4,6 +4,7 @@
 mod cinderclient;
 mod t10_replication;
 mod t20_restart;
+mod t25_shutdown;
 mod t30_cinder_api;
 mod t40_registryctl;
 mod t41_reporter;
