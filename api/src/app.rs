@@ -22,6 +22,7 @@ use crate::replace::Replacements;
 use crate::shared::{Admission, ApiSettings, LeaderContact, RequestTasks, Shared};
 use crate::status::Status;
 use crate::transport::identity::PeerIdentity;
+use crate::transport::network::NetworkSetupError;
 use crate::transport::peer::Peer;
 use crate::transport::snapshot_receiver::SnapshotReceiver;
 use crate::write::batcher::Batcher;
@@ -63,7 +64,8 @@ struct Parts {
 
 impl RegistryApp {
     /// Wraps a node's parts and starts the tasks of its write path, which run until `stop`
-    /// is cancelled; requests it sends its peers leave from `local_ip`.
+    /// is cancelled; requests it sends its peers leave from `local_ip`. Fails when the HTTP
+    /// client for its peers cannot be built.
     pub fn new(
         id: NodeId,
         raft: Raft<TypeConfig>,
@@ -72,7 +74,7 @@ impl RegistryApp {
         auth: Auth,
         local_ip: Option<std::net::IpAddr>,
         stop: CancellationToken,
-    ) -> (Self, AppTasks) {
+    ) -> Result<(Self, AppTasks), NetworkSetupError> {
         let identity = PeerIdentity::new(id, store.identity.clone());
         let shared = Arc::new(Shared {
             id,
@@ -91,7 +93,7 @@ impl RegistryApp {
             .pool_max_idle_per_host(64)
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .map_err(NetworkSetupError::from)?;
         let peer = Peer::new(http, identity, auth.secret().map(str::to_string));
         let (forwarder, forwarder_task) = Forwarder::spawn(peer.clone(), stop.clone());
         let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone(), forwarder);
@@ -114,7 +116,7 @@ impl RegistryApp {
                 replacements: Replacements::default(),
             }),
         };
-        (app, tasks)
+        Ok((app, tasks))
     }
 
     /// What every path uses: the node's id, Raft handle, state, settings and metrics.

@@ -40,9 +40,9 @@ pub enum NodeError {
     /// The listener's local address could not be read.
     #[error("reading the listener's address: {0}")]
     Listener(#[source] std::io::Error),
-    /// The HTTP client that sends the Raft RPCs could not be built.
-    #[error("building the Raft RPC client: {0}")]
-    Network(#[source] registry_api::transport::network::NetworkSetupError),
+    /// An HTTP client for requests between nodes (Raft RPCs, forwarding) could not be built.
+    #[error(transparent)]
+    Network(registry_api::transport::network::NetworkSetupError),
     /// The storage could not be opened, persisted or flushed, or refused a restore (a damaged
     /// backup, a data directory that is not empty).
     #[error("storage: {0}")]

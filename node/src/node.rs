@@ -127,7 +127,8 @@ impl Node {
             auth,
             local_ip,
             stages.write_path(),
-        );
+        )
+        .map_err(NodeError::Network)?;
         let addr = listener.local_addr().map_err(NodeError::Listener)?;
         let server = tokio::spawn(registry_api::server::serve(
             app.clone(),

@@ -22,9 +22,10 @@ use registry_storage::{NodeId, RegistryNode, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// The HTTP client for Raft RPCs could not be built (no TLS backend, a bad local address).
+/// An HTTP client for requests between nodes (Raft RPCs, forwarded requests) could not be
+/// built (no TLS backend, a bad local address).
 #[derive(Debug, thiserror::Error)]
-#[error("building the HTTP client for Raft RPCs: {0}")]
+#[error("building the HTTP client for requests between nodes: {0}")]
 pub struct NetworkSetupError(#[from] reqwest::Error);
 
 /// Builds connections to peers; all share one connection pool.
