@@ -11,7 +11,7 @@
 pub mod listing;
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::ServerState;
@@ -32,6 +32,10 @@ pub const SERVED_BY_HEADER: &str = "x-registry-served-by";
 pub const CONSISTENCY_HEADER: &str = "x-registry-consistency";
 /// Header with the milliseconds since this node last heard from a leader (stale reads).
 pub const LEADER_CONTACT_HEADER: &str = "x-registry-last-leader-contact-ms";
+
+/// How long a leader waits before asking its quorum again to confirm a read index that one
+/// round of heartbeats did not confirm.
+const QUORUM_RETRY: Duration = Duration::from_millis(20);
 
 /// Where a read is served.
 pub enum ReadAt {
@@ -94,9 +98,19 @@ impl ReadPath {
                 }
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => f,
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
-                    return Err(ApiError::Unavailable(format!(
-                        "linearizable read refused: {q}; use ?consistency=stale"
-                    )))
+                    // One round of heartbeats did not reach a quorum in time (an AppendEntries
+                    // has `heartbeat_interval` to complete, fsync included, and a busy follower
+                    // can miss it). A leader that really lost its quorum is caught by
+                    // `check_quorum_contact` at the top of the loop; until then, and within
+                    // the read's deadline, it asks again.
+                    if Instant::now() + QUORUM_RETRY >= deadline {
+                        return Err(ApiError::Unavailable(format!(
+                            "linearizable read refused: {q}; use ?consistency=stale"
+                        )));
+                    }
+                    tracing::debug!(error = %q, "read index not confirmed by a quorum; asking again");
+                    tokio::time::sleep(QUORUM_RETRY).await;
+                    continue;
                 }
                 Ok(Err(RaftError::Fatal(f))) => {
                     return Err(ApiError::Unavailable(format!(
