@@ -287,13 +287,14 @@ impl StateMachineStore {
     /// (tens of megabytes to decode and write) left a log purged past both the records and
     /// the snapshot file, and the node could never start again. With it, the purge is covered
     /// by the file, and a start after such a crash loads it. `data` must be a whole snapshot
-    /// of this store's cluster (checked again here).
-    pub async fn stage_snapshot(&self, data: Vec<u8>) -> Result<(), StoreError> {
+    /// of this store's cluster (checked again here). Hands `data` back, for the install.
+    pub async fn stage_snapshot(&self, data: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let header = snapshot::check(&data)?.header;
             check_cluster(&inner, header.cluster_id, &header.snapshot_id)?;
-            write_snapshot_file(&inner, &data, header.last_log_id)
+            write_snapshot_file(&inner, &data, header.last_log_id)?;
+            Ok(data)
         })
         .await?
     }

@@ -125,12 +125,16 @@ impl SnapshotReceiver {
                 return Err(restart(&id, req.offset));
             }
         };
-        if let Err(e) = sm.stage_snapshot(data.clone()).await {
-            // It checked out, but this node cannot write its snapshot file (a full or failing
-            // disk, which its next log write will also meet): not installed; asked again.
-            tracing::error!(snapshot = %id, error = %e, "storing a received snapshot failed; not installing it");
-            return Err(restart(&id, req.offset));
-        }
+        let data = match sm.stage_snapshot(data).await {
+            Ok(data) => data,
+            Err(e) => {
+                // It checked out, but this node cannot write its snapshot file (a full or
+                // failing disk, which its next log write will also meet): not installed;
+                // asked again.
+                tracing::error!(snapshot = %id, error = %e, "storing a received snapshot failed; not installing it");
+                return Err(restart(&id, req.offset));
+            }
+        };
         tracing::info!(snapshot = %id, bytes = data.len(), "received a whole snapshot; installing it");
         let snapshot = Snapshot {
             meta: req.meta,
