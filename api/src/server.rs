@@ -6,14 +6,13 @@
 //!   routes and a forward to the leader carry it), echoed in the answer's `x-request-id`, and
 //!   recorded in a `tracing` span around the handler, so every log line of the request
 //!   names it;
-//! - bounds the public requests in flight to `max_concurrent_requests`: beyond it, a request
-//!   is answered 503 with `Retry-After: 1` at once, before its body is read (Raft RPCs and
-//!   `/health`, `/ready`, `/metrics` are never refused);
-//! - admits a request from another node (a Raft RPC, a join, a request forwarded to the
-//!   leader) only when its identity headers name this node's cluster, id and incarnation
-//!   ([`crate::transport::identity`]), before its body is read;
-//! - times the request into the latency histogram of its route template, and logs one line
+//! - times the request into the latency histogram of its route's template (each route names
+//!   itself, see [`crate::routes::route`]; `unmatched` when none did), and logs one line
 //!   for it: at `debug`, or at `trace` for the Raft RPCs, which arrive many times a second.
+//!
+//! Admission under the bound on concurrent requests and the credentials of clients and
+//! peers are checked by each route's gate, before it reads the body
+//! ([`crate::routes::route`]).
 //!
 //! warp 0.4 has no hook that wraps a handler's future (its `trace` filter logs every request
 //! at `info` and every 503 at `error`), so this layer is a tower `Service` around
@@ -25,7 +24,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,17 +32,18 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tower_service::Service;
 use tracing::Instrument;
-use warp::http::{HeaderMap, HeaderValue, Method, Request};
+use warp::http::{HeaderValue, Method, Request};
 use warp::reply::Response;
 
 use crate::app::RegistryApp;
 use crate::request_id::{request_id_of, REQUEST_ID, REQUEST_ID_HEADER};
-use crate::routes::{classify, RouteKind};
-use crate::transport::peer::FORWARDED_HEADER;
+use crate::routes::route::{Matched, RouteKind};
+
+/// The template of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
 
 /// The method as a metric label (other methods share one label, so clients cannot grow the
 /// label set).
@@ -126,19 +125,6 @@ pub async fn serve(
     connections.shutdown().await;
 }
 
-/// A request's admission (its permit under the bound on concurrent requests), in the
-/// request's extensions. It is released when the answer's headers are ready, unless the
-/// route took it to keep while it writes a streamed body (a long list).
-#[derive(Debug, Clone)]
-pub struct Admission(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
-
-impl Admission {
-    /// The permit, if the request holds one and no one took it yet.
-    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-}
-
 /// The layer in front of the routes (see the module's documentation).
 #[derive(Clone)]
 struct Observed<S> {
@@ -164,72 +150,41 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let route = classify(req.uri().path());
         let method = method_label(req.method());
         let id = request_id_of(req.headers());
         let header = HeaderValue::from_str(&id).ok();
         if let Some(v) = &header {
             req.headers_mut().insert(REQUEST_ID_HEADER, v.clone());
         }
+        // The route that matches names itself in the span and in `matched`.
         let span = tracing::info_span!(
             "request",
             node = self.app.shared().id,
             request_id = %id,
             method = %method,
-            route = %route.template,
+            route = tracing::field::Empty,
         );
+        let matched = Matched::default();
+        req.extensions_mut().insert(matched.clone());
         let app = self.app.clone();
-        let permit = match route.kind {
-            RouteKind::Public => match app.shared().admission.try_admit() {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    app.shared().metrics.overloaded();
-                    let mut resp = e.into_reply();
-                    let status = resp.status().as_u16();
-                    span.in_scope(|| tracing::debug!(status, "refused: too many requests"));
-                    app.shared().metrics.observe_request(
-                        method,
-                        route.template,
-                        status,
-                        start.elapsed(),
-                    );
-                    if let Some(v) = header {
-                        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
-                    }
-                    return Box::pin(async move { Ok(resp) });
-                }
-            },
-            RouteKind::Probe | RouteKind::RaftRpc => None,
-        };
-        let admission = Admission(Arc::new(Mutex::new(permit)));
-        req.extensions_mut().insert(admission.clone());
-        let from_peer =
-            peer_check(route.template, req.headers()).map(|check| (check, req.headers().clone()));
         let mut inner = self.inner.clone();
         let served = async move {
-            let admitted = match from_peer {
-                Some((check, headers)) => admit_peer(&app, check, &headers).await,
-                None => Ok(()),
-            };
-            let handled = match admitted {
-                Ok(()) => inner.call(req).await,
-                Err(e) => Ok(e.into_reply()),
-            };
-            let mut resp = match handled {
+            let mut resp = match inner.call(req).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
-            drop(admission.take());
+            let route = matched.route();
+            let template = route.map_or(UNMATCHED, |r| r.template);
             let elapsed = start.elapsed();
             let status = resp.status().as_u16();
             app.shared()
                 .metrics
-                .observe_request(method, route.template, status, elapsed);
+                .observe_request(method, template, status, elapsed);
             let latency_ms = elapsed.as_secs_f64() * 1000.0;
-            if route.kind == RouteKind::RaftRpc {
+            if route.is_some_and(|r| r.kind == RouteKind::RaftRpc) {
                 tracing::trace!(status, latency_ms, "served");
             } else {
-                tracing::debug!(status, latency_ms, "served");
+                tracing::debug!(status, latency_ms, route = template, "served");
             }
             if let Some(v) = header {
                 resp.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -237,49 +192,5 @@ where
             Ok(resp)
         };
         Box::pin(REQUEST_ID.scope(id, served.instrument(span)))
-    }
-}
-
-/// What a request from another node must show before it is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PeerCheck {
-    /// The cluster secret (a peer asking who this node is).
-    Secret,
-    /// The cluster secret, then the identity headers ([`crate::transport::identity`]); `joining` for a
-    /// sender that has no cluster yet.
-    Identity {
-        /// Admit a sender without a cluster.
-        joining: bool,
-    },
-}
-
-/// What a request must show as coming from another node: the Raft RPCs, joins and requests
-/// forwarded by a peer show the secret and their identity, `/raft/identity` the secret;
-/// `None` for a client's request.
-fn peer_check(template: &str, headers: &HeaderMap) -> Option<PeerCheck> {
-    match template {
-        "/raft/append" | "/raft/vote" | "/raft/snapshot" => {
-            Some(PeerCheck::Identity { joining: false })
-        }
-        "/raft/join" => Some(PeerCheck::Identity { joining: true }),
-        "/raft/identity" => Some(PeerCheck::Secret),
-        _ if headers.contains_key(FORWARDED_HEADER) => Some(PeerCheck::Identity { joining: false }),
-        _ => None,
-    }
-}
-
-/// Checks a request from another node: the secret first (401, saying nothing of this node
-/// to a stranger), then its identity (421).
-async fn admit_peer(
-    app: &RegistryApp,
-    check: PeerCheck,
-    headers: &HeaderMap,
-) -> Result<(), crate::error::ApiError> {
-    app.authorize_peer(headers).inspect_err(|e| {
-        tracing::warn!(error = %e, "refused a request between nodes without the cluster secret");
-    })?;
-    match check {
-        PeerCheck::Secret => Ok(()),
-        PeerCheck::Identity { joining } => app.shared().identity.admit(headers, joining).await,
     }
 }

@@ -7,6 +7,7 @@
 //! every other code (406, 500).
 
 use serde_json::json;
+use warp::http::header::{ALLOW, RETRY_AFTER};
 use warp::http::{HeaderValue, Method, StatusCode};
 use warp::Reply;
 
@@ -55,6 +56,10 @@ pub enum CinderError {
     /// No leader or no quorum; retrying later may succeed (503 `serviceUnavailable`).
     #[error("{0}")]
     Unavailable(String),
+    /// The node serves its maximum of concurrent requests (503 `serviceUnavailable` with
+    /// `Retry-After: 1`).
+    #[error("{0}")]
+    Overloaded(String),
     /// A bug or a broken invariant (500 `computeFault`).
     #[error("{0}")]
     Internal(String),
@@ -73,7 +78,9 @@ impl CinderError {
             CinderError::Conflict(_) => StatusCode::CONFLICT,
             CinderError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             CinderError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            CinderError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CinderError::Unavailable(_) | CinderError::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             CinderError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,8 +105,8 @@ impl CinderError {
         }
     }
 
-    /// The fault as a response: status, fault document, and `Allow` for a 405. Request-id
-    /// and version headers are added by the route.
+    /// The fault as a response: status, fault document, `Allow` for a 405 and
+    /// `Retry-After` for an overload. Request-id and version headers are added by the route.
     pub fn into_response(self) -> warp::reply::Response {
         let status = self.status();
         let body = json!({
@@ -108,14 +115,15 @@ impl CinderError {
                 "message": self.to_string(),
             }
         });
-        let allow = match &self {
-            CinderError::MethodNotAllowed { allow, .. } => Some(*allow),
+        let extra = match &self {
+            CinderError::MethodNotAllowed { allow, .. } => Some((ALLOW, *allow)),
+            CinderError::Overloaded(_) => Some((RETRY_AFTER, "1")),
             _ => None,
         };
         let mut resp = warp::reply::with_status(warp::reply::json(&body), status).into_response();
-        if let Some(allow) = allow {
+        if let Some((name, value)) = extra {
             resp.headers_mut()
-                .insert("allow", HeaderValue::from_static(allow));
+                .insert(name, HeaderValue::from_static(value));
         }
         resp
     }
@@ -130,7 +138,8 @@ impl From<ApiError> for CinderError {
             ApiError::NotFound(m) => CinderError::NotFound(m),
             ApiError::Conflict(m) | ApiError::WrongPeer(m) => CinderError::Conflict(m),
             ApiError::PayloadTooLarge { limit } => CinderError::PayloadTooLarge { limit },
-            ApiError::Unavailable(m) | ApiError::Overloaded(m) => CinderError::Unavailable(m),
+            ApiError::Unavailable(m) => CinderError::Unavailable(m),
+            ApiError::Overloaded(m) => CinderError::Overloaded(m),
             ApiError::Internal(m) => CinderError::Internal(m),
         }
     }

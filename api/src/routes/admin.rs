@@ -1,16 +1,19 @@
 //! Administrative actions: `PUT /v1/services/{action}`.
 
 use bytes::Bytes;
-use warp::http::{HeaderMap, Method};
+use warp::http::Method;
 use warp::{Filter, Rejection};
 
+use super::body::{self, GatedBody};
+use super::route::{name, Access, Route};
 use super::{with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::forward::FORWARDED_HEADER;
 use crate::wire::{action_command, ServiceAction, ServiceActionIn};
 use crate::write::Written;
+
+const ACTION: Route = Route::public("/v1/services/{action}", Access::Client(Role::Admin));
 
 /// `PUT /v1/services/{disable|enable|force-down|clear-force-down|remove|freeze|thaw}` with
 /// body `{"host", "binary"?, "reason"?}`; answers the changed records, or 404 when the
@@ -19,29 +22,19 @@ pub(super) fn routes(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "services" / String)
+        .and(name(&ACTION))
         .and(warp::put())
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(warp::header::optional::<String>(FORWARDED_HEADER))
-        .and(warp::header::headers_cloned())
-        .and(warp::body::bytes())
+        .and(body::gated(&app, &ACTION, MAX_BODY_BYTES))
         .and(with_app(app))
-        .then(put_action)
-}
-
-async fn put_action(
-    segment: String,
-    forwarded: Option<String>,
-    headers: HeaderMap,
-    body: Bytes,
-    app: RegistryApp,
-) -> warp::reply::Response {
-    if let Err(e) = app.authorize(&headers, Role::Admin) {
-        return e.into_reply();
-    }
-    match act(&segment, forwarded.is_some(), body, &app).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_reply(),
-    }
+        .then(
+            |segment: String, gated: GatedBody, app: RegistryApp| async move {
+                let res = match gated {
+                    Ok((pass, body)) => act(&segment, pass.forwarded(), body, &app).await,
+                    Err(e) => Err(e),
+                };
+                res.unwrap_or_else(ApiError::into_reply)
+            },
+        )
 }
 
 async fn act(

@@ -8,39 +8,37 @@
 //! Every answer carries `x-openstack-request-id: req-<uuid>`, errors also
 //! `x-compute-request-id`, and every answer under `/v3` after a successful microversion
 //! negotiation `OpenStack-API-Version: volume 3.N` and `Vary: OpenStack-API-Version`. Every
-//! error, warp's included, is a Cinder fault document. `X-Auth-Token` is accepted and ignored
-//! (noauth). Any project segment routes: clients send `admin` as well as hex ids.
+//! error is a Cinder fault document, a refusal by the route's gate included (a missing token,
+//! an overloaded node). Any project segment routes: clients send `admin` as well as hex ids.
 //!
-//! Reads and writes go through the registry's own paths ([`RegistryApp::read_at`],
-//! [`RegistryApp::write`]); when the leader must serve them, the *native* request
+//! Reads and writes go through the registry's own paths ([`crate::read`],
+//! [`crate::write`]); when the leader must serve them, the *native* request
 //! (`GET /v1/services`, `PUT /v1/services/{action}`) is forwarded and the leader's native
 //! answer rendered here, so a follower answers exactly as the leader would.
 
-use crate::auth::Role;
 use std::future::poll_fn;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
-use warp::http::header::{CONTENT_LENGTH, HOST, VARY};
+use futures::Stream;
+use warp::http::header::{HOST, VARY};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::hyper::body::Body as _;
-use warp::path::Tail;
 use warp::{Filter, Rejection, Reply};
 
-use super::{raw_query, with_app, MAX_BODY_BYTES};
+use super::route::{gate, name, Access, Gate, Pass, Route};
+use super::{body, raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
+use crate::auth::Role;
 use crate::cinder::actions::{ActionRequest, CinderAction};
 use crate::cinder::microversion::{self, ApiVersion};
 use crate::cinder::query::ListQuery;
 use crate::cinder::versions::versions_doc;
 use crate::cinder::view::{listing_response, services_response};
 use crate::cinder::CinderError;
-use crate::error::ErrorBody;
-use crate::forward::FORWARDED_HEADER;
+use crate::error::{ApiError, ErrorBody};
 use crate::read::ReadAt;
 use crate::request_id::{is_request_id, new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
-use crate::server::Admission;
 use crate::transport::peer::registry_headers;
 use crate::wire::{action_command, ServicesOut, ServicesQuery};
 use crate::write::Written;
@@ -50,11 +48,47 @@ const RESOURCE: &str = "os-services";
 /// Largest native answer read back from the leader (a list of many thousand services).
 const MAX_FORWARDED_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
-/// `GET /` and everything under `/v3`.
+const ROOT: Route = Route::public("/", Access::Open);
+const VERSIONS: Route = Route::public("/v3/", Access::Open);
+const LIST: Route = Route::public("/v3/os-services", Access::Client(Role::Reader));
+const PROJECT_LIST: Route =
+    Route::public("/v3/{project_id}/os-services", Access::Client(Role::Reader));
+const ACTION: Route = Route::public("/v3/os-services/{action}", Access::Client(Role::Admin));
+const PROJECT_ACTION: Route = Route::public(
+    "/v3/{project_id}/os-services/{action}",
+    Access::Client(Role::Admin),
+);
+const UNKNOWN: Route = Route::public("/v3/{unknown}", Access::Open);
+
+/// `GET /` and everything under `/v3`. Any project segment routes (clients send `admin` as
+/// well as hex ids); a path that is `os-services` both ways is the list.
 pub(super) fn routes(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    root().or(v3(app)).unify()
+    let versions = warp::path("v3")
+        .and(warp::path::end())
+        .map(|| Resource::Versions);
+    let list = warp::path!("v3" / "os-services").map(|| Resource::List);
+    let project_list = warp::path!("v3" / String / "os-services").map(|_| Resource::List);
+    let action = warp::path!("v3" / "os-services" / String).map(Resource::Action);
+    let project_action =
+        warp::path!("v3" / String / "os-services" / String).map(|_, a| Resource::Action(a));
+    let unknown = warp::path("v3")
+        .and(warp::path::tail())
+        .map(|tail: warp::path::Tail| Resource::Unknown(tail.as_str().to_string()));
+    root(app.clone())
+        .or(v3(&app, &VERSIONS, versions))
+        .unify()
+        .or(v3(&app, &LIST, list))
+        .unify()
+        .or(v3(&app, &PROJECT_LIST, project_list))
+        .unify()
+        .or(v3(&app, &ACTION, action))
+        .unify()
+        .or(v3(&app, &PROJECT_ACTION, project_action))
+        .unify()
+        .or(v3(&app, &UNKNOWN, unknown))
+        .unify()
 }
 
 /// The request's id ([`crate::server`] sets `x-request-id` on every request) when it has
@@ -69,46 +103,66 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// `GET /`: 300 Multiple Choices with the versions document; other methods 405.
-fn root() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+fn root(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path::end()
+        .and(name(&ROOT))
+        .and(gate(&app, &ROOT))
         .and(warp::method())
         .and(warp::header::headers_cloned())
-        .map(|method: Method, headers: HeaderMap| {
+        .map(|gate: Gate, method: Method, headers: HeaderMap| {
             let rid = request_id(&headers);
-            let resp = if method == Method::GET {
-                let doc = versions_doc(host_of(&headers));
-                warp::reply::with_status(warp::reply::json(&doc), StatusCode::MULTIPLE_CHOICES)
-                    .into_response()
-            } else {
-                method_not_allowed(method, "/", "GET").into_response()
+            let resp = match gate {
+                Err(e) => CinderError::from(e).into_response(),
+                Ok(_) if method == Method::GET => {
+                    let doc = versions_doc(host_of(&headers));
+                    warp::reply::with_status(warp::reply::json(&doc), StatusCode::MULTIPLE_CHOICES)
+                        .into_response()
+                }
+                Ok(_) => method_not_allowed(method, "/", "GET").into_response(),
             };
             stamp(resp, &rid, None)
         })
 }
 
-/// `/v3` and everything under it.
+/// What a path under `/v3` names.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    /// `/v3`, `/v3/`: the versions document.
+    Versions,
+    /// `[/{project_id}]/os-services`: the list.
+    List,
+    /// `[/{project_id}]/os-services/{action}`.
+    Action(String),
+    /// Anything else: the path after `/v3/`.
+    Unknown(String),
+}
+
+/// The route `route` under `/v3`, on the paths `path` matches.
 fn v3(
-    app: RegistryApp,
+    app: &RegistryApp,
+    route: &'static Route,
+    path: impl Filter<Extract = (Resource,), Error = Rejection> + Clone,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path("v3")
-        .and(warp::path::tail())
+    path.and(name(route))
+        .and(gate(app, route))
         .and(warp::method())
         .and(raw_query())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .and(warp::ext::optional::<Admission>())
-        .and(with_app(app))
+        .and(with_app(app.clone()))
         .then(handle_v3)
 }
 
 /// Negotiates the microversion, serves the request, and stamps the answer's headers.
 async fn handle_v3<S, B>(
-    tail: Tail,
+    resource: Resource,
+    gate: Gate,
     method: Method,
     raw_query: String,
     headers: HeaderMap,
     body: S,
-    admission: Option<Admission>,
     app: RegistryApp,
 ) -> warp::reply::Response
 where
@@ -120,15 +174,17 @@ where
         Ok(v) => v,
         Err(fault) => return stamp(fault.into_response(), &rid, None),
     };
-    let request = Request {
-        method,
-        version,
-        raw_query,
-        headers,
-        admission,
-        app,
+    let served = async {
+        let request = Request {
+            method,
+            version,
+            raw_query,
+            pass: gate?,
+            app,
+        };
+        request.serve(resource, body).await
     };
-    let resp = match request.serve(tail.as_str(), body).await {
+    let resp = match served.await {
         Ok(resp) => resp,
         Err(fault) => {
             if let CinderError::Internal(_) = fault {
@@ -142,66 +198,44 @@ where
     stamp(resp, &rid, Some(version))
 }
 
-/// What a path under `/v3` names.
-#[derive(Debug, PartialEq, Eq)]
-enum Target<'a> {
-    /// `/v3`, `/v3/`: the versions document.
-    Versions,
-    /// `[/{project_id}]/os-services`: the list.
-    List,
-    /// `[/{project_id}]/os-services/{action}`.
-    Action(&'a str),
-    /// Anything else.
-    Unknown,
-}
-
-impl<'a> Target<'a> {
-    /// Reads the path after `/v3` (empty segments are skipped).
-    fn of(tail: &'a str) -> Self {
-        let segments: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
-        match segments.as_slice() {
-            [] => Target::Versions,
-            [RESOURCE] | [_, RESOURCE] => Target::List,
-            [RESOURCE, action] | [_, RESOURCE, action] => Target::Action(action),
-            _ => Target::Unknown,
-        }
-    }
-}
-
-/// A request under `/v3` whose microversion was negotiated.
+/// A request under `/v3` whose microversion was negotiated and whose gate passed.
 struct Request {
     method: Method,
     version: ApiVersion,
     raw_query: String,
-    headers: HeaderMap,
-    /// The request's admission, which a streamed list keeps until written.
-    admission: Option<Admission>,
+    pass: Pass,
     app: RegistryApp,
 }
 
 impl Request {
-    async fn serve<S, B>(&self, tail: &str, body: S) -> Result<warp::reply::Response, CinderError>
+    async fn serve<S, B>(
+        self,
+        resource: Resource,
+        body: S,
+    ) -> Result<warp::reply::Response, CinderError>
     where
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf + Send,
     {
-        match Target::of(tail) {
-            Target::Versions => {
+        match resource {
+            Resource::Versions => {
                 self.allow(Method::GET, "/v3/", "GET")?;
-                let doc = versions_doc(host_of(&self.headers));
+                let doc = versions_doc(host_of(&self.pass.headers));
                 Ok(warp::reply::json(&doc).into_response())
             }
-            Target::List => {
+            Resource::List => {
                 self.allow(Method::GET, RESOURCE, "GET")?;
                 self.list().await
             }
-            Target::Action(segment) => {
-                let action = CinderAction::parse(segment)?;
+            Resource::Action(segment) => {
+                let action = CinderAction::parse(&segment)?;
                 self.allow(Method::PUT, &format!("{RESOURCE}/{segment}"), "PUT")?;
-                let body = read_body(&self.headers, body).await?;
+                let body = body::read(&self.pass.headers, body, MAX_BODY_BYTES)
+                    .await
+                    .map_err(ApiError::from)?;
                 self.act(action, body).await
             }
-            Target::Unknown => Err(CinderError::NotFound(format!(
+            Resource::Unknown(tail) => Err(CinderError::NotFound(format!(
                 "The resource could not be found: /v3/{} (only {RESOURCE} is served).",
                 tail.trim_start_matches('/')
             ))),
@@ -222,30 +256,21 @@ impl Request {
         }
     }
 
-    fn forwarded(&self) -> bool {
-        self.headers.contains_key(FORWARDED_HEADER)
-    }
-
     /// `GET os-services`: the services, read at the requested consistency.
-    async fn list(&self) -> Result<warp::reply::Response, CinderError> {
-        self.app.authorize(&self.headers, Role::Reader)?;
+    async fn list(self) -> Result<warp::reply::Response, CinderError> {
         let query = ListQuery::parse(&self.raw_query)?;
         let native = query.native();
         let forward_path = native_list_path(&native)?;
-        let permit = self.admission.as_ref().and_then(Admission::take);
-        let (mut resp, freshness) = match self
-            .app
-            .read()
-            .at(&native, &forward_path, self.forwarded())
-            .await?
-        {
+        let forwarded = self.pass.forwarded();
+        let read = self.app.read();
+        let (mut resp, freshness) = match read.at(&native, &forward_path, forwarded).await? {
             ReadAt::Here => {
-                let listing = self.app.read().services(&native);
-                let fresh = self
-                    .app
-                    .read()
-                    .freshness_headers(listing.applied, query.consistency.as_str());
-                (listing_response(listing, self.version, permit), fresh)
+                let listing = read.services(&native);
+                let fresh = read.freshness_headers(listing.applied, query.consistency.as_str());
+                (
+                    listing_response(listing, self.version, self.pass.permit),
+                    fresh,
+                )
             }
             ReadAt::Forwarded(resp) => {
                 let answer = NativeAnswer::read(resp).await?.success()?;
@@ -253,7 +278,7 @@ impl Request {
                     CinderError::Internal(format!("the leader's service list is unreadable: {e}"))
                 })?;
                 (
-                    services_response(out.services, self.version, permit),
+                    services_response(out.services, self.version, self.pass.permit),
                     answer.registry_headers,
                 )
             }
@@ -268,7 +293,6 @@ impl Request {
         action: CinderAction,
         body: Bytes,
     ) -> Result<warp::reply::Response, CinderError> {
-        self.app.authorize(&self.headers, Role::Admin)?;
         let request = ActionRequest::parse(action, &body)?;
         let cmd = action_command(request.native, &request.body)?;
         let native_body = serde_json::to_vec(&request.body).map_err(|e| {
@@ -282,7 +306,7 @@ impl Request {
                 cmd,
                 (Method::PUT, &path),
                 native_body.into(),
-                self.forwarded(),
+                self.pass.forwarded(),
             )
             .await?;
         match written {
@@ -365,43 +389,6 @@ impl NativeAnswer {
     }
 }
 
-/// Reads a request body of at most [`MAX_BODY_BYTES`], refusing a larger one by its
-/// `Content-Length` before reading or, for a chunked body, as soon as it grows past it.
-async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, CinderError>
-where
-    S: Stream<Item = Result<B, warp::Error>> + Send,
-    B: Buf + Send,
-{
-    let too_large = CinderError::PayloadTooLarge {
-        limit: MAX_BODY_BYTES,
-    };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(too_large);
-    }
-    let limit = usize::try_from(MAX_BODY_BYTES).unwrap_or(usize::MAX);
-    let mut body = pin!(body);
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| {
-            CinderError::BadRequest(format!("The request body could not be read: {e}."))
-        })?;
-        if buf.len() + chunk.remaining() > limit {
-            return Err(too_large);
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            let n = part.len();
-            buf.extend_from_slice(part);
-            chunk.advance(n);
-        }
-    }
-    Ok(buf.freeze())
-}
-
 /// The request's `Host` header, for the versions document's `self` link.
 fn host_of(headers: &HeaderMap) -> Option<&str> {
     headers.get(HOST).and_then(|h| h.to_str().ok())
@@ -436,26 +423,4 @@ fn stamp(
         headers.insert(VARY, HeaderValue::from_static("OpenStack-API-Version"));
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Paths with and without a project segment name the same resource.
-    #[test]
-    fn targets() {
-        assert_eq!(Target::of(""), Target::Versions);
-        assert_eq!(Target::of("/"), Target::Versions);
-        assert_eq!(Target::of("os-services"), Target::List);
-        assert_eq!(Target::of("admin/os-services"), Target::List);
-        assert_eq!(Target::of("0123abcd/os-services/"), Target::List);
-        assert_eq!(Target::of("os-services/enable"), Target::Action("enable"));
-        assert_eq!(
-            Target::of("admin/os-services/freeze"),
-            Target::Action("freeze")
-        );
-        assert_eq!(Target::of("volumes"), Target::Unknown);
-        assert_eq!(Target::of("admin/volumes/x"), Target::Unknown);
-    }
 }

@@ -8,20 +8,27 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use openraft::ChangeMembers;
 use registry_storage::{Incarnation, RegistryNode};
-use warp::http::{HeaderMap, Method};
+use warp::http::Method;
 use warp::{Filter, Rejection, Reply};
 
-use super::{with_app, MAX_BODY_BYTES};
+use super::body::{self, GatedBody};
+use super::route::{gate, name, Access, Gate, Route};
+use super::{raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::forward::FORWARDED_HEADER;
 use crate::read::ReadAt;
 use crate::wire::{check_field, AddLearnerIn, Consistency, PromoteIn, ServicesQuery};
 use crate::write::OnLeader;
 
 /// Content type of a backup (a snapshot blob, see `registry_storage::snapshot`).
 pub const BACKUP_CONTENT_TYPE: &str = "application/vnd.registry.snapshot";
+
+const LEARNERS: Route = Route::public("/v1/cluster/learners", Access::Client(Role::Admin));
+const VOTERS: Route = Route::public("/v1/cluster/voters", Access::Client(Role::Admin));
+const MEMBER: Route = Route::public("/v1/cluster/members/{id}", Access::Client(Role::Admin));
+const SNAPSHOT: Route = Route::public("/v1/cluster/snapshot", Access::Client(Role::Admin));
+const BACKUP: Route = Route::public("/v1/cluster/backup", Access::Client(Role::Admin));
 
 pub(super) fn routes(
     app: RegistryApp,
@@ -52,12 +59,14 @@ fn backup(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "cluster" / "backup")
+        .and(name(&BACKUP))
         .and(warp::get())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(forwarded(app.clone()))
+        .and(gate(&app, &BACKUP))
+        .and(raw_query())
         .and(with_app(app))
-        .then(|raw: String, fwd: bool, app: RegistryApp| async move {
+        .then(|gate: Gate, raw: String, app: RegistryApp| async move {
             let res = async {
+                let fwd = gate?.forwarded();
                 let q: BackupQuery = serde_urlencoded::from_str(&raw)
                     .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
                 let query = ServicesQuery {
@@ -91,10 +100,14 @@ fn snapshot(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "cluster" / "snapshot")
+        .and(name(&SNAPSHOT))
         .and(warp::post())
-        .and(forwarded(app.clone()))
+        .and(gate(&app, &SNAPSHOT))
         .and(with_app(app))
-        .then(|_: bool, app: RegistryApp| async move {
+        .then(|gate: Gate, app: RegistryApp| async move {
+            if let Err(e) = gate {
+                return e.into_reply();
+            }
             match app.shared().raft.trigger().snapshot().await {
                 Ok(()) => warp::reply::with_status(
                     warp::reply::json(&serde_json::json!({"snapshot": "building"})),
@@ -106,26 +119,16 @@ fn snapshot(
         })
 }
 
-/// Whether the request was forwarded by a peer; refuses (401/403) anyone but an admin.
-fn forwarded(app: RegistryApp) -> impl Filter<Extract = (bool,), Error = Rejection> + Clone {
-    warp::header::optional::<String>(FORWARDED_HEADER)
-        .and(warp::header::headers_cloned())
-        .and_then(move |h: Option<String>, headers: HeaderMap| {
-            let allowed = app.authorize(&headers, Role::Admin);
-            async move { allowed.map(|()| h.is_some()).map_err(warp::reject::custom) }
-        })
-}
-
-/// A `POST` on `path` by an admin, with a bounded body: extracts whether a peer forwarded
-/// it, the body, and the app.
+/// A `POST` on `path` (the path of `route`) by an admin, with a bounded body read once the
+/// gate passed: extracts the gate's decision with the body, and the app.
 fn admin_post(
     path: impl Filter<Extract = (), Error = Rejection> + Clone,
+    route: &'static Route,
     app: RegistryApp,
-) -> impl Filter<Extract = (bool, Bytes, RegistryApp), Error = Rejection> + Clone {
-    path.and(warp::post())
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(forwarded(app.clone()))
-        .and(warp::body::bytes())
+) -> impl Filter<Extract = (GatedBody, RegistryApp), Error = Rejection> + Clone {
+    path.and(name(route))
+        .and(warp::post())
+        .and(body::gated(&app, route, MAX_BODY_BYTES))
         .and(with_app(app))
 }
 
@@ -136,9 +139,11 @@ fn admin_post(
 fn add_learner(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    admin_post(warp::path!("v1" / "cluster" / "learners"), app).then(
-        |fwd: bool, body: Bytes, app: RegistryApp| async move {
+    admin_post(warp::path!("v1" / "cluster" / "learners"), &LEARNERS, app).then(
+        |gated: GatedBody, app: RegistryApp| async move {
             let res = async {
+                let (pass, body) = gated?;
+                let fwd = pass.forwarded();
                 let input: AddLearnerIn = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid learner: {e}")))?;
                 check_field("addr", &input.addr)?;
@@ -199,9 +204,11 @@ async fn incarnation_at(app: &RegistryApp, id: u64, addr: &str) -> Result<Incarn
 fn promote(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    admin_post(warp::path!("v1" / "cluster" / "voters"), app).then(
-        |fwd: bool, body: Bytes, app: RegistryApp| async move {
+    admin_post(warp::path!("v1" / "cluster" / "voters"), &VOTERS, app).then(
+        |gated: GatedBody, app: RegistryApp| async move {
             let res = async {
+                let (pass, body) = gated?;
+                let fwd = pass.forwarded();
                 let input: PromoteIn = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid voter: {e}")))?;
                 let known = app
@@ -242,11 +249,13 @@ fn remove(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "cluster" / "members" / u64)
+        .and(name(&MEMBER))
         .and(warp::delete())
-        .and(forwarded(app.clone()))
+        .and(gate(&app, &MEMBER))
         .and(with_app(app))
-        .then(|id: u64, fwd: bool, app: RegistryApp| async move {
+        .then(|id: u64, gate: Gate, app: RegistryApp| async move {
             let res = async {
+                let fwd = gate?.forwarded();
                 let cluster = app.status().cluster();
                 let Some(member) = cluster.members.iter().find(|m| m.id == id) else {
                     return Err(ApiError::NotFound(format!("node {id} is not a member")));

@@ -1,20 +1,38 @@
 //! The public API: heartbeats in, services and cluster state out; and the probes, `/health`
 //! (liveness), `/ready` (readiness) and `/metrics` (Prometheus).
 
-use bytes::Bytes;
 use warp::http::header::CONTENT_TYPE;
-use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::http::{HeaderValue, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use super::body::{self, GatedBody};
+use super::route::{gate, name, Access, Gate, Route, RouteKind};
 use super::{raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::forward::FORWARDED_HEADER;
 use crate::read::ReadAt;
-use crate::server::Admission;
 use crate::wire::{parse_heartbeats, ServicesQuery};
 use crate::write::Written;
+
+const HEARTBEATS: Route = Route::public("/v1/heartbeats", Access::Client(Role::Reporter));
+const SERVICES: Route = Route::public("/v1/services", Access::Client(Role::Reader));
+const CLUSTER: Route = Route::public("/v1/cluster", Access::Client(Role::Reader));
+const HEALTH: Route = Route {
+    template: "/health",
+    kind: RouteKind::Probe,
+    access: Access::Open,
+};
+const READY: Route = Route {
+    template: "/ready",
+    kind: RouteKind::Probe,
+    access: Access::Open,
+};
+const METRICS: Route = Route {
+    template: "/metrics",
+    kind: RouteKind::Probe,
+    access: Access::Client(Role::Reader),
+};
 
 pub(super) fn routes(
     app: RegistryApp,
@@ -37,38 +55,28 @@ fn heartbeats(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "heartbeats")
+        .and(name(&HEARTBEATS))
         .and(warp::post())
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(warp::header::optional::<String>(FORWARDED_HEADER))
-        .and(warp::header::headers_cloned())
-        .and(warp::body::bytes())
+        .and(body::gated(&app, &HEARTBEATS, MAX_BODY_BYTES))
         .and(with_app(app))
         .then(post_heartbeats)
 }
 
-async fn post_heartbeats(
-    forwarded: Option<String>,
-    headers: HeaderMap,
-    body: Bytes,
-    app: RegistryApp,
-) -> warp::reply::Response {
+async fn post_heartbeats(gated: GatedBody, app: RegistryApp) -> warp::reply::Response {
     let failed = |e: ApiError, n: usize| {
         app.shared().metrics.heartbeats_failed(e.kind(), n);
         e.into_reply()
     };
-    if let Err(e) = app.authorize(&headers, Role::Reporter) {
-        return failed(e, 1);
-    }
+    let (pass, body) = match gated {
+        Ok(g) => g,
+        Err(e) => return failed(e, 1),
+    };
     let beats = match parse_heartbeats(&body) {
         Ok(b) => b,
         Err(e) => return failed(e, 1),
     };
     let n = beats.len();
-    match app
-        .write()
-        .heartbeats(beats, body, forwarded.is_some())
-        .await
-    {
+    match app.write().heartbeats(beats, body, pass.forwarded()).await {
         Ok(Written::Here(records)) => {
             app.shared().metrics.heartbeats_accepted(n);
             app.write().written_response(&records)
@@ -90,37 +98,30 @@ fn services(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "services")
+        .and(name(&SERVICES))
         .and(warp::get())
+        .and(gate(&app, &SERVICES))
         .and(raw_query())
-        .and(warp::header::optional::<String>(FORWARDED_HEADER))
-        .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<Admission>())
         .and(with_app(app))
         .then(get_services)
 }
 
-async fn get_services(
-    raw: String,
-    forwarded: Option<String>,
-    headers: HeaderMap,
-    admission: Option<Admission>,
-    app: RegistryApp,
-) -> warp::reply::Response {
-    if let Err(e) = app.authorize(&headers, Role::Reader) {
-        return e.into_reply();
-    }
+async fn get_services(gate: Gate, raw: String, app: RegistryApp) -> warp::reply::Response {
+    let pass = match gate {
+        Ok(p) => p,
+        Err(e) => return e.into_reply(),
+    };
     let query: ServicesQuery = match parse_query(&raw) {
         Ok(q) => q,
         Err(e) => return e.into_reply(),
     };
     let path = format!("/v1/services?{raw}");
-    match app.read().at(&query, &path, forwarded.is_some()).await {
+    match app.read().at(&query, &path, pass.forwarded()).await {
         Ok(ReadAt::Here) => {
             let listing = app.read().services(&query);
             let applied = listing.applied;
             let consistency = query.consistency.unwrap_or_default().as_str();
-            let permit = admission.as_ref().and_then(Admission::take);
-            let mut resp = listing.native_response(permit);
+            let mut resp = listing.native_response(pass.permit);
             resp.headers_mut()
                 .extend(app.read().freshness_headers(applied, consistency));
             resp
@@ -141,15 +142,14 @@ fn cluster(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "cluster")
+        .and(name(&CLUSTER))
         .and(warp::get())
-        .and(warp::header::headers_cloned())
+        .and(gate(&app, &CLUSTER))
         .and(with_app(app))
-        .map(
-            |headers: HeaderMap, app: RegistryApp| match app.authorize(&headers, Role::Reader) {
-                Ok(()) => warp::reply::json(&app.status().cluster()).into_response(),
-                Err(e) => e.into_reply(),
-            },
-        )
+        .map(|gate: Gate, app: RegistryApp| match gate {
+            Ok(_) => warp::reply::json(&app.status().cluster()).into_response(),
+            Err(e) => e.into_reply(),
+        })
 }
 
 /// `GET /health`: 200 with the leader's id when this node is in a cluster with a known
@@ -158,6 +158,7 @@ fn health(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("health")
+        .and(name(&HEALTH))
         .and(warp::get())
         .and(with_app(app))
         .map(|app: RegistryApp| match app.status().healthy() {
@@ -182,6 +183,7 @@ fn ready(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("ready")
+        .and(name(&READY))
         .and(warp::get())
         .and(with_app(app))
         .then(|app: RegistryApp| async move {
@@ -199,11 +201,12 @@ fn metrics(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("metrics")
+        .and(name(&METRICS))
         .and(warp::get())
-        .and(warp::header::headers_cloned())
+        .and(gate(&app, &METRICS))
         .and(with_app(app))
-        .then(|headers: HeaderMap, app: RegistryApp| async move {
-            if let Err(e) = app.authorize(&headers, Role::Reader) {
+        .then(|gate: Gate, app: RegistryApp| async move {
+            if let Err(e) = gate {
                 return e.into_reply();
             }
             match crate::status::prometheus::render(app.status()).await {

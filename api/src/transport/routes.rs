@@ -17,82 +17,90 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use registry_storage::{NodeId, TypeConfig};
-use warp::http::{header, HeaderMap, HeaderValue};
+use warp::http::{header, HeaderValue};
 use warp::{Filter, Rejection, Reply};
 
 use crate::app::RegistryApp;
 use crate::error::ApiError;
+use crate::routes::body::{self, GatedBody};
+use crate::routes::route::{gate, name, Access, Gate, PeerCheck, Route, RouteKind};
+use crate::routes::with_app;
 use crate::transport::rpc::{self, path, MAX_RPC_BYTES};
 use crate::wire::JoinIn;
 
 /// Largest `POST /raft/join` body (a node id and an incarnation, in JSON).
 const MAX_JOIN_BYTES: u64 = 64 * 1024;
 
-fn with_app(
-    app: RegistryApp,
-) -> impl Filter<Extract = (RegistryApp,), Error = std::convert::Infallible> + Clone {
-    warp::any().map(move || app.clone())
+/// A route between nodes.
+const fn rpc_route(template: &'static str, check: PeerCheck) -> Route {
+    Route {
+        template,
+        kind: RouteKind::RaftRpc,
+        access: Access::Peer(check),
+    }
+}
+
+/// The identity of a member of the group, checked on every Raft RPC.
+const MEMBER: PeerCheck = PeerCheck::Identity { joining: false };
+const APPEND: Route = rpc_route("/raft/append", MEMBER);
+const VOTE: Route = rpc_route("/raft/vote", MEMBER);
+const SNAPSHOT: Route = rpc_route("/raft/snapshot", MEMBER);
+const IDENTITY: Route = rpc_route("/raft/identity", PeerCheck::Secret);
+const JOIN: Route = rpc_route("/raft/join", PeerCheck::Identity { joining: true });
+
+/// `/raft/NAME`, as the sender names it ([`rpc::path`]).
+fn rpc_path(name: &'static str) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::path("raft")
+        .and(warp::path(name))
+        .and(warp::path::end())
 }
 
 pub(crate) fn routes(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let peer = app.clone();
-    let secret = warp::header::headers_cloned()
-        .and_then(move |headers: HeaderMap| {
-            let allowed = peer.authorize_peer(&headers);
-            async move {
-                allowed.map_err(|e| {
-                    tracing::warn!(error = %e, "refused a request between nodes without the cluster secret");
-                    warp::reject::custom(e)
-                })
-            }
-        })
-        .untuple_one();
     let identity = warp::path!("raft" / "identity")
+        .and(name(&IDENTITY))
         .and(warp::get())
-        .and(secret.clone())
+        .and(gate(&app, &IDENTITY))
         .and(with_app(app.clone()))
-        .then(|app: RegistryApp| async move {
-            warp::reply::json(&app.status().identity_out().await).into_response()
+        .then(|gate: Gate, app: RegistryApp| async move {
+            match gate {
+                Ok(_) => warp::reply::json(&app.status().identity_out().await).into_response(),
+                Err(e) => e.into_reply(),
+            }
         });
     let join = warp::path!("raft" / "join")
+        .and(name(&JOIN))
         .and(warp::post())
-        .and(secret.clone())
-        .and(warp::body::content_length_limit(MAX_JOIN_BYTES))
-        .and(warp::body::bytes())
+        .and(body::gated(&app, &JOIN, MAX_JOIN_BYTES))
         .and(with_app(app.clone()))
-        .then(|body: Bytes, app: RegistryApp| async move {
-            let res = serde_json::from_slice::<JoinIn>(&body)
-                .map_err(|e| ApiError::BadRequest(format!("invalid join request: {e}")))
-                .and_then(|join| app.replacements().request(app.shared(), app.peer(), join));
+        .then(|gated: GatedBody, app: RegistryApp| async move {
+            let res = gated.and_then(|(_, body)| {
+                let join = serde_json::from_slice::<JoinIn>(&body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid join request: {e}")))?;
+                app.replacements().request(app.shared(), app.peer(), join)
+            });
             match res {
                 Ok(out) => warp::reply::json(&out).into_response(),
                 Err(e) => e.into_reply(),
             }
         });
-    let base = warp::path("raft")
+    let append = rpc_path(path::APPEND)
+        .and(name(&APPEND))
         .and(warp::post())
-        .and(secret)
-        .and(warp::body::content_length_limit(MAX_RPC_BYTES));
-    let append = base
-        .clone()
-        .and(warp::path(path::APPEND))
-        .and(warp::path::end())
-        .and(warp::body::bytes())
+        .and(body::gated(&app, &APPEND, MAX_RPC_BYTES))
         .and(with_app(app.clone()))
         .then(append);
-    let vote = base
-        .clone()
-        .and(warp::path(path::VOTE))
-        .and(warp::path::end())
-        .and(warp::body::bytes())
+    let vote = rpc_path(path::VOTE)
+        .and(name(&VOTE))
+        .and(warp::post())
+        .and(body::gated(&app, &VOTE, MAX_RPC_BYTES))
         .and(with_app(app.clone()))
         .then(vote);
-    let snapshot = base
-        .and(warp::path(path::SNAPSHOT))
-        .and(warp::path::end())
-        .and(warp::body::bytes())
+    let snapshot = rpc_path(path::SNAPSHOT)
+        .and(name(&SNAPSHOT))
+        .and(warp::post())
+        .and(body::gated(&app, &SNAPSHOT, MAX_RPC_BYTES))
         .and(with_app(app))
         .then(snapshot);
     append
@@ -140,7 +148,11 @@ where
 }
 
 /// `POST /raft/append`: AppendEntries (also the leader's heartbeat).
-async fn append(body: Bytes, app: RegistryApp) -> warp::reply::Response {
+async fn append(gated: GatedBody, app: RegistryApp) -> warp::reply::Response {
+    let body = match gated {
+        Ok((_, body)) => body,
+        Err(e) => return e.into_reply(),
+    };
     serve(
         "append",
         &body,
@@ -159,7 +171,11 @@ async fn append(body: Bytes, app: RegistryApp) -> warp::reply::Response {
 }
 
 /// `POST /raft/vote`: RequestVote.
-async fn vote(body: Bytes, app: RegistryApp) -> warp::reply::Response {
+async fn vote(gated: GatedBody, app: RegistryApp) -> warp::reply::Response {
+    let body = match gated {
+        Ok((_, body)) => body,
+        Err(e) => return e.into_reply(),
+    };
     serve("vote", &body, |req: VoteRequest<NodeId>| async {
         let res: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
             app.shared().raft.vote(req).await;
@@ -169,7 +185,11 @@ async fn vote(body: Bytes, app: RegistryApp) -> warp::reply::Response {
 }
 
 /// `POST /raft/snapshot`: one chunk of InstallSnapshot.
-async fn snapshot(body: Bytes, app: RegistryApp) -> warp::reply::Response {
+async fn snapshot(gated: GatedBody, app: RegistryApp) -> warp::reply::Response {
+    let body = match gated {
+        Ok((_, body)) => body,
+        Err(e) => return e.into_reply(),
+    };
     serve(
         "snapshot",
         &body,

@@ -10,6 +10,7 @@ use registry_node::{Node, NodeConfig, Peer, StartOptions};
 use registry_storage::{Incarnation, RegistryNode};
 use registry_tests::init_test_tracing;
 use registry_tests::inproc::{ClusterSpec, InProcCluster};
+use registry_tests::raw_http;
 
 use crate::cinderclient::{cinder_cli, run};
 
@@ -272,5 +273,66 @@ async fn node_without_the_secret_cannot_disrupt() -> anyhow::Result<()> {
         .await?;
     assert_eq!(resp.status().as_u16(), 401);
     intruder.shutdown().await?;
+    c.shutdown().await
+}
+
+/// Credentials are checked before a single body byte is read: a request that declares a
+/// body of 1 MiB (within every route's limit) and sends none is answered at once, on every
+/// route that takes a body, Raft RPCs included; a wrong role is a 403 just as early, and
+/// under `/v3` the refusal is Cinder's fault document. (A server that read the body first
+/// would wait for it, and `head_only` would time out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_are_checked_before_the_body_is_read() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec {
+        auth: token_auth(),
+        ..ClusterSpec::default()
+    })
+    .await?;
+    c.wait_for_leader(Duration::from_secs(10)).await?;
+    let addr = c.configs[0].listen;
+    let declared = 1024 * 1024;
+    let json = ("content-type", "application/json");
+    let reader = format!("Bearer {READER}");
+    let routes = [
+        ("POST", "/v1/heartbeats"),
+        ("PUT", "/v1/services/disable"),
+        ("POST", "/v1/cluster/learners"),
+        ("POST", "/v1/cluster/voters"),
+        ("PUT", "/v3/os-services/disable"),
+        ("PUT", "/v3/admin/os-services/enable"),
+    ];
+    let mut checked = 0;
+    for (method, path) in routes {
+        let cinder = path.starts_with("/v3");
+        for (token, status) in [(None, 401), (Some(reader.as_str()), 403)] {
+            let mut headers = vec![json];
+            if let Some(t) = token {
+                headers.push(("authorization", t));
+            }
+            let resp = raw_http::head_only(addr, method, path, &headers, declared).await?;
+            assert_eq!(resp.status, status, "{method} {path}: {}", resp.text());
+            let body: serde_json::Value = serde_json::from_slice(&resp.body)?;
+            let code = if cinder {
+                let fault = if status == 401 {
+                    "unauthorized"
+                } else {
+                    "forbidden"
+                };
+                &body[fault]["code"]
+            } else {
+                &body["error"]["code"]
+            };
+            assert_eq!(*code, status, "{method} {path}: the error document: {body}");
+            checked += 1;
+        }
+    }
+    // Between nodes: no cluster secret, no read of the RPC body.
+    for path in ["/raft/append", "/raft/vote", "/raft/snapshot", "/raft/join"] {
+        let resp = raw_http::head_only(addr, "POST", path, &[], declared).await?;
+        assert_eq!(resp.status, 401, "POST {path}: {}", resp.text());
+        checked += 1;
+    }
+    println!("credentials checked before the body on {checked} route and credential pairs");
     c.shutdown().await
 }

@@ -704,7 +704,8 @@ async fn request_ids_are_kept_or_made() -> anyhow::Result<()> {
 
 /// With `max_concurrent_requests = 2`, two requests held in flight (linearizable reads on
 /// a node whose peers are stopped, waiting for a leader) make a third public request fail
-/// at once with 503, `Retry-After: 1` and a JSON error, while the probes still answer; once
+/// at once with 503, `Retry-After: 1` and a JSON error (a Cinder fault under `/v3`), while
+/// the probes still answer; once
 /// the held requests end, requests are served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrency_bound_answers_503_with_retry_after() -> anyhow::Result<()> {
@@ -756,9 +757,25 @@ async fn concurrency_bound_answers_503_with_retry_after() -> anyhow::Result<()> 
         message.contains("maximum of 2 concurrent requests"),
         "the refusal says why: {message}"
     );
+    // Under /v3 the refusal is a Cinder fault, with the same Retry-After.
+    let cinder = http.get(format!("{base}/v3/os-services")).send().await?;
+    assert_eq!(cinder.status(), 503, "a Cinder request is refused too");
+    assert_eq!(
+        cinder
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "the Cinder refusal says when to retry"
+    );
+    let fault: serde_json::Value = cinder.json().await?;
+    assert_eq!(
+        fault["serviceUnavailable"]["code"], 503,
+        "the refusal is Cinder's fault document: {fault}"
+    );
     // Probes are never refused for load.
     let m = scrape(&c, keep).await?;
-    assert_eq!(m.value("registry_http_requests_overloaded_total"), 1.0);
+    assert_eq!(m.value("registry_http_requests_overloaded_total"), 2.0);
     assert_eq!(m.value("registry_http_max_concurrent_requests"), 2.0);
     for probe in ["/health", "/ready"] {
         let r = http.get(format!("{base}{probe}")).send().await?;
