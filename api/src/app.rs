@@ -94,7 +94,7 @@ impl RegistryApp {
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
             .map_err(NetworkSetupError::from)?;
-        let peer = Peer::new(http, identity, auth.secret().map(str::to_string));
+        let peer = Peer::new(http, identity, auth.secret().to_string());
         let (forwarder, forwarder_task) = Forwarder::spawn(peer.clone(), stop.clone());
         let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone(), forwarder);
         let (batcher, batcher_task) =

@@ -6,6 +6,8 @@
 //! `Authorization: Bearer TOKEN` or, as OpenStack clients do, `X-Auth-Token: TOKEN`. Nodes
 //! authenticate to each other with the cluster secret in `x-registry-cluster-secret`: on
 //! Raft RPCs, and on requests a node forwards to the leader after authorising them itself.
+//! The secret is always required, whatever the client mode: with client tokens disabled
+//! (a local demo), an outsider still cannot vote, append or install a snapshot.
 //! Tokens and the secret are compared by digest in constant time and never logged.
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,9 @@ use crate::error::ApiError;
 
 /// Header carrying the cluster secret between nodes.
 pub const SECRET_HEADER: &str = "x-registry-cluster-secret";
+
+/// The shortest cluster secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,34 +61,23 @@ fn same(a: &Digest32, b: &Digest32) -> bool {
 pub struct Auth {
     /// Accepted tokens by digest; `None` when client authentication is disabled.
     tokens: Option<Vec<(Role, Digest32)>>,
-    /// The cluster secret (sent to peers) and its digest (checked); `None` when disabled.
-    secret: Option<(String, Digest32)>,
+    /// The cluster secret (sent to peers) and its digest (checked). Always set: requests
+    /// between nodes need it whatever the client mode.
+    secret: (String, Digest32),
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("tokens", &self.tokens.as_ref().map(Vec::len))
-            .field("cluster_secret", &self.secret.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Auth {
-    /// No client authentication and no cluster secret.
-    pub fn disabled() -> Self {
-        Self {
-            tokens: None,
-            secret: None,
-        }
-    }
-
-    /// Client tokens given as `(role, hex SHA-256)` (`None`: disabled) and an optional
-    /// cluster secret.
-    pub fn new(
-        tokens: Option<Vec<(Role, String)>>,
-        secret: Option<String>,
-    ) -> Result<Self, String> {
+    /// Client tokens given as `(role, hex SHA-256)` (`None`: client authentication
+    /// disabled) and the cluster secret (at least [`MIN_SECRET_LEN`] characters).
+    pub fn new(tokens: Option<Vec<(Role, String)>>, secret: String) -> Result<Self, String> {
         let tokens = tokens
             .map(|list| {
                 list.into_iter()
@@ -98,17 +92,15 @@ impl Auth {
                     .collect::<Result<Vec<_>, String>>()
             })
             .transpose()?;
-        if let Some(s) = &secret {
-            if s.len() < 16 {
-                return Err("the cluster secret must be at least 16 characters".into());
-            }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "the cluster secret must be at least {MIN_SECRET_LEN} characters"
+            ));
         }
+        let d = digest(secret.as_bytes());
         Ok(Self {
             tokens,
-            secret: secret.map(|s| {
-                let d = digest(s.as_bytes());
-                (s, d)
-            }),
+            secret: (secret, d),
         })
     }
 
@@ -118,21 +110,20 @@ impl Auth {
     }
 
     /// The cluster secret to send to peers.
-    pub fn secret(&self) -> Option<&str> {
-        self.secret.as_ref().map(|(s, _)| s.as_str())
+    pub fn secret(&self) -> &str {
+        &self.secret.0
     }
 
     /// Whether the request carries the right cluster secret (a peer node).
     fn is_peer(&self, headers: &HeaderMap) -> bool {
-        match (&self.secret, headers.get(SECRET_HEADER)) {
-            (Some((_, want)), Some(got)) => same(want, &digest(got.as_bytes())),
-            _ => false,
-        }
+        headers
+            .get(SECRET_HEADER)
+            .is_some_and(|got| same(&self.secret.1, &digest(got.as_bytes())))
     }
 
-    /// Checks a Raft RPC: 401 unless it carries the cluster secret (when one is set).
+    /// Checks a request between nodes: 401 unless it carries the cluster secret.
     pub fn check_peer(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        if self.secret.is_none() || self.is_peer(headers) {
+        if self.is_peer(headers) {
             return Ok(());
         }
         Err(ApiError::Unauthorized(
@@ -205,7 +196,7 @@ mod tests {
                 (Role::Reporter, hash_token("p-token")),
                 (Role::Admin, hash_token("a-token")),
             ]),
-            Some("a-cluster-secret-of-length".into()),
+            "a-cluster-secret-of-length".into(),
         )
         .expect("valid settings");
         let status = |h: &HeaderMap, role| auth.check(h, role).map_err(|e| e.status().as_u16());
@@ -238,10 +229,15 @@ mod tests {
             Err(401)
         );
         assert!(auth.check_peer(&HeaderMap::new()).is_err());
-        assert!(Auth::disabled()
-            .check(&HeaderMap::new(), Role::Admin)
-            .is_ok());
-        assert!(Auth::new(None, Some("short".into())).is_err());
-        assert!(Auth::new(Some(vec![(Role::Admin, "xyz".into())]), None).is_err());
+        let open = Auth::new(None, "a-cluster-secret-of-length".into()).expect("auth");
+        assert!(open.check(&HeaderMap::new(), Role::Admin).is_ok());
+        assert!(
+            open.check_peer(&HeaderMap::new()).is_err(),
+            "without client tokens, requests between nodes still need the secret"
+        );
+        assert!(open.check_peer(&peer).is_ok());
+        assert!(Auth::new(None, "short".into()).is_err());
+        let long = "a-cluster-secret-of-length".to_string();
+        assert!(Auth::new(Some(vec![(Role::Admin, "xyz".into())]), long).is_err());
     }
 }

@@ -136,7 +136,8 @@ pub struct AuthSettings {
     /// the config file.
     pub token_file: Option<PathBuf>,
     /// The secret every node of the group sends and expects on Raft RPCs and forwarded
-    /// requests (at least 16 characters). Required with `mode = "tokens"`.
+    /// requests (at least 16 characters). Required in every mode: `disabled` turns off
+    /// client tokens only.
     pub cluster_secret: Option<String>,
     /// A file holding the cluster secret instead (first line); relative to the config file.
     pub cluster_secret_file: Option<PathBuf>,
@@ -155,16 +156,21 @@ impl AuthSettings {
                     "give cluster_secret or cluster_secret_file, not both".into(),
                 ))
             }
-            (Some(s), None) => Some(s.clone()),
-            (None, Some(f)) => Some(
-                read("reading the cluster secret file", f)?
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => None,
+            (Some(s), None) => s.clone(),
+            (None, Some(f)) => read("reading the cluster secret file", f)?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            (None, None) => {
+                return Err(invalid(
+                    "a cluster_secret (or cluster_secret_file) is required in every mode: \
+                     requests between nodes always need it (mode = \"disabled\" turns off \
+                     client tokens only)"
+                        .into(),
+                ))
+            }
         };
         let mut tokens: Vec<(Role, String)> = self
             .tokens
@@ -191,11 +197,6 @@ impl AuthSettings {
                 if tokens.is_empty() {
                     return Err(invalid(
                         "mode = \"tokens\" but no token is configured".into(),
-                    ));
-                }
-                if secret.is_none() {
-                    return Err(invalid(
-                        "mode = \"tokens\" needs a cluster_secret (or cluster_secret_file)".into(),
                     ));
                 }
                 Some(tokens)

@@ -80,13 +80,8 @@ impl Node {
                 config.listen
             );
         }
-        if auth.secret().is_none() {
-            tracing::warn!(
-                "no cluster secret: Raft RPCs are accepted from anyone (local demo only)"
-            );
-        }
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
-        let secret = auth.secret().map(str::to_string);
+        let secret = auth.secret().to_string();
         let identity = PeerIdentity::new(config.node_id, store.identity.clone());
         let network = HttpNetwork::new(local_ip, secret, identity).map_err(NodeError::Network)?;
         let raft = Raft::new(

@@ -75,3 +75,31 @@ mode = "disabled"
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("not among the peers"), "{e}");
 }
+
+/// The cluster secret is required whatever the client mode: `mode = "disabled"` turns off
+/// client tokens, never the check between nodes.
+#[test]
+fn a_cluster_secret_is_required_in_every_mode() {
+    let auth = |section: &str| -> Result<(), String> {
+        let text = format!(
+            "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"/tmp/x\"\n\
+             [[peers]]\nid = 1\naddr = \"127.0.0.1:1\"\n[auth]\n{section}"
+        );
+        let c: NodeConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        c.auth.load().map(|_| ()).map_err(|e| e.to_string())
+    };
+    let token = "[[auth.tokens]]\nrole = \"admin\"\nsha256 = \"\
+                 0000000000000000000000000000000000000000000000000000000000000000\"\n";
+    for mode in [
+        "mode = \"disabled\"\n".to_string(),
+        format!("mode = \"tokens\"\n{token}"),
+    ] {
+        let e = auth(&mode).expect_err("no secret");
+        assert!(e.contains("cluster_secret"), "{mode}: {e}");
+        let with = format!("cluster_secret = \"a-secret-of-enough-length\"\n{mode}");
+        auth(&with).unwrap_or_else(|e| panic!("{with}: {e}"));
+        let short = format!("cluster_secret = \"short\"\n{mode}");
+        let e = auth(&short).expect_err("a short secret");
+        assert!(e.contains("at least 16"), "{short}: {e}");
+    }
+}

@@ -33,7 +33,7 @@ pub struct NetworkSetupError(#[from] reqwest::Error);
 pub struct HttpNetwork {
     client: reqwest::Client,
     /// The cluster secret sent with every RPC.
-    secret: Option<String>,
+    secret: String,
     /// This node's cluster, sent with every RPC.
     identity: PeerIdentity,
 }
@@ -44,7 +44,7 @@ impl HttpNetwork {
     /// address, not whichever one the OS picks).
     pub fn new(
         local: Option<std::net::IpAddr>,
-        secret: Option<String>,
+        secret: String,
         identity: PeerIdentity,
     ) -> Result<Self, NetworkSetupError> {
         let client = reqwest::Client::builder()
@@ -83,7 +83,7 @@ pub struct HttpPeer {
     target: NodeId,
     base: String,
     client: reqwest::Client,
-    secret: Option<String>,
+    secret: String,
     identity: PeerIdentity,
     /// The target as the membership records it.
     node: RegistryNode,
@@ -102,15 +102,13 @@ impl HttpPeer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = rpc::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut req = self
+        let req = self
             .client
             .post(format!("{}/{rpc_path}", self.base))
             .timeout(option.hard_ttl())
             .headers(self.identity.headers_to(self.target, &self.node))
-            .header("content-type", rpc::CONTENT_TYPE);
-        if let Some(secret) = &self.secret {
-            req = req.header(SECRET_HEADER, secret);
-        }
+            .header("content-type", rpc::CONTENT_TYPE)
+            .header(SECRET_HEADER, &self.secret);
         let resp = req.body(body).send().await.map_err(|e| {
             if e.is_connect() {
                 RPCError::Unreachable(Unreachable::new(&e))

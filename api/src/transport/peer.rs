@@ -139,7 +139,7 @@ pub struct Peer {
     http: reqwest::Client,
     /// Who this node is: its id (in [`FORWARDED_HEADER`]), cluster and incarnation.
     identity: PeerIdentity,
-    secret: Option<String>,
+    secret: String,
 }
 
 /// Bound on a request for a peer's identity: it answers from memory.
@@ -147,7 +147,7 @@ const IDENTITY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Peer {
     /// This node (`identity`) sending with `http`.
-    pub fn new(http: reqwest::Client, identity: PeerIdentity, secret: Option<String>) -> Self {
+    pub fn new(http: reqwest::Client, identity: PeerIdentity, secret: String) -> Self {
         Self {
             http,
             identity,
@@ -157,11 +157,9 @@ impl Peer {
 
     /// A request to `addr` with the secret (no identity headers).
     fn request(&self, method: Method, addr: &str, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(method, format!("http://{addr}{path}"));
-        if let Some(secret) = &self.secret {
-            req = req.header(SECRET_HEADER, secret);
-        }
-        req
+        self.http
+            .request(method, format!("http://{addr}{path}"))
+            .header(SECRET_HEADER, &self.secret)
     }
 
     /// Sends `body` to the leader `(id, node)` as `method path_and_query`; the answer is
