@@ -152,6 +152,49 @@ mod tests {
         Ok(())
     }
 
+    /// Each way a stored value can be damaged is told apart by its kind.
+    #[test]
+    fn damage_is_told_by_its_kind() -> Result<(), StoreError> {
+        let bytes = encode(&7u64)?;
+        let kind = |bytes: &[u8]| match decode::<u64>(bytes) {
+            Err(StoreError::Damaged {
+                what: Stored::Value,
+                kind,
+            }) => Some(kind),
+            _ => None,
+        };
+        assert_eq!(kind(&[]), Some(DamageKind::Empty));
+        assert_eq!(
+            kind(&bytes[..3]),
+            Some(DamageKind::TooShort {
+                len: 3,
+                min: ENVELOPE
+            })
+        );
+        let mut zero = bytes.clone();
+        zero[0] = 0;
+        assert_eq!(kind(&zero), Some(DamageKind::VersionZero));
+        let mut flipped = bytes.clone();
+        flipped[ENVELOPE] ^= 1;
+        assert_eq!(
+            kind(&flipped),
+            Some(DamageKind::ChecksumMismatch {
+                len: bytes.len(),
+                stored: crc32fast::hash(&bytes[ENVELOPE..]),
+                computed: crc32fast::hash(&flipped[ENVELOPE..]),
+            })
+        );
+        let two = encode(&(7u64, 8u64))?;
+        assert!(
+            matches!(
+                decode::<u64>(&two),
+                Err(StoreError::TrailingBytes { extra: 1, len: 2 })
+            ),
+            "a whole value read as a shorter type leaves bytes over"
+        );
+        Ok(())
+    }
+
     #[test]
     fn newer_formats_are_refused_with_a_message() -> Result<(), StoreError> {
         let mut bytes = encode(&7u64)?;

@@ -267,7 +267,14 @@ mod tests {
         assert_eq!(decode_state(&meta, &bytes)?, (s, Some(ClusterId(5))));
         let mut other = meta.clone();
         other.snapshot_id = "3-7-2".into();
-        assert!(decode_state(&other, &bytes).is_err(), "metadata of another");
+        assert!(
+            matches!(
+                decode_state(&other, &bytes),
+                Err(StoreError::SnapshotMetaMismatch { found, expected })
+                    if *found == meta && *expected == other
+            ),
+            "metadata of another"
+        );
         Ok(())
     }
 
@@ -286,8 +293,37 @@ mod tests {
         newer[8] = FORMAT_VERSION + 1;
         assert!(matches!(
             decode(&newer),
-            Err(StoreError::NewerFormat { .. })
+            Err(StoreError::NewerFormat {
+                what: Stored::Snapshot,
+                ..
+            })
         ));
+        let kind = |bytes: &[u8]| match decode(bytes) {
+            Err(StoreError::Damaged {
+                what: Stored::Snapshot,
+                kind,
+            }) => Some(kind),
+            _ => None,
+        };
+        assert_eq!(
+            kind(&bytes[..10]),
+            Some(DamageKind::TooShort {
+                len: 10,
+                min: FIXED
+            })
+        );
+        let mut magic = bytes.clone();
+        magic[0] ^= 0x40;
+        assert_eq!(kind(&magic), Some(DamageKind::WrongMagic));
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 0x40;
+        assert!(
+            matches!(
+                kind(&flipped),
+                Some(DamageKind::ChecksumMismatch { len, .. }) if len == bytes.len()
+            ),
+            "a flipped byte in the records"
+        );
         Ok(())
     }
 }

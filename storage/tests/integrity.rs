@@ -264,8 +264,11 @@ async fn restore_prepares_a_new_store_from_a_backup() -> anyhow::Result<()> {
         "four records in the backup"
     );
     ensure!(
-        restore(&target, &backup).is_err(),
-        "a directory that holds a store is refused"
+        matches!(
+            restore(&target, &backup),
+            Err(StoreError::NotEmpty { ref dir }) if *dir == target
+        ),
+        "a directory that holds a store is refused, naming it"
     );
     let store = open_store(&target)?;
     ensure!(
