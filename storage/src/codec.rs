@@ -16,7 +16,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::StoreError;
+use crate::error::{DamageKind, StoreError, Stored};
 
 mod borrowed;
 
@@ -47,25 +47,29 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 /// Decodes a stored value: checks its version and checksum, then decodes exactly a `T`;
 /// trailing bytes make it an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    let Some((&version, rest)) = bytes.split_first() else {
-        return Err(StoreError::Damaged("an empty stored value".into()));
+    let damaged = |kind| StoreError::Damaged {
+        what: Stored::Value,
+        kind,
     };
-    check_version(version, "a stored value")?;
+    let Some((&version, rest)) = bytes.split_first() else {
+        return Err(damaged(DamageKind::Empty));
+    };
+    check_version(version, Stored::Value)?;
     if rest.len() < ENVELOPE - 1 {
-        return Err(StoreError::Damaged(format!(
-            "a stored value of {} bytes is shorter than its envelope",
-            bytes.len()
-        )));
+        return Err(damaged(DamageKind::TooShort {
+            len: bytes.len(),
+            min: ENVELOPE,
+        }));
     }
     let (crc, payload) = rest.split_at(ENVELOPE - 1);
-    let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    let actual = crc32fast::hash(payload);
-    if expected != actual {
-        return Err(StoreError::Damaged(format!(
-            "checksum mismatch in a stored value of {} bytes (stored {expected:08x}, \
-             computed {actual:08x})",
-            bytes.len()
-        )));
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = crc32fast::hash(payload);
+    if stored != computed {
+        return Err(damaged(DamageKind::ChecksumMismatch {
+            len: bytes.len(),
+            stored,
+            computed,
+        }));
     }
     decode_plain(payload)
 }
@@ -80,10 +84,10 @@ pub fn encode_key<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 pub fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     let (value, read) = decode_from_slice(bytes, config())?;
     if read != bytes.len() {
-        return Err(StoreError::Corrupt(format!(
-            "{} trailing bytes after a stored value",
-            bytes.len() - read
-        )));
+        return Err(StoreError::TrailingBytes {
+            extra: bytes.len() - read,
+            len: bytes.len(),
+        });
     }
     Ok(value)
 }
@@ -93,14 +97,16 @@ pub fn encode_plain<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
-/// Refuses a format `version` newer than this build's; `what` names the thing read.
-pub fn check_version(version: u8, what: &str) -> Result<(), StoreError> {
+/// Refuses a format `version` newer than this build's (or 0, which none writes); `what` is
+/// the thing read.
+pub fn check_version(version: u8, what: Stored) -> Result<(), StoreError> {
     match version {
-        0 => Err(StoreError::Damaged(format!(
-            "{what} has format version 0, which no build writes"
-        ))),
+        0 => Err(StoreError::Damaged {
+            what,
+            kind: DamageKind::VersionZero,
+        }),
         v if v > FORMAT_VERSION => Err(StoreError::NewerFormat {
-            what: what.to_string(),
+            what,
             found: v,
             supported: FORMAT_VERSION,
         }),
@@ -143,6 +149,49 @@ mod tests {
                 "a value cut at {cut} bytes is refused"
             );
         }
+        Ok(())
+    }
+
+    /// Each way a stored value can be damaged is told apart by its kind.
+    #[test]
+    fn damage_is_told_by_its_kind() -> Result<(), StoreError> {
+        let bytes = encode(&7u64)?;
+        let kind = |bytes: &[u8]| match decode::<u64>(bytes) {
+            Err(StoreError::Damaged {
+                what: Stored::Value,
+                kind,
+            }) => Some(kind),
+            _ => None,
+        };
+        assert_eq!(kind(&[]), Some(DamageKind::Empty));
+        assert_eq!(
+            kind(&bytes[..3]),
+            Some(DamageKind::TooShort {
+                len: 3,
+                min: ENVELOPE
+            })
+        );
+        let mut zero = bytes.clone();
+        zero[0] = 0;
+        assert_eq!(kind(&zero), Some(DamageKind::VersionZero));
+        let mut flipped = bytes.clone();
+        flipped[ENVELOPE] ^= 1;
+        assert_eq!(
+            kind(&flipped),
+            Some(DamageKind::ChecksumMismatch {
+                len: bytes.len(),
+                stored: crc32fast::hash(&bytes[ENVELOPE..]),
+                computed: crc32fast::hash(&flipped[ENVELOPE..]),
+            })
+        );
+        let two = encode(&(7u64, 8u64))?;
+        assert!(
+            matches!(
+                decode::<u64>(&two),
+                Err(StoreError::TrailingBytes { extra: 1, len: 2 })
+            ),
+            "a whole value read as a shorter type leaves bytes over"
+        );
         Ok(())
     }
 

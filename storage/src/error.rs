@@ -1,9 +1,11 @@
 //! Errors of the storage layer.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::ids::ClusterId;
+use crate::types::{LogId, SnapshotMeta};
 
 /// What can go wrong in the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -86,13 +88,62 @@ pub enum StoreError {
     /// A blocking task of the store (encoding a snapshot) panicked or was cancelled.
     #[error("store task: {0}")]
     Task(#[from] tokio::task::JoinError),
-    /// Stored data is inconsistent.
-    #[error("corrupt store: {0}")]
-    Corrupt(String),
-    /// Bytes that were written whole no longer match their checksum (or are cut short): a
-    /// damaged disk, file or transfer. Never decoded.
-    #[error("damaged: {0}")]
-    Damaged(String),
+    /// Bytes that were written whole no longer match their checksum or their layout (or are
+    /// cut short): a damaged disk, file or transfer. Never decoded.
+    #[error("damaged: {what}: {kind}")]
+    Damaged {
+        /// What was read.
+        what: Stored,
+        /// What is wrong with it.
+        kind: DamageKind,
+    },
+    /// A value decoded whole, with bytes left over: it was not written as the type it is read
+    /// as (its checksum, where it has one, held).
+    #[error("corrupt store: {extra} trailing bytes after a stored value of {len} bytes")]
+    TrailingBytes {
+        /// Bytes left over.
+        extra: usize,
+        /// Bytes of the value, those included.
+        len: usize,
+    },
+    /// A snapshot header too long for the 4-byte length in front of it (it is a few hundred
+    /// bytes); nothing was written.
+    #[error("a snapshot header of {len} bytes is too long for its 4-byte length")]
+    SnapshotHeaderTooLarge {
+        /// The encoded header's length.
+        len: usize,
+    },
+    /// Snapshot data whose header describes another snapshot than the metadata it was stored
+    /// or received with.
+    #[error(
+        "snapshot data {} reflects log id {:?} but its metadata says {} at {:?}{}",
+        found.snapshot_id,
+        found.last_log_id,
+        expected.snapshot_id,
+        expected.last_log_id,
+        membership_note(found, expected)
+    )]
+    SnapshotMetaMismatch {
+        /// What the data's header says.
+        found: Box<SnapshotMeta>,
+        /// The metadata it came with.
+        expected: Box<SnapshotMeta>,
+    },
+    /// A snapshot that is of no cluster, or offered to a store of none; only a snapshot of
+    /// the store's own cluster is installed (another one is [`StoreError::ClusterMismatch`]).
+    #[error(transparent)]
+    UnknownCluster(Box<UnknownCluster>),
+    /// A store of a known format lacks part of its identity (see [`crate::identity`]).
+    #[error("corrupt store: the store's metadata has no {field}")]
+    MissingIdentity {
+        /// What is missing.
+        field: IdentityField,
+    },
+    /// The node's snapshot file is damaged and the records on disk are older than the log's
+    /// purge point, so the state cannot be rebuilt without it (see
+    /// [`crate::state_machine`]).
+    #[error(transparent)]
+    NeededSnapshotDamaged(Box<NeededSnapshotDamaged>),
     /// Written by a newer format than this build reads.
     #[error(
         "{what} was written in format version {found}, newer than this build reads \
@@ -100,7 +151,7 @@ pub enum StoreError {
     )]
     NewerFormat {
         /// What was read.
-        what: String,
+        what: Stored,
         /// Its format version.
         found: u8,
         /// The newest version this build reads.
@@ -134,9 +185,204 @@ pub enum StoreError {
         /// How long the open waited.
         waited: std::time::Duration,
     },
-    /// An operation that needs an empty store (a restore) found data.
-    #[error("{0}")]
-    NotEmpty(String),
+    /// A restore, which needs an empty data directory, found it holding something.
+    #[error(
+        "{} is not empty: a backup is restored into an empty data directory only (move the \
+         old one aside first)",
+        dir.display()
+    )]
+    NotEmpty {
+        /// The data directory.
+        dir: PathBuf,
+    },
+}
+
+/// A snapshot refused because it is of no cluster, or the store is of none
+/// ([`StoreError::UnknownCluster`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing snapshot {snapshot_id} of {} on a store of {}",
+    cluster_name(theirs),
+    cluster_name(ours)
+)]
+pub struct UnknownCluster {
+    /// The snapshot's id.
+    pub snapshot_id: String,
+    /// The store's cluster.
+    pub ours: Option<ClusterId>,
+    /// The snapshot's cluster.
+    pub theirs: Option<ClusterId>,
+}
+
+/// A damaged snapshot file the node's state cannot be rebuilt without
+/// ([`StoreError::NeededSnapshotDamaged`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "corrupt store: {} is damaged ({source}), and this node's state cannot be rebuilt \
+     without it: the records on disk reflect {records_at:?} but the log is purged up to \
+     {purged_to:?}. Move the data directory aside and start the node again: it returns as \
+     a new incarnation and gets the state from the leader",
+    path.display()
+)]
+pub struct NeededSnapshotDamaged {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// Log id the records on disk reflect.
+    pub records_at: Option<LogId>,
+    /// Log id the log is purged up to.
+    pub purged_to: Option<LogId>,
+    /// How the file is damaged ([`StoreError::Damaged`] or [`StoreError::NewerFormat`]).
+    #[source]
+    pub source: StoreError,
+}
+
+/// What was read when it was found damaged or of a newer format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// A value stored in sled, in its envelope (see [`crate::codec`]).
+    Value,
+    /// A snapshot: the node's snapshot file, one received from the leader, or a backup (see
+    /// [`crate::snapshot`]).
+    Snapshot,
+    /// The format version of the store in this data directory.
+    Store(PathBuf),
+}
+
+impl fmt::Display for Stored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stored::Value => f.write_str("a stored value"),
+            Stored::Snapshot => f.write_str("the snapshot"),
+            Stored::Store(dir) => write!(f, "the store in {}", dir.display()),
+        }
+    }
+}
+
+/// How bytes that were written whole are damaged ([`StoreError::Damaged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DamageKind {
+    /// No bytes at all.
+    Empty,
+    /// Fewer bytes than the fixed parts of the layout.
+    TooShort {
+        /// Bytes there are.
+        len: usize,
+        /// Bytes of the fixed parts.
+        min: usize,
+    },
+    /// Not starting with the snapshot magic ([`crate::snapshot::MAGIC`]).
+    WrongMagic,
+    /// Format version 0, which no build writes.
+    VersionZero,
+    /// The checksum stored with the bytes is not theirs.
+    ChecksumMismatch {
+        /// Bytes checked, the checksum included.
+        len: usize,
+        /// The checksum stored.
+        stored: u32,
+        /// The checksum of the bytes.
+        computed: u32,
+    },
+    /// A length in the layout runs past the end of the bytes.
+    LengthPastEnd,
+    /// A snapshot header longer than any this build writes.
+    HeaderTooLarge {
+        /// The length it claims.
+        len: usize,
+        /// The longest accepted.
+        max: usize,
+    },
+    /// A records length this machine cannot address.
+    RecordsTooLarge {
+        /// The length it claims.
+        len: u64,
+    },
+    /// Bytes after the snapshot's records, before its checksum.
+    BytesAfterRecords {
+        /// How many.
+        extra: usize,
+    },
+    /// A snapshot holding another number of records than its header counts.
+    RecordCount {
+        /// What the header counts.
+        header: u64,
+        /// What the snapshot holds.
+        found: u64,
+    },
+}
+
+impl fmt::Display for DamageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DamageKind::Empty => f.write_str("no bytes at all"),
+            DamageKind::TooShort { len, min } => {
+                write!(
+                    f,
+                    "{len} bytes, shorter than the {min} bytes of its fixed parts"
+                )
+            }
+            DamageKind::WrongMagic => f.write_str("not a registry snapshot (wrong magic)"),
+            DamageKind::VersionZero => f.write_str("format version 0, which no build writes"),
+            DamageKind::ChecksumMismatch {
+                len,
+                stored,
+                computed,
+            } => write!(
+                f,
+                "checksum mismatch over {len} bytes (stored {stored:08x}, computed {computed:08x})"
+            ),
+            DamageKind::LengthPastEnd => f.write_str("a length runs past the end"),
+            DamageKind::HeaderTooLarge { len, max } => {
+                write!(f, "a {len}-byte header (at most {max} accepted)")
+            }
+            DamageKind::RecordsTooLarge { len } => {
+                write!(
+                    f,
+                    "{len} bytes of records, more than this machine addresses"
+                )
+            }
+            DamageKind::BytesAfterRecords { extra } => write!(f, "{extra} bytes after the records"),
+            DamageKind::RecordCount { header, found } => write!(
+                f,
+                "the header counts {header} records, the snapshot holds {found}"
+            ),
+        }
+    }
+}
+
+/// A part of a store's identity (see [`crate::identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityField {
+    /// Its incarnation, written with its format version when the store was created.
+    Incarnation,
+    /// Its cluster id, once adopted.
+    ClusterId,
+}
+
+impl fmt::Display for IdentityField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityField::Incarnation => f.write_str("incarnation"),
+            IdentityField::ClusterId => f.write_str("cluster id"),
+        }
+    }
+}
+
+/// What a [`StoreError::SnapshotMetaMismatch`] adds when the two differ in membership too.
+fn membership_note(found: &SnapshotMeta, expected: &SnapshotMeta) -> &'static str {
+    if found.last_membership == expected.last_membership {
+        ""
+    } else {
+        ", with another membership"
+    }
+}
+
+/// `cluster <id>`, or `no cluster`.
+fn cluster_name(id: &Option<ClusterId>) -> String {
+    match id {
+        Some(id) => format!("cluster {id}"),
+        None => "no cluster".to_string(),
+    }
 }
 
 impl StoreError {
@@ -160,3 +406,20 @@ impl StoreError {
 
 /// `ENOSPC` on every Unix the project runs on.
 const ENOSPC: i32 = 28;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `StoreError` is in every result of the apply path, and the node's error embeds it
+    /// beside more fields: large payloads go behind a `Box` so that both stay small (clippy's
+    /// `result_large_err` refuses errors of 128 bytes and more).
+    #[test]
+    fn a_store_error_stays_small() {
+        let size = std::mem::size_of::<StoreError>();
+        assert!(
+            size <= 64,
+            "StoreError is {size} bytes: box the new large variant"
+        );
+    }
+}

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{check_version, decode, encode, FORMAT_VERSION};
 use crate::disk::Disk;
-use crate::error::StoreError;
+use crate::error::{IdentityField, StoreError, Stored};
 pub use crate::ids::{ClusterId, Incarnation};
 use crate::state::lock;
 use crate::types::LogId;
@@ -94,11 +94,13 @@ impl StoreIdentity {
                 incarnation
             }
             Some(v) => {
-                check_version(v, &format!("the store in {}", dir.display()))?;
+                check_version(v, Stored::Store(dir.to_path_buf()))?;
                 meta.get(KEY_INCARNATION)?
                     .map(|v| decode(&v))
                     .transpose()?
-                    .ok_or_else(|| StoreError::Corrupt("the store has no incarnation".into()))?
+                    .ok_or(StoreError::MissingIdentity {
+                        field: IdentityField::Incarnation,
+                    })?
             }
         };
         let cluster_id = meta.get(KEY_CLUSTER_ID)?.map(|v| decode(&v)).transpose()?;
@@ -150,7 +152,11 @@ impl StoreIdentity {
         if let Err(current) = swapped {
             let ours: ClusterId = match current.current {
                 Some(v) => decode(&v)?,
-                None => return Err(StoreError::Corrupt("the cluster id vanished".into())),
+                None => {
+                    return Err(StoreError::MissingIdentity {
+                        field: IdentityField::ClusterId,
+                    })
+                }
             };
             *lock(&self.inner.cluster_id) = Some(ours);
             if ours != id {

@@ -41,7 +41,7 @@ pub use identity::{ClusterId, Incarnation, RestoredFrom, StoreIdentity};
 pub use log_store::LogStore;
 pub use model::{AdminAction, Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord};
 pub use persister::PersisterWatch;
-pub use state::{ServicesState, StateView};
+pub use state::{LastStamp, ServicesState, StateView};
 pub use state_machine::StateMachineStore;
 pub use store::{open_store, open_store_with, restore, RestoreSummary, Store, StoreOptions};
 pub use types::{NodeId, RegistryNode, TypeConfig};

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::RegistryClock;
 use crate::codec::{check_version, decode_plain, encode_plain, FORMAT_VERSION};
-use crate::error::StoreError;
+use crate::error::{DamageKind, StoreError, Stored};
 use crate::identity::ClusterId;
 use crate::model::ServiceRecord;
 use crate::state::ServicesState;
@@ -102,7 +102,7 @@ pub fn encode_state(
     let header = encode_plain(&header)?;
     let records = encode_plain(&state.records().collect::<Vec<&ServiceRecord>>())?;
     let header_len = u32::try_from(header.len())
-        .map_err(|_| StoreError::Corrupt("snapshot header too large".into()))?;
+        .map_err(|_| StoreError::SnapshotHeaderTooLarge { len: header.len() })?;
     let mut out = Vec::with_capacity(FIXED + header.len() + records.len());
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -126,58 +126,70 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotInfo, Vec<ServiceRecord>), StoreE
     let (info, records) = parse(bytes)?;
     let records: Vec<ServiceRecord> = decode_plain(records)?;
     if records.len() as u64 != info.header.records {
-        return Err(StoreError::Damaged(format!(
-            "snapshot: the header counts {} records, the snapshot holds {}",
-            info.header.records,
-            records.len()
-        )));
+        return Err(damaged(DamageKind::RecordCount {
+            header: info.header.records,
+            found: records.len() as u64,
+        }));
     }
     Ok((info, records))
 }
 
+/// A snapshot damaged as `kind` says.
+fn damaged(kind: DamageKind) -> StoreError {
+    StoreError::Damaged {
+        what: Stored::Snapshot,
+        kind,
+    }
+}
+
 /// Checks everything but the records, which it returns undecoded.
 fn parse(bytes: &[u8]) -> Result<(SnapshotInfo, &[u8]), StoreError> {
-    let damaged = |why: String| StoreError::Damaged(format!("snapshot: {why}"));
     if bytes.len() < FIXED {
-        return Err(damaged(format!("{} bytes is too short", bytes.len())));
+        return Err(damaged(DamageKind::TooShort {
+            len: bytes.len(),
+            min: FIXED,
+        }));
     }
     if &bytes[..8] != MAGIC {
-        return Err(damaged("not a registry snapshot (wrong magic)".into()));
+        return Err(damaged(DamageKind::WrongMagic));
     }
-    check_version(bytes[8], "the snapshot")?;
+    check_version(bytes[8], Stored::Snapshot)?;
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    let actual = crc32fast::hash(body);
-    if stored != actual {
-        return Err(damaged(format!(
-            "checksum mismatch over {} bytes (stored {stored:08x}, computed {actual:08x})",
-            bytes.len()
-        )));
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(damaged(DamageKind::ChecksumMismatch {
+            len: bytes.len(),
+            stored,
+            computed,
+        }));
     }
     let mut at: usize = 9;
     let mut take = |n: usize| -> Result<&[u8], StoreError> {
         let end = at
             .checked_add(n)
             .filter(|end| *end <= body.len())
-            .ok_or_else(|| damaged("a length runs past the end".into()))?;
+            .ok_or_else(|| damaged(DamageKind::LengthPastEnd))?;
         let part = &body[at..end];
         at = end;
         Ok(part)
     };
     let header_len = u32::from_le_bytes(take(4)?.try_into().unwrap_or_default()) as usize;
     if header_len > MAX_HEADER {
-        return Err(damaged(format!("a {header_len}-byte header")));
+        return Err(damaged(DamageKind::HeaderTooLarge {
+            len: header_len,
+            max: MAX_HEADER,
+        }));
     }
     let header: SnapshotHeader = decode_plain(take(header_len)?)?;
     let records_len = u64::from_le_bytes(take(8)?.try_into().unwrap_or_default());
-    let records_len =
-        usize::try_from(records_len).map_err(|_| damaged("records too large".into()))?;
+    let records_len = usize::try_from(records_len)
+        .map_err(|_| damaged(DamageKind::RecordsTooLarge { len: records_len }))?;
     let records = take(records_len)?;
     if at != body.len() {
-        return Err(damaged(format!(
-            "{} bytes after the records",
-            body.len() - at
-        )));
+        return Err(damaged(DamageKind::BytesAfterRecords {
+            extra: body.len() - at,
+        }));
     }
     let info = SnapshotInfo {
         format_version: bytes[8],
@@ -206,15 +218,12 @@ pub fn decode_state(
     data: &[u8],
 ) -> Result<(ServicesState, Option<ClusterId>), StoreError> {
     let (info, records) = decode(data)?;
-    let h = &info.header;
-    if h.last_log_id != meta.last_log_id
-        || h.last_membership != meta.last_membership
-        || h.snapshot_id != meta.snapshot_id
-    {
-        return Err(StoreError::Corrupt(format!(
-            "snapshot data {} reflects log id {:?} but its metadata says {} at {:?}",
-            h.snapshot_id, h.last_log_id, meta.snapshot_id, meta.last_log_id
-        )));
+    let found = info.header.meta();
+    if found != *meta {
+        return Err(StoreError::SnapshotMetaMismatch {
+            found: Box::new(found),
+            expected: Box::new(meta.clone()),
+        });
     }
     let cluster_id = info.header.cluster_id;
     Ok((into_state(info.header, records), cluster_id))
@@ -258,7 +267,14 @@ mod tests {
         assert_eq!(decode_state(&meta, &bytes)?, (s, Some(ClusterId(5))));
         let mut other = meta.clone();
         other.snapshot_id = "3-7-2".into();
-        assert!(decode_state(&other, &bytes).is_err(), "metadata of another");
+        assert!(
+            matches!(
+                decode_state(&other, &bytes),
+                Err(StoreError::SnapshotMetaMismatch { found, expected })
+                    if *found == meta && *expected == other
+            ),
+            "metadata of another"
+        );
         Ok(())
     }
 
@@ -277,8 +293,37 @@ mod tests {
         newer[8] = FORMAT_VERSION + 1;
         assert!(matches!(
             decode(&newer),
-            Err(StoreError::NewerFormat { .. })
+            Err(StoreError::NewerFormat {
+                what: Stored::Snapshot,
+                ..
+            })
         ));
+        let kind = |bytes: &[u8]| match decode(bytes) {
+            Err(StoreError::Damaged {
+                what: Stored::Snapshot,
+                kind,
+            }) => Some(kind),
+            _ => None,
+        };
+        assert_eq!(
+            kind(&bytes[..10]),
+            Some(DamageKind::TooShort {
+                len: 10,
+                min: FIXED
+            })
+        );
+        let mut magic = bytes.clone();
+        magic[0] ^= 0x40;
+        assert_eq!(kind(&magic), Some(DamageKind::WrongMagic));
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 0x40;
+        assert!(
+            matches!(
+                kind(&flipped),
+                Some(DamageKind::ChecksumMismatch { len, .. }) if len == bytes.len()
+            ),
+            "a flipped byte in the records"
+        );
         Ok(())
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::{btree_map, BTreeMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use openraft::EntryPayload;
@@ -330,14 +330,43 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A shared, read-only handle on a node's in-memory services table.
-#[derive(Debug, Clone)]
-pub struct StateView {
-    inner: Arc<RwLock<ServicesState>>,
+/// The registry clock as of the last stamped entry this node applied, with the monotonic
+/// time elapsed since it applied it, read together: an apply never pairs one entry's clock
+/// with the time since another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastStamp {
+    /// The registry clock the entry left.
+    pub clock: RegistryClock,
+    /// Time since this node applied it (or started, or installed a snapshot).
+    pub elapsed: Duration,
+}
+
+impl LastStamp {
+    /// Registry time now, as this node can tell it: the registry time of the last stamped
+    /// entry it applied, plus the time elapsed since on its monotonic clock, up to the outage
+    /// grace. `None` before any stamped entry.
+    pub fn registry_now(&self) -> Option<DateTime<Utc>> {
+        self.clock.now_after(self.elapsed)
+    }
+}
+
+/// The state with the instant its clock last moved on this node, behind one lock so that
+/// they change together and are read together.
+#[derive(Debug)]
+struct Stamped {
+    /// The services table and the Raft state applied with it.
+    state: ServicesState,
     /// When this node last applied a stamped entry (or started, or installed a snapshot):
     /// registry time is extrapolated from there with the monotonic clock, so this node's
     /// wall clock never matters.
-    stamped_at: Arc<Mutex<Instant>>,
+    stamped_at: Instant,
+}
+
+/// A shared, read-only handle on a node's in-memory services table.
+#[derive(Debug, Clone)]
+pub struct StateView {
+    /// The state and when its clock last moved; written by the state machine only.
+    inner: Arc<RwLock<Stamped>>,
 }
 
 impl Default for StateView {
@@ -347,27 +376,30 @@ impl Default for StateView {
 }
 
 impl StateView {
+    /// A view of `state`, its clock stamped now.
     pub(crate) fn new(state: ServicesState) -> Self {
         Self {
-            inner: Arc::new(RwLock::new(state)),
-            stamped_at: Arc::new(Mutex::new(Instant::now())),
+            inner: Arc::new(RwLock::new(Stamped {
+                state,
+                stamped_at: Instant::now(),
+            })),
         }
     }
 
     /// Runs `f` on the current state. Keep `f` short: applies wait for it.
     pub fn read<R>(&self, f: impl FnOnce(&ServicesState) -> R) -> R {
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        f(&guard)
+        f(&guard.state)
     }
 
     /// Runs `f` with the state locked for writing (the state machine only); notes the time
-    /// when `f` moved the registry clock.
+    /// when `f` moved the registry clock, before the lock is released.
     pub(crate) fn write<R>(&self, f: impl FnOnce(&mut ServicesState) -> R) -> R {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let before = guard.clock;
-        let out = f(&mut guard);
-        if guard.clock != before {
-            *lock(&self.stamped_at) = Instant::now();
+        let before = guard.state.clock;
+        let out = f(&mut guard.state);
+        if guard.state.clock != before {
+            guard.stamped_at = Instant::now();
         }
         out
     }
@@ -375,20 +407,116 @@ impl StateView {
     /// Replaces the whole state (a snapshot install); registry time restarts from it.
     pub(crate) fn install(&self, state: ServicesState) {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        *guard = state;
-        *lock(&self.stamped_at) = Instant::now();
+        *guard = Stamped {
+            state,
+            stamped_at: Instant::now(),
+        };
     }
 
-    /// Registry time now, as this node can tell it: the registry time of the last stamped
-    /// entry it applied, plus the time elapsed since on its monotonic clock, up to the outage
-    /// grace. `None` before any stamped entry.
+    /// The clock of the last stamped entry applied and the time since, read together.
+    pub fn last_stamp(&self) -> LastStamp {
+        let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        LastStamp {
+            clock: guard.state.clock,
+            elapsed: guard.stamped_at.elapsed(),
+        }
+    }
+
+    /// Registry time now (see [`LastStamp::registry_now`]).
     pub fn registry_now(&self) -> Option<DateTime<Utc>> {
-        let elapsed = lock(&self.stamped_at).elapsed();
-        self.read(|s| s.clock.now_after(elapsed))
+        self.last_stamp().registry_now()
     }
 
-    /// Time since this node last applied a stamped entry.
-    pub fn since_last_stamp(&self) -> std::time::Duration {
-        lock(&self.stamped_at).elapsed()
+    /// Time since this node last applied a stamped entry. To combine it with the clock, take
+    /// both from one [`StateView::last_stamp`].
+    pub fn since_last_stamp(&self) -> Duration {
+        self.last_stamp().elapsed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    /// A tick stamped at leader time `at`, at log index `index`.
+    fn tick(index: u64, at: DateTime<Utc>) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::Tick { at }),
+        }
+    }
+
+    /// How old the first stamp is when the second apply begins.
+    const STAMP_AGE: Duration = Duration::from_millis(400);
+
+    /// How long the second apply holds the state once it has moved the clock.
+    const HOLD: Duration = Duration::from_millis(200);
+
+    /// Runs `read` on `view` while an apply that moves the clock by [`STAMP_AGE`] holds the
+    /// state (the first stamp then [`STAMP_AGE`] old); returns what it read, the clock the
+    /// apply left, and an upper bound of the time between that apply's stamp and the read:
+    /// from the moment the apply had moved the clock (its stamp comes later) to the moment
+    /// the read returned.
+    fn read_during_an_apply<R>(read: impl FnOnce(&StateView) -> R) -> (R, RegistryClock, Duration) {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("a valid timestamp");
+        let view = StateView::default();
+        view.write(|s| s.apply_entry(&tick(1, t0), &mut Vec::new()));
+        std::thread::sleep(STAMP_AGE);
+        let (moved_tx, moved_rx) = mpsc::channel();
+        let applier = {
+            let view = view.clone();
+            let at = t0 + chrono::Duration::from_std(STAMP_AGE).expect("a short duration");
+            std::thread::spawn(move || {
+                view.write(|s| {
+                    s.apply_entry(&tick(2, at), &mut Vec::new());
+                    let _ = moved_tx.send(Instant::now());
+                    std::thread::sleep(HOLD);
+                });
+            })
+        };
+        let moved = moved_rx.recv().expect("the apply moved the clock");
+        let value = read(&view);
+        let bound = moved.elapsed();
+        applier.join().expect("the apply finished");
+        let clock = view.read(|s| s.clock);
+        (value, clock, bound)
+    }
+
+    /// A registry-time read that meets an apply is answered from one stamp: the clock the
+    /// apply left plus the time since that apply, never the time since the entry before
+    /// added to the clock of the new one (which put registry time up to a second ahead, so
+    /// that a reader could judge a service down early).
+    #[test]
+    fn a_read_during_an_apply_pairs_the_new_clock_with_the_new_stamp() {
+        let (now, clock, bound) = read_during_an_apply(StateView::registry_now);
+        let now = now.expect("registry time, after a stamped entry");
+        let last = clock.now.expect("the clock of the stamped entries");
+        let ahead = (now - last)
+            .to_std()
+            .expect("registry time never behind the clock");
+        assert!(
+            ahead <= bound,
+            "registry time read during an apply is {ahead:?} past the clock it left, more than \
+             the {bound:?} between that apply and the read: the time since the entry before \
+             was counted"
+        );
+    }
+
+    /// The clock and the time since its stamp, read together during an apply, both come
+    /// from that apply (the leader clock offset in the metrics is computed from them).
+    #[test]
+    fn the_last_stamp_pairs_the_clock_with_its_own_stamp() {
+        let (stamp, clock, bound) = read_during_an_apply(StateView::last_stamp);
+        assert_eq!(stamp.clock, clock, "the clock is the one the apply left");
+        assert!(
+            stamp.elapsed <= bound,
+            "the time since the stamp read during an apply is {:?}, more than the {bound:?} \
+             between that apply and the read: it is the time since the entry before",
+            stamp.elapsed
+        );
     }
 }

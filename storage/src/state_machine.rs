@@ -30,7 +30,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{RaftSnapshotBuilder, StorageIOError};
 
 use crate::disk::Disk;
-use crate::error::StoreError;
+use crate::error::{NeededSnapshotDamaged, StoreError, UnknownCluster};
 use crate::identity::StoreIdentity;
 use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
 use crate::persister::{Persist, Persister, PersisterWatch};
@@ -116,7 +116,7 @@ impl StateMachineStore {
                 }
                 // The store itself is of this build's format (checked before): a snapshot file
                 // that claims a newer one is damaged too.
-                Err(e @ (StoreError::Damaged(_) | StoreError::NewerFormat { .. }))
+                Err(e @ (StoreError::Damaged { .. } | StoreError::NewerFormat { .. }))
                     if state.last_applied >= last_purged =>
                 {
                     needs_fresh = true;
@@ -128,15 +128,14 @@ impl StateMachineStore {
                          built from this node's records, which do not need it"
                     );
                 }
-                Err(e @ (StoreError::Damaged(_) | StoreError::NewerFormat { .. })) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "{} is damaged ({e}), and this node's state cannot be rebuilt without \
-                         it: the records on disk reflect {:?} but the log is purged up to \
-                         {:?}. Move the data directory aside and start the node again: it \
-                         returns as a new incarnation and gets the state from the leader",
-                        file.path().display(),
-                        state.last_applied,
-                        last_purged
+                Err(e @ (StoreError::Damaged { .. } | StoreError::NewerFormat { .. })) => {
+                    return Err(StoreError::NeededSnapshotDamaged(Box::new(
+                        NeededSnapshotDamaged {
+                            path: file.path(),
+                            records_at: state.last_applied,
+                            purged_to: last_purged,
+                            source: e,
+                        },
                     )))
                 }
                 Err(e) => return Err(e),
@@ -334,7 +333,7 @@ impl StateMachineStore {
             };
             match snapshot::check(&data) {
                 Ok(info) => Ok(Some(Ok((info.header.meta(), data)))),
-                Err(e @ (StoreError::Damaged(_) | StoreError::NewerFormat { .. })) => {
+                Err(e @ (StoreError::Damaged { .. } | StoreError::NewerFormat { .. })) => {
                     let _writes = lock(&inner.snapshot_writes);
                     let moved = inner.snapshot.quarantine()?;
                     *lock(&inner.snapshot_last) = None;
@@ -432,9 +431,11 @@ fn check_cluster(
     match (inner.identity.cluster_id(), theirs) {
         (Some(ours), Some(theirs)) if ours == theirs => Ok(()),
         (Some(ours), Some(theirs)) => Err(StoreError::ClusterMismatch { ours, theirs }),
-        (ours, theirs) => Err(StoreError::Corrupt(format!(
-            "refusing snapshot {snapshot_id} of cluster {theirs:?} on a store of cluster {ours:?}"
-        ))),
+        (ours, theirs) => Err(StoreError::UnknownCluster(Box::new(UnknownCluster {
+            snapshot_id: snapshot_id.to_string(),
+            ours,
+            theirs,
+        }))),
     }
 }
 

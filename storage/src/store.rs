@@ -174,11 +174,9 @@ pub fn restore(dir: &Path, bytes: &[u8]) -> Result<RestoreSummary, StoreError> {
     let (info, records) = snapshot::decode(bytes)?;
     if let Ok(mut entries) = std::fs::read_dir(dir) {
         if entries.next().is_some() {
-            return Err(StoreError::NotEmpty(format!(
-                "{} is not empty: a backup is restored into an empty data directory only \
-                 (move the old one aside first)",
-                dir.display()
-            )));
+            return Err(StoreError::NotEmpty {
+                dir: dir.to_path_buf(),
+            });
         }
     }
     let disk = open_db(dir)?;
@@ -220,22 +218,20 @@ mod tests {
 
     /// Writes a vote, closes the store and leaves the leftover a sled open cut short by a full
     /// disk leaves: an empty `snap.<lsn>.generating`, named after sled's next snapshot.
-    async fn store_with_a_leftover(dir: &Path) -> Result<Vote<u64>, StoreError> {
+    async fn store_with_a_leftover(dir: &Path) -> anyhow::Result<Vote<u64>> {
         let vote = Vote::new_committed(3, 2);
         {
             let mut log = open_store(dir)?.log;
-            log.save_vote(&vote)
-                .await
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            log.save_vote(&vote).await?;
         }
-        fs::write(dir.join("snap.00000000FFFFFFFF.generating"), b"").map_err(io)?;
+        fs::write(dir.join("snap.00000000FFFFFFFF.generating"), b"")?;
         Ok(vote)
     }
 
     /// Why the leftovers are removed: sled alone refuses such a directory.
     #[tokio::test]
-    async fn sled_alone_refuses_a_leftover_snapshot() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(io)?;
+    async fn sled_alone_refuses_a_leftover_snapshot() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
         store_with_a_leftover(dir.path()).await?;
         let opened = super::open_sled(dir.path());
         assert!(
@@ -250,14 +246,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_store_with_a_leftover_snapshot_opens_as_it_was() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(io)?;
+    async fn a_store_with_a_leftover_snapshot_opens_as_it_was() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
         let vote = store_with_a_leftover(dir.path()).await?;
         let mut log = open_store(dir.path())?.log;
-        let read = log
-            .read_vote()
-            .await
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let read = log.read_vote().await?;
         assert_eq!(read, Some(vote), "the vote survived");
         assert!(
             !dir.path().join("snap.00000000FFFFFFFF.generating").exists(),

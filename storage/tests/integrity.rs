@@ -144,14 +144,32 @@ async fn damaged_snapshot_the_records_need_is_refused() -> anyhow::Result<()> {
         let mut bad = good.clone();
         bad[at] ^= 0x10;
         std::fs::write(dir.join("raft-snapshot"), &bad)?;
-        match try_open(&dir).await {
-            Err(StoreError::Corrupt(why)) => ensure!(
-                why.contains("cannot be rebuilt") && why.contains("new incarnation"),
-                "byte {at}: the refusal says why and what to do: {why}"
-            ),
-            Err(other) => anyhow::bail!("byte {at}: refused, but not as corrupt: {other}"),
+        let e = match try_open(&dir).await {
+            Err(e) => e,
             Ok(_) => anyhow::bail!("byte {at}: a store whose needed snapshot is damaged opened"),
-        }
+        };
+        let StoreError::NeededSnapshotDamaged(needed) = &e else {
+            anyhow::bail!("byte {at}: refused, but not as a needed snapshot that is damaged: {e}");
+        };
+        ensure!(
+            needed.path == dir.join("raft-snapshot")
+                && needed.purged_to == Some(log_id(30))
+                && needed.records_at < needed.purged_to,
+            "byte {at}: the refusal names the file, and records behind the purge point: {e:?}"
+        );
+        ensure!(
+            matches!(
+                needed.source,
+                StoreError::Damaged { .. } | StoreError::NewerFormat { .. }
+            ),
+            "byte {at}: the refusal carries how the file is damaged: {:?}",
+            needed.source
+        );
+        let why = e.to_string();
+        ensure!(
+            why.contains("cannot be rebuilt") && why.contains("new incarnation"),
+            "byte {at}: the refusal says why and what to do: {why}"
+        );
     }
     std::fs::write(dir.join("raft-snapshot"), &good)?;
     let (_log, sm) = open_quiet(&dir).await?;
@@ -246,8 +264,11 @@ async fn restore_prepares_a_new_store_from_a_backup() -> anyhow::Result<()> {
         "four records in the backup"
     );
     ensure!(
-        restore(&target, &backup).is_err(),
-        "a directory that holds a store is refused"
+        matches!(
+            restore(&target, &backup),
+            Err(StoreError::NotEmpty { ref dir }) if *dir == target
+        ),
+        "a directory that holds a store is refused, naming it"
     );
     let store = open_store(&target)?;
     ensure!(

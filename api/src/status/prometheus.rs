@@ -231,7 +231,8 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
     );
 
     let view = &shared.view;
-    let now = view.registry_now();
+    let stamp = view.last_stamp();
+    let now = stamp.registry_now();
     let rule = shared.settings.liveness;
     let judged_at = now.unwrap_or_else(Utc::now);
     let counts = view.read(|state| {
@@ -286,9 +287,8 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
             offset.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6,
         );
     }
-    let last_wall = view.read(|s| s.clock.last_wall);
-    if let Some(stamped) = last_wall {
-        let since = chrono::Duration::from_std(view.since_last_stamp()).unwrap_or_default();
+    if let Some(stamped) = stamp.clock.last_wall {
+        let since = chrono::Duration::from_std(stamp.elapsed).unwrap_or_default();
         let offset = Utc::now() - (stamped + since);
         g.float(
             "leader_clock_offset_seconds",
