@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use warp::http::HeaderMap;
 
 use crate::auth::{Auth, Role};
+use crate::connections::Connections;
 use crate::error::ApiError;
 use crate::forward::forwarder::Forwarder;
 use crate::forward::Forwarding;
@@ -86,11 +87,13 @@ impl RegistryApp {
             metrics: crate::metrics::Metrics::new(),
             contact: LeaderContact::default(),
             admission: Admission::new(id, settings.max_concurrent_requests),
+            connections: Connections::new(settings.connections.max_connections),
             tasks: RequestTasks::new(stop.clone()),
         });
         let http = reqwest::Client::builder()
             .local_address(local_ip)
             .pool_max_idle_per_host(64)
+            .pool_idle_timeout(registry_client::POOL_IDLE_TIMEOUT)
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
             .map_err(NetworkSetupError::from)?;

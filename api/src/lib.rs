@@ -29,6 +29,7 @@
 pub mod app;
 pub mod auth;
 pub mod cinder;
+pub mod connections;
 pub mod error;
 pub mod forward;
 pub mod group_commit;

@@ -62,6 +62,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
     /// Requests refused at once because the node had its maximum in flight.
     overloaded: Counter,
+    /// Connections closed at once at the cap.
+    connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -128,8 +130,16 @@ impl Metrics {
              max_concurrent_requests public requests in flight",
             overloaded.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections closed as soon as they were accepted because this node already had \
+             max_connections open",
+            connections_refused.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(registry),
+            connections_refused,
             heartbeats_accepted,
             heartbeats_forwarded,
             heartbeats_failed,
@@ -176,6 +186,11 @@ impl Metrics {
                 status,
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a connection closed at once at the cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a request refused for load.

@@ -19,16 +19,18 @@
 //! [`warp::service`], and [`serve`] runs it on hyper as `warp::serve(..).incoming(..)
 //! .graceful(..)` would: on an already-bound listener, stopping when `shutdown` resolves and
 //! letting the requests in flight finish, for a grace; it returns once every connection has
-//! ended.
+//! ended. It speaks HTTP/1.1 only (every client of the registry, its peers included, does),
+//! under the node's connection bounds ([`crate::connections`]): a cap on open connections
+//! and a timeout for each request's head, which also closes idle keep-alive connections.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -36,6 +38,7 @@ use tokio::task::JoinSet;
 use tower_service::Service;
 use tracing::Instrument;
 use warp::http::{HeaderValue, Method, Request};
+use warp::hyper::server::conn::http1;
 use warp::reply::Response;
 
 use crate::app::RegistryApp;
@@ -70,7 +73,11 @@ pub async fn serve(
     grace: Duration,
 ) {
     let routes = warp::service(crate::routes::all(app.clone()));
+    let shared = Arc::clone(app.shared());
     let service = Observed { inner: routes, app };
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(shared.settings.connections.header_timeout);
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that none outlives the server (each holds the node's app).
     let mut connections = JoinSet::new();
@@ -94,6 +101,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = shared.connections.open() else {
+            shared.metrics.connection_refused();
+            drop(stream);
+            continue;
+        };
         // Answers are written as they are ready (streamed lists in several writes): without
         // this, Nagle's algorithm holds a last small write until the client's delayed ACK.
         if let Err(e) = stream.set_nodelay(true) {
@@ -101,9 +113,10 @@ pub async fn serve(
         }
         let svc = TowerToHyperService::new(service.clone());
         let watcher = graceful.watcher();
+        let conn = http.serve_connection(TokioIo::new(stream), svc);
         connections.spawn(async move {
-            let builder = Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            // The connection's place under the cap, given back when it closes.
+            let _slot = slot;
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::connections::{ConnectionLimits, Connections};
 use crate::error::ApiError;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct ApiSettings {
     /// Most requests on public routes served at once; beyond it a request is answered 503
     /// with `Retry-After` at once (Raft RPCs and probes are not counted).
     pub max_concurrent_requests: usize,
+    /// Bounds on open connections and on how long a request's head may take.
+    pub connections: ConnectionLimits,
 }
 
 /// How recent the last contact with a leader (or, on the leader, with its quorum) must be
@@ -56,6 +59,8 @@ pub struct Shared {
     pub contact: LeaderContact,
     /// The bound on public requests in flight.
     pub admission: Admission,
+    /// The open connections, under their cap.
+    pub connections: Connections,
     /// Tasks started by requests, joined at shutdown.
     pub tasks: RequestTasks,
 }

@@ -8,6 +8,11 @@ use crate::wire::{
     ServiceActionIn, ServicesOut,
 };
 
+/// How long a client keeps an idle connection to a node for reuse. Nodes close idle
+/// connections after their `http_header_timeout` (30 s by default), so a client must give
+/// them up sooner, or it may send a request on a connection the node is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A client of the registry's public API. Cloning shares the connection pool.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
@@ -38,6 +43,7 @@ impl RegistryClient {
             .collect();
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(ClientError::Build)?;
         Ok(Self {

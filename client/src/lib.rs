@@ -12,6 +12,6 @@ pub mod error;
 pub mod reporter;
 pub mod wire;
 
-pub use client::RegistryClient;
+pub use client::{RegistryClient, POOL_IDLE_TIMEOUT};
 pub use error::ClientError;
 pub use reporter::{HealthCheck, HealthCommand, Reporter, ReporterConfig, ReporterHandle};

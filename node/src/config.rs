@@ -95,6 +95,17 @@ pub struct NodeConfig {
     /// `/metrics` are not counted.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Most HTTP connections this node keeps open (clients and peers); a connection
+    /// accepted past it is closed at once and counted in
+    /// `registry_http_connections_refused_total`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, and how long an idle
+    /// keep-alive connection is kept waiting for its next request, before the connection
+    /// is closed. Clients of the registry keep idle connections for less
+    /// ([`registry_client::POOL_IDLE_TIMEOUT`]), so they never reuse one the node is closing.
+    #[serde(with = "humantime_serde", default = "default_http_header_timeout")]
+    pub http_header_timeout: Duration,
     /// Raft timings and log compaction.
     #[serde(default)]
     pub raft: RaftSettings,
@@ -217,6 +228,20 @@ fn default_max_concurrent_requests() -> usize {
     DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 
+/// The default of [`NodeConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+/// The default of [`NodeConfig::http_header_timeout`].
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn default_http_header_timeout() -> Duration {
+    DEFAULT_HTTP_HEADER_TIMEOUT
+}
+
 fn default_service_down_time() -> Duration {
     Duration::from_secs(60)
 }
@@ -310,6 +335,26 @@ impl NodeConfig {
                 "max_concurrent_requests must be 1 to {MAX_CONCURRENT_REQUESTS_LIMIT} (got {})",
                 self.max_concurrent_requests
             ));
+        }
+        if !(1..=MAX_CONCURRENT_REQUESTS_LIMIT).contains(&self.max_connections) {
+            return invalid(format!(
+                "max_connections must be 1 to {MAX_CONCURRENT_REQUESTS_LIMIT} (got {})",
+                self.max_connections
+            ));
+        }
+        if self.http_header_timeout < Duration::from_millis(100) {
+            return invalid(format!(
+                "http_header_timeout must be at least 100ms (got {:?})",
+                self.http_header_timeout
+            ));
+        }
+        if self.http_header_timeout <= registry_client::POOL_IDLE_TIMEOUT {
+            tracing::warn!(
+                http_header_timeout = ?self.http_header_timeout,
+                client_idle = ?registry_client::POOL_IDLE_TIMEOUT,
+                "http_header_timeout is no longer than registry clients keep idle connections: \
+                 a client may send a request on a connection this node is closing"
+            );
         }
         Ok(self)
     }

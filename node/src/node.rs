@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use openraft::error::Fatal;
 use openraft::Raft;
+use registry_api::connections::ConnectionLimits;
 use registry_api::liveness::Liveness;
 use registry_api::transport::identity::PeerIdentity;
 use registry_api::{ApiSettings, RegistryApp};
@@ -107,6 +108,10 @@ impl Node {
             write_timeout: config.write_timeout,
             read_timeout: config.read_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
+            connections: ConnectionLimits {
+                max_connections: config.max_connections,
+                header_timeout: config.http_header_timeout,
+            },
         };
         let stages = Stages::new();
         let ticker = tokio::spawn(crate::ticker::run(

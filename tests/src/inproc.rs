@@ -22,6 +22,10 @@ pub struct ClusterSpec {
     pub auth: AuthSettings,
     /// Bound on each node's public requests in flight (default: the config's default).
     pub max_concurrent_requests: usize,
+    /// Most connections each node keeps open (default: the config's default).
+    pub max_connections: usize,
+    /// Each node's `http_header_timeout` (default: the config's default).
+    pub http_header_timeout: Duration,
 }
 
 impl Default for ClusterSpec {
@@ -38,6 +42,8 @@ impl Default for ClusterSpec {
                 cluster_secret_file: None,
             },
             max_concurrent_requests: registry_node::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_connections: registry_node::config::DEFAULT_MAX_CONNECTIONS,
+            http_header_timeout: registry_node::config::DEFAULT_HTTP_HEADER_TIMEOUT,
         }
     }
 }
@@ -93,6 +99,8 @@ impl InProcCluster {
                     write_timeout: Duration::from_secs(5),
                     read_timeout: Duration::from_secs(2),
                     max_concurrent_requests: spec.max_concurrent_requests,
+                    max_connections: spec.max_connections,
+                    http_header_timeout: spec.http_header_timeout,
                     raft: spec.raft.clone(),
                     auth: spec.auth.clone(),
                 }

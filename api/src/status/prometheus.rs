@@ -304,6 +304,16 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
         shared.admission.in_flight() as u64,
     );
     g.int(
+        "http_connections_open",
+        "HTTP connections open on this node now (clients and peers)",
+        shared.connections.open_now() as u64,
+    );
+    g.int(
+        "http_max_connections",
+        "Most HTTP connections this node keeps open; past it a new one is closed at once",
+        shared.connections.max() as u64,
+    );
+    g.int(
         "http_max_concurrent_requests",
         "Most public requests this node serves at once before answering 503",
         shared.settings.max_concurrent_requests as u64,

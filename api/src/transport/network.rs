@@ -49,7 +49,7 @@ impl HttpNetwork {
     ) -> Result<Self, NetworkSetupError> {
         let client = reqwest::Client::builder()
             .local_address(local)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(registry_client::POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(8)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(500))

@@ -10,5 +10,6 @@ mod t40_registryctl;
 mod t41_reporter;
 mod t50_auth;
 mod t60_observability;
+mod t65_connections;
 mod t70_decoding;
 mod t80_integrity;

@@ -24,7 +24,7 @@ struct Sample {
 
 /// A parsed exposition: each family's type and help, and every sample.
 #[derive(Debug, Default)]
-struct Exposition {
+pub(crate) struct Exposition {
     types: BTreeMap<String, String>,
     helps: BTreeMap<String, String>,
     samples: Vec<Sample>,
@@ -162,7 +162,7 @@ impl Exposition {
     }
 
     /// The value of `name`, which must be there.
-    fn value(&self, name: &str) -> f64 {
+    pub(crate) fn value(&self, name: &str) -> f64 {
         self.get(name, &[])
             .unwrap_or_else(|| panic!("{name} is missing from /metrics"))
     }
@@ -249,7 +249,7 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
 }
 
 /// Scrapes node `i`'s `/metrics` and parses it; the answer must say it is Prometheus text.
-async fn scrape(c: &InProcCluster, i: usize) -> anyhow::Result<Exposition> {
+pub(crate) async fn scrape(c: &InProcCluster, i: usize) -> anyhow::Result<Exposition> {
     let resp = reqwest::get(format!("http://{}/metrics", c.configs[i].listen)).await?;
     anyhow::ensure!(resp.status() == 200, "/metrics answered {}", resp.status());
     let content_type = resp
