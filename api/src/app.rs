@@ -26,6 +26,7 @@ use crate::transport::identity::PeerIdentity;
 use crate::transport::network::NetworkSetupError;
 use crate::transport::peer::Peer;
 use crate::transport::snapshot_receiver::SnapshotReceiver;
+use crate::transport::tls::{peer_client_builder, NodeTls, Scheme};
 use crate::write::batcher::Batcher;
 use crate::write::WritePath;
 
@@ -65,8 +66,9 @@ struct Parts {
 
 impl RegistryApp {
     /// Wraps a node's parts and starts the tasks of its write path, which run until `stop`
-    /// is cancelled; requests it sends its peers leave from `local_ip`. Fails when the HTTP
-    /// client for its peers cannot be built.
+    /// is cancelled; requests it sends its peers leave from `local_ip`, over HTTPS when it
+    /// has `tls`. Fails when the HTTP client for its peers cannot be built.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         raft: Raft<TypeConfig>,
@@ -74,6 +76,7 @@ impl RegistryApp {
         settings: ApiSettings,
         auth: Auth,
         local_ip: Option<std::net::IpAddr>,
+        tls: Option<Arc<NodeTls>>,
         stop: CancellationToken,
     ) -> Result<(Self, AppTasks), NetworkSetupError> {
         let identity = PeerIdentity::new(id, store.identity.clone());
@@ -89,15 +92,21 @@ impl RegistryApp {
             admission: Admission::new(id, settings.max_concurrent_requests),
             connections: Connections::new(settings.connections.max_connections),
             tasks: RequestTasks::new(stop.clone()),
+            tls: tls.clone(),
         });
-        let http = reqwest::Client::builder()
+        let http = peer_client_builder(tls.as_deref())
             .local_address(local_ip)
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(registry_client::POOL_IDLE_TIMEOUT)
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
             .map_err(NetworkSetupError::from)?;
-        let peer = Peer::new(http, identity, auth.secret().to_string());
+        let peer = Peer::new(
+            http,
+            Scheme::of(tls.as_deref()),
+            identity,
+            auth.secret().to_string(),
+        );
         let (forwarder, forwarder_task) = Forwarder::spawn(peer.clone(), stop.clone());
         let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone(), forwarder);
         let (batcher, batcher_task) =

@@ -22,6 +22,11 @@
 //! ended. It speaks HTTP/1.1 only (every client of the registry, its peers included, does),
 //! under the node's connection bounds ([`crate::connections`]): a cap on open connections
 //! and a timeout for each request's head, which also closes idle keep-alive connections.
+//!
+//! A node with TLS ([`crate::transport::tls`]) serves HTTPS only: each connection's TLS
+//! handshake runs in the connection's own task (a slow client never holds up the accept
+//! loop), bounded by the same header timeout, and what it learnt of the client's certificate
+//! goes into each request's extensions.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,6 +40,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_util::either::Either;
 use tower_service::Service;
 use tracing::Instrument;
 use warp::http::{HeaderValue, Method, Request};
@@ -44,6 +50,7 @@ use warp::reply::Response;
 use crate::app::RegistryApp;
 use crate::request_id::{request_id_of, REQUEST_ID, REQUEST_ID_HEADER};
 use crate::routes::route::{Matched, RouteKind};
+use crate::transport::tls::WithClientCert;
 
 /// The template of a request that matched no route.
 const UNMATCHED: &str = "unmatched";
@@ -75,15 +82,16 @@ pub async fn serve(
     let routes = warp::service(crate::routes::all(app.clone()));
     let shared = Arc::clone(app.shared());
     let service = Observed { inner: routes, app };
+    let header_timeout = shared.settings.connections.header_timeout;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(shared.settings.connections.header_timeout);
+        .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that none outlives the server (each holds the node's app).
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _remote) = tokio::select! {
+        let (stream, remote) = tokio::select! {
             Some(ended) = connections.join_next(), if !connections.is_empty() => {
                 if let Err(e) = ended {
                     tracing::warn!(error = %e, "a connection's task ended abnormally");
@@ -111,12 +119,28 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        let svc = TowerToHyperService::new(service.clone());
+        let service = service.clone();
         let watcher = graceful.watcher();
-        let conn = http.serve_connection(TokioIo::new(stream), svc);
+        let http = http.clone();
+        let tls = shared.tls.clone();
         connections.spawn(async move {
             // The connection's place under the cap, given back when it closes.
             let _slot = slot;
+            let (io, cert) = match tls {
+                None => (Either::Left(stream), None),
+                Some(tls) => match tls.accept(stream, header_timeout).await {
+                    Ok((stream, cert)) => (Either::Right(stream), Some(cert)),
+                    Err(e) => {
+                        tracing::debug!(remote = %remote, error = %e, "connection closed");
+                        return;
+                    }
+                },
+            };
+            let svc = TowerToHyperService::new(WithClientCert {
+                inner: service,
+                cert,
+            });
+            let conn = http.serve_connection(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

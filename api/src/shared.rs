@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::transport::identity::PeerIdentity;
+use crate::transport::tls::NodeTls;
 
 /// Settings of the API layer.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +64,9 @@ pub struct Shared {
     pub connections: Connections,
     /// Tasks started by requests, joined at shutdown.
     pub tasks: RequestTasks,
+    /// The node's TLS (`None`: plain HTTP): its server serves HTTPS only, its requests to
+    /// peers use HTTPS, and requests from peers must show a client certificate.
+    pub tls: Option<Arc<NodeTls>>,
 }
 
 impl Shared {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use registry_api::auth::{Auth, Role};
+use registry_api::transport::tls::TlsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::NodeError;
@@ -112,6 +113,12 @@ pub struct NodeConfig {
     /// Client tokens and the cluster secret. Required: turning authentication off must be
     /// said in so many words (`mode = "disabled"`), and is meant for a local demo only.
     pub auth: AuthSettings,
+    /// TLS (optional): with it the node serves HTTPS only on `listen`, talks to its peers
+    /// over HTTPS with its certificate, and refuses requests from peers that show no client
+    /// certificate the cluster CA signed. Paths are relative to the config file. Every node
+    /// of a group has TLS or none does.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// Whether clients need tokens.
@@ -256,8 +263,8 @@ fn default_read_timeout() -> Duration {
 }
 
 impl NodeConfig {
-    /// Reads, parses and validates a config file; a relative `data_dir` is resolved against
-    /// the file's directory.
+    /// Reads, parses and validates a config file; relative paths (`data_dir`, the auth
+    /// files, the `[tls]` files) are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Self, NodeError> {
         let text =
             std::fs::read_to_string(path).map_err(NodeError::io("cannot read config", path))?;
@@ -278,6 +285,9 @@ impl NodeConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(tls) = config.tls.as_mut() {
+            tls.resolve(base);
         }
         config.validate()
     }

@@ -40,6 +40,9 @@ pub enum NodeError {
     /// The listener's local address could not be read.
     #[error("reading the listener's address: {0}")]
     Listener(#[source] std::io::Error),
+    /// The `[tls]` files could not be loaded (the message names the file and why).
+    #[error(transparent)]
+    Tls(#[from] registry_api::transport::tls::TlsError),
     /// An HTTP client for requests between nodes (Raft RPCs, forwarding) could not be built.
     #[error(transparent)]
     Network(registry_api::transport::network::NetworkSetupError),

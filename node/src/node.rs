@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::shutdown::{Parts, Stages, TaskWatch, Tasks, SHUTDOWN_GRACE};
+use registry_api::transport::tls::{NodeTls, Scheme};
 use registry_api::transport::HttpNetwork;
 
 /// How a node starts.
@@ -84,7 +85,12 @@ impl Node {
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
         let secret = auth.secret().to_string();
         let identity = PeerIdentity::new(config.node_id, store.identity.clone());
-        let network = HttpNetwork::new(local_ip, secret, identity).map_err(NodeError::Network)?;
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(NodeTls::load(t)?)),
+            None => None,
+        };
+        let network = HttpNetwork::new(local_ip, secret, identity, tls.as_deref())
+            .map_err(NodeError::Network)?;
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -126,6 +132,7 @@ impl Node {
             settings,
             auth,
             local_ip,
+            tls.clone(),
             stages.write_path(),
         )
         .map_err(NodeError::Network)?;
@@ -136,7 +143,8 @@ impl Node {
             stages.http().cancelled_owned(),
             SHUTDOWN_GRACE,
         ));
-        tracing::info!(node_id = config.node_id, %addr, data_dir = %config.data_dir.display(), "node listening");
+        let scheme = Scheme::of(tls.as_deref()).as_str();
+        tracing::info!(node_id = config.node_id, %addr, scheme, data_dir = %config.data_dir.display(), "node listening");
 
         let (fail, failed) = oneshot::channel();
         let formation = tokio::spawn(form(

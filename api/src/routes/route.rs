@@ -8,7 +8,8 @@
 //!   to time and log the request) and in the request's span;
 //! - [`gate`] admits the request under the node's bound on concurrent requests (public
 //!   routes), then checks its credentials: a client token of the route's role, or the
-//!   cluster secret and the identity headers of another node. It never rejects: it hands the
+//!   cluster secret and the identity headers of another node (on a node with TLS, also a
+//!   client certificate the cluster CA signed). It never rejects: it hands the
 //!   handler a [`Gate`], so that a refused request is answered by its own route, in that
 //!   route's error shape (Cinder's faults under `/v3`), and never falls through to another
 //!   route. Bodies are read by the handler ([`super::body`]) only once the gate passed, so an
@@ -24,6 +25,7 @@ use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::transport::peer::FORWARDED_HEADER;
+use crate::transport::tls::ClientCert;
 
 /// What kind of route a request is for: it decides whether the request counts against the
 /// node's bound on concurrent requests, and how loudly it is logged.
@@ -145,14 +147,22 @@ pub fn gate(
     route: &'static Route,
 ) -> impl Filter<Extract = (Gate,), Error = std::convert::Infallible> + Clone {
     let app = app.clone();
-    warp::header::headers_cloned().then(move |headers: HeaderMap| {
-        let app = app.clone();
-        async move { admit(&app, route, headers).await }
-    })
+    warp::header::headers_cloned()
+        .and(warp::ext::optional::<ClientCert>())
+        .then(move |headers: HeaderMap, cert: Option<ClientCert>| {
+            let app = app.clone();
+            async move { admit(&app, route, headers, cert.as_ref()).await }
+        })
 }
 
-/// Admits a request for `route`: its place under the bound, then its credentials.
-async fn admit(app: &RegistryApp, route: &'static Route, headers: HeaderMap) -> Gate {
+/// Admits a request for `route`: its place under the bound, then its credentials (`cert`:
+/// what the TLS handshake of its connection learnt, `None` over plain HTTP).
+async fn admit(
+    app: &RegistryApp,
+    route: &'static Route,
+    headers: HeaderMap,
+    cert: Option<&ClientCert>,
+) -> Gate {
     let permit = match route.kind {
         RouteKind::Public => match app.shared().admission.try_admit() {
             Ok(p) => Some(p),
@@ -169,27 +179,55 @@ async fn admit(app: &RegistryApp, route: &'static Route, headers: HeaderMap) -> 
         Access::Open => {}
         Access::Client(role) => {
             if forwarded {
-                admit_peer(app, PeerCheck::Identity { joining: false }, &headers).await?;
+                admit_peer(app, PeerCheck::Identity { joining: false }, &headers, cert).await?;
             }
             app.authorize(&headers, role)?;
         }
-        Access::Peer(check) => admit_peer(app, check, &headers).await?,
+        Access::Peer(check) => admit_peer(app, check, &headers, cert).await?,
     }
     Ok(Pass { headers, permit })
 }
 
-/// Checks a request from another node: the secret first (401, saying nothing of this node
-/// to a stranger), then its identity (421).
+/// Checks a request from another node: on a node with TLS, a client certificate the cluster
+/// CA signed (401); the secret (401, saying nothing of this node to a stranger); then its
+/// identity (421).
 async fn admit_peer(
     app: &RegistryApp,
     check: PeerCheck,
     headers: &HeaderMap,
+    cert: Option<&ClientCert>,
 ) -> Result<(), ApiError> {
+    if app.shared().tls.is_some() {
+        peer_certificate(cert).inspect_err(|e| {
+            tracing::warn!(error = %e, "refused a request between nodes without a client certificate");
+        })?;
+    }
     app.authorize_peer(headers).inspect_err(|e| {
         tracing::warn!(error = %e, "refused a request between nodes without the cluster secret");
     })?;
     match check {
         PeerCheck::Secret => Ok(()),
         PeerCheck::Identity { joining } => app.shared().identity.admit(headers, joining).await,
+    }
+}
+
+/// On a node with TLS: a request between nodes must come over a connection whose client
+/// presented a certificate the cluster CA signed (the handshake verified it).
+fn peer_certificate(cert: Option<&ClientCert>) -> Result<(), ApiError> {
+    match cert {
+        Some(ClientCert::Verified { subject }) => {
+            tracing::trace!(%subject, "request between nodes with a client certificate");
+            Ok(())
+        }
+        Some(ClientCert::None) => Err(ApiError::Unauthorized(
+            "requests between nodes need a client certificate signed by the cluster CA: \
+             none was presented"
+                .into(),
+        )),
+        None => Err(ApiError::Unauthorized(
+            "requests between nodes need TLS with a client certificate signed by the \
+             cluster CA"
+                .into(),
+        )),
     }
 }

@@ -8,11 +8,14 @@
 //! - [`identity`]: the cluster id and target incarnation every request between nodes
 //!   carries, checked before its body is read;
 //! - [`peer`]: the HTTP client for the other requests between nodes (forwarded writes and
-//!   reads, identity, join).
+//!   reads, identity, join);
+//! - [`tls`]: the node's TLS: its server's certificate, the client certificate each request
+//!   came with, and the HTTPS client config of its requests to peers (the URL scheme too).
 //!
 //! Every request between nodes leaves through [`network`] or [`peer`], with the cluster
-//! secret and the identity headers, and arrives through the server's peer admission
-//! ([`crate::server`]) and [`routes`]: peer authentication (and later TLS) sits here.
+//! secret and the identity headers (over mutual TLS when the node has TLS), and arrives
+//! through the routes' peer admission ([`crate::routes::route`]) and [`routes`]: peer
+//! authentication sits here.
 
 pub mod identity;
 pub mod network;
@@ -20,5 +23,6 @@ pub mod peer;
 pub mod routes;
 pub mod rpc;
 pub mod snapshot_receiver;
+pub mod tls;
 
 pub use network::HttpNetwork;

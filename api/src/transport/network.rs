@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::auth::SECRET_HEADER;
 use crate::transport::identity::PeerIdentity;
 use crate::transport::rpc::{self, path};
+use crate::transport::tls::{peer_client_builder, NodeTls, Scheme};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -36,18 +37,22 @@ pub struct HttpNetwork {
     secret: String,
     /// This node's cluster, sent with every RPC.
     identity: PeerIdentity,
+    /// `https` when the node has TLS.
+    scheme: Scheme,
 }
 
 impl HttpNetwork {
     /// A network whose connections are reused across RPCs; they leave from `local`, the
     /// node's own listen address, when it names one (so peers and firewalls see the node's
-    /// address, not whichever one the OS picks).
+    /// address, not whichever one the OS picks); with `tls`, over HTTPS with this node's
+    /// certificate.
     pub fn new(
         local: Option<std::net::IpAddr>,
         secret: String,
         identity: PeerIdentity,
+        tls: Option<&NodeTls>,
     ) -> Result<Self, NetworkSetupError> {
-        let client = reqwest::Client::builder()
+        let client = peer_client_builder(tls)
             .local_address(local)
             .pool_idle_timeout(registry_client::POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(8)
@@ -58,6 +63,7 @@ impl HttpNetwork {
             client,
             secret,
             identity,
+            scheme: Scheme::of(tls),
         })
     }
 }
@@ -68,7 +74,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     async fn new_client(&mut self, target: NodeId, node: &RegistryNode) -> HttpPeer {
         HttpPeer {
             target,
-            base: format!("http://{}/raft", node.addr),
+            base: self.scheme.url(&node.addr, "/raft"),
             client: self.client.clone(),
             secret: self.secret.clone(),
             identity: self.identity.clone(),

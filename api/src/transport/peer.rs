@@ -16,6 +16,7 @@ use crate::auth::SECRET_HEADER;
 use crate::error::ErrorBody;
 use crate::request_id::REQUEST_ID_HEADER;
 use crate::transport::identity::PeerIdentity;
+use crate::transport::tls::Scheme;
 use crate::wire::{IdentityOut, JoinIn, JoinOut};
 
 /// Header set on a request one node forwards to the leader, so it is never forwarded again.
@@ -137,6 +138,8 @@ pub enum PeerError {
 #[derive(Debug, Clone)]
 pub struct Peer {
     http: reqwest::Client,
+    /// `https` when the node has TLS.
+    scheme: Scheme,
     /// Who this node is: its id (in [`FORWARDED_HEADER`]), cluster and incarnation.
     identity: PeerIdentity,
     secret: String,
@@ -146,10 +149,16 @@ pub struct Peer {
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Peer {
-    /// This node (`identity`) sending with `http`.
-    pub fn new(http: reqwest::Client, identity: PeerIdentity, secret: String) -> Self {
+    /// This node (`identity`) sending with `http` to `scheme` URLs.
+    pub fn new(
+        http: reqwest::Client,
+        scheme: Scheme,
+        identity: PeerIdentity,
+        secret: String,
+    ) -> Self {
         Self {
             http,
+            scheme,
             identity,
             secret,
         }
@@ -158,7 +167,7 @@ impl Peer {
     /// A request to `addr` with the secret (no identity headers).
     fn request(&self, method: Method, addr: &str, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("http://{addr}{path}"))
+            .request(method, self.scheme.url(addr, path))
             .header(SECRET_HEADER, &self.secret)
     }
 
