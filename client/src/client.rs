@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::ClientError;
+use crate::tls::ClientTls;
 use crate::wire::{
     AddLearnerIn, ClusterOut, Consistency, ErrorBody, HeartbeatIn, PromoteIn, ServiceAction,
     ServiceActionIn, ServicesOut,
@@ -29,6 +30,23 @@ impl RegistryClient {
         endpoints: impl IntoIterator<Item = impl Into<String>>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
+        Self::with_tls(endpoints, timeout, None)
+    }
+
+    /// A client of the nodes at `endpoints`, each request bounded by `timeout`, with `tls`
+    /// for HTTPS: its CA bundle is the only root trusted, and its certificate is presented
+    /// to nodes that ask. An endpoint given as `host:port` is `https://host:port` when
+    /// `tls` names a CA, `http://host:port` otherwise; one with a scheme keeps it.
+    pub fn with_tls(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
+        let scheme = if tls.is_some_and(ClientTls::has_ca) {
+            "https"
+        } else {
+            "http"
+        };
         let endpoints = endpoints
             .into_iter()
             .map(Into::into)
@@ -37,15 +55,17 @@ impl RegistryClient {
                 if e.starts_with("http://") || e.starts_with("https://") {
                     e
                 } else {
-                    format!("http://{e}")
+                    format!("{scheme}://{e}")
                 }
             })
             .collect();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build()
-            .map_err(ClientError::Build)?;
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        if let Some(tls) = tls {
+            builder = tls.apply(builder)?;
+        }
+        let http = builder.build().map_err(ClientError::Build)?;
         Ok(Self {
             http,
             endpoints,

@@ -28,6 +28,19 @@ pub enum ClientError {
     /// zero interval.
     #[error("{0}")]
     Invalid(String),
+    /// A TLS file could not be read.
+    #[error("reading {what} {}: {source}", path.display())]
+    TlsFile {
+        /// Which file (`the CA bundle`, `the client certificate`, `the client key`).
+        what: &'static str,
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A TLS file is not the PEM it should be.
+    #[error("{0}: {1}")]
+    TlsPem(&'static str, #[source] reqwest::Error),
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
     Build(#[source] reqwest::Error),

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use crate::client::RegistryClient;
 use crate::error::ClientError;
+use crate::tls::ClientTls;
 use crate::wire::HeartbeatIn;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,6 +60,8 @@ pub struct ReporterConfig {
     pub request_timeout: Option<Duration>,
     /// Token with the `reporter` role, when the registry requires tokens.
     pub token: Option<String>,
+    /// The CA to trust and the certificate to present, for HTTPS endpoints.
+    pub tls: Option<ClientTls>,
 }
 
 impl ReporterConfig {
@@ -78,6 +81,7 @@ impl ReporterConfig {
             interval: DEFAULT_INTERVAL,
             request_timeout: None,
             token: None,
+            tls: None,
         }
     }
 
@@ -261,7 +265,7 @@ impl Reporter {
             .map(|i| {
                 let mut rotated = endpoints.clone();
                 rotated.rotate_left(i);
-                let client = RegistryClient::new(rotated, timeout)?;
+                let client = RegistryClient::with_tls(rotated, timeout, config.tls.as_ref())?;
                 Ok(match &config.token {
                     Some(t) => client.with_token(t.clone()),
                     None => client,

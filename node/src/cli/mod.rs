@@ -7,10 +7,11 @@
 //! (the reporter loop). Each command answers the text to print, so the binary only prints
 //! it and maps a [`CliError`] to an exit code.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use registry_client::{ClientError, RegistryClient};
+use registry_client::{ClientError, ClientTls, RegistryClient};
 
 pub mod actions;
 pub mod cluster;
@@ -55,6 +56,28 @@ pub struct GlobalArgs {
     /// `reader` token lists, a `reporter` token reports, an `admin` token does everything.
     #[arg(long, global = true, env = "REGISTRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA bundle (PEM) to trust for HTTPS endpoints (the cluster CA; no other root is
+    /// trusted). With it, an endpoint given as `host:port` is `https://host:port`.
+    #[arg(long, global = true, env = "REGISTRY_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM chain) to present to nodes that ask for one; needs `--key`.
+    #[arg(
+        long,
+        global = true,
+        env = "REGISTRY_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of `--cert`.
+    #[arg(
+        long,
+        global = true,
+        env = "REGISTRY_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
 }
 
 impl GlobalArgs {
@@ -73,14 +96,31 @@ impl GlobalArgs {
         if endpoints.is_empty() {
             return Err(CliError::Invalid("--endpoints names no endpoint".into()));
         }
-        Ok(self.authenticated(RegistryClient::new(endpoints, self.request_timeout())?))
+        Ok(self.authenticated(RegistryClient::with_tls(
+            endpoints,
+            self.request_timeout(),
+            self.tls()?.as_ref(),
+        )?))
+    }
+
+    /// The TLS settings of `--cacert`, `--cert` and `--key` (`None` when none is given).
+    pub fn tls(&self) -> Result<Option<ClientTls>, CliError> {
+        if self.cacert.is_none() && self.cert.is_none() && self.key.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(ClientTls::from_files(
+            self.cacert.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )?))
     }
 
     /// A client of one node only.
     pub fn client_of(&self, addr: &str) -> Result<RegistryClient, CliError> {
-        Ok(self.authenticated(RegistryClient::new(
+        Ok(self.authenticated(RegistryClient::with_tls(
             [addr.to_string()],
             self.request_timeout(),
+            self.tls()?.as_ref(),
         )?))
     }
 

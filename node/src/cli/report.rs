@@ -52,6 +52,7 @@ pub async fn run(
         interval: a.interval,
         request_timeout: g.timeout,
         token: g.token.clone(),
+        tls: g.tls()?,
         ..ReporterConfig::new(g.endpoint_list(), a.host.clone(), a.binary.clone())
     };
     let mut reporter = Reporter::new(config)?;
