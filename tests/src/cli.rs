@@ -113,7 +113,8 @@ impl CtlOutput {
 }
 
 /// Runs `registryctl --endpoints <endpoints> <args>` to completion (bounded by a deadline),
-/// with `REGISTRY_ENDPOINTS` cleared and logs at warn.
+/// with `REGISTRY_ENDPOINTS` and the TLS variables (`REGISTRY_CACERT`, `REGISTRY_CERT`,
+/// `REGISTRY_KEY`) cleared and logs at warn.
 pub async fn registryctl(endpoints: &[String], args: &[&str]) -> anyhow::Result<CtlOutput> {
     let bin = tokio::task::spawn_blocking(registryctl_binary).await??;
     let child = tokio::process::Command::new(bin)
@@ -121,6 +122,9 @@ pub async fn registryctl(endpoints: &[String], args: &[&str]) -> anyhow::Result<
         .arg(endpoints.join(","))
         .args(args)
         .env_remove("REGISTRY_ENDPOINTS")
+        .env_remove("REGISTRY_CACERT")
+        .env_remove("REGISTRY_CERT")
+        .env_remove("REGISTRY_KEY")
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use registry_client::RegistryClient;
+use registry_client::{ClientTls, RegistryClient};
 use registry_node::config::{AuthMode, AuthSettings};
 use registry_node::{Node, NodeConfig, Peer, RaftSettings, StartOptions};
 use tempfile::TempDir;
+
+use crate::tls::TestPki;
 
 /// Settings for a test cluster; defaults suit fast tests.
 #[derive(Debug, Clone)]
@@ -26,6 +28,9 @@ pub struct ClusterSpec {
     pub max_connections: usize,
     /// Each node's `http_header_timeout` (default: the config's default).
     pub http_header_timeout: Duration,
+    /// TLS for every node (default: none, plain HTTP): a throwaway CA and a certificate per
+    /// node ([`crate::tls::TestPki`]).
+    pub tls: Option<TestPki>,
 }
 
 impl Default for ClusterSpec {
@@ -44,6 +49,7 @@ impl Default for ClusterSpec {
             max_concurrent_requests: registry_node::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_connections: registry_node::config::DEFAULT_MAX_CONNECTIONS,
             http_header_timeout: registry_node::config::DEFAULT_HTTP_HEADER_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct InProcCluster {
     bound: Vec<Option<tokio::net::TcpListener>>,
     /// Whether each node started once already: only the first start bootstraps.
     started: Vec<bool>,
+    /// The certificates of a TLS cluster.
+    tls: Option<TestPki>,
 }
 
 impl InProcCluster {
@@ -103,6 +111,7 @@ impl InProcCluster {
                     http_header_timeout: spec.http_header_timeout,
                     raft: spec.raft.clone(),
                     auth: spec.auth.clone(),
+                    tls: spec.tls.as_ref().map(|t| t.node_config(i as u64 + 1)),
                 }
                 .validate()
             })
@@ -113,6 +122,7 @@ impl InProcCluster {
             started: configs.iter().map(|_| false).collect(),
             configs,
             bound,
+            tls: spec.tls.clone(),
         };
         for i in 0..cluster.configs.len() {
             cluster.start_node(i).await?;
@@ -153,6 +163,11 @@ impl InProcCluster {
         Ok(())
     }
 
+    /// The certificates of a TLS cluster (`None` for plain HTTP).
+    pub fn spec_tls(&self) -> Option<&TestPki> {
+        self.tls.as_ref()
+    }
+
     /// The running node index `i`.
     pub fn node(&self, i: usize) -> &Node {
         self.nodes[i].as_ref().expect("node is running")
@@ -186,12 +201,19 @@ impl InProcCluster {
         Ok(())
     }
 
-    /// A client talking only to node index `i`.
+    /// A client talking only to node index `i` (over HTTPS, trusting the cluster CA, when
+    /// the cluster has TLS).
     pub fn client_of(&self, i: usize) -> RegistryClient {
-        crate::client(
-            [self.configs[i].listen.to_string()],
-            Duration::from_secs(10),
-        )
+        let endpoint = [self.configs[i].listen.to_string()];
+        match &self.configs[i].tls {
+            None => crate::client(endpoint, Duration::from_secs(10)),
+            Some(tls) => {
+                let tls =
+                    ClientTls::from_files(Some(&tls.ca), None, None).expect("reading the test CA");
+                RegistryClient::with_tls(endpoint, Duration::from_secs(10), Some(&tls))
+                    .expect("building an HTTPS client")
+            }
+        }
     }
 }
 

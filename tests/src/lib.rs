@@ -2,8 +2,8 @@
 //! ([`inproc`]) or as `registry-node` processes ([`procs`]), waiting on conditions with
 //! deadlines ([`wait`]), a history of what reporters were told and readers saw
 //! ([`history`]), a watch for false `down`s ([`observer`]), the checks that end a fault
-//! scenario ([`scenario`]), HTTP requests written by hand ([`raw_http`]), and running
-//! `registryctl` ([`cli`]).
+//! scenario ([`scenario`]), HTTP requests written by hand ([`raw_http`]), running
+//! `registryctl` ([`cli`]), and throwaway certificates for TLS ([`tls`]).
 
 pub mod cli;
 pub mod history;
@@ -12,6 +12,7 @@ pub mod observer;
 pub mod procs;
 pub mod raw_http;
 pub mod scenario;
+pub mod tls;
 pub mod wait;
 
 /// A client of `endpoints`, each request bounded by `timeout` (building an HTTP client without

@@ -11,5 +11,6 @@ mod t41_reporter;
 mod t50_auth;
 mod t60_observability;
 mod t65_connections;
+mod t66_tls;
 mod t70_decoding;
 mod t80_integrity;

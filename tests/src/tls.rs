@@ -1,0 +1,155 @@
+//! Throwaway certificates for TLS tests (rcgen): a cluster CA, a certificate per node
+//! (subject alternative names `127.0.0.1` and `localhost`, usable as server and client), a
+//! client certificate, and a second CA with a client certificate of its own, which the
+//! cluster must not trust.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use registry_api::transport::tls::TlsConfig;
+use tempfile::TempDir;
+
+/// A CA and the certificates it signed, as PEM files in a temporary directory (removed when
+/// the last clone is dropped).
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    /// Where the files are.
+    dir: Arc<TempDir>,
+    /// Whether the nodes refuse clients without a certificate during the handshake.
+    pub require_client_cert: bool,
+}
+
+/// A certificate and its key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+/// A self-signed CA named `name`.
+fn ca(name: &str) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert, key))
+}
+
+/// A certificate for `name` with `sans`, signed by `issuer`, usable as server and client;
+/// written as `dir/file.pem` and `dir/file-key.pem`.
+fn leaf(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    sans: &[&str],
+    issuer: &(rcgen::Certificate, KeyPair),
+) -> anyhow::Result<CertFiles> {
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer.0, &issuer.1)?;
+    let files = CertFiles {
+        cert: dir.join(format!("{file}.pem")),
+        key: dir.join(format!("{file}-key.pem")),
+    };
+    std::fs::write(&files.cert, cert.pem())?;
+    std::fs::write(&files.key, key.serialize_pem())?;
+    Ok(files)
+}
+
+impl TestPki {
+    /// A CA with certificates for nodes 1 to `nodes`, a client, and a foreign CA's client.
+    pub fn new(nodes: usize) -> anyhow::Result<Self> {
+        let dir = TempDir::new()?;
+        let cluster = ca("registry test CA")?;
+        std::fs::write(dir.path().join("ca.pem"), cluster.0.pem())?;
+        for id in 1..=nodes {
+            let name = format!("node{id}");
+            leaf(
+                dir.path(),
+                &name,
+                &name,
+                &["127.0.0.1", "localhost"],
+                &cluster,
+            )?;
+        }
+        leaf(dir.path(), "client", "registry test client", &[], &cluster)?;
+        let other = ca("another CA")?;
+        std::fs::write(dir.path().join("other-ca.pem"), other.0.pem())?;
+        leaf(
+            dir.path(),
+            "other-client",
+            "node-of-another-CA",
+            &["127.0.0.1"],
+            &other,
+        )?;
+        Ok(Self {
+            dir: Arc::new(dir),
+            require_client_cert: false,
+        })
+    }
+
+    /// The cluster CA (PEM).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The other CA (PEM), which the cluster does not trust.
+    pub fn other_ca(&self) -> PathBuf {
+        self.dir.path().join("other-ca.pem")
+    }
+
+    /// The certificate of node `id`.
+    pub fn node(&self, id: u64) -> CertFiles {
+        self.files(&format!("node{id}"))
+    }
+
+    /// The client certificate the cluster CA signed.
+    pub fn client(&self) -> CertFiles {
+        self.files("client")
+    }
+
+    /// A client certificate another CA signed.
+    pub fn other_client(&self) -> CertFiles {
+        self.files("other-client")
+    }
+
+    fn files(&self, name: &str) -> CertFiles {
+        CertFiles {
+            cert: self.dir.path().join(format!("{name}.pem")),
+            key: self.dir.path().join(format!("{name}-key.pem")),
+        }
+    }
+
+    /// The `[tls]` section of node `id`.
+    pub fn node_config(&self, id: u64) -> TlsConfig {
+        let files = self.node(id);
+        TlsConfig {
+            cert: files.cert,
+            key: files.key,
+            ca: self.ca(),
+            require_client_cert: self.require_client_cert,
+        }
+    }
+}
