@@ -8,6 +8,11 @@
 #   nodeN/data.before-restore.*   a data directory `restore` moved aside
 #   reporter.log   the demo reporter's output, prefixed with "[reporter] "
 #   reporter.pid   the PID of the demo reporter
+#   tls/           with `start --tls`: a throwaway CA (ca.pem, ca-key.pem), each node's
+#                  certificate (nodeN.pem, nodeN-key.pem: IP 127.0.0.1), a client certificate
+#                  (client.pem, client-key.pem), and the nodes' configs with a [tls] section
+#                  (nodeN.toml, used instead of the ones beside this script while tls/enabled
+#                  exists). Made with the openssl command line.
 #
 # Processes are only ever signalled through their recorded PID, and only after checking
 # that the PID still runs the expected command line; nothing is killed by name. Every wait
@@ -34,6 +39,9 @@ BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/registry-node"
 NODES=(1 2 3)
 CTL="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/registryctl"
 HOST=127.0.0.1
+# HTTPS: the certificates and configs of `start --tls`; on while $TLS_DIR/enabled exists.
+TLS_DIR="$RUN_DIR/tls"
+TLS_DAYS=30
 REPORT_INTERVAL="${REPORT_INTERVAL:-10}"
 NODE_LOG_FILTER="${RUST_LOG:-info,warp::filters::trace=warn}"
 
@@ -69,8 +77,11 @@ usage() {
 Usage: $(basename -- "$0") COMMAND
 
 Commands:
-  start          build registry-node, start the three nodes and the demo reporter,
-                 wait until every node reports a leader, show the service list
+  start [--tls]  build registry-node, start the three nodes and the demo reporter,
+                 wait until every node reports a leader, show the service list; with
+                 --tls, make a throwaway CA and certificates under run/tls/ (openssl) and
+                 serve HTTPS only, nodes talking to each other over mutual TLS (every
+                 other command then uses HTTPS until a plain `start`)
   stop [N]       stop the reporter and the nodes, or node N only
                  (SIGTERM, SIGKILL after 10 s)
   status         each node's process and Raft state, then the service list
@@ -105,9 +116,15 @@ before() { (($(now_ms) < $1)); }
 
 # --- Nodes, URLs and HTTP -----------------------------------------------------------------
 
-# The config file of node $1: beside this script for nodes 1-3, under run/ for added ones.
+# True while the cluster runs with TLS (started with `start --tls`).
+tls_on() { [[ -f $TLS_DIR/enabled ]]; }
+
+# The config file of node $1: beside this script for nodes 1-3 (under run/tls/ with TLS),
+# under run/ for added ones.
 node_config() {
-  if [[ -f $SCRIPT_DIR/node$1.toml ]]; then
+  if tls_on && [[ -f $TLS_DIR/node$1.toml ]]; then
+    printf '%s\n' "$TLS_DIR/node$1.toml"
+  elif [[ -f $SCRIPT_DIR/node$1.toml ]]; then
     printf '%s\n' "$SCRIPT_DIR/node$1.toml"
   else
     printf '%s\n' "$RUN_DIR/node$1.toml"
@@ -141,10 +158,100 @@ node_port() {
   printf '%s\n' "$port"
 }
 
-node_url() { printf 'http://%s:%s\n' "$HOST" "$(node_port "$1")"; }
+node_url() {
+  local scheme=http
+  tls_on && scheme=https
+  printf '%s://%s:%s\n' "$scheme" "$HOST" "$(node_port "$1")"
+}
 
-# curl to the local cluster only: no proxy, bounded time, errors silent.
-http() { curl --silent --noproxy '*' --max-time 3 "$@"; }
+# curl to the local cluster only: no proxy, bounded time, errors silent; with TLS, trusting
+# the local CA only and presenting the client certificate.
+http() {
+  local tls=()
+  tls_on && tls=(--cacert "$TLS_DIR/ca.pem" --cert "$TLS_DIR/client.pem" --key "$TLS_DIR/client-key.pem")
+  curl --silent --noproxy '*' --max-time 3 "${tls[@]}" "$@"
+}
+
+# registryctl against the local cluster (with the CA and client certificate under TLS).
+ctl() {
+  local tls=()
+  tls_on && tls=(--cacert "$TLS_DIR/ca.pem" --cert "$TLS_DIR/client.pem" --key "$TLS_DIR/client-key.pem")
+  "$CTL" "${tls[@]}" "$@"
+}
+
+# --- TLS: a throwaway CA and certificates (openssl) ------------------------------------------
+
+# Makes the local CA unless it exists.
+make_ca() {
+  [[ -f $TLS_DIR/ca.pem && -f $TLS_DIR/ca-key.pem ]] && return 0
+  command -v openssl >/dev/null || die "start --tls needs the openssl command line"
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$TLS_DIR/ca-key.pem" -out "$TLS_DIR/ca.pem" -days "$TLS_DAYS" \
+    -subj "/CN=registry local-cluster CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null || die "openssl: making the CA failed"
+  chmod 600 "$TLS_DIR/ca-key.pem"
+  info "made a throwaway CA: $TLS_DIR/ca.pem"
+}
+
+# Makes certificate $1 (file name; subject CN $2, subject alternative names $3, may be empty)
+# signed by the local CA, unless it exists. Usable as server and client certificate.
+make_cert() {
+  local name=$1 cn=$2 san=$3 ext
+  [[ -f $TLS_DIR/$name.pem && -f $TLS_DIR/$name-key.pem ]] && return 0
+  ext="basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth"
+  [[ -n $san ]] && ext+=$'\n'"subjectAltName=$san"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$TLS_DIR/$name-key.pem" -out "$TLS_DIR/$name.csr" -subj "/CN=$cn" 2>/dev/null ||
+    die "openssl: making the key of $name failed"
+  openssl x509 -req -in "$TLS_DIR/$name.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca-key.pem" \
+    -CAcreateserial -out "$TLS_DIR/$name.pem" -days "$TLS_DAYS" \
+    -extfile <(printf '%s\n' "$ext") 2>/dev/null || die "openssl: signing $name failed"
+  rm -f -- "$TLS_DIR/$name.csr"
+  chmod 600 "$TLS_DIR/$name-key.pem"
+}
+
+# Writes run/tls/nodeN.toml: the config $2 of node $1 with its data_dir made absolute and a
+# [tls] section (paths relative to run/tls/).
+write_tls_config() {
+  local n=$1 src=$2 dir
+  dir=$(sed -n 's/^[[:space:]]*data_dir[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$src")
+  [[ -n $dir ]] || die "cannot read data_dir from $src"
+  [[ $dir == /* ]] || dir="$(dirname -- "$src")/$dir"
+  {
+    printf '# Node %s with TLS: %s, written by local-cluster.sh start --tls.\n' "$n" "$src"
+    sed 's|^[[:space:]]*data_dir[[:space:]]*=.*|data_dir = "'"$dir"'"|' "$src"
+    printf '\n[tls]\ncert = "node%s.pem"\nkey = "node%s-key.pem"\nca = "ca.pem"\n' "$n" "$n"
+  } >"$TLS_DIR/node$n.toml"
+}
+
+# `start --tls`: the CA, a certificate per node and a client certificate, the TLS configs
+# (made once; kept across restarts, so that the nodes keep their certificates).
+setup_tls() {
+  local n src
+  make_ca
+  for n in "${NODES[@]}"; do
+    make_cert "node$n" "node$n" "IP:$HOST,DNS:localhost"
+    if [[ -f $SCRIPT_DIR/node$n.toml ]]; then src=$SCRIPT_DIR/node$n.toml; else src=$RUN_DIR/node$n.toml; fi
+    [[ -f $TLS_DIR/node$n.toml ]] || write_tls_config "$n" "$src"
+  done
+  make_cert client "registry local-cluster client" ""
+  touch "$TLS_DIR/enabled"
+}
+
+# Fails when a node runs in the current mode (TLS or plain): switching the mode needs a
+# stop first, or the script would lose track of it.
+check_none_running() {
+  local n
+  for n in "${NODES[@]}"; do
+    running_pid "node$n" >/dev/null &&
+      die "node$n runs $1: run '$(basename -- "$0") stop' before switching"
+  done
+  return 0
+}
 
 # Prints the body of GET $2 on node $1 when it answers 200; fails otherwise.
 http_get() {
@@ -512,9 +619,21 @@ fresh_cluster() {
 }
 
 cmd_start() {
-  local n leader term mode=""
+  local n leader term mode="" tls=0
+  case ${1:-} in
+    "") ;;
+    --tls) tls=1 ;;
+    *) die "start takes --tls or nothing, not '$1'" ;;
+  esac
   build
   mkdir -p "$RUN_DIR"
+  if ((tls)); then
+    tls_on || check_none_running "without TLS"
+    setup_tls
+  elif tls_on; then
+    check_none_running "with TLS"
+    rm -f -- "$TLS_DIR/enabled"
+  fi
   # Bootstrapping is a one-time act: only when no founding node has data yet. A node whose
   # data directory was deleted later starts without it and takes its old place back.
   if fresh_cluster; then
@@ -528,7 +647,13 @@ cmd_start() {
   disarm_abort
 
   info ""
-  info "Cluster is up (config: $SCRIPT_DIR/node{1,2,3}.toml)."
+  if tls_on; then
+    info "Cluster is up over HTTPS (config: $TLS_DIR/node{1,2,3}.toml)."
+    info "  CA:       $TLS_DIR/ca.pem (client: client.pem, client-key.pem)"
+    info "  try:      $CTL --cacert $TLS_DIR/ca.pem service-list"
+  else
+    info "Cluster is up (config: $SCRIPT_DIR/node{1,2,3}.toml)."
+  fi
   info "  logs:     $RUN_DIR/node{1,2,3}.log, reporter.log   ($0 logs [N] [-f])"
   info "  data:     $RUN_DIR/node{1,2,3}/data"
   if leader=$(find_leader) && term=$(cluster_fields "$leader" term); then
@@ -624,6 +749,10 @@ cmd_add_node() {
     sed -n '/^\[raft\]/,/^\[\[peers\]\]/{/^\[\[peers\]\]/d;p}' "$SCRIPT_DIR/node1.toml"
     sed -n '/^\[auth\]/,$p' "$SCRIPT_DIR/node1.toml"
   } >"$config"
+  if tls_on; then
+    make_cert "node$n" "node$n" "IP:$HOST,DNS:localhost"
+    write_tls_config "$n" "$config"
+  fi
   NODES+=("$n")
   arm_abort
   start_node "$n"
@@ -633,7 +762,7 @@ cmd_add_node() {
     before "$deadline" || die "node$n did not start; see $RUN_DIR/node$n.log"
     sleep "$DELAY"
   done
-  "$CTL" --endpoints "$(endpoints_csv)" cluster add "$n" "$HOST:$port" || die "adding node$n failed"
+  ctl --endpoints "$(endpoints_csv)" cluster add "$n" "$HOST:$port" || die "adding node$n failed"
   wait_healthy "$n" || die "node$n did not become healthy"
   disarm_abort
   info "node$n is a voter; config $config"
@@ -674,7 +803,7 @@ cmd_restore() {
   [[ -f $file ]] || die "no such file: $file"
   [[ -x $BIN && -x $CTL ]] || build
   # A damaged file is refused before anything is touched.
-  out=$("$CTL" snapshot status "$file" 2>&1) || die "refusing to restore: $out"
+  out=$(ctl snapshot status "$file" 2>&1) || die "refusing to restore: $out"
   info "$out"
   cmd_stop
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -717,7 +846,7 @@ main() {
   (($# > 0)) && shift
   load_nodes
   case $cmd in
-    start) cmd_start ;;
+    start) cmd_start "$@" ;;
     add-node) cmd_add_node ;;
     stop) cmd_stop "$@" ;;
     status) cmd_status ;;
