@@ -188,6 +188,24 @@ impl Node {
         std::future::pending().await
     }
 
+    /// Reads the TLS certificate and key files again and serves the handshakes to come
+    /// with them; when they do not load (a missing or half-written file, a key that does not
+    /// match), keeps the certificate in use and logs why. Nothing to do without TLS.
+    pub fn reload_tls(&self) {
+        let Some(tls) = &self.app.shared().tls else {
+            tracing::info!("asked to reload the TLS certificate, but this node has no [tls]");
+            return;
+        };
+        let cert = tls.config().cert.display().to_string();
+        match tls.reload() {
+            Ok(()) => tracing::info!(%cert, "reloaded the TLS certificate"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "reloading the TLS certificate failed: keeping the one in use"
+            ),
+        }
+    }
+
     /// A watch on every task the node started (see [`TaskWatch`]), which stays valid after
     /// the node is shut down.
     pub fn task_watch(&self) -> TaskWatch {
@@ -251,7 +269,8 @@ async fn form(
     crate::join::run(&raft, app.peer(), store.incarnation(), &config, &stop).await;
 }
 
-/// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly.
+/// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly. A SIGHUP
+/// makes it reload its TLS certificate ([`Node::reload_tls`]).
 ///
 /// When Raft stops on its own with a fatal error (a storage error such as a full disk, or a
 /// panic inside Raft), the node logs why, stops the same way and returns an error, so that the
@@ -265,16 +284,21 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let mut node = Node::start(config, listener, options).await?;
     let mut metrics = node.raft.metrics();
-    let ended = tokio::select! {
-        _ = shutdown => None,
-        why = node.failed() => Some(why),
-        fatal = async {
-            match metrics.wait_for(|m| m.running_state.is_err()).await {
-                Ok(m) => m.running_state.clone().err().unwrap_or(Fatal::Stopped),
-                // The metrics' sender is Raft's: Raft is gone.
-                Err(_) => Fatal::Stopped,
-            }
-        } => Some(NodeError::Raft(Box::new(fatal))),
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut hangups = crate::signals::Hangups::listen();
+    let ended = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            why = node.failed() => break Some(why),
+            fatal = async {
+                match metrics.wait_for(|m| m.running_state.is_err()).await {
+                    Ok(m) => m.running_state.clone().err().unwrap_or(Fatal::Stopped),
+                    // The metrics' sender is Raft's: Raft is gone.
+                    Err(_) => Fatal::Stopped,
+                }
+            } => break Some(NodeError::Raft(Box::new(fatal))),
+            () = hangups.next() => node.reload_tls(),
+        }
     };
     let Some(error) = ended else {
         return node.shutdown().await;

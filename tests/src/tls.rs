@@ -15,10 +15,12 @@ use tempfile::TempDir;
 
 /// A CA and the certificates it signed, as PEM files in a temporary directory (removed when
 /// the last clone is dropped).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TestPki {
     /// Where the files are.
     dir: Arc<TempDir>,
+    /// The cluster CA, to sign more certificates with.
+    cluster: Arc<(rcgen::Certificate, KeyPair)>,
     /// Whether the nodes refuse clients without a certificate during the handshake.
     pub require_client_cert: bool,
 }
@@ -78,6 +80,15 @@ fn leaf(
     Ok(files)
 }
 
+impl std::fmt::Debug for TestPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestPki")
+            .field("dir", &self.dir.path())
+            .field("require_client_cert", &self.require_client_cert)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TestPki {
     /// A CA with certificates for nodes 1 to `nodes`, a client, and a foreign CA's client.
     pub fn new(nodes: usize) -> anyhow::Result<Self> {
@@ -106,8 +117,21 @@ impl TestPki {
         )?;
         Ok(Self {
             dir: Arc::new(dir),
+            cluster: Arc::new(cluster),
             require_client_cert: false,
         })
+    }
+
+    /// Writes a new certificate and key for node `id` over its files (a renewal).
+    pub fn reissue_node(&self, id: u64) -> anyhow::Result<CertFiles> {
+        let name = format!("node{id}");
+        leaf(
+            self.dir.path(),
+            &name,
+            &name,
+            &["127.0.0.1", "localhost"],
+            &self.cluster,
+        )
     }
 
     /// The cluster CA (PEM).

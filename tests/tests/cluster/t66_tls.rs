@@ -426,3 +426,80 @@ async fn registryctl_lists_over_https() -> anyhow::Result<()> {
     );
     c.shutdown().await
 }
+
+/// The certificate node index `i` of `c` serves now (DER), as a client trusting the CA sees it.
+async fn served_certificate(c: &InProcCluster, i: usize) -> anyhow::Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(pki(c).ca())?)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(c.configs[i].listen).await?;
+    let name = ServerName::IpAddress(c.configs[i].listen.ip().into());
+    let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await??;
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .ok_or_else(|| anyhow::anyhow!("the node served no certificate"))?;
+    Ok(certs[0].as_ref().to_vec())
+}
+
+/// A reload (what SIGHUP does) serves a renewed certificate from the next handshake on; a
+/// reload from a broken file keeps the certificate in use, and the node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_reload_keeps_the_old_one_on_a_bad_file() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = tls_cluster(1, RaftSettings::default()).await?;
+    c.wait_for_leader(WAIT).await?;
+    let first = served_certificate(&c, 0).await?;
+
+    let renewed = pki(&c).reissue_node(1)?;
+    let renewed_der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(&renewed.cert)?
+            .as_ref()
+            .to_vec()
+    };
+    anyhow::ensure!(renewed_der != first, "the renewal is a new certificate");
+    let still_first = served_certificate(&c, 0).await?;
+    anyhow::ensure!(still_first == first, "no reload, no change");
+    c.node(0).reload_tls();
+    let second = served_certificate(&c, 0).await?;
+    anyhow::ensure!(
+        second == renewed_der,
+        "after a reload the renewed certificate is served"
+    );
+    println!("reload: the renewed certificate is served from the next handshake on");
+
+    std::fs::write(&renewed.cert, b"-----BEGIN CERTIFICATE-----\nnot base64\n")?;
+    c.node(0).reload_tls();
+    let third = served_certificate(&c, 0).await?;
+    anyhow::ensure!(
+        third == renewed_der,
+        "a reload from a broken file keeps the certificate in use"
+    );
+    let err = c
+        .node(0)
+        .app
+        .shared()
+        .tls
+        .as_ref()
+        .map(|t| t.reload())
+        .transpose()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        err.contains("tls.cert") && err.contains(&renewed.cert.display().to_string()),
+        "the error names the file: {err}"
+    );
+    c.client_of(0).cluster().await?;
+    println!("reload from a broken file kept the certificate in use; it said: {err}");
+    c.shutdown().await
+}
