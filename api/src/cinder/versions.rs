@@ -61,9 +61,9 @@ pub struct MediaType {
     pub kind: &'static str,
 }
 
-/// The versions document, with the `self` link built from the request's `Host` header
-/// (`localhost` when the request has none).
-pub fn versions_doc(host: Option<&str>) -> VersionsDoc {
+/// The versions document, with the `self` link built from `scheme` (`https` on a node with
+/// TLS) and the request's `Host` header (`localhost` when the request has none).
+pub fn versions_doc(scheme: &str, host: Option<&str>) -> VersionsDoc {
     let host = host
         .map(str::trim)
         .filter(|h| !h.is_empty())
@@ -84,7 +84,7 @@ pub fn versions_doc(host: Option<&str>) -> VersionsDoc {
                 Link {
                     rel: "self",
                     kind: None,
-                    href: format!("http://{host}/v3/"),
+                    href: format!("{scheme}://{host}/v3/"),
                 },
             ],
             media_types: vec![MediaType {
@@ -102,7 +102,8 @@ mod tests {
     /// The document names 3.0..3.71 and links to `http://HOST/v3/`.
     #[test]
     fn document_names_the_range_and_self() {
-        let doc = serde_json::to_value(versions_doc(Some("10.0.0.1:8776"))).unwrap_or_default();
+        let doc =
+            serde_json::to_value(versions_doc("http", Some("10.0.0.1:8776"))).unwrap_or_default();
         let v = &doc["versions"][0];
         assert_eq!(v["version"], "3.71");
         assert_eq!(v["min_version"], "3.0");

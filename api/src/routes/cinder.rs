@@ -40,6 +40,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::read::ReadAt;
 use crate::request_id::{is_request_id, new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
 use crate::transport::peer::registry_headers;
+use crate::transport::tls::Scheme;
 use crate::wire::{action_command, ServicesOut, ServicesQuery};
 use crate::write::Written;
 
@@ -106,17 +107,18 @@ fn request_id(headers: &HeaderMap) -> String {
 fn root(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let scheme = Scheme::of(app.shared().tls.as_deref()).as_str();
     warp::path::end()
         .and(name(&ROOT))
         .and(gate(&app, &ROOT))
         .and(warp::method())
         .and(warp::header::headers_cloned())
-        .map(|gate: Gate, method: Method, headers: HeaderMap| {
+        .map(move |gate: Gate, method: Method, headers: HeaderMap| {
             let rid = request_id(&headers);
             let resp = match gate {
                 Err(e) => CinderError::from(e).into_response(),
                 Ok(_) if method == Method::GET => {
-                    let doc = versions_doc(host_of(&headers));
+                    let doc = versions_doc(scheme, host_of(&headers));
                     warp::reply::with_status(warp::reply::json(&doc), StatusCode::MULTIPLE_CHOICES)
                         .into_response()
                 }
@@ -220,7 +222,8 @@ impl Request {
         match resource {
             Resource::Versions => {
                 self.allow(Method::GET, "/v3/", "GET")?;
-                let doc = versions_doc(host_of(&self.pass.headers));
+                let scheme = Scheme::of(self.app.shared().tls.as_deref()).as_str();
+                let doc = versions_doc(scheme, host_of(&self.pass.headers));
                 Ok(warp::reply::json(&doc).into_response())
             }
             Resource::List => {

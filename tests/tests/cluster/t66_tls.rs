@@ -503,3 +503,65 @@ async fn certificate_reload_keeps_the_old_one_on_a_bad_file() -> anyhow::Result<
     println!("reload from a broken file kept the certificate in use; it said: {err}");
     c.shutdown().await
 }
+
+/// The real python-cinderclient lists services over HTTPS through a follower, trusting the
+/// cluster CA with `--os-cacert`; without it, it refuses the node's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cinderclient_lists_over_https() -> anyhow::Result<()> {
+    init_test_tracing();
+    let (bin, version) = crate::cinderclient::cinder_cli().await?;
+    let mut c = tls_cluster(3, RaftSettings::default()).await?;
+    let leader = c.wait_for_leader(WAIT).await?;
+    let follower = (leader + 1) % 3;
+    c.client_of(leader)
+        .heartbeat(&[HeartbeatIn::new("tls-cinder@lvm", "cinder-volume")])
+        .await?;
+    let endpoint = format!("https://{}/v3", c.configs[follower].listen);
+    let ca = pki(&c).ca();
+    let cinder = |cacert: Option<&std::path::Path>| {
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(["--os-auth-type", "noauth", "--os-project-id", "admin"])
+            .args(["--os-endpoint", &endpoint]);
+        if let Some(ca) = cacert {
+            cmd.arg("--os-cacert").arg(ca);
+        }
+        cmd.arg("service-list")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("SSL_CERT_FILE");
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("OS_") || key.starts_with("CINDER") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd
+    };
+    let (ok, out, err) =
+        crate::cinderclient::run(&mut cinder(Some(&ca)), Duration::from_secs(120)).await?;
+    anyhow::ensure!(
+        ok,
+        "cinder --os-cacert service-list over HTTPS failed:\n{out}\n{err}"
+    );
+    anyhow::ensure!(
+        out.contains("tls-cinder@lvm") && out.contains("cinder-volume"),
+        "cinder lists the service over HTTPS:\n{out}"
+    );
+    println!(
+        "python-cinderclient {version} --os-cacert service-list over HTTPS through follower \
+         node {}: lists tls-cinder@lvm",
+        follower + 1
+    );
+    let (ok, out, err) =
+        crate::cinderclient::run(&mut cinder(None), Duration::from_secs(120)).await?;
+    anyhow::ensure!(
+        !ok,
+        "without --os-cacert the node's certificate is not trusted:\n{out}\n{err}"
+    );
+    println!(
+        "without --os-cacert cinder fails: {}",
+        err.lines().last().unwrap_or_default()
+    );
+    c.shutdown().await
+}
