@@ -103,3 +103,43 @@ fn a_cluster_secret_is_required_in_every_mode() {
         assert!(e.contains("at least 16"), "{short}: {e}");
     }
 }
+
+/// A `[tls]` section is optional; its paths are resolved against the config file's
+/// directory, `require_client_cert` defaults to false, unknown fields are refused, and a
+/// file that is not there is refused naming it.
+#[test]
+fn tls_section_paths_resolve_against_the_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                [[peers]]\nid = 1\naddr = \"127.0.0.1:1\"\n\
+                [auth]\nmode = \"disabled\"\ncluster_secret = \"a-secret-of-enough-length\"\n";
+    let load = |extra: &str| {
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, format!("{base}{extra}")).expect("write config");
+        NodeConfig::load(&path).map_err(|e| e.to_string())
+    };
+    assert_eq!(load("").expect("without [tls]").tls, None);
+    let c = load("[tls]\ncert = \"tls/node.pem\"\nkey = \"/abs/key.pem\"\nca = \"ca.pem\"\n")
+        .expect("with [tls]");
+    let tls = c.tls.expect("the section");
+    assert_eq!(
+        tls.cert,
+        dir.path().join("tls/node.pem"),
+        "relative to the file"
+    );
+    assert_eq!(tls.key, Path::new("/abs/key.pem"), "absolute stays");
+    assert_eq!(tls.ca, dir.path().join("ca.pem"));
+    assert!(
+        !tls.require_client_cert,
+        "client certificates optional by default"
+    );
+    let e = load("[tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"\nverify = true\n").unwrap_err();
+    assert!(e.contains("unknown field"), "{e}");
+    let e = registry_api::transport::tls::NodeTls::load(&tls)
+        .expect_err("no such files")
+        .to_string();
+    assert!(
+        e.contains("tls.ca") && e.contains(&dir.path().join("ca.pem").display().to_string()),
+        "the error names the file: {e}"
+    );
+}

@@ -356,8 +356,8 @@ async fn plain_http_gets_no_http_answer() -> anyhow::Result<()> {
     c.shutdown().await
 }
 
-/// `registryctl --cacert` lists services over HTTPS; the client library presents a client
-/// certificate with `--cert`/`--key` to a node that requires one.
+/// `registryctl --cacert` lists services over HTTPS; the client library (and a reporter)
+/// presents a client certificate with `--cert`/`--key` to a node that requires one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn registryctl_lists_over_https() -> anyhow::Result<()> {
     init_test_tracing();
@@ -413,6 +413,22 @@ async fn registryctl_lists_over_https() -> anyhow::Result<()> {
     println!(
         "registryctl --cacert --cert --key service-list: {} row(s)",
         rows.len()
+    );
+
+    let reporter = registry_client::Reporter::new(registry_client::ReporterConfig {
+        interval: Duration::from_millis(100),
+        tls: Some(tls.clone()),
+        ..registry_client::ReporterConfig::new(endpoints.clone(), "tls-reporter", "cinder-volume")
+    })?
+    .spawn(std::future::pending());
+    let stats = reporter
+        .wait_for("three acknowledged heartbeats over HTTPS", WAIT, |s| {
+            s.acknowledged >= 3
+        })
+        .await?;
+    println!(
+        "a reporter with the CA and a client certificate: {} heartbeats acknowledged over HTTPS",
+        stats.acknowledged
     );
 
     let without = registryctl(&endpoints, &["--cacert", &ca, "service-list"]).await?;
