@@ -23,8 +23,8 @@ use warp::{Filter, Rejection, Reply};
 use crate::app::RegistryApp;
 use crate::error::ApiError;
 use crate::routes::body::{self, GatedBody};
+use crate::routes::filters::with_app;
 use crate::routes::route::{gate, name, Access, Gate, PeerCheck, Route, RouteKind};
-use crate::routes::with_app;
 use crate::transport::rpc::{self, path, MAX_RPC_BYTES};
 use crate::wire::JoinIn;
 
