@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warp::http::HeaderMap;
 
-use crate::auth::{Auth, Role};
+use crate::auth::{Role, SharedAuth};
 use crate::connections::Connections;
 use crate::error::ApiError;
 use crate::forward::forwarder::Forwarder;
@@ -53,8 +53,8 @@ struct Parts {
     write: WritePath,
     read: ReadPath,
     status: Status,
-    /// Tokens and the cluster secret.
-    auth: Auth,
+    /// Tokens and the cluster secret, as last (re)loaded.
+    auth: SharedAuth,
     /// How this node sends requests to its peers.
     peer: Peer,
     /// The snapshot being received from the leader.
@@ -72,7 +72,7 @@ impl RegistryApp {
         raft: Raft<TypeConfig>,
         store: &Store,
         settings: ApiSettings,
-        auth: Auth,
+        auth: SharedAuth,
         local_ip: Option<std::net::IpAddr>,
         stop: CancellationToken,
     ) -> Result<(Self, AppTasks), NetworkSetupError> {
@@ -97,7 +97,7 @@ impl RegistryApp {
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
             .map_err(NetworkSetupError::from)?;
-        let peer = Peer::new(http, identity, auth.secret().to_string());
+        let peer = Peer::new(http, identity, auth.clone());
         let (forwarder, forwarder_task) = Forwarder::spawn(peer.clone(), stop.clone());
         let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone(), forwarder);
         let (batcher, batcher_task) =
@@ -159,11 +159,11 @@ impl RegistryApp {
 
     /// 401/403 unless the request's credentials allow `role`.
     pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<(), ApiError> {
-        self.inner.auth.check(headers, role)
+        self.inner.auth.current().check(headers, role)
     }
 
     /// 401 unless the request comes from a peer node (Raft RPC).
     pub fn authorize_peer(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.inner.auth.check_peer(headers)
+        self.inner.auth.current().check_peer(headers)
     }
 }

@@ -3,11 +3,15 @@
 //! otherwise). How it stops is [`crate::shutdown`]'s.
 
 use std::future::Future;
+use std::path::Path;
+
+use futures::{Stream, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use openraft::error::Fatal;
 use openraft::Raft;
+use registry_api::auth::SharedAuth;
 use registry_api::connections::ConnectionLimits;
 use registry_api::liveness::Liveness;
 use registry_api::transport::identity::PeerIdentity;
@@ -44,6 +48,8 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// What the routes use.
     pub app: RegistryApp,
+    /// Tokens and the cluster secret in force, replaced by [`Node::reload`].
+    auth: SharedAuth,
     /// The log store, flushed last on shutdown.
     log: LogStore,
     /// The state machine, whose persist thread the shutdown stops.
@@ -82,9 +88,10 @@ impl Node {
             );
         }
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
-        let secret = auth.secret().to_string();
+        let auth = SharedAuth::new(auth);
         let identity = PeerIdentity::new(config.node_id, store.identity.clone());
-        let network = HttpNetwork::new(local_ip, secret, identity).map_err(NodeError::Network)?;
+        let network =
+            HttpNetwork::new(local_ip, auth.clone(), identity).map_err(NodeError::Network)?;
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -124,7 +131,7 @@ impl Node {
             raft.clone(),
             &store,
             settings,
-            auth,
+            auth.clone(),
             local_ip,
             stages.write_path(),
         )
@@ -153,6 +160,7 @@ impl Node {
             addr,
             raft,
             app,
+            auth,
             log: store.log,
             sm: store.sm,
             stages,
@@ -164,6 +172,23 @@ impl Node {
             },
             failed: Some(failed),
         })
+    }
+
+    /// Puts the `[auth]` settings of `config` in force without a restart (SIGHUP): tokens,
+    /// token file, cluster secret and the secrets also accepted, files read again. Settings
+    /// that are wrong are refused with the reason, and the ones in force stay. Other
+    /// sections of `config` are not reloaded.
+    pub fn reload(&self, config: &NodeConfig) -> Result<(), NodeError> {
+        let auth = config.auth.load()?;
+        let before = self.auth.current();
+        tracing::info!(
+            tokens = ?auth.tokens(),
+            secret_changed = before.secret() != auth.secret(),
+            secrets_also_accepted = auth.also_accepted(),
+            "authentication settings reloaded"
+        );
+        self.auth.replace(auth);
+        Ok(())
     }
 
     /// Resolves with why the node cannot run, when bootstrapping found it must not form a
@@ -249,24 +274,44 @@ async fn form(
 /// panic inside Raft), the node logs why, stops the same way and returns an error, so that the
 /// process exits non-zero and a supervisor sees it failed: a node whose Raft is gone can take
 /// no write, and must not look healthy or stopped on purpose.
+///
+/// Each item of `reloads` (SIGHUP) reads the config file at `config_path` again and puts its
+/// `[auth]` section in force ([`Node::reload`]); a file that does not load is logged and
+/// changes nothing.
 pub async fn run(
     config: NodeConfig,
+    config_path: &Path,
     listener: TcpListener,
     options: StartOptions,
     shutdown: impl Future<Output = ()>,
+    reloads: impl Stream<Item = ()>,
 ) -> Result<(), NodeError> {
     let mut node = Node::start(config, listener, options).await?;
     let mut metrics = node.raft.metrics();
-    let ended = tokio::select! {
-        _ = shutdown => None,
-        why = node.failed() => Some(why),
-        fatal = async {
-            match metrics.wait_for(|m| m.running_state.is_err()).await {
-                Ok(m) => m.running_state.clone().err().unwrap_or(Fatal::Stopped),
-                // The metrics' sender is Raft's: Raft is gone.
-                Err(_) => Fatal::Stopped,
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut reloads = std::pin::pin!(reloads);
+    let ended = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            why = node.failed() => break Some(why),
+            fatal = async {
+                match metrics.wait_for(|m| m.running_state.is_err()).await {
+                    Ok(m) => m.running_state.clone().err().unwrap_or(Fatal::Stopped),
+                    // The metrics' sender is Raft's: Raft is gone.
+                    Err(_) => Fatal::Stopped,
+                }
+            } => break Some(NodeError::Raft(Box::new(fatal))),
+            Some(()) = reloads.next() => {
+                let reloaded = NodeConfig::load(config_path).and_then(|c| node.reload(&c));
+                if let Err(e) = reloaded {
+                    tracing::error!(
+                        error = %e,
+                        config = %config_path.display(),
+                        "reload refused: the settings in force are kept"
+                    );
+                }
             }
-        } => Some(NodeError::Raft(Box::new(fatal))),
+        }
     };
     let Some(error) = ended else {
         return node.shutdown().await;

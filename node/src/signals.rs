@@ -1,4 +1,30 @@
-//! Process-wide concerns of the binaries: the shutdown signal, the panic hook, logging.
+//! Process-wide concerns of the binaries: the shutdown and reload signals, the panic hook,
+//! logging.
+
+/// The SIGHUPs this process receives, one item each (never ends); pending forever where the
+/// signal cannot be listened for (logged).
+pub fn reload_signals() -> impl futures::Stream<Item = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangups = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP: no reloads"))
+            .ok();
+        futures::stream::unfold(hangups, |hangups| async move {
+            match hangups {
+                Some(mut h) => match h.recv().await {
+                    Some(()) => Some(((), Some(h))),
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        futures::stream::pending()
+    }
+}
 
 /// Resolves on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

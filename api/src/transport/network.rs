@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::auth::SECRET_HEADER;
+use crate::auth::{SharedAuth, SECRET_HEADER};
 use crate::transport::identity::PeerIdentity;
 use crate::transport::rpc::{self, path};
 use openraft::error::{
@@ -32,8 +32,8 @@ pub struct NetworkSetupError(#[from] reqwest::Error);
 #[derive(Debug, Clone)]
 pub struct HttpNetwork {
     client: reqwest::Client,
-    /// The cluster secret sent with every RPC.
-    secret: String,
+    /// Where the cluster secret sent with every RPC comes from (it may be rotated).
+    auth: SharedAuth,
     /// This node's cluster, sent with every RPC.
     identity: PeerIdentity,
 }
@@ -44,7 +44,7 @@ impl HttpNetwork {
     /// address, not whichever one the OS picks).
     pub fn new(
         local: Option<std::net::IpAddr>,
-        secret: String,
+        auth: SharedAuth,
         identity: PeerIdentity,
     ) -> Result<Self, NetworkSetupError> {
         let client = reqwest::Client::builder()
@@ -56,7 +56,7 @@ impl HttpNetwork {
             .build()?;
         Ok(Self {
             client,
-            secret,
+            auth,
             identity,
         })
     }
@@ -70,7 +70,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             target,
             base: format!("http://{}/raft", node.addr),
             client: self.client.clone(),
-            secret: self.secret.clone(),
+            auth: self.auth.clone(),
             identity: self.identity.clone(),
             node: node.clone(),
         }
@@ -83,7 +83,8 @@ pub struct HttpPeer {
     target: NodeId,
     base: String,
     client: reqwest::Client,
-    secret: String,
+    /// Where the cluster secret comes from.
+    auth: SharedAuth,
     identity: PeerIdentity,
     /// The target as the membership records it.
     node: RegistryNode,
@@ -108,7 +109,7 @@ impl HttpPeer {
             .timeout(option.hard_ttl())
             .headers(self.identity.headers_to(self.target, &self.node))
             .header("content-type", rpc::CONTENT_TYPE)
-            .header(SECRET_HEADER, &self.secret);
+            .header(SECRET_HEADER, &*self.auth.secret());
         let resp = req.body(body).send().await.map_err(|e| {
             if e.is_connect() {
                 RPCError::Unreachable(Unreachable::new(&e))
