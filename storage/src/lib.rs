@@ -37,6 +37,7 @@ mod trees;
 pub mod types;
 
 pub use clock::RegistryClock;
+pub use disk::DatabaseWatch;
 pub use error::StoreError;
 pub use identity::{ClusterId, Incarnation, RestoredFrom, StoreIdentity};
 pub use log_store::LogStore;
