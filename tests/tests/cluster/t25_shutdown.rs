@@ -11,30 +11,37 @@ use registry_tests::inproc::{ClusterSpec, InProcCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Every task a node starts, in the order its shutdown stops them.
-const ALL_TASKS: [&str; 7] = [
+/// Every task a node starts, in the order its shutdown stops them, and its database.
+const ALL_TASKS: [&str; 10] = [
     task::SERVER,
     task::TICKER,
     task::FORMATION,
     task::BATCHER,
     task::FORWARDER,
     task::REQUESTS,
+    task::RAFT,
     task::PERSISTER,
+    task::STORAGE_WORK,
+    task::DATABASE,
 ];
 
 /// The tasks that run for as long as a node runs (formation ends once the node is in its
-/// group; request tasks run only while a node is put back in place).
-const LONG_LIVED: [&str; 5] = [
+/// group; request tasks run only while a node is put back in place or a read relayed, the
+/// storage's blocking work only while a snapshot is written or a purge removes entries).
+const LONG_LIVED: [&str; 7] = [
     task::SERVER,
     task::TICKER,
     task::BATCHER,
     task::FORWARDER,
+    task::RAFT,
     task::PERSISTER,
+    task::DATABASE,
 ];
 
 /// Once `Node::shutdown` returns, none of the node's tasks runs (the HTTP server with its
-/// connections, the ticker, formation, the batcher, the forwarder, request tasks, the
-/// persist thread), its data directory opens again at once (sled's lock is free), and the
+/// connections, the ticker, formation, the batcher, the forwarder, request tasks, Raft's
+/// tasks, the persist thread, the storage's blocking work), nothing holds its database, its
+/// data directory opens again at once (sled's lock is free), and the
 /// records there hold every heartbeat acknowledged before the shutdown. It holds on a
 /// follower, whose heartbeats went through its forwarder, and on the leader, whose batcher
 /// committed them, with a request left half sent on an open connection, which the shutdown
