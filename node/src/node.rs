@@ -17,7 +17,7 @@ use registry_api::liveness::Liveness;
 use registry_api::transport::identity::PeerIdentity;
 use registry_api::{ApiSettings, RegistryApp};
 use registry_storage::{
-    open_store, LogStore, NodeId, StateMachineStore, StoreIdentity, TypeConfig,
+    open_store, LogStore, NodeId, RaftTasks, StateMachineStore, StoreIdentity, TypeConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
-use crate::shutdown::{Parts, Stages, TaskWatch, Tasks, SHUTDOWN_GRACE};
+use crate::shutdown::{Parts, Stages, StoreWatches, TaskWatch, Tasks, SHUTDOWN_GRACE};
 use registry_api::transport::HttpNetwork;
 
 /// How a node starts.
@@ -90,17 +90,21 @@ impl Node {
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
         let auth = SharedAuth::new(auth);
         let identity = PeerIdentity::new(config.node_id, store.identity.clone());
-        let network =
-            HttpNetwork::new(local_ip, auth.clone(), identity).map_err(NodeError::Network)?;
-        let raft = Raft::new(
-            config.node_id,
-            raft_config,
-            network,
-            store.log.clone(),
-            store.sm.clone(),
-        )
-        .await
-        .map_err(|e| NodeError::Raft(Box::new(e)))?;
+        let stages = Stages::new();
+        let network = HttpNetwork::new(local_ip, auth.clone(), identity, stages.raft())
+            .map_err(NodeError::Network)?;
+        // Every task of this Raft joins `raft_tasks`, which the shutdown waits for.
+        let raft_tasks = RaftTasks::new();
+        let raft = raft_tasks
+            .scope(Raft::new(
+                config.node_id,
+                raft_config,
+                network,
+                store.log.clone(),
+                store.sm.clone(),
+            ))
+            .await
+            .map_err(|e| NodeError::Raft(Box::new(e)))?;
         tracing::info!(
             node_id = config.node_id,
             incarnation = %store.identity.incarnation(),
@@ -120,7 +124,6 @@ impl Node {
                 header_timeout: config.http_header_timeout,
             },
         };
-        let stages = Stages::new();
         let ticker = tokio::spawn(crate::ticker::run(
             raft.clone(),
             view.clone(),
@@ -169,6 +172,7 @@ impl Node {
                 ticker,
                 formation,
                 app: app_tasks,
+                raft: raft_tasks,
             },
             failed: Some(failed),
         })
@@ -208,12 +212,18 @@ impl Node {
     /// A watch on every task the node started (see [`TaskWatch`]), which stays valid after
     /// the node is shut down.
     pub fn task_watch(&self) -> TaskWatch {
-        self.tasks.watch(self.sm.persister_watch())
+        self.tasks.watch(StoreWatches {
+            persister: self.sm.persister_watch(),
+            background: self.log.background_watch(),
+            database: self.log.database_watch(),
+        })
     }
 
     /// Stops every task the node started, Raft and the storage, in the fixed order
     /// [`crate::shutdown`] describes: the HTTP server first, then the ticker and formation,
-    /// the write path, Raft, the state machine's persist thread, and a flush of the storage.
+    /// the write path, Raft with every task of it, the state machine's persist thread, and
+    /// the storage (its blocking work, then a flush). Once it returns, nothing the node
+    /// started runs, and nothing of the node holds its database.
     /// Each stage is bounded by [`SHUTDOWN_GRACE`] (a client that keeps a request open cannot
     /// hold the node up); returns once everything has ended or its wait expired (logged),
     /// with the first error of Raft or the storage.

@@ -4,6 +4,11 @@
 //! such). Every RPC names this node's cluster and the target's node id and incarnation as
 //! the membership records them ([`crate::transport::identity`]); a target that refuses it as not
 //! meant for it (a lost store, another cluster) counts as unreachable.
+//!
+//! Once the node stops Raft, the RPCs still in flight end at once, unanswered: openraft's
+//! tasks that sent them (replication streams, snapshot sends, votes) then end with Raft,
+//! which the node's shutdown waits for, instead of when a peer that hangs lets the RPC's
+//! deadline pass (`install_snapshot_timeout` for a chunk of a snapshot).
 
 use std::time::Duration;
 
@@ -21,6 +26,7 @@ use openraft::raft::{
 use registry_storage::{NodeId, RegistryNode, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 /// An HTTP client for requests between nodes (Raft RPCs, forwarded requests) could not be
 /// built (no TLS backend, a bad local address).
@@ -36,16 +42,20 @@ pub struct HttpNetwork {
     auth: SharedAuth,
     /// This node's cluster, sent with every RPC.
     identity: PeerIdentity,
+    /// Cancelled when the node stops Raft: the RPCs in flight end.
+    stop: CancellationToken,
 }
 
 impl HttpNetwork {
     /// A network whose connections are reused across RPCs; they leave from `local`, the
     /// node's own listen address, when it names one (so peers and firewalls see the node's
-    /// address, not whichever one the OS picks).
+    /// address, not whichever one the OS picks). Once `stop` is cancelled, every RPC fails
+    /// at once.
     pub fn new(
         local: Option<std::net::IpAddr>,
         auth: SharedAuth,
         identity: PeerIdentity,
+        stop: CancellationToken,
     ) -> Result<Self, NetworkSetupError> {
         let client = reqwest::Client::builder()
             .local_address(local)
@@ -58,6 +68,7 @@ impl HttpNetwork {
             client,
             auth,
             identity,
+            stop,
         })
     }
 }
@@ -73,6 +84,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             auth: self.auth.clone(),
             identity: self.identity.clone(),
             node: node.clone(),
+            stop: self.stop.clone(),
         }
     }
 }
@@ -88,10 +100,40 @@ pub struct HttpPeer {
     identity: PeerIdentity,
     /// The target as the membership records it.
     node: RegistryNode,
+    /// Cancelled when the node stops Raft.
+    stop: CancellationToken,
 }
 
 impl HttpPeer {
+    /// Sends one RPC and decodes its answer; fails at once once the node stops Raft
+    /// (nothing waits for the answer any more).
     async fn call<Req, Resp, E>(
+        &self,
+        rpc_path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, RegistryNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        match self
+            .stop
+            .run_until_cancelled(self.exchange(rpc_path, req, option))
+            .await
+        {
+            Some(res) => res,
+            // A network error, not `Unreachable`: openraft backs an unreachable peer off
+            // (half a second) before it looks again whether it should stop.
+            None => Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other("this node is stopping Raft"),
+            ))),
+        }
+    }
+
+    /// The RPC itself: the request sent, the answer read and decoded.
+    async fn exchange<Req, Resp, E>(
         &self,
         rpc_path: &str,
         req: &Req,

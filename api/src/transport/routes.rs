@@ -203,6 +203,7 @@ async fn snapshot(gated: GatedBody, app: RegistryApp) -> warp::reply::Response {
                     &app.shared().raft,
                     &app.shared().sm,
                     app.shared().identity.cluster_id(),
+                    &app.shared().tasks,
                     req,
                 )
                 .await;
