@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warp::http::HeaderMap;
 
-use crate::auth::{Auth, Role};
+use crate::auth::{Role, SharedAuth};
 use crate::connections::Connections;
 use crate::error::ApiError;
 use crate::forward::forwarder::Forwarder;
@@ -54,8 +54,8 @@ struct Parts {
     write: WritePath,
     read: ReadPath,
     status: Status,
-    /// Tokens and the cluster secret.
-    auth: Auth,
+    /// Tokens and the cluster secret, as last (re)loaded.
+    auth: SharedAuth,
     /// How this node sends requests to its peers.
     peer: Peer,
     /// The snapshot being received from the leader.
@@ -74,7 +74,7 @@ impl RegistryApp {
         raft: Raft<TypeConfig>,
         store: &Store,
         settings: ApiSettings,
-        auth: Auth,
+        auth: SharedAuth,
         local_ip: Option<std::net::IpAddr>,
         tls: Option<Arc<NodeTls>>,
         stop: CancellationToken,
@@ -101,12 +101,7 @@ impl RegistryApp {
             .timeout(settings.write_timeout.max(settings.read_timeout))
             .build()
             .map_err(NetworkSetupError::from)?;
-        let peer = Peer::new(
-            http,
-            Scheme::of(tls.as_deref()),
-            identity,
-            auth.secret().to_string(),
-        );
+        let peer = Peer::new(http, Scheme::of(tls.as_deref()), identity, auth.clone());
         let (forwarder, forwarder_task) = Forwarder::spawn(peer.clone(), stop.clone());
         let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone(), forwarder);
         let (batcher, batcher_task) =
@@ -168,11 +163,11 @@ impl RegistryApp {
 
     /// 401/403 unless the request's credentials allow `role`.
     pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<(), ApiError> {
-        self.inner.auth.check(headers, role)
+        self.inner.auth.current().check(headers, role)
     }
 
     /// 401 unless the request comes from a peer node (Raft RPC).
     pub fn authorize_peer(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.inner.auth.check_peer(headers)
+        self.inner.auth.current().check_peer(headers)
     }
 }

@@ -10,6 +10,8 @@
 //! (a local demo), an outsider still cannot vote, append or install a snapshot.
 //! Tokens and the secret are compared by digest in constant time and never logged.
 
+use std::sync::{Arc, PoisonError, RwLock};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warp::http::HeaderMap;
@@ -63,13 +65,17 @@ pub struct Auth {
     tokens: Option<Vec<(Role, Digest32)>>,
     /// The cluster secret (sent to peers) and its digest (checked). Always set: requests
     /// between nodes need it whatever the client mode.
-    secret: (String, Digest32),
+    secret: (Arc<str>, Digest32),
+    /// Digests of other secrets also accepted from peers, never sent: the old or the next
+    /// secret while it is rotated.
+    also_accepted: Vec<Digest32>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("tokens", &self.tokens.as_ref().map(Vec::len))
+            .field("also_accepted", &self.also_accepted.len())
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +84,17 @@ impl Auth {
     /// Client tokens given as `(role, hex SHA-256)` (`None`: client authentication
     /// disabled) and the cluster secret (at least [`MIN_SECRET_LEN`] characters).
     pub fn new(tokens: Option<Vec<(Role, String)>>, secret: String) -> Result<Self, String> {
+        Self::rotating(tokens, secret, Vec::new())
+    }
+
+    /// As [`Auth::new`], accepting from peers the secrets `also_accepted` too (each at
+    /// least [`MIN_SECRET_LEN`] characters) while sending only `secret`: the state of a node
+    /// while the cluster secret is rotated.
+    pub fn rotating(
+        tokens: Option<Vec<(Role, String)>>,
+        secret: String,
+        also_accepted: Vec<String>,
+    ) -> Result<Self, String> {
         let tokens = tokens
             .map(|list| {
                 list.into_iter()
@@ -92,7 +109,10 @@ impl Auth {
                     .collect::<Result<Vec<_>, String>>()
             })
             .transpose()?;
-        if secret.len() < MIN_SECRET_LEN {
+        if std::iter::once(&secret)
+            .chain(&also_accepted)
+            .any(|s| s.len() < MIN_SECRET_LEN)
+        {
             return Err(format!(
                 "the cluster secret must be at least {MIN_SECRET_LEN} characters"
             ));
@@ -100,7 +120,8 @@ impl Auth {
         let d = digest(secret.as_bytes());
         Ok(Self {
             tokens,
-            secret: (secret, d),
+            secret: (secret.into(), d),
+            also_accepted: also_accepted.iter().map(|s| digest(s.as_bytes())).collect(),
         })
     }
 
@@ -114,11 +135,26 @@ impl Auth {
         &self.secret.0
     }
 
-    /// Whether the request carries the right cluster secret (a peer node).
+    /// Other secrets accepted from peers.
+    pub fn also_accepted(&self) -> usize {
+        self.also_accepted.len()
+    }
+
+    /// Client tokens accepted (`None`: client authentication disabled).
+    pub fn tokens(&self) -> Option<usize> {
+        self.tokens.as_ref().map(Vec::len)
+    }
+
+    /// Whether the request carries an accepted cluster secret (a peer node). Every
+    /// accepted digest is compared, so the time taken does not say which one matched.
     fn is_peer(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get(SECRET_HEADER)
-            .is_some_and(|got| same(&self.secret.1, &digest(got.as_bytes())))
+        let Some(got) = headers.get(SECRET_HEADER) else {
+            return false;
+        };
+        let got = digest(got.as_bytes());
+        std::iter::once(&self.secret.1)
+            .chain(&self.also_accepted)
+            .fold(false, |found, want| same(want, &got) | found)
     }
 
     /// Checks a request between nodes: 401 unless it carries the cluster secret.
@@ -172,6 +208,34 @@ fn token_of(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|t| !t.is_empty())
+}
+
+/// A node's [`Auth`], replaced whole when its settings are reloaded (SIGHUP): every check
+/// and every request to a peer reads the current one, so a reload takes effect at once,
+/// without a restart.
+#[derive(Debug, Clone)]
+pub struct SharedAuth(Arc<RwLock<Arc<Auth>>>);
+
+impl SharedAuth {
+    /// Starts with `auth`.
+    pub fn new(auth: Auth) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(auth))))
+    }
+
+    /// The settings in force now.
+    pub fn current(&self) -> Arc<Auth> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts `auth` in force.
+    pub fn replace(&self, auth: Auth) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(auth);
+    }
+
+    /// The cluster secret to send to peers now.
+    pub fn secret(&self) -> Arc<str> {
+        Arc::clone(&self.current().secret.0)
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +301,27 @@ mod tests {
         );
         assert!(open.check_peer(&peer).is_ok());
         assert!(Auth::new(None, "short".into()).is_err());
+        let rotating = Auth::rotating(
+            None,
+            "the-next-cluster-secret".into(),
+            vec!["a-cluster-secret-of-length".into()],
+        )
+        .expect("auth");
+        assert!(
+            rotating.check_peer(&peer).is_ok(),
+            "the old secret is accepted"
+        );
+        let next = headers(&[(SECRET_HEADER, "the-next-cluster-secret")]);
+        assert!(rotating.check_peer(&next).is_ok(), "and the new one");
+        assert!(rotating.check_peer(&wrong).is_err(), "and no other");
+        assert_eq!(
+            rotating.secret(),
+            "the-next-cluster-secret",
+            "the new one is sent"
+        );
+        assert!(
+            Auth::rotating(None, "the-next-cluster-secret".into(), vec!["short".into()]).is_err()
+        );
         let long = "a-cluster-secret-of-length".to_string();
         assert!(Auth::new(Some(vec![(Role::Admin, "xyz".into())]), long).is_err());
     }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use openraft::{Raft, ServerState};
 use registry_storage::{NodeId, RegistryNode, StateMachineStore, StateView, TypeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -214,8 +215,10 @@ impl Admission {
     }
 }
 
-/// Tasks a request starts that outlive it (putting a node back in place): they run until
-/// they end or the node stops its write path, and the node waits for them at shutdown.
+/// Tasks a request starts beside its handler: putting a node back in place, which outlives
+/// the request; relaying a leader's answer, which ends with the answer's body; blocking work
+/// whose caller may give up on it. They run until they end or the node stops its write
+/// path, and the node waits for them at shutdown.
 #[derive(Debug, Clone)]
 pub struct RequestTasks {
     stop: CancellationToken,
@@ -232,12 +235,26 @@ impl RequestTasks {
     }
 
     /// Runs `task` in the background until it ends or the node stops its write path (it is
-    /// then dropped at its next await).
-    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    /// then dropped at its next await). Dropping the handle leaves it running; aborting it
+    /// ends it.
+    pub fn spawn(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
         let stop = self.stop.clone();
         self.tracker.spawn(async move {
             stop.run_until_cancelled(task).await;
-        });
+        })
+    }
+
+    /// Runs `work` on a blocking thread, waited for at shutdown like the other tasks (it is
+    /// not stopped: it must end by itself).
+    pub fn spawn_blocking<T, F>(&self, work: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.tracker.spawn_blocking(work)
     }
 
     /// The tracker the node closes and waits on at shutdown.

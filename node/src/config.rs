@@ -157,8 +157,13 @@ pub struct AuthSettings {
     /// requests (at least 16 characters). Required in every mode: `disabled` turns off
     /// client tokens only.
     pub cluster_secret: Option<String>,
-    /// A file holding the cluster secret instead (first line); relative to the config file.
+    /// A file holding the cluster secret instead (its first line; each further non-empty
+    /// line is a secret also accepted); relative to the config file.
     pub cluster_secret_file: Option<PathBuf>,
+    /// Other secrets accepted from peers but never sent: the old or the next one while the
+    /// cluster secret is rotated (README, "Rotating the cluster secret").
+    #[serde(default)]
+    pub accepted_cluster_secrets: Vec<String>,
 }
 
 impl AuthSettings {
@@ -168,6 +173,7 @@ impl AuthSettings {
         let read = |what: &'static str, p: &Path| {
             std::fs::read_to_string(p).map_err(NodeError::io(what, p))
         };
+        let mut also_accepted = self.accepted_cluster_secrets.clone();
         let secret = match (&self.cluster_secret, &self.cluster_secret_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -175,12 +181,13 @@ impl AuthSettings {
                 ))
             }
             (Some(s), None) => s.clone(),
-            (None, Some(f)) => read("reading the cluster secret file", f)?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string(),
+            (None, Some(f)) => {
+                let text = read("reading the cluster secret file", f)?;
+                let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                let first = lines.next().unwrap_or("").to_string();
+                also_accepted.extend(lines.map(str::to_string));
+                first
+            }
             (None, None) => {
                 return Err(invalid(
                     "a cluster_secret (or cluster_secret_file) is required in every mode: \
@@ -221,7 +228,7 @@ impl AuthSettings {
             }
             AuthMode::Disabled => None,
         };
-        Auth::new(tokens, secret).map_err(invalid)
+        Auth::rotating(tokens, secret, also_accepted).map_err(invalid)
     }
 }
 

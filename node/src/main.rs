@@ -75,12 +75,21 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: PathBuf, bootstrap: bool) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&config)?;
+    let path = config;
+    let config = NodeConfig::load(&path)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let options = StartOptions { bootstrap };
-    registry_node::run(config, listener, options, signals::shutdown_signal()).await?;
+    registry_node::run(
+        config,
+        &path,
+        listener,
+        options,
+        signals::shutdown_signal(),
+        signals::reload_signals(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -3,17 +3,21 @@
 //! otherwise). How it stops is [`crate::shutdown`]'s.
 
 use std::future::Future;
+use std::path::Path;
+
+use futures::{Stream, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use openraft::error::Fatal;
 use openraft::Raft;
+use registry_api::auth::SharedAuth;
 use registry_api::connections::ConnectionLimits;
 use registry_api::liveness::Liveness;
 use registry_api::transport::identity::PeerIdentity;
 use registry_api::{ApiSettings, RegistryApp};
 use registry_storage::{
-    open_store, LogStore, NodeId, StateMachineStore, StoreIdentity, TypeConfig,
+    open_store, LogStore, NodeId, RaftTasks, StateMachineStore, StoreIdentity, TypeConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -21,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
-use crate::shutdown::{Parts, Stages, TaskWatch, Tasks, SHUTDOWN_GRACE};
+use crate::shutdown::{Parts, Stages, StoreWatches, TaskWatch, Tasks, SHUTDOWN_GRACE};
 use registry_api::transport::tls::{NodeTls, Scheme};
 use registry_api::transport::HttpNetwork;
 
@@ -45,6 +49,8 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// What the routes use.
     pub app: RegistryApp,
+    /// Tokens and the cluster secret in force, replaced by [`Node::reload`].
+    auth: SharedAuth,
     /// The log store, flushed last on shutdown.
     log: LogStore,
     /// The state machine, whose persist thread the shutdown stops.
@@ -83,23 +89,33 @@ impl Node {
             );
         }
         let local_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
-        let secret = auth.secret().to_string();
+        let auth = SharedAuth::new(auth);
         let identity = PeerIdentity::new(config.node_id, store.identity.clone());
         let tls = match &config.tls {
             Some(t) => Some(Arc::new(NodeTls::load(t)?)),
             None => None,
         };
-        let network = HttpNetwork::new(local_ip, secret, identity, tls.as_deref())
-            .map_err(NodeError::Network)?;
-        let raft = Raft::new(
-            config.node_id,
-            raft_config,
-            network,
-            store.log.clone(),
-            store.sm.clone(),
+        let stages = Stages::new();
+        let network = HttpNetwork::new(
+            local_ip,
+            auth.clone(),
+            identity,
+            stages.raft(),
+            tls.as_deref(),
         )
-        .await
-        .map_err(|e| NodeError::Raft(Box::new(e)))?;
+        .map_err(NodeError::Network)?;
+        // Every task of this Raft joins `raft_tasks`, which the shutdown waits for.
+        let raft_tasks = RaftTasks::new();
+        let raft = raft_tasks
+            .scope(Raft::new(
+                config.node_id,
+                raft_config,
+                network,
+                store.log.clone(),
+                store.sm.clone(),
+            ))
+            .await
+            .map_err(|e| NodeError::Raft(Box::new(e)))?;
         tracing::info!(
             node_id = config.node_id,
             incarnation = %store.identity.incarnation(),
@@ -119,7 +135,6 @@ impl Node {
                 header_timeout: config.http_header_timeout,
             },
         };
-        let stages = Stages::new();
         let ticker = tokio::spawn(crate::ticker::run(
             raft.clone(),
             view.clone(),
@@ -130,7 +145,7 @@ impl Node {
             raft.clone(),
             &store,
             settings,
-            auth,
+            auth.clone(),
             local_ip,
             tls.clone(),
             stages.write_path(),
@@ -161,6 +176,7 @@ impl Node {
             addr,
             raft,
             app,
+            auth,
             log: store.log,
             sm: store.sm,
             stages,
@@ -169,9 +185,32 @@ impl Node {
                 ticker,
                 formation,
                 app: app_tasks,
+                raft: raft_tasks,
             },
             failed: Some(failed),
         })
+    }
+
+    /// Puts the `[auth]` settings of `config` in force without a restart (SIGHUP): tokens,
+    /// token file, cluster secret and the secrets also accepted, files read again; and, on a
+    /// node with TLS, reads its certificate and key files again ([`Node::reload_tls`]).
+    /// Settings that are wrong are refused with the reason, and the ones in force stay
+    /// (authentication and certificate alike). Other sections of `config` are not reloaded,
+    /// nor the `[tls]` paths or the CA.
+    pub fn reload(&self, config: &NodeConfig) -> Result<(), NodeError> {
+        let auth = config.auth.load()?;
+        // The certificate is swapped only once it loaded, and before the tokens and secret
+        // are, so a refused reload leaves both as they were.
+        self.reload_tls()?;
+        let before = self.auth.current();
+        tracing::info!(
+            tokens = ?auth.tokens(),
+            secret_changed = before.secret() != auth.secret(),
+            secrets_also_accepted = auth.also_accepted(),
+            "authentication settings reloaded"
+        );
+        self.auth.replace(auth);
+        Ok(())
     }
 
     /// Resolves with why the node cannot run, when bootstrapping found it must not form a
@@ -190,31 +229,31 @@ impl Node {
 
     /// Reads the TLS certificate and key files again and serves the handshakes to come
     /// with them; when they do not load (a missing or half-written file, a key that does not
-    /// match), keeps the certificate in use and logs why. Nothing to do without TLS.
-    pub fn reload_tls(&self) {
+    /// match), keeps the certificate in use and says why. Nothing to do without TLS.
+    pub fn reload_tls(&self) -> Result<(), NodeError> {
         let Some(tls) = &self.app.shared().tls else {
-            tracing::info!("asked to reload the TLS certificate, but this node has no [tls]");
-            return;
+            return Ok(());
         };
-        let cert = tls.config().cert.display().to_string();
-        match tls.reload() {
-            Ok(()) => tracing::info!(%cert, "reloaded the TLS certificate"),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "reloading the TLS certificate failed: keeping the one in use"
-            ),
-        }
+        tls.reload()?;
+        tracing::info!(cert = %tls.config().cert.display(), "reloaded the TLS certificate");
+        Ok(())
     }
 
     /// A watch on every task the node started (see [`TaskWatch`]), which stays valid after
     /// the node is shut down.
     pub fn task_watch(&self) -> TaskWatch {
-        self.tasks.watch(self.sm.persister_watch())
+        self.tasks.watch(StoreWatches {
+            persister: self.sm.persister_watch(),
+            background: self.log.background_watch(),
+            database: self.log.database_watch(),
+        })
     }
 
     /// Stops every task the node started, Raft and the storage, in the fixed order
     /// [`crate::shutdown`] describes: the HTTP server first, then the ticker and formation,
-    /// the write path, Raft, the state machine's persist thread, and a flush of the storage.
+    /// the write path, Raft with every task of it, the state machine's persist thread, and
+    /// the storage (its blocking work, then a flush). Once it returns, nothing the node
+    /// started runs, and nothing of the node holds its database.
     /// Each stage is bounded by [`SHUTDOWN_GRACE`] (a client that keeps a request open cannot
     /// hold the node up); returns once everything has ended or its wait expired (logged),
     /// with the first error of Raft or the storage.
@@ -269,23 +308,28 @@ async fn form(
     crate::join::run(&raft, app.peer(), store.incarnation(), &config, &stop).await;
 }
 
-/// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly. A SIGHUP
-/// makes it reload its TLS certificate ([`Node::reload_tls`]).
+/// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly.
 ///
 /// When Raft stops on its own with a fatal error (a storage error such as a full disk, or a
 /// panic inside Raft), the node logs why, stops the same way and returns an error, so that the
 /// process exits non-zero and a supervisor sees it failed: a node whose Raft is gone can take
 /// no write, and must not look healthy or stopped on purpose.
+///
+/// Each item of `reloads` (SIGHUP) reads the config file at `config_path` again and puts its
+/// `[auth]` section in force, and reloads the TLS certificate ([`Node::reload`]); a file
+/// that does not load is logged and changes nothing.
 pub async fn run(
     config: NodeConfig,
+    config_path: &Path,
     listener: TcpListener,
     options: StartOptions,
     shutdown: impl Future<Output = ()>,
+    reloads: impl Stream<Item = ()>,
 ) -> Result<(), NodeError> {
     let mut node = Node::start(config, listener, options).await?;
     let mut metrics = node.raft.metrics();
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut hangups = crate::signals::Hangups::listen();
+    let mut reloads = std::pin::pin!(reloads);
     let ended = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
@@ -297,7 +341,16 @@ pub async fn run(
                     Err(_) => Fatal::Stopped,
                 }
             } => break Some(NodeError::Raft(Box::new(fatal))),
-            () = hangups.next() => node.reload_tls(),
+            Some(()) = reloads.next() => {
+                let reloaded = NodeConfig::load(config_path).and_then(|c| node.reload(&c));
+                if let Err(e) = reloaded {
+                    tracing::error!(
+                        error = %e,
+                        config = %config_path.display(),
+                        "reload refused: the settings in force are kept"
+                    );
+                }
+            }
         }
     };
     let Some(error) = ended else {

@@ -7,27 +7,40 @@
 //! 2. the clock ticker and the formation task (bootstrapping or joining a group);
 //! 3. the write path: the heartbeat batcher and forwarder answer what is still queued with an
 //!    error (none of it was proposed or sent) and finish what they proposed or sent; the tasks
-//!    started by requests (putting a node back in place) end;
-//! 4. Raft;
+//!    started by requests (putting a node back in place, relaying a leader's answer) end;
+//! 4. Raft: RaftCore and its tick (`Raft::shutdown`), then the RPCs still in flight are cut
+//!    and every other task of Raft is waited for (replication streams, snapshot sends and
+//!    builds, the state machine worker, RPCs sent in parallel: openraft detaches them, so
+//!    they run in the node's [`RaftTasks`], see [`registry_storage::raft_tasks`]);
 //! 5. the state machine's persist thread, after a last persist and a flush;
-//! 6. the storage: the records persisted and the whole database flushed.
+//! 6. the storage: its blocking work ended (the removal of purged log entries, snapshot
+//!    writes), then the whole database flushed.
 //!
-//! The stages are tokens of one tree. The node's token is its root, which the write path
-//! listens to; the ticker and the formation task listen to a child of it, the HTTP server to a
-//! child of that. Cancelling a stage cancels the stages before it too, so cancelling the root
-//! stops every task at once; a shutdown cancels them one at a time, the server first, and
-//! joins each stage before it cancels the next, so the write path still serves the requests
-//! the server lets finish.
+//! Once [`Node::shutdown`](crate::Node::shutdown) returns, the node is dropped, and with it
+//! the last handles on its database: sled's flush thread is joined as it closes. What is left
+//! are the connections of the node's HTTP clients, whose tasks hyper spawns and the node
+//! cannot join: dropped with the clients, each ends at its next poll.
+//!
+//! The stages are tokens of one tree. The node's token is its root, which Raft's RPCs listen
+//! to; the write path listens to a child of it, the ticker and the formation task to a child
+//! of that, the HTTP server to a child of that one. Cancelling a stage cancels the stages
+//! before it too, so cancelling the root stops every task at once; a shutdown cancels them
+//! one at a time, the server first, and joins each stage before it cancels the next, so the
+//! write path still serves the requests the server lets finish, and Raft still replicates
+//! what the write path finishes.
 //!
 //! A task that outlives its stage's wait is aborted, and waited for again briefly; the log
-//! names it. Raft, the persist thread or the flush outliving theirs fails the shutdown with
-//! [`NodeError::Stalled`] or the storage's error, and the steps after still run.
+//! names it. Raft, its tasks, the persist thread, the storage's blocking work or the flush
+//! outliving theirs fails the shutdown with [`NodeError::Stalled`] or the storage's error,
+//! and the steps after still run.
 
 use std::time::Duration;
 
 use openraft::Raft;
 use registry_api::AppTasks;
-use registry_storage::{LogStore, NodeId, PersisterWatch, StateMachineStore, TypeConfig};
+use registry_storage::{
+    DatabaseWatch, LogStore, NodeId, PersisterWatch, RaftTasks, StateMachineStore, TypeConfig,
+};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,19 +68,27 @@ pub mod task {
     pub const BATCHER: &str = "batcher";
     /// The heartbeat forwarder.
     pub const FORWARDER: &str = "forwarder";
-    /// Tasks started by requests (putting a node back in place).
+    /// Tasks started by requests (putting a node back in place, relaying a leader's answer).
     pub const REQUESTS: &str = "request tasks";
+    /// Raft's tasks: RaftCore, its replication streams, state machine worker and the rest.
+    pub const RAFT: &str = "raft tasks";
     /// The state machine's persist thread.
     pub const PERSISTER: &str = "persister";
+    /// Blocking work on the database (the removal of purged log entries, snapshot writes).
+    pub const STORAGE_WORK: &str = "storage work";
+    /// The database, open (with sled's flush thread) while anything of the node holds it.
+    pub const DATABASE: &str = "database";
 }
 
 /// The node's cancellation token, one child per stage of the shutdown (see the module's
 /// documentation).
 #[derive(Debug)]
 pub(crate) struct Stages {
-    /// The root: the write path (batcher, forwarder, request tasks).
+    /// The root: Raft's RPCs.
     root: CancellationToken,
-    /// A child of the root: the ticker and the formation task.
+    /// A child of the root: the write path (batcher, forwarder, request tasks).
+    write_path: CancellationToken,
+    /// A child of `write_path`: the ticker and the formation task.
     background: CancellationToken,
     /// A child of `background`: the HTTP server.
     http: CancellationToken,
@@ -77,10 +98,12 @@ impl Stages {
     /// A new tree of tokens, none cancelled.
     pub(crate) fn new() -> Self {
         let root = CancellationToken::new();
-        let background = root.child_token();
+        let write_path = root.child_token();
+        let background = write_path.child_token();
         let http = background.child_token();
         Self {
             root,
+            write_path,
             background,
             http,
         }
@@ -96,8 +119,13 @@ impl Stages {
         self.background.clone()
     }
 
-    /// The write path's token: the root.
+    /// The write path's token.
     pub(crate) fn write_path(&self) -> CancellationToken {
+        self.write_path.clone()
+    }
+
+    /// The token of Raft's RPCs: the root.
+    pub(crate) fn raft(&self) -> CancellationToken {
         self.root.clone()
     }
 }
@@ -113,11 +141,24 @@ pub(crate) struct Tasks {
     pub(crate) formation: JoinHandle<()>,
     /// The write path's tasks.
     pub(crate) app: AppTasks,
+    /// Every task of Raft (RaftCore and what it spawns).
+    pub(crate) raft: RaftTasks,
+}
+
+/// The storage's part of a [`TaskWatch`]: watches that hold nothing of the store.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoreWatches {
+    /// The state machine's persist thread.
+    pub(crate) persister: PersisterWatch,
+    /// The blocking work on the database.
+    pub(crate) background: TaskTracker,
+    /// The database itself.
+    pub(crate) database: DatabaseWatch,
 }
 
 impl Tasks {
-    /// A watch on every one of them and on the state machine's persist thread.
-    pub(crate) fn watch(&self, persister: PersisterWatch) -> TaskWatch {
+    /// A watch on every one of them and on the storage's threads and work.
+    pub(crate) fn watch(&self, store: StoreWatches) -> TaskWatch {
         TaskWatch {
             tasks: vec![
                 (task::SERVER, Probe::Task(self.server.abort_handle())),
@@ -129,7 +170,10 @@ impl Tasks {
                     Probe::Task(self.app.forwarder.abort_handle()),
                 ),
                 (task::REQUESTS, Probe::Tracker(self.app.requests.clone())),
-                (task::PERSISTER, Probe::Thread(persister)),
+                (task::RAFT, Probe::Tracker(self.raft.tracker())),
+                (task::PERSISTER, Probe::Thread(store.persister)),
+                (task::STORAGE_WORK, Probe::Tracker(store.background)),
+                (task::DATABASE, Probe::Database(store.database)),
             ],
         }
     }
@@ -153,6 +197,8 @@ enum Probe {
     Tracker(TaskTracker),
     /// A thread.
     Thread(PersisterWatch),
+    /// The database (open while anything holds it).
+    Database(DatabaseWatch),
 }
 
 impl TaskWatch {
@@ -169,6 +215,7 @@ impl TaskWatch {
                 Probe::Task(t) => !t.is_finished(),
                 Probe::Tracker(t) => !t.is_empty(),
                 Probe::Thread(t) => !t.is_finished(),
+                Probe::Database(d) => !d.is_closed(),
             })
             .map(|(name, _)| *name)
             .collect()
@@ -195,7 +242,7 @@ pub(crate) async fn stop(
     parts: Parts<'_>,
 ) -> Result<(), NodeError> {
     stop_tasks(stages, tasks).await;
-    stop_raft_and_storage(parts).await
+    stop_raft_and_storage(stages, &tasks.raft, parts).await
 }
 
 /// Stages 1 to 3: cancels each stage's token and joins its tasks before the next.
@@ -212,7 +259,7 @@ async fn stop_tasks(stages: &Stages, tasks: &mut Tasks) {
     join(task::FORMATION, &mut tasks.formation, deadline).await;
 
     // 3. The write path: what is queued is refused, what was proposed or sent is answered.
-    stages.root.cancel();
+    stages.write_path.cancel();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     join(task::BATCHER, &mut tasks.app.batcher, deadline).await;
     join(task::FORWARDER, &mut tasks.app.forwarder, deadline).await;
@@ -230,9 +277,13 @@ async fn stop_tasks(stages: &Stages, tasks: &mut Tasks) {
     }
 }
 
-/// Stages 4 to 6: Raft, the persist thread, the storage; every step runs, and the first
-/// error is returned.
-async fn stop_raft_and_storage(parts: Parts<'_>) -> Result<(), NodeError> {
+/// Stages 4 to 6: Raft and its tasks, the persist thread, the storage; every step runs, and
+/// the first error is returned.
+async fn stop_raft_and_storage(
+    stages: &Stages,
+    raft_tasks: &RaftTasks,
+    parts: Parts<'_>,
+) -> Result<(), NodeError> {
     let mut first: Option<NodeError> = None;
     let mut keep = |e: NodeError| {
         tracing::error!(node_id = parts.id, error = %e, "shutdown step failed");
@@ -248,13 +299,38 @@ async fn stop_raft_and_storage(parts: Parts<'_>) -> Result<(), NodeError> {
             grace: SHUTDOWN_GRACE,
         }),
     }
+    // RaftCore is gone: nothing waits for the answers of the RPCs in flight.
+    stages.root.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, raft_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            task = task::RAFT,
+            left = raft_tasks.len(),
+            "raft's tasks did not end within the grace of their stop; left behind"
+        );
+        keep(NodeError::Stalled {
+            step: "raft's tasks",
+            grace: SHUTDOWN_GRACE,
+        });
+    }
 
     // 5. The persist thread: a last persist, flushed.
     if let Err(e) = parts.sm.stop_persister(SHUTDOWN_GRACE).await {
         keep(NodeError::Storage(e));
     }
 
-    // 6. The storage.
+    // 6. The storage: its blocking work, then a flush of everything.
+    if tokio::time::timeout(SHUTDOWN_GRACE, parts.log.finish_background())
+        .await
+        .is_err()
+    {
+        keep(NodeError::Stalled {
+            step: "the storage's blocking work",
+            grace: SHUTDOWN_GRACE,
+        });
+    }
     match tokio::time::timeout(SHUTDOWN_GRACE, parts.log.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => keep(NodeError::Storage(e)),

@@ -1,4 +1,30 @@
-//! Process-wide concerns of the binaries: the shutdown signal, the panic hook, logging.
+//! Process-wide concerns of the binaries: the shutdown and reload signals, the panic hook,
+//! logging.
+
+/// The SIGHUPs this process receives, one item each (never ends); pending forever where the
+/// signal cannot be listened for (logged).
+pub fn reload_signals() -> impl futures::Stream<Item = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangups = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP: no reloads"))
+            .ok();
+        futures::stream::unfold(hangups, |hangups| async move {
+            match hangups {
+                Some(mut h) => match h.recv().await {
+                    Some(()) => Some(((), Some(h))),
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        futures::stream::pending()
+    }
+}
 
 /// Resolves on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
@@ -24,46 +50,6 @@ pub async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     tracing::info!("shutdown signal received");
-}
-
-/// The SIGHUPs a node receives: each one asks it to reload its TLS certificate.
-#[derive(Debug)]
-pub struct Hangups {
-    /// The signal stream; `None` when it cannot be had (then no reload is ever asked).
-    #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
-}
-
-impl Hangups {
-    /// Starts listening for SIGHUP (from then on it no longer ends the process).
-    pub fn listen() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let signal = signal(SignalKind::hangup())
-                .inspect_err(
-                    |e| tracing::warn!(error = %e, "cannot listen for SIGHUP; no TLS reload on it"),
-                )
-                .ok();
-            Self { signal }
-        }
-        #[cfg(not(unix))]
-        {
-            Self {}
-        }
-    }
-
-    /// Resolves at the next SIGHUP; never when there is none to listen for.
-    pub async fn next(&mut self) {
-        #[cfg(unix)]
-        if let Some(signal) = self.signal.as_mut() {
-            if signal.recv().await.is_some() {
-                return;
-            }
-            self.signal = None;
-        }
-        std::future::pending().await
-    }
 }
 
 /// Makes any panic log and abort the process rather than leave a node running half-alive.

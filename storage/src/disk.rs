@@ -14,9 +14,18 @@
 //! database that failed is never closed in this process (its files stay locked until the
 //! process exits: a node stops on a storage error, and starts again as a new process). Nothing
 //! acknowledged needs a flush after the failure: it was flushed before it was acknowledged.
+//!
+//! Blocking work on the database (encoding and writing snapshots, removing purged log
+//! entries) runs on tokio's blocking threads through `Disk::spawn_blocking`, which keeps
+//! it in one set per database, so that a node's shutdown can wait for it
+//! ([`crate::LogStore::finish_background`]): a removal started by a purge, or a snapshot write
+//! whose caller gave up, must not go on writing to a database the node has let go of.
 
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock, Weak};
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::error::StoreError;
 
@@ -36,6 +45,24 @@ struct Inner {
     db: sled::Db,
     /// The first write or flush that failed.
     failed: OnceLock<sled::Error>,
+    /// The blocking work started on the database (see [`Disk::spawn_blocking`]).
+    background: TaskTracker,
+}
+
+/// Whether anything still holds a store's database; holds nothing of it, so it answers after
+/// the store is closed (a test checking that a shutdown let go of its data directory).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseWatch {
+    /// The database's handles, while any is alive.
+    disk: Weak<Inner>,
+}
+
+impl DatabaseWatch {
+    /// Whether every handle on the database is gone: the store is closed (sled's flush
+    /// thread joined), unless a failed write had it left open (see the module doc).
+    pub fn is_closed(&self) -> bool {
+        self.disk.strong_count() == 0
+    }
 }
 
 impl Drop for Inner {
@@ -55,6 +82,7 @@ impl Disk {
             inner: Arc::new(Inner {
                 db,
                 failed: OnceLock::new(),
+                background: TaskTracker::new(),
             }),
         }
     }
@@ -62,6 +90,29 @@ impl Disk {
     /// The database, to open trees and read.
     pub(crate) fn db(&self) -> &sled::Db {
         &self.inner.db
+    }
+
+    /// A watch on whether the database is still held.
+    pub(crate) fn watch(&self) -> DatabaseWatch {
+        DatabaseWatch {
+            disk: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Runs `work` on a blocking thread, in the database's set of background work (see the
+    /// module doc). Must be called within a tokio runtime.
+    pub(crate) fn spawn_blocking<T, F>(&self, work: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.background.spawn_blocking(work)
+    }
+
+    /// The set of blocking work started on the database, to wait for or watch (it holds no
+    /// handle on the database).
+    pub(crate) fn background(&self) -> TaskTracker {
+        self.inner.background.clone()
     }
 
     /// Runs `write` (writes to trees of this database) unless an earlier write or flush
@@ -89,13 +140,19 @@ impl Disk {
         self.check()?;
         let (done, flushed) = mpsc::channel();
         let db = self.inner.db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sled-flush".into())
             .spawn(move || {
                 let _ = done.send(db.flush());
             })
             .map_err(StoreError::Spawn)?;
-        match flushed.recv_timeout(FLUSH_DEADLINE) {
+        let flushed = flushed.recv_timeout(FLUSH_DEADLINE);
+        if flushed.is_ok() {
+            // It has sent its answer: joining it takes no longer than its return (a thread
+            // that did not answer in time is left to the process's exit, see the module doc).
+            let _ = thread.join();
+        }
+        match flushed {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(self.fail(e)),
             Err(_) => Err(self.fail(deadline_passed())),

@@ -14,7 +14,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogId, RaftLogReader, StorageIOError};
 
 use crate::codec::{decode, encode};
-use crate::disk::Disk;
+use crate::disk::{DatabaseWatch, Disk};
 use crate::error::StoreError;
 use crate::state::lock;
 use crate::state_machine::StateMachineStore;
@@ -114,6 +114,27 @@ impl LogStore {
             *lock(&store.purged) = purged;
             Ok(store)
         })
+    }
+
+    /// Waits until the blocking work started on the database has ended: the removal of
+    /// purged entries, snapshot files being encoded or written (also those whose caller gave
+    /// up on them). A node's shutdown calls it once Raft has stopped, before the last flush,
+    /// so that nothing writes to the database after the node let go of it.
+    pub async fn finish_background(&self) {
+        let background = self.disk.background();
+        background.close();
+        background.wait().await;
+    }
+
+    /// A watch on the blocking work started on the database (running while it holds any);
+    /// it holds nothing of the store.
+    pub fn background_watch(&self) -> tokio_util::task::TaskTracker {
+        self.disk.background()
+    }
+
+    /// A watch on whether anything still holds the database.
+    pub fn database_watch(&self) -> DatabaseWatch {
+        self.disk.watch()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -226,11 +247,12 @@ impl LogStore {
             }
             disk.write(|| log.apply_batch(batch))
         };
-        tokio::task::spawn_blocking(move || {
+        // In the database's background set: the node's shutdown waits for it.
+        drop(self.disk.spawn_blocking(move || {
             if let Err(e) = removal() {
                 tracing::warn!(error = %e, upto = log_id.index, "removing purged log entries failed; the next purge retries");
             }
-        });
+        }));
         Ok(())
     }
 }
@@ -387,5 +409,47 @@ mod tests {
         r.appended(vec![entry(50)]);
         assert_eq!(indexes(r.get(50, None)), Some(vec![50]));
         assert_eq!(indexes(r.get(49, Some(50))), None);
+    }
+
+    /// The entries a purge removes in the background are gone from the tree once
+    /// [`LogStore::finish_background`] returns, and nothing of that work is left; the
+    /// database is closed once the store's handles are dropped.
+    #[tokio::test]
+    async fn a_purge_removal_is_waited_for_and_then_nothing_holds_the_database(
+    ) -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = crate::store::open_store_with(
+            dir.path(),
+            &crate::store::StoreOptions {
+                persist_interval: None,
+            },
+        )?;
+        let log = store.log.clone();
+        log.append_entries((1..=2000).map(entry)).await?;
+        log.purge_upto(entry(1500).log_id).await?;
+        let background = log.background_watch();
+
+        log.finish_background().await;
+
+        assert!(background.is_empty(), "no removal runs any more");
+        let left = log.log.range(..=index_key(1500)).count();
+        assert_eq!(left, 0, "the purged entries are removed from the tree");
+        assert_eq!(
+            log.log.len(),
+            500,
+            "the entries after the purge point are kept"
+        );
+        let database = log.database_watch();
+        assert!(!database.is_closed(), "the store still holds its database");
+        store
+            .sm
+            .stop_persister(std::time::Duration::from_secs(5))
+            .await?;
+        drop((store, log));
+        assert!(
+            database.is_closed(),
+            "nothing holds the database once dropped"
+        );
+        Ok(())
     }
 }

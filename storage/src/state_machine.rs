@@ -250,12 +250,15 @@ impl StateMachineStore {
         let inner = Arc::clone(&self.inner);
         let cluster_id = self.inner.identity.cluster_id();
         let last = meta.last_log_id;
-        let data = tokio::task::spawn_blocking(move || {
-            let data = encode_state(&state, cluster_id, snapshot_id)?;
-            write_snapshot_file(&inner, &data, last)?;
-            Ok::<_, StoreError>(data)
-        })
-        .await??;
+        let data = self
+            .inner
+            .disk
+            .spawn_blocking(move || {
+                let data = encode_state(&state, cluster_id, snapshot_id)?;
+                write_snapshot_file(&inner, &data, last)?;
+                Ok::<_, StoreError>(data)
+            })
+            .await??;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -272,9 +275,11 @@ impl StateMachineStore {
             None => "backup-0-0".into(),
         };
         let index = state.last_applied.map(|l| l.index);
-        let blob =
-            tokio::task::spawn_blocking(move || encode_state(&state, cluster_id, snapshot_id))
-                .await??;
+        let blob = self
+            .inner
+            .disk
+            .spawn_blocking(move || encode_state(&state, cluster_id, snapshot_id))
+            .await??;
         Ok((blob, index))
     }
 
@@ -289,13 +294,15 @@ impl StateMachineStore {
     /// of this store's cluster (checked again here). Hands `data` back, for the install.
     pub async fn stage_snapshot(&self, data: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let header = snapshot::check(&data)?.header;
-            check_cluster(&inner, header.cluster_id, &header.snapshot_id)?;
-            write_snapshot_file(&inner, &data, header.last_log_id)?;
-            Ok(data)
-        })
-        .await?
+        self.inner
+            .disk
+            .spawn_blocking(move || {
+                let header = snapshot::check(&data)?.header;
+                check_cluster(&inner, header.cluster_id, &header.snapshot_id)?;
+                write_snapshot_file(&inner, &data, header.last_log_id)?;
+                Ok(data)
+            })
+            .await?
     }
 
     /// Replaces the whole state with a snapshot's: the records on disk first (one batch,
@@ -307,19 +314,21 @@ impl StateMachineStore {
         // Decoding, writing and syncing tens of megabytes: off the async workers, like build.
         let inner = Arc::clone(&self.inner);
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || {
-            let (state, theirs) = decode_state(&meta, &data)?;
-            check_cluster(&inner, theirs, &meta.snapshot_id)?;
-            let _persisting = lock(&inner.persisting);
-            let replace = sm_disk::replace_batch(&inner.services, &state)?;
-            inner.disk.write(|| inner.services.apply_batch(replace))?;
-            inner.disk.flush_blocking()?;
-            write_snapshot_file(&inner, &data, meta.last_log_id)?;
-            inner.view.install(state);
-            lock(&inner.dirty).clear();
-            Ok::<(), StoreError>(())
-        })
-        .await??;
+        self.inner
+            .disk
+            .spawn_blocking(move || {
+                let (state, theirs) = decode_state(&meta, &data)?;
+                check_cluster(&inner, theirs, &meta.snapshot_id)?;
+                let _persisting = lock(&inner.persisting);
+                let replace = sm_disk::replace_batch(&inner.services, &state)?;
+                inner.disk.write(|| inner.services.apply_batch(replace))?;
+                inner.disk.flush_blocking()?;
+                write_snapshot_file(&inner, &data, meta.last_log_id)?;
+                inner.view.install(state);
+                lock(&inner.dirty).clear();
+                Ok::<(), StoreError>(())
+            })
+            .await??;
         Ok(())
     }
 
@@ -327,22 +336,25 @@ impl StateMachineStore {
     /// built in its place, so a damaged one is never served.
     async fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
         let inner = Arc::clone(&self.inner);
-        let read = tokio::task::spawn_blocking(move || {
-            let Some(data) = inner.snapshot.read()? else {
-                return Ok(None);
-            };
-            match snapshot::check(&data) {
-                Ok(info) => Ok(Some(Ok((info.header.meta(), data)))),
-                Err(e @ (StoreError::Damaged { .. } | StoreError::NewerFormat { .. })) => {
-                    let _writes = lock(&inner.snapshot_writes);
-                    let moved = inner.snapshot.quarantine()?;
-                    *lock(&inner.snapshot_last) = None;
-                    Ok(Some(Err((e, moved))))
+        let read = self
+            .inner
+            .disk
+            .spawn_blocking(move || {
+                let Some(data) = inner.snapshot.read()? else {
+                    return Ok(None);
+                };
+                match snapshot::check(&data) {
+                    Ok(info) => Ok(Some(Ok((info.header.meta(), data)))),
+                    Err(e @ (StoreError::Damaged { .. } | StoreError::NewerFormat { .. })) => {
+                        let _writes = lock(&inner.snapshot_writes);
+                        let moved = inner.snapshot.quarantine()?;
+                        *lock(&inner.snapshot_last) = None;
+                        Ok(Some(Err((e, moved))))
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            }
-        })
-        .await??;
+            })
+            .await??;
         match read {
             None if self.inner.needs_fresh.swap(false, Ordering::Relaxed) => {
                 tracing::info!("building a fresh snapshot in place of the damaged one");

@@ -40,12 +40,14 @@ impl fmt::Display for RegistryNode {
 
 openraft::declare_raft_types!(
     /// Raft types of the registry: log entries carry [`Command`]s, and applying one yields a
-    /// [`CommandResponse`]. Members are [`RegistryNode`]s.
+    /// [`CommandResponse`]. Members are [`RegistryNode`]s. Its tasks run on tokio, in the set
+    /// of the Raft they belong to ([`crate::raft_tasks`]).
     pub TypeConfig:
         D = Command,
         R = CommandResponse,
         NodeId = NodeId,
         Node = RegistryNode,
+        AsyncRuntime = crate::raft_tasks::TrackedRuntime,
 );
 
 /// Log id of this registry's Raft group.

@@ -45,6 +45,7 @@ impl Default for ClusterSpec {
                 token_file: None,
                 cluster_secret: Some("test-cluster-secret-0123".into()),
                 cluster_secret_file: None,
+                accepted_cluster_secrets: Vec::new(),
             },
             max_concurrent_requests: registry_node::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_connections: registry_node::config::DEFAULT_MAX_CONNECTIONS,

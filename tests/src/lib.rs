@@ -1,10 +1,12 @@
 //! Harnesses for the integration tests: clusters of registry nodes in this process
-//! ([`inproc`]) or as `registry-node` processes ([`procs`]), waiting on conditions with
+//! ([`inproc`]) or as `registry-node` processes ([`procs`]), a peer that never answers
+//! ([`black_hole`]), waiting on conditions with
 //! deadlines ([`wait`]), a history of what reporters were told and readers saw
 //! ([`history`]), a watch for false `down`s ([`observer`]), the checks that end a fault
 //! scenario ([`scenario`]), HTTP requests written by hand ([`raw_http`]), running
 //! `registryctl` ([`cli`]), and throwaway certificates for TLS ([`tls`]).
 
+pub mod black_hole;
 pub mod cli;
 pub mod history;
 pub mod inproc;

@@ -378,6 +378,28 @@ impl ProcCluster {
         Ok(())
     }
 
+    /// Replaces the `[auth]` section of node `i`'s config file (the last section) with
+    /// `section` (the lines after the `[auth]` header); the node sees it on its next reload.
+    pub fn set_auth(&self, i: usize, section: &str) -> anyhow::Result<()> {
+        let path = &self.nodes[i].config;
+        let text = std::fs::read_to_string(path)?;
+        let at = text
+            .find("[auth]\n")
+            .ok_or_else(|| anyhow::anyhow!("{} has no [auth] section", path.display()))?;
+        std::fs::write(path, format!("{}[auth]\n{section}", &text[..at]))?;
+        Ok(())
+    }
+
+    /// The config file of node `i`.
+    pub fn config_path(&self, i: usize) -> &Path {
+        &self.nodes[i].config
+    }
+
+    /// Makes node `i` reload its settings (SIGHUP).
+    pub fn reload(&self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-HUP")
+    }
+
     /// Pauses node `i` (SIGSTOP).
     pub fn pause(&self, i: usize) -> anyhow::Result<()> {
         self.signal(i, "-STOP")

@@ -171,7 +171,7 @@ impl Forwarding {
             // A read (a list, up to tens of MiB) is passed through as it arrives.
             let status = resp.status();
             let headers = relay_headers(resp.headers());
-            let mut out = relay::relay(resp);
+            let mut out = relay::relay(resp, &self.shared.tasks);
             *out.status_mut() = status;
             out.headers_mut().extend(headers);
             return Ok(out);

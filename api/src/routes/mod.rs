@@ -5,9 +5,12 @@
 mod admin;
 pub mod body;
 mod cinder;
+pub mod filters;
 mod membership;
 mod public;
 pub mod route;
+
+pub(crate) use filters::{raw_query, with_app};
 
 use std::convert::Infallible;
 
@@ -29,15 +32,4 @@ pub fn all(
         .or(cinder::routes(app.clone()))
         .or(crate::transport::routes::routes(app))
         .recover(recover)
-}
-
-/// The raw query string, empty when there is none.
-pub(crate) fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::query::raw().or(warp::any().map(String::new)).unify()
-}
-
-pub(crate) fn with_app(
-    app: RegistryApp,
-) -> impl Filter<Extract = (RegistryApp,), Error = Infallible> + Clone {
-    warp::any().map(move || app.clone())
 }

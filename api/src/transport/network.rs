@@ -4,10 +4,15 @@
 //! such). Every RPC names this node's cluster and the target's node id and incarnation as
 //! the membership records them ([`crate::transport::identity`]); a target that refuses it as not
 //! meant for it (a lost store, another cluster) counts as unreachable.
+//!
+//! Once the node stops Raft, the RPCs still in flight end at once, unanswered: openraft's
+//! tasks that sent them (replication streams, snapshot sends, votes) then end with Raft,
+//! which the node's shutdown waits for, instead of when a peer that hangs lets the RPC's
+//! deadline pass (`install_snapshot_timeout` for a chunk of a snapshot).
 
 use std::time::Duration;
 
-use crate::auth::SECRET_HEADER;
+use crate::auth::{SharedAuth, SECRET_HEADER};
 use crate::transport::identity::PeerIdentity;
 use crate::transport::rpc::{self, path};
 use crate::transport::tls::{peer_client_builder, NodeTls, Scheme};
@@ -22,6 +27,7 @@ use openraft::raft::{
 use registry_storage::{NodeId, RegistryNode, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 /// An HTTP client for requests between nodes (Raft RPCs, forwarded requests) could not be
 /// built (no TLS backend, a bad local address).
@@ -33,10 +39,12 @@ pub struct NetworkSetupError(#[from] reqwest::Error);
 #[derive(Debug, Clone)]
 pub struct HttpNetwork {
     client: reqwest::Client,
-    /// The cluster secret sent with every RPC.
-    secret: String,
+    /// Where the cluster secret sent with every RPC comes from (it may be rotated).
+    auth: SharedAuth,
     /// This node's cluster, sent with every RPC.
     identity: PeerIdentity,
+    /// Cancelled when the node stops Raft: the RPCs in flight end.
+    stop: CancellationToken,
     /// `https` when the node has TLS.
     scheme: Scheme,
 }
@@ -45,11 +53,12 @@ impl HttpNetwork {
     /// A network whose connections are reused across RPCs; they leave from `local`, the
     /// node's own listen address, when it names one (so peers and firewalls see the node's
     /// address, not whichever one the OS picks); with `tls`, over HTTPS with this node's
-    /// certificate.
+    /// certificate. Once `stop` is cancelled, every RPC fails at once.
     pub fn new(
         local: Option<std::net::IpAddr>,
-        secret: String,
+        auth: SharedAuth,
         identity: PeerIdentity,
+        stop: CancellationToken,
         tls: Option<&NodeTls>,
     ) -> Result<Self, NetworkSetupError> {
         let client = peer_client_builder(tls)
@@ -61,8 +70,9 @@ impl HttpNetwork {
             .build()?;
         Ok(Self {
             client,
-            secret,
+            auth,
             identity,
+            stop,
             scheme: Scheme::of(tls),
         })
     }
@@ -76,9 +86,10 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             target,
             base: self.scheme.url(&node.addr, "/raft"),
             client: self.client.clone(),
-            secret: self.secret.clone(),
+            auth: self.auth.clone(),
             identity: self.identity.clone(),
             node: node.clone(),
+            stop: self.stop.clone(),
         }
     }
 }
@@ -89,14 +100,45 @@ pub struct HttpPeer {
     target: NodeId,
     base: String,
     client: reqwest::Client,
-    secret: String,
+    /// Where the cluster secret comes from.
+    auth: SharedAuth,
     identity: PeerIdentity,
     /// The target as the membership records it.
     node: RegistryNode,
+    /// Cancelled when the node stops Raft.
+    stop: CancellationToken,
 }
 
 impl HttpPeer {
+    /// Sends one RPC and decodes its answer; fails at once once the node stops Raft
+    /// (nothing waits for the answer any more).
     async fn call<Req, Resp, E>(
+        &self,
+        rpc_path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, RegistryNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        match self
+            .stop
+            .run_until_cancelled(self.exchange(rpc_path, req, option))
+            .await
+        {
+            Some(res) => res,
+            // A network error, not `Unreachable`: openraft backs an unreachable peer off
+            // (half a second) before it looks again whether it should stop.
+            None => Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other("this node is stopping Raft"),
+            ))),
+        }
+    }
+
+    /// The RPC itself: the request sent, the answer read and decoded.
+    async fn exchange<Req, Resp, E>(
         &self,
         rpc_path: &str,
         req: &Req,
@@ -114,7 +156,7 @@ impl HttpPeer {
             .timeout(option.hard_ttl())
             .headers(self.identity.headers_to(self.target, &self.node))
             .header("content-type", rpc::CONTENT_TYPE)
-            .header(SECRET_HEADER, &self.secret);
+            .header(SECRET_HEADER, &*self.auth.secret());
         let resp = req.body(body).send().await.map_err(|e| {
             if e.is_connect() {
                 RPCError::Unreachable(Unreachable::new(&e))

@@ -12,7 +12,7 @@ use warp::http::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Reply;
 
-use crate::auth::SECRET_HEADER;
+use crate::auth::{SharedAuth, SECRET_HEADER};
 use crate::error::ErrorBody;
 use crate::request_id::REQUEST_ID_HEADER;
 use crate::transport::identity::PeerIdentity;
@@ -142,7 +142,8 @@ pub struct Peer {
     scheme: Scheme,
     /// Who this node is: its id (in [`FORWARDED_HEADER`]), cluster and incarnation.
     identity: PeerIdentity,
-    secret: String,
+    /// Where the cluster secret it sends comes from (it may be rotated).
+    auth: SharedAuth,
 }
 
 /// Bound on a request for a peer's identity: it answers from memory.
@@ -154,13 +155,13 @@ impl Peer {
         http: reqwest::Client,
         scheme: Scheme,
         identity: PeerIdentity,
-        secret: String,
+        auth: SharedAuth,
     ) -> Self {
         Self {
             http,
             scheme,
             identity,
-            secret,
+            auth,
         }
     }
 
@@ -168,7 +169,7 @@ impl Peer {
     fn request(&self, method: Method, addr: &str, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.scheme.url(addr, path))
-            .header(SECRET_HEADER, &self.secret)
+            .header(SECRET_HEADER, &*self.auth.secret())
     }
 
     /// Sends `body` to the leader `(id, node)` as `method path_and_query`; the answer is

@@ -23,8 +23,8 @@ use warp::{Filter, Rejection, Reply};
 use crate::app::RegistryApp;
 use crate::error::ApiError;
 use crate::routes::body::{self, GatedBody};
+use crate::routes::filters::with_app;
 use crate::routes::route::{gate, name, Access, Gate, PeerCheck, Route, RouteKind};
-use crate::routes::with_app;
 use crate::transport::rpc::{self, path, MAX_RPC_BYTES};
 use crate::wire::JoinIn;
 
@@ -203,6 +203,7 @@ async fn snapshot(gated: GatedBody, app: RegistryApp) -> warp::reply::Response {
                     &app.shared().raft,
                     &app.shared().sm,
                     app.shared().identity.cluster_id(),
+                    &app.shared().tasks,
                     req,
                 )
                 .await;

@@ -19,6 +19,8 @@ use openraft::{Raft, Snapshot, SnapshotSegmentId};
 use registry_storage::{ClusterId, NodeId, StateMachineStore, TypeConfig};
 use tokio::sync::Mutex;
 
+use crate::shared::RequestTasks;
+
 /// Largest snapshot accepted (a million services is a few hundred MiB).
 pub const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
 
@@ -56,12 +58,15 @@ fn restart(id: &str, got: u64) -> RaftError<NodeId, InstallSnapshotError> {
 
 impl SnapshotReceiver {
     /// Takes one chunk for `raft`, a node of cluster `cluster` whose state machine is `sm`;
-    /// installs the snapshot when it was the last one and the whole checks out.
+    /// installs the snapshot when it was the last one and the whole checks out (checked on a
+    /// blocking thread of `tasks`, which the node's shutdown waits for even if the leader's
+    /// request is cut meanwhile).
     pub async fn receive(
         &self,
         raft: &Raft<TypeConfig>,
         sm: &StateMachineStore,
         cluster: Option<ClusterId>,
+        tasks: &RequestTasks,
         req: InstallSnapshotRequest<TypeConfig>,
     ) -> ChunkResult {
         let my_vote = raft
@@ -109,11 +114,12 @@ impl SnapshotReceiver {
         };
         drop(current);
         let meta = req.meta.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            let res = check(&meta, cluster, &data);
-            (res, data)
-        })
-        .await;
+        let checked = tasks
+            .spawn_blocking(move || {
+                let res = check(&meta, cluster, &data);
+                (res, data)
+            })
+            .await;
         let data = match checked {
             Ok((Ok(()), data)) => data,
             Ok((Err(why), _)) => {

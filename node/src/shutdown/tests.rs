@@ -49,6 +49,7 @@ fn stand_ins(stages: &Stages, lingers: [Option<Duration>; 6], ends: &Ends) -> Ta
             forwarder: spawn(task::FORWARDER, stages.write_path(), forwarder),
             requests: tracker,
         },
+        raft: RaftTasks::new(),
     }
 }
 
@@ -75,7 +76,7 @@ async fn each_stage_is_joined_before_the_next_is_cancelled() {
     let slow = Some(Duration::from_millis(300));
     let quick = Some(Duration::from_millis(10));
     let mut tasks = stand_ins(&stages, [slow, slow, quick, slow, quick, quick], &ends);
-    let watch = tasks.watch(PersisterWatch::default());
+    let watch = tasks.watch(StoreWatches::default());
     assert_eq!(watch.running().len(), 6, "every stand-in runs");
 
     stop_tasks(&stages, &mut tasks).await;
@@ -104,7 +105,7 @@ async fn a_task_that_ignores_its_stop_is_cut_at_the_grace() {
     let ends = Ends::default();
     let quick = Some(Duration::from_millis(10));
     let mut tasks = stand_ins(&stages, [quick, quick, quick, None, quick, quick], &ends);
-    let watch = tasks.watch(PersisterWatch::default());
+    let watch = tasks.watch(StoreWatches::default());
     let started = Instant::now();
 
     stop_tasks(&stages, &mut tasks).await;

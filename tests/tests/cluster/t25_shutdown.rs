@@ -3,38 +3,46 @@
 
 use std::time::{Duration, Instant};
 
-use registry_api::wire::{HeartbeatIn, ServiceOut};
-use registry_node::{task, SHUTDOWN_GRACE};
+use registry_api::wire::{Consistency, HeartbeatIn, ServiceAction, ServiceOut};
+use registry_node::{task, RaftSettings, SHUTDOWN_GRACE};
 use registry_storage::{open_store, ServiceKey};
+use registry_tests::black_hole::BlackHole;
 use registry_tests::init_test_tracing;
 use registry_tests::inproc::{ClusterSpec, InProcCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Every task a node starts, in the order its shutdown stops them.
-const ALL_TASKS: [&str; 7] = [
+/// Every task a node starts, in the order its shutdown stops them, and its database.
+const ALL_TASKS: [&str; 10] = [
     task::SERVER,
     task::TICKER,
     task::FORMATION,
     task::BATCHER,
     task::FORWARDER,
     task::REQUESTS,
+    task::RAFT,
     task::PERSISTER,
+    task::STORAGE_WORK,
+    task::DATABASE,
 ];
 
 /// The tasks that run for as long as a node runs (formation ends once the node is in its
-/// group; request tasks run only while a node is put back in place).
-const LONG_LIVED: [&str; 5] = [
+/// group; request tasks run only while a node is put back in place or a read relayed, the
+/// storage's blocking work only while a snapshot is written or a purge removes entries).
+const LONG_LIVED: [&str; 7] = [
     task::SERVER,
     task::TICKER,
     task::BATCHER,
     task::FORWARDER,
+    task::RAFT,
     task::PERSISTER,
+    task::DATABASE,
 ];
 
 /// Once `Node::shutdown` returns, none of the node's tasks runs (the HTTP server with its
-/// connections, the ticker, formation, the batcher, the forwarder, request tasks, the
-/// persist thread), its data directory opens again at once (sled's lock is free), and the
+/// connections, the ticker, formation, the batcher, the forwarder, request tasks, Raft's
+/// tasks, the persist thread, the storage's blocking work), nothing holds its database, its
+/// data directory opens again at once (sled's lock is free), and the
 /// records there hold every heartbeat acknowledged before the shutdown. It holds on a
 /// follower, whose heartbeats went through its forwarder, and on the leader, whose batcher
 /// committed them, with a request left half sent on an open connection, which the shutdown
@@ -140,6 +148,185 @@ async fn shutdown_ends_every_task_and_releases_the_store() -> anyhow::Result<()>
     );
     reopened_holds(&c, leader, &[&via_follower, &last])?;
     c.shutdown().await
+}
+
+/// How long the runtime's tasks may take to end once the last node's shutdown returned: a
+/// task that ended with its node needs at most a poll for the runtime to let go of it.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// How long a chunk of a snapshot may take to send: far longer than [`SETTLE`], so that a
+/// send still in flight when its node stopped is seen.
+const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Once every node of a cluster has shut down, the runtime runs no more tasks than it did
+/// before the cluster started: nothing a node started (its HTTP server, its write path, the
+/// relay of a forwarded read, Raft's core, replication streams, snapshot sends and state
+/// machine worker) outlived `Node::shutdown`. The cluster first takes every path that starts
+/// a task: heartbeats forwarded by a follower, a linearizable list and an admin action relayed
+/// by it, snapshots with the log purged behind them on every node, a follower that comes back
+/// behind the purge and is sent the leader's snapshot; and the leader stops while it sends a
+/// snapshot to a peer that never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_task_of_a_node_outlives_its_shutdown() -> anyhow::Result<()> {
+    init_test_tracing();
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    let spec = ClusterSpec {
+        raft: RaftSettings {
+            // A snapshot purges the whole log behind it.
+            max_in_snapshot_log_to_keep: 0,
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT,
+            ..RaftSettings::default()
+        },
+        ..ClusterSpec::default()
+    };
+    let mut c = InProcCluster::start(spec).await?;
+    let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let behind = (0..3)
+        .find(|i| *i != leader && *i != follower)
+        .expect("a second follower");
+
+    tracing::info!("phase: forwarded heartbeats, a relayed list and a relayed action");
+    {
+        let via = c.client_of(follower);
+        for round in 0..5 {
+            let beats: Vec<HeartbeatIn> = (0..40)
+                .map(|i| HeartbeatIn::new(format!("host-{round}-{i}"), "cinder-volume"))
+                .collect();
+            via.heartbeat(&beats).await?;
+        }
+        let listed = via.services(None, None, Consistency::Linearizable).await?;
+        assert_eq!(
+            listed.services.len(),
+            200,
+            "the follower relayed the leader's whole list"
+        );
+        via.action(
+            ServiceAction::Disable,
+            "host-0-0",
+            Some("cinder-volume"),
+            Some("maintenance"),
+        )
+        .await?;
+    }
+
+    tracing::info!("phase: snapshots and purges on every node");
+    purge_everywhere(&c).await?;
+
+    tracing::info!("phase: a follower comes back behind the leader's purge");
+    c.stop_node(behind).await?;
+    write_one(&c, leader, "while-away").await?;
+    purge_everywhere(&c).await?;
+    c.start_node(behind).await?;
+    let applied = last_applied(&c, leader);
+    c.wait_applied(applied, Duration::from_secs(20)).await?;
+    let installed = c
+        .node(behind)
+        .raft
+        .metrics()
+        .borrow()
+        .snapshot
+        .map_or(0, |s| s.index);
+    assert!(
+        installed + 1 >= applied,
+        "the follower that came back was sent the leader's snapshot (it holds one at \
+         {installed}, the leader applied {applied})"
+    );
+
+    tracing::info!("phase: the leader sends a snapshot to a peer that never answers");
+    c.stop_node(behind).await?;
+    let hole = BlackHole::bind(c.configs[behind].listen).await?;
+    write_one(&c, leader, "while-hung").await?;
+    purge_everywhere(&c).await?;
+    registry_tests::wait::until(
+        "the leader sends the hung peer its snapshot",
+        Duration::from_secs(20),
+        || async {
+            let requests = hole.requests();
+            requests
+                .iter()
+                .any(|r| r.starts_with("POST /raft/snapshot"))
+                .then_some(())
+        },
+    )
+    .await?;
+
+    tracing::info!("phase: every node stops");
+    let watches: Vec<_> = c
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| (n.id, n.task_watch()))
+        .collect();
+    assert_eq!(watches.len(), 2, "the leader and one follower still run");
+    for (id, watch) in &watches {
+        let running = watch.running();
+        assert!(
+            running.contains(&task::RAFT) && running.contains(&task::DATABASE),
+            "node {id} runs Raft's tasks and holds its database before the shutdown: {running:?}"
+        );
+    }
+    c.shutdown().await?;
+    for (id, watch) in &watches {
+        assert_eq!(
+            watch.running(),
+            Vec::<&str>::new(),
+            "tasks of node {id} still run after its shutdown returned"
+        );
+    }
+    let settled = registry_tests::wait::until(
+        "the runtime runs no more tasks than before the cluster started",
+        SETTLE,
+        || async { (runtime.num_alive_tasks() <= before).then_some(()) },
+    )
+    .await;
+    let alive = runtime.num_alive_tasks();
+    hole.stop();
+    assert!(
+        settled.is_ok(),
+        "{alive} tasks are alive {SETTLE:?} after every node shut down; {before} were before \
+         the cluster started"
+    );
+    Ok(())
+}
+
+/// Writes one heartbeat through node index `i`.
+async fn write_one(c: &InProcCluster, i: usize, host: &str) -> anyhow::Result<()> {
+    c.client_of(i)
+        .heartbeat(&[HeartbeatIn::new(host, "cinder-volume")])
+        .await?;
+    Ok(())
+}
+
+/// The last log index node index `i` applied.
+fn last_applied(c: &InProcCluster, i: usize) -> u64 {
+    c.node(i)
+        .raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .map_or(0, |l| l.index)
+}
+
+/// Has every running node build a snapshot (`POST /v1/cluster/snapshot`) of all the leader
+/// applied, and waits until each purged its log up to it.
+async fn purge_everywhere(c: &InProcCluster) -> anyhow::Result<()> {
+    let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
+    let applied = last_applied(c, leader);
+    c.wait_applied(applied, Duration::from_secs(10)).await?;
+    for (i, node) in c.nodes.iter().enumerate() {
+        let Some(node) = node else { continue };
+        c.client_of(i).trigger_snapshot().await?;
+        node.raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= applied),
+                "the log purged behind the snapshot",
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// The only record of an answer.

@@ -34,6 +34,7 @@ fn token_auth() -> AuthSettings {
         token_file: None,
         cluster_secret: Some(SECRET.into()),
         cluster_secret_file: None,
+        accepted_cluster_secrets: Vec::new(),
     }
 }
 

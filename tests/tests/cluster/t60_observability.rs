@@ -505,6 +505,7 @@ async fn metrics_need_a_reader_token_probes_none() -> anyhow::Result<()> {
         token_file: None,
         cluster_secret: Some("observability-cluster-secret".into()),
         cluster_secret_file: None,
+        accepted_cluster_secrets: Vec::new(),
     };
     let mut c = InProcCluster::start(ClusterSpec {
         auth,

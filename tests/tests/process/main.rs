@@ -7,3 +7,4 @@ mod t40_storage_faults;
 mod t50_disk_loss;
 mod t60_bootstrap;
 mod t70_backup_restore;
+mod t80_rotation;
