@@ -30,7 +30,9 @@
 #
 # Options:
 #   --soak              the `open` scenario for 600 s instead of 60 s
-#   --scenarios LIST    comma-separated subset of single,batch,open,open4,list (default: all)
+#   --scenarios LIST    comma-separated subset of single,batch,open,open4,list,tls (default:
+#                       all but tls; `tls` runs single heartbeats against the registry over
+#                       plain HTTP and then over mutual TLS, registry only, in the same run)
 #   --no-etcd           registry only
 #   --quick             tiny durations and sizes (checks the script, measures nothing)
 #   --skip-build        use the binaries already in target/release
@@ -75,6 +77,8 @@ SCENARIOS="single,batch,open,open4,list"
 ORIG_ARGS="$*"
 CURRENT=none
 AUTH_SECTION=1
+# 1 while the registry cluster serves HTTPS (scenario tls): certificates under $WORK/tls.
+TLS=0
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
@@ -146,6 +150,7 @@ fi
 # --- Processes: started here, recorded, stopped by PID ------------------------------------
 
 WORK="$(mktemp -d "${BENCH_TMP:-/tmp}/registry-bench.XXXXXX")"
+TLS_DIR="$WORK/tls"
 RESULTS="$WORK/results.md"
 declare -A PIDS=() # name -> pid, of every process this script started and has not stopped
 
@@ -246,6 +251,30 @@ check_ports() {
 
 reg_addr() { printf '%s:%s' "$HOST" "${REG_PORTS[$1 - 1]}"; }
 
+# The registry endpoint of node $1 as a URL: https:// while TLS is on.
+reg_url() { if ((TLS)); then printf 'https://%s' "$(reg_addr "$1")"; else reg_addr "$1"; fi; }
+
+# GET $1 from registry node $2 (over HTTPS with the CA while TLS is on).
+reg_curl() {
+  if ((TLS)); then
+    curl -sf --noproxy '*' --max-time 2 --cacert "$TLS_DIR/ca.pem" "https://$(reg_addr "$2")$1"
+  else
+    curl -sf --noproxy '*' --max-time 2 "http://$(reg_addr "$2")$1"
+  fi
+}
+
+# The CA and node certificates of scenario tls (made once per run).
+TLS_DAYS=2
+TLS_CA_NAME="registry bench CA"
+info() { say "run.sh: $*"; }
+# shellcheck source=../scripts/tls-certs.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/../scripts/tls-certs.sh"
+make_bench_certs() {
+  local i
+  make_ca
+  for i in 1 2 3; do make_cert "node$i" "node$i" "IP:$HOST"; done
+}
+
 start_registry() {
   local i j dir
   for i in 1 2 3; do
@@ -264,6 +293,10 @@ start_registry() {
       for j in 1 2 3; do
         printf '\n[[peers]]\nid = %d\naddr = "%s"\n' "$j" "$(reg_addr "$j")"
       done
+      if ((TLS)); then
+        printf '\n[tls]\ncert = "%s/node%d.pem"\nkey = "%s/node%d-key.pem"\nca = "%s/ca.pem"\n' \
+          "$TLS_DIR" "$i" "$TLS_DIR" "$i" "$TLS_DIR"
+      fi
       if ((AUTH_SECTION)); then
         # No client tokens (as the local demo cluster); nodes authenticate to each other.
         printf '\n[auth]\nmode = "disabled"\ncluster_secret = "registry-bench-%s"\n' "$$"
@@ -293,7 +326,7 @@ start_registry() {
     return
   fi
   for i in 1 2 3; do
-    wait_for 30 curl -sf --noproxy '*' --max-time 2 "http://$(reg_addr "$i")/health" ||
+    wait_for 30 reg_curl "/health" "$i" ||
       die "registry node $i not healthy within 30 s (see $WORK/registry/node$i/node.log)"
   done
 }
@@ -351,7 +384,7 @@ fresh_clusters() {
 # its tables.
 bench() {
   local args=(
-    --registry "$(reg_addr 1),$(reg_addr 2),$(reg_addr 3)"
+    --registry "$(reg_url 1),$(reg_url 2),$(reg_url 3)"
     --registry-pid-file "$WORK/registry/node1/pid,$WORK/registry/node2/pid,$WORK/registry/node3/pid"
     --registry-data-dir "$WORK/registry/node1/data,$WORK/registry/node2/data,$WORK/registry/node3/data"
   )
@@ -376,7 +409,7 @@ targets() {
 # The leader's PID, from any node's /v1/cluster.
 leader_pid() {
   local id
-  id=$(curl -sf --noproxy '*' --max-time 2 "http://$(reg_addr 1)/v1/cluster" |
+  id=$(reg_curl /v1/cluster 1 |
     sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p')
   [[ -n $id ]] && cat "$WORK/registry/node$id/pid"
 }
@@ -462,6 +495,25 @@ scenario_open4() {
   report_perf open4
 }
 
+# Single heartbeats, 256 reporters, against the registry alone: over plain HTTP, then over
+# mutual TLS between the nodes and TLS from the load generator, each on a fresh cluster.
+scenario_tls() {
+  local saved_no_etcd=$NO_ETCD
+  NO_ETCD=1
+  make_bench_certs
+  TLS=0
+  fresh_clusters
+  bench --targets registry --prefix plain \
+    closed --concurrency 256 --batch 1 --duration "$CLOSED_DURATION" --warmup "$CLOSED_WARMUP"
+  TLS=1
+  fresh_clusters
+  bench --targets registry --prefix tls --registry-cacert "$TLS_DIR/ca.pem" \
+    closed --concurrency 256 --batch 1 --duration "$CLOSED_DURATION" --warmup "$CLOSED_WARMUP"
+  TLS=0
+  stop_registry
+  NO_ETCD=$saved_no_etcd
+}
+
 scenario_list() {
   fresh_clusters
   bench --targets "$(targets registry,etcd-put)" --prefix list \
@@ -489,11 +541,11 @@ check_ports
 IFS=, read -r -a selected <<<"$SCENARIOS"
 for s in "${selected[@]}"; do
   case "$s" in
-  single | batch | open | open4 | list)
+  single | batch | open | open4 | list | tls)
     CURRENT=$s
     "scenario_$s"
     ;;
-  *) die "unknown scenario '$s' (single, batch, open, open4, list)" ;;
+  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls)" ;;
   esac
 done
 

@@ -42,6 +42,7 @@ HOST=127.0.0.1
 # HTTPS: the certificates and configs of `start --tls`; on while $TLS_DIR/enabled exists.
 TLS_DIR="$RUN_DIR/tls"
 TLS_DAYS=30
+TLS_CA_NAME="registry local-cluster CA"
 REPORT_INTERVAL="${REPORT_INTERVAL:-10}"
 NODE_LOG_FILTER="${RUST_LOG:-info,warp::filters::trace=warn}"
 
@@ -181,38 +182,9 @@ ctl() {
 
 # --- TLS: a throwaway CA and certificates (openssl) ------------------------------------------
 
-# Makes the local CA unless it exists.
-make_ca() {
-  [[ -f $TLS_DIR/ca.pem && -f $TLS_DIR/ca-key.pem ]] && return 0
-  command -v openssl >/dev/null || die "start --tls needs the openssl command line"
-  mkdir -p "$TLS_DIR"
-  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$TLS_DIR/ca-key.pem" -out "$TLS_DIR/ca.pem" -days "$TLS_DAYS" \
-    -subj "/CN=registry local-cluster CA" \
-    -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null || die "openssl: making the CA failed"
-  chmod 600 "$TLS_DIR/ca-key.pem"
-  info "made a throwaway CA: $TLS_DIR/ca.pem"
-}
-
-# Makes certificate $1 (file name; subject CN $2, subject alternative names $3, may be empty)
-# signed by the local CA, unless it exists. Usable as server and client certificate.
-make_cert() {
-  local name=$1 cn=$2 san=$3 ext
-  [[ -f $TLS_DIR/$name.pem && -f $TLS_DIR/$name-key.pem ]] && return 0
-  ext="basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth,clientAuth"
-  [[ -n $san ]] && ext+=$'\n'"subjectAltName=$san"
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$TLS_DIR/$name-key.pem" -out "$TLS_DIR/$name.csr" -subj "/CN=$cn" 2>/dev/null ||
-    die "openssl: making the key of $name failed"
-  openssl x509 -req -in "$TLS_DIR/$name.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca-key.pem" \
-    -CAcreateserial -out "$TLS_DIR/$name.pem" -days "$TLS_DAYS" \
-    -extfile <(printf '%s\n' "$ext") 2>/dev/null || die "openssl: signing $name failed"
-  rm -f -- "$TLS_DIR/$name.csr"
-  chmod 600 "$TLS_DIR/$name-key.pem"
-}
+# make_ca and make_cert, shared with bench/run.sh.
+# shellcheck source=../scripts/tls-certs.sh
+source "$SCRIPT_DIR/../scripts/tls-certs.sh"
 
 # Writes run/tls/nodeN.toml: the config $2 of node $1 with its data_dir made absolute and a
 # [tls] section (paths relative to run/tls/).

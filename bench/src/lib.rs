@@ -124,6 +124,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
                             a,
                             c.timeout,
                             c.registry_token.as_deref(),
+                            c.registry_cacert.as_deref(),
                         )
                         .await?,
                     ),
@@ -161,6 +162,7 @@ async fn run_targets(
                     groups,
                     c.timeout,
                     c.registry_token.as_deref(),
+                    c.registry_cacert.as_deref(),
                 )?;
                 report.notes.push(format!(
                     "registry: requests spread over {} node(s); a follower forwards to the leader",

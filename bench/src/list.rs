@@ -31,9 +31,10 @@ pub async fn registry(
     args: &ListArgs,
     timeout: Duration,
     token: Option<&str>,
+    ca: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<ListRow>> {
     anyhow::ensure!(!endpoints.is_empty(), "no registry endpoint (--registry)");
-    let http = http_client(timeout.max(Duration::from_secs(60)), token)?;
+    let http = http_client(timeout.max(Duration::from_secs(60)), token, ca)?;
     let bases: Vec<String> = endpoints.iter().map(|e| base_url(e)).collect();
     let cluster: ClusterOut = get_json(&http, &format!("{}/v1/cluster", bases[0])).await?;
     let leader_addr = cluster

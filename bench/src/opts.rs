@@ -42,6 +42,10 @@ pub struct ClusterArgs {
         hide_env_values = true
     )]
     pub registry_token: Option<String>,
+    /// PEM bundle of the CA that signed the registry nodes' certificates, for `https://`
+    /// endpoints (the only root trusted).
+    #[arg(long, global = true)]
+    pub registry_cacert: Option<PathBuf>,
     /// etcd client endpoints (`host:port`, comma separated).
     #[arg(long, value_delimiter = ',', global = true)]
     pub etcd: Vec<String>,

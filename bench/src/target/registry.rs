@@ -1,6 +1,7 @@
 //! The registry over HTTP: `POST /v1/heartbeats` with prepared bodies, through a pooled
 //! HTTP/1.1 client (one connection per concurrent request, kept alive).
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,10 +28,11 @@ impl RegistryTarget {
         groups: Groups,
         timeout: Duration,
         token: Option<&str>,
+        ca: Option<&Path>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!endpoints.is_empty(), "no registry endpoint (--registry)");
         Ok(Self {
-            http: http_client(timeout, token)?,
+            http: http_client(timeout, token, ca)?,
             urls: endpoints
                 .iter()
                 .map(|e| format!("{}/v1/heartbeats", base_url(e)))
@@ -42,15 +44,27 @@ impl RegistryTarget {
 }
 
 /// The HTTP client every registry request goes through (sending `token`, if any, as a
-/// bearer token).
-pub fn http_client(timeout: Duration, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+/// bearer token; trusting only the CA in the PEM file `ca`, if any, for `https://`).
+pub fn http_client(
+    timeout: Duration,
+    token: Option<&str>,
+    ca: Option<&Path>,
+) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?;
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    Ok(reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("reading the CA {}: {e}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder
         .default_headers(headers)
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
