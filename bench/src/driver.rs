@@ -103,6 +103,7 @@ pub async fn closed<T: Target>(
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
+    let window_cpu = tokio::spawn(window_cpu(nodes.to_vec(), measure_from, end));
     let reporters: Vec<_> = (0..spec.concurrency.max(1))
         .map(|r| {
             let target = target.clone();
@@ -150,7 +151,30 @@ pub async fn closed<T: Target>(
         max_dispatch_lag: None,
         wall: start.elapsed(),
         client_cpu_ticks: cpu_delta(client_before, own_cpu()),
+        window_cpu_ticks: window_cpu.await.ok().flatten(),
     }
+}
+
+/// The CPU time (user + system, clock ticks) the processes `nodes` used together from `from`
+/// to `to`: the measured window, warm-up excluded. `None` when a process could not be read.
+async fn window_cpu(nodes: Vec<NodeProc>, from: Instant, to: Instant) -> Option<u64> {
+    if nodes.is_empty() {
+        return None;
+    }
+    tokio::time::sleep_until(from).await;
+    let ns = nodes.clone();
+    let first = tokio::task::spawn_blocking(move || sample_all(&ns))
+        .await
+        .ok()?;
+    tokio::time::sleep_until(to).await;
+    let last = tokio::task::spawn_blocking(move || sample_all(&nodes))
+        .await
+        .ok()?;
+    first
+        .iter()
+        .zip(&last)
+        .map(|(a, b)| Some(b.cpu_ticks?.saturating_sub(a.cpu_ticks?)))
+        .sum()
 }
 
 /// One answered (or failed) request of the open loop.
@@ -181,6 +205,7 @@ pub async fn open<T: Target>(
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
+    let window_cpu = tokio::spawn(window_cpu(nodes.to_vec(), measure_from, end));
     let window = spec.sample_every.max(Duration::from_millis(100));
     let windows = spec.duration.as_nanos().div_ceil(window.as_nanos()).max(1) as usize;
 
@@ -325,5 +350,6 @@ pub async fn open<T: Target>(
         max_dispatch_lag: Some(max_lag),
         wall: t0.elapsed(),
         client_cpu_ticks: cpu_delta(client_before, own_cpu()),
+        window_cpu_ticks: window_cpu.await.ok().flatten(),
     }
 }

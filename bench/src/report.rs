@@ -53,6 +53,9 @@ pub struct RunResult {
     pub wall: Duration,
     /// CPU time the benchmark process itself used during the run, in clock ticks.
     pub client_cpu_ticks: Option<u64>,
+    /// CPU time the target's processes used together over the measured window (warm-up
+    /// excluded), in clock ticks.
+    pub window_cpu_ticks: Option<u64>,
 }
 
 impl RunResult {
@@ -191,6 +194,40 @@ impl Report {
                 let _ = writeln!(out, "{t}\n");
             }
         }
+
+        let mut t = table(&[
+            "target",
+            "server CPU in the window s",
+            "heartbeats acknowledged",
+            "server CPU per heartbeat µs",
+            "registry ÷ this (<1: registry cheaper)",
+        ]);
+        let per_beat = |r: &RunResult| {
+            let secs = r.window_cpu_ticks? as f64 / crate::procs::TICKS_PER_SEC as f64;
+            (r.stats.beats > 0).then(|| (secs, 1e6 * secs / r.stats.beats as f64))
+        };
+        let registry = self
+            .runs
+            .iter()
+            .find(|r| r.target == "registry")
+            .and_then(per_beat);
+        for r in &self.runs {
+            let (secs, us) = per_beat(r).map_or(("n/a".into(), "n/a".into()), |(s, u)| {
+                (format!("{s:.1}"), format!("{u:.0}"))
+            });
+            let ratio = match (per_beat(r), registry) {
+                (Some((_, u)), Some((_, reg))) if u > 0.0 => format!("{:.2}", reg / u),
+                _ => "n/a".into(),
+            };
+            t.add_row(vec![
+                r.target.clone(),
+                secs,
+                r.stats.beats.to_string(),
+                us,
+                ratio,
+            ]);
+        }
+        let _ = writeln!(out, "{t}\n");
 
         let mut t = table(&[
             "target",
