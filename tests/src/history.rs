@@ -648,6 +648,35 @@ impl Reporters {
         services: usize,
         pace: Duration,
     ) -> Self {
+        Self::start_full(clients, prefix, services, pace, None)
+    }
+
+    /// Like [`Reporters::start_spread`] against a cluster serving HTTPS: the reader trusts
+    /// the CA in the PEM file `ca` (the clients were built trusting it).
+    pub fn start_spread_tls(
+        clients: Vec<RegistryClient>,
+        services: usize,
+        pace: Duration,
+        ca: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let pem = std::fs::read(ca)?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)?;
+        Ok(Self::start_full(
+            clients,
+            "host-",
+            services,
+            pace,
+            Some(roots),
+        ))
+    }
+
+    fn start_full(
+        clients: Vec<RegistryClient>,
+        prefix: &str,
+        services: usize,
+        pace: Duration,
+        roots: Option<Vec<reqwest::Certificate>>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let history = History::default();
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = (0..services)
@@ -672,10 +701,11 @@ impl Reporters {
             .collect();
         let (flag, reads) = (stop.clone(), history.clone());
         let endpoints: Vec<Vec<String>> = clients.iter().map(|c| c.endpoints().to_vec()).collect();
-        let http = reqwest::Client::builder()
-            .timeout(READ_TIMEOUT)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let mut builder = reqwest::Client::builder().timeout(READ_TIMEOUT);
+        for root in roots.into_iter().flatten() {
+            builder = builder.add_root_certificate(root);
+        }
+        let http = builder.build().unwrap_or_else(|_| reqwest::Client::new());
         tasks.push(tokio::spawn(async move {
             let mut next = 0;
             while !flag.load(Ordering::Relaxed) {

@@ -26,6 +26,24 @@ pub fn client(
     registry_client::RegistryClient::new(endpoints, timeout).expect("building an HTTP client")
 }
 
+/// A client of `endpoints` over HTTPS trusting `ca` (a PEM file), or over plain HTTP
+/// without one.
+pub fn client_tls(
+    endpoints: impl IntoIterator<Item = impl Into<String>>,
+    timeout: std::time::Duration,
+    ca: Option<&std::path::Path>,
+) -> registry_client::RegistryClient {
+    match ca {
+        None => client(endpoints, timeout),
+        Some(ca) => {
+            let tls = registry_client::ClientTls::from_files(Some(ca), None, None)
+                .expect("reading the test CA");
+            registry_client::RegistryClient::with_tls(endpoints, timeout, Some(&tls))
+                .expect("building an HTTPS client")
+        }
+    }
+}
+
 /// Logs of the code under test, shown with `--nocapture` (`RUST_LOG` filters them).
 pub fn init_test_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

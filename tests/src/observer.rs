@@ -105,7 +105,17 @@ impl Observer {
         live_prefix: &'static str,
         pace: Duration,
     ) -> anyhow::Result<Self> {
-        Self::spawn(addrs, None, live_prefix, pace).await
+        Self::spawn(addrs, None, live_prefix, pace, None).await
+    }
+
+    /// Like [`Observer::start`], over HTTPS trusting the CA in the PEM file `ca`.
+    pub async fn start_tls(
+        addrs: Vec<SocketAddr>,
+        live_prefix: &'static str,
+        pace: Duration,
+        ca: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(addrs, None, live_prefix, pace, Some(ca)).await
     }
 
     /// Like [`Observer::start`], listing only the services of `binary`: to keep the lists
@@ -116,7 +126,7 @@ impl Observer {
         live_prefix: &'static str,
         pace: Duration,
     ) -> anyhow::Result<Self> {
-        Self::spawn(addrs, Some(binary), live_prefix, pace).await
+        Self::spawn(addrs, Some(binary), live_prefix, pace, None).await
     }
 
     async fn spawn(
@@ -124,6 +134,7 @@ impl Observer {
         binary: Option<&'static str>,
         live_prefix: &'static str,
         pace: Duration,
+        ca: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Observed {
@@ -133,7 +144,7 @@ impl Observer {
         let (flag, out) = (stop.clone(), seen.clone());
         let clients: Vec<(SocketAddr, RegistryClient)> = addrs
             .iter()
-            .map(|a| (*a, crate::client([a.to_string()], READ_TIMEOUT)))
+            .map(|a| (*a, crate::client_tls([a.to_string()], READ_TIMEOUT, ca)))
             .collect();
         let task = tokio::spawn(async move {
             while !flag.load(Ordering::Relaxed) {

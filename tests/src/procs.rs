@@ -88,6 +88,8 @@ pub struct ProcCluster {
     spec: ProcSpec,
     /// Firewall rules in force (arguments after `-I`/`-D`).
     cuts: Vec<Vec<String>>,
+    /// The throwaway CA and the nodes' certificates, with [`ProcSpec::tls`].
+    pki: Option<crate::tls::TestPki>,
 }
 
 /// A loopback /24 no other cluster of this test process uses.
@@ -137,6 +139,9 @@ pub struct ProcSpec {
     /// Wall-clock offsets (libfaketime `FAKETIME` values such as `+120s`) by node index, to
     /// run a node whose clock is off.
     pub clock_offsets: Vec<(usize, String)>,
+    /// Serve HTTPS only, nodes talking to each other over mutual TLS, with a throwaway CA
+    /// ([`ProcCluster::ca`]); every client of the harness then trusts it.
+    pub tls: bool,
     /// Data directories by node index, instead of `node{id}-data` in the cluster's directory:
     /// to give a node a disk of its own (a small tmpfs that fills up, say).
     pub data_dirs: Vec<(usize, PathBuf)>,
@@ -151,6 +156,7 @@ impl Default for ProcSpec {
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
             clock_offsets: Vec::new(),
+            tls: false,
             data_dirs: Vec::new(),
         }
     }
@@ -181,6 +187,12 @@ impl ProcCluster {
             .enumerate()
             .map(|(i, a)| (i as u64 + 1, *a))
             .collect();
+        let pki = if spec.tls {
+            let ips: Vec<std::net::IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+            Some(crate::tls::TestPki::for_ips(&ips)?)
+        } else {
+            None
+        };
         let mut cluster = Self {
             dir,
             nodes: Vec::new(),
@@ -188,6 +200,7 @@ impl ProcCluster {
             net,
             spec: spec.clone(),
             cuts: Vec::new(),
+            pki,
         };
         for (id, addr) in &peers {
             cluster.add_proc_node(*id, *addr, &peers, true)?;
@@ -235,13 +248,25 @@ impl ProcCluster {
             .path()
             .join(format!("node{id}-{}.toml", self.nodes.len()));
         let index = self.nodes.len();
+        let tls = match &self.pki {
+            Some(pki) => {
+                let t = pki.node_config(id);
+                format!(
+                    "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\n",
+                    t.cert.display().to_string(),
+                    t.key.display().to_string(),
+                    t.ca.display().to_string()
+                )
+            }
+            None => String::new(),
+        };
         let text = format!(
             "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = {:?}\n\
              service_down_time = \"{}ms\"\nreport_interval = \"{}ms\"\n\
              write_timeout = \"5s\"\nread_timeout = \"2s\"\n\n\
              [raft]\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"150ms\"\n\
              election_timeout_max = \"300ms\"\nsnapshot_logs_since_last = {}\n\
-             max_in_snapshot_log_to_keep = {}\n\n{peers}\
+             max_in_snapshot_log_to_keep = {}\n\n{peers}{tls}\
              [auth]\nmode = \"disabled\"\ncluster_secret = \"test-cluster-secret-0123\"\n",
             data_dir.display().to_string(),
             spec.service_down_time.as_millis(),
@@ -494,14 +519,19 @@ impl ProcCluster {
 
     /// A client of node index `i` only.
     pub fn client_of(&self, i: usize) -> RegistryClient {
-        crate::client([self.nodes[i].addr.to_string()], Duration::from_secs(10))
+        crate::client_tls(
+            [self.nodes[i].addr.to_string()],
+            Duration::from_secs(10),
+            self.ca().as_deref(),
+        )
     }
 
     /// A client that tries every node, in order.
     pub fn client_all(&self) -> RegistryClient {
-        crate::client(
+        crate::client_tls(
             self.nodes.iter().map(|n| n.addr.to_string()),
             Duration::from_secs(10),
+            self.ca().as_deref(),
         )
     }
 
@@ -513,9 +543,14 @@ impl ProcCluster {
         (0..addrs.len())
             .map(|k| {
                 let order = addrs[k..].iter().chain(&addrs[..k]).cloned();
-                crate::client(order, Duration::from_secs(2))
+                crate::client_tls(order, Duration::from_secs(2), self.ca().as_deref())
             })
             .collect()
+    }
+
+    /// The cluster CA (PEM) every node's certificate is signed by, with [`ProcSpec::tls`].
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.pki.as_ref().map(crate::tls::TestPki::ca)
     }
 
     /// Every node's address.

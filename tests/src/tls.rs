@@ -92,16 +92,23 @@ impl std::fmt::Debug for TestPki {
 impl TestPki {
     /// A CA with certificates for nodes 1 to `nodes`, a client, and a foreign CA's client.
     pub fn new(nodes: usize) -> anyhow::Result<Self> {
+        Self::for_ips(&vec![std::net::Ipv4Addr::LOCALHOST.into(); nodes])
+    }
+
+    /// Like [`TestPki::new`], node `i + 1` naming `ips[i]` (as well as 127.0.0.1 and
+    /// localhost) in its certificate: for nodes on loopback addresses of their own.
+    pub fn for_ips(ips: &[std::net::IpAddr]) -> anyhow::Result<Self> {
         let dir = TempDir::new()?;
         let cluster = ca("registry test CA")?;
         std::fs::write(dir.path().join("ca.pem"), cluster.0.pem())?;
-        for id in 1..=nodes {
-            let name = format!("node{id}");
+        for (i, ip) in ips.iter().enumerate() {
+            let name = format!("node{}", i + 1);
+            let ip = ip.to_string();
             leaf(
                 dir.path(),
                 &name,
                 &name,
-                &["127.0.0.1", "localhost"],
+                &[ip.as_str(), "127.0.0.1", "localhost"],
                 &cluster,
             )?;
         }

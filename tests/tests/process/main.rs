@@ -8,3 +8,4 @@ mod t50_disk_loss;
 mod t60_bootstrap;
 mod t70_backup_restore;
 mod t80_rotation;
+mod t90_tls;

@@ -1,0 +1,79 @@
+//! A process-level cluster over TLS: HTTPS only on every node, mutual TLS between them.
+//! The leader is SIGKILLed while reporters heartbeat through every node, and it comes back
+//! behind a purged log, so it catches up by a snapshot sent over TLS.
+
+use std::time::Duration;
+
+use registry_tests::history::Reporters;
+use registry_tests::observer::Observer;
+use registry_tests::procs::{with_logs, ProcCluster, ProcSpec};
+use registry_tests::scenario::finish;
+use registry_tests::{init_test_tracing, wait};
+
+/// Over TLS: reporters through every node (followers forward to the leader over mutual TLS);
+/// the leader SIGKILLed, a new one elected and taking heartbeats; while the old leader is
+/// down the new one snapshots and purges past it, so on restart it installs a snapshot; the
+/// history checks, the observer sees no false `down`, every node's state is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_kill_and_snapshot_catch_up_over_tls() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(ProcSpec {
+        tls: true,
+        snapshot_logs_since_last: 100,
+        max_in_snapshot_log_to_keep: 0,
+        ..ProcSpec::default()
+    })?;
+    with_logs(&mut c, async |c| {
+        let ca = c
+            .ca()
+            .ok_or_else(|| anyhow::anyhow!("a TLS cluster has a CA"))?;
+        let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+        let reporters = Reporters::start_spread_tls(c.clients_rotated(), 6, Duration::ZERO, &ca)?;
+        let observer =
+            Observer::start_tls(c.addrs(), "host-", Duration::from_millis(200), &ca).await?;
+        reporters.wait_acked(50, Duration::from_secs(30)).await?;
+        let before = c.client_of(leader).cluster().await?;
+
+        c.kill_node(leader)?;
+        let new_leader = c.wait_for_leader(Duration::from_secs(15)).await?;
+        assert_ne!(new_leader, leader, "a killed node cannot lead");
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 600, Duration::from_secs(60))
+            .await?;
+        let gone_past = before.last_log_index.unwrap_or(0);
+        wait::until(
+            "the new leader purged its log past the old one",
+            Duration::from_secs(30),
+            || async {
+                let l = c.client_of(new_leader).cluster().await.ok()?;
+                (l.purged_index? > gone_past).then_some(())
+            },
+        )
+        .await?;
+
+        c.start_node(leader)?;
+        let snapshot = wait::until(
+            "the old leader installed a snapshot past its old log, over TLS",
+            Duration::from_secs(30),
+            || async {
+                let f = c.client_of(leader).cluster().await.ok()?;
+                f.snapshot_index.filter(|s| *s > gone_past)
+            },
+        )
+        .await?;
+        let acked = reporters.history.acked();
+        reporters
+            .wait_acked(acked + 50, Duration::from_secs(30))
+            .await?;
+        let (observed, checked) = finish(c, reporters, observer).await?;
+        println!(
+            "over TLS: node {} killed while leading (log at {gone_past}), node {} led; the \
+             killed node came back and installed a snapshot at {snapshot}; {checked}; {observed}",
+            leader + 1,
+            new_leader + 1
+        );
+        Ok(())
+    })
+    .await
+}
