@@ -212,10 +212,11 @@ impl Report {
             .find(|r| r.target == "registry")
             .and_then(per_beat);
         for r in &self.runs {
-            let (secs, us) = per_beat(r).map_or(("n/a".into(), "n/a".into()), |(s, u)| {
+            let this = per_beat(r);
+            let (secs, us) = this.map_or(("n/a".into(), "n/a".into()), |(s, u)| {
                 (format!("{s:.1}"), format!("{u:.0}"))
             });
-            let ratio = match (per_beat(r), registry) {
+            let ratio = match (this, registry) {
                 (Some((_, u)), Some((_, reg))) if u > 0.0 => format!("{:.2}", reg / u),
                 _ => "n/a".into(),
             };

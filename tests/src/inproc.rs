@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use registry_client::{ClientTls, RegistryClient};
+use registry_client::RegistryClient;
 use registry_node::config::{AuthMode, AuthSettings};
 use registry_node::{Node, NodeConfig, Peer, RaftSettings, StartOptions};
 use tempfile::TempDir;
@@ -191,6 +191,16 @@ impl InProcCluster {
         .await
     }
 
+    /// The last log index node index `i` applied, if any.
+    pub fn last_applied(&self, i: usize) -> Option<u64> {
+        self.node(i)
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+    }
+
     /// Waits until every running node applied at least `index`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
         for node in self.nodes.iter().flatten() {
@@ -205,16 +215,11 @@ impl InProcCluster {
     /// A client talking only to node index `i` (over HTTPS, trusting the cluster CA, when
     /// the cluster has TLS).
     pub fn client_of(&self, i: usize) -> RegistryClient {
-        let endpoint = [self.configs[i].listen.to_string()];
-        match &self.configs[i].tls {
-            None => crate::client(endpoint, Duration::from_secs(10)),
-            Some(tls) => {
-                let tls =
-                    ClientTls::from_files(Some(&tls.ca), None, None).expect("reading the test CA");
-                RegistryClient::with_tls(endpoint, Duration::from_secs(10), Some(&tls))
-                    .expect("building an HTTPS client")
-            }
-        }
+        crate::client_tls(
+            [self.configs[i].listen.to_string()],
+            Duration::from_secs(10),
+            self.configs[i].tls.as_ref().map(|t| t.ca.as_path()),
+        )
     }
 }
 

@@ -548,6 +548,37 @@ impl ProcCluster {
             .collect()
     }
 
+    /// Waits until node index `i` purged its log past `index`; answers its purge point.
+    pub async fn wait_purged_past(
+        &self,
+        i: usize,
+        index: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<u64> {
+        let what = format!("node {} purged its log past {index}", self.nodes[i].id);
+        crate::wait::until(&what, timeout, || async {
+            let cluster = self.client_of(i).cluster().await.ok()?;
+            cluster.purged_index.filter(|p| *p > index)
+        })
+        .await
+    }
+
+    /// Waits until node index `i` holds a snapshot past `index` (one it built, or installed
+    /// from the leader); answers the snapshot's index.
+    pub async fn wait_snapshot_past(
+        &self,
+        i: usize,
+        index: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<u64> {
+        let what = format!("node {} holds a snapshot past {index}", self.nodes[i].id);
+        crate::wait::until(&what, timeout, || async {
+            let cluster = self.client_of(i).cluster().await.ok()?;
+            cluster.snapshot_index.filter(|s| *s > index)
+        })
+        .await
+    }
+
     /// The cluster CA (PEM) every node's certificate is signed by, with [`ProcSpec::tls`].
     pub fn ca(&self) -> Option<PathBuf> {
         self.pki.as_ref().map(crate::tls::TestPki::ca)

@@ -44,14 +44,7 @@ async fn heartbeats_via_a_follower_land_on_every_node() -> anyhow::Result<()> {
         "a batched request counts one heartbeat per item: {out:?}"
     );
 
-    let applied = c
-        .node(leader)
-        .raft
-        .metrics()
-        .borrow()
-        .last_applied
-        .map(|l| l.index)
-        .expect("leader applied entries");
+    let applied = c.last_applied(leader).expect("leader applied entries");
     c.wait_applied(applied, Duration::from_secs(10)).await?;
 
     let mut lists: Vec<ServicesOut> = Vec::new();

@@ -86,13 +86,7 @@ async fn stopped_leader_is_replaced_and_catches_up() -> anyhow::Result<()> {
     }
     c.start_node(old).await?;
     c.wait_for_leader(Duration::from_secs(10)).await?;
-    let applied = c
-        .node(new)
-        .raft
-        .metrics()
-        .borrow()
-        .last_applied
-        .map(|l| l.index);
+    let applied = c.last_applied(new);
     c.wait_applied(applied.unwrap_or(0), Duration::from_secs(10))
         .await?;
     let list = c

@@ -65,13 +65,7 @@ async fn shutdown_ends_every_task_and_releases_the_store() -> anyhow::Result<()>
         .heartbeat(&[HeartbeatIn::new("via-leader", "cinder-volume")])
         .await?
         .services)?;
-    let applied = c
-        .node(leader)
-        .raft
-        .metrics()
-        .borrow()
-        .last_applied
-        .map_or(0, |l| l.index);
+    let applied = c.last_applied(leader).unwrap_or(0);
     c.wait_applied(applied, Duration::from_secs(10)).await?;
 
     tracing::info!("phase: the follower stops");
@@ -219,7 +213,7 @@ async fn no_task_of_a_node_outlives_its_shutdown() -> anyhow::Result<()> {
     write_one(&c, leader, "while-away").await?;
     purge_everywhere(&c).await?;
     c.start_node(behind).await?;
-    let applied = last_applied(&c, leader);
+    let applied = c.last_applied(leader).unwrap_or(0);
     c.wait_applied(applied, Duration::from_secs(20)).await?;
     let installed = c
         .node(behind)
@@ -299,21 +293,11 @@ async fn write_one(c: &InProcCluster, i: usize, host: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// The last log index node index `i` applied.
-fn last_applied(c: &InProcCluster, i: usize) -> u64 {
-    c.node(i)
-        .raft
-        .metrics()
-        .borrow()
-        .last_applied
-        .map_or(0, |l| l.index)
-}
-
 /// Has every running node build a snapshot (`POST /v1/cluster/snapshot`) of all the leader
 /// applied, and waits until each purged its log up to it.
 async fn purge_everywhere(c: &InProcCluster) -> anyhow::Result<()> {
     let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
-    let applied = last_applied(c, leader);
+    let applied = c.last_applied(leader).unwrap_or(0);
     c.wait_applied(applied, Duration::from_secs(10)).await?;
     for (i, node) in c.nodes.iter().enumerate() {
         let Some(node) = node else { continue };

@@ -319,15 +319,8 @@ async fn lagging_follower_catches_up_by_snapshot() -> anyhow::Result<()> {
             .wait_acked(acked + 600, Duration::from_secs(60))
             .await?;
         let gone_past = before.last_log_index.unwrap_or(0);
-        wait::until(
-            "the leader purged its log past the follower",
-            Duration::from_secs(30),
-            || async {
-                let l = c.client_of(leader).cluster().await.ok()?;
-                (l.purged_index? > gone_past).then_some(())
-            },
-        )
-        .await?;
+        c.wait_purged_past(leader, gone_past, Duration::from_secs(30))
+            .await?;
         c.start_node(follower)?;
         let acked = reporters.history.acked();
         reporters
@@ -335,15 +328,8 @@ async fn lagging_follower_catches_up_by_snapshot() -> anyhow::Result<()> {
             .await?;
         // The leader no longer has the entries after the follower's last one: the follower
         // can only catch up by installing a snapshot past it.
-        wait::until(
-            "the follower installed a snapshot past its old log",
-            Duration::from_secs(30),
-            || async {
-                let f = c.client_of(follower).cluster().await.ok()?;
-                (f.snapshot_index? > gone_past).then_some(())
-            },
-        )
-        .await?;
+        c.wait_snapshot_past(follower, gone_past, Duration::from_secs(30))
+            .await?;
         finish(c, reporters, observer).await?;
         Ok(())
     })

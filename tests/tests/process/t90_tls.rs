@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use registry_tests::history::Reporters;
+use registry_tests::init_test_tracing;
 use registry_tests::observer::Observer;
 use registry_tests::procs::{with_logs, ProcCluster, ProcSpec};
 use registry_tests::scenario::finish;
-use registry_tests::{init_test_tracing, wait};
 
 /// Over TLS: reporters through every node (followers forward to the leader over mutual TLS);
 /// the leader SIGKILLed, a new one elected and taking heartbeats; while the old leader is
@@ -42,26 +42,14 @@ async fn leader_kill_and_snapshot_catch_up_over_tls() -> anyhow::Result<()> {
             .wait_acked(acked + 600, Duration::from_secs(60))
             .await?;
         let gone_past = before.last_log_index.unwrap_or(0);
-        wait::until(
-            "the new leader purged its log past the old one",
-            Duration::from_secs(30),
-            || async {
-                let l = c.client_of(new_leader).cluster().await.ok()?;
-                (l.purged_index? > gone_past).then_some(())
-            },
-        )
-        .await?;
+        c.wait_purged_past(new_leader, gone_past, Duration::from_secs(30))
+            .await?;
 
+        // The old leader can only catch up by installing a snapshot, sent over TLS.
         c.start_node(leader)?;
-        let snapshot = wait::until(
-            "the old leader installed a snapshot past its old log, over TLS",
-            Duration::from_secs(30),
-            || async {
-                let f = c.client_of(leader).cluster().await.ok()?;
-                f.snapshot_index.filter(|s| *s > gone_past)
-            },
-        )
-        .await?;
+        let snapshot = c
+            .wait_snapshot_past(leader, gone_past, Duration::from_secs(30))
+            .await?;
         let acked = reporters.history.acked();
         reporters
             .wait_acked(acked + 50, Duration::from_secs(30))
