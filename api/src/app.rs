@@ -7,12 +7,13 @@
 use std::sync::Arc;
 
 use openraft::Raft;
-use registry_storage::{NodeId, Store, TypeConfig};
+use registry_storage::{Store, TypeConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warp::http::HeaderMap;
 
+use crate::audit::Actor;
 use crate::auth::{Role, SharedAuth};
 use crate::connections::Connections;
 use crate::error::ApiError;
@@ -70,7 +71,7 @@ impl RegistryApp {
     /// has `tls`. Fails when the HTTP client for its peers cannot be built.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        id: NodeId,
+        identity: PeerIdentity,
         raft: Raft<TypeConfig>,
         store: &Store,
         settings: ApiSettings,
@@ -79,7 +80,7 @@ impl RegistryApp {
         tls: Option<Arc<NodeTls>>,
         stop: CancellationToken,
     ) -> Result<(Self, AppTasks), NetworkSetupError> {
-        let identity = PeerIdentity::new(id, store.identity.clone());
+        let id = identity.node_id();
         let shared = Arc::new(Shared {
             id,
             raft,
@@ -162,8 +163,13 @@ impl RegistryApp {
     }
 
     /// 401/403 unless the request's credentials allow `role`.
-    pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<(), ApiError> {
-        self.inner.auth.current().check(headers, role)
+    pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        role: Role,
+        certificate: Option<&str>,
+    ) -> Result<Actor, ApiError> {
+        self.inner.auth.current().check(headers, role, certificate)
     }
 
     /// 401 unless the request comes from a peer node (Raft RPC).

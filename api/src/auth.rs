@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warp::http::HeaderMap;
 
+use crate::audit::Actor;
 use crate::error::ApiError;
 
 /// Header carrying the cluster secret between nodes.
@@ -45,6 +46,38 @@ impl Role {
 
 type Digest32 = [u8; 32];
 
+/// A client token a node accepts, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    /// What it may do.
+    pub role: Role,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    /// The name the audit trail records for changes made with it (`None`: `sha256:` and
+    /// the digest's first 12 hex characters).
+    pub name: Option<String>,
+}
+
+impl ClientToken {
+    /// A token without a name.
+    pub fn new(role: Role, sha256: impl Into<String>) -> Self {
+        Self {
+            role,
+            sha256: sha256.into(),
+            name: None,
+        }
+    }
+}
+
+/// A token as [`Auth`] checks it.
+#[derive(Clone)]
+struct Accepted {
+    role: Role,
+    digest: Digest32,
+    /// Who its holder is, for the audit trail.
+    actor: Actor,
+}
+
 /// The SHA-256 of a token or secret, hex-encoded: what a config stores.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -62,7 +95,7 @@ fn same(a: &Digest32, b: &Digest32) -> bool {
 #[derive(Clone)]
 pub struct Auth {
     /// Accepted tokens by digest; `None` when client authentication is disabled.
-    tokens: Option<Vec<(Role, Digest32)>>,
+    tokens: Option<Vec<Accepted>>,
     /// The cluster secret (sent to peers) and its digest (checked). Always set: requests
     /// between nodes need it whatever the client mode.
     secret: (Arc<str>, Digest32),
@@ -81,9 +114,9 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Client tokens given as `(role, hex SHA-256)` (`None`: client authentication
-    /// disabled) and the cluster secret (at least [`MIN_SECRET_LEN`] characters).
-    pub fn new(tokens: Option<Vec<(Role, String)>>, secret: String) -> Result<Self, String> {
+    /// Client tokens (`None`: client authentication disabled) and the cluster secret (at
+    /// least [`MIN_SECRET_LEN`] characters).
+    pub fn new(tokens: Option<Vec<ClientToken>>, secret: String) -> Result<Self, String> {
         Self::rotating(tokens, secret, Vec::new())
     }
 
@@ -91,20 +124,35 @@ impl Auth {
     /// least [`MIN_SECRET_LEN`] characters) while sending only `secret`: the state of a node
     /// while the cluster secret is rotated.
     pub fn rotating(
-        tokens: Option<Vec<(Role, String)>>,
+        tokens: Option<Vec<ClientToken>>,
         secret: String,
         also_accepted: Vec<String>,
     ) -> Result<Self, String> {
         let tokens = tokens
             .map(|list| {
                 list.into_iter()
-                    .map(|(role, hex_digest)| {
-                        let bytes = hex::decode(hex_digest.trim())
+                    .map(|t| {
+                        let hex_digest = t.sha256.trim();
+                        let bytes = hex::decode(hex_digest)
                             .map_err(|e| format!("token digest is not hex: {e}"))?;
-                        let d: Digest32 = bytes.try_into().map_err(|_| {
+                        let digest: Digest32 = bytes.try_into().map_err(|_| {
                             "token digest must be a SHA-256 (64 hex characters)".to_string()
                         })?;
-                        Ok((role, d))
+                        let actor = match &t.name {
+                            Some(n) if n.trim().is_empty() => {
+                                return Err("a token's name must not be empty".to_string())
+                            }
+                            Some(n) => Actor::token(n.trim()),
+                            None => Actor::token(&format!(
+                                "sha256:{}",
+                                &hex_digest[..12].to_ascii_lowercase()
+                            )),
+                        };
+                        Ok(Accepted {
+                            role: t.role,
+                            digest,
+                            actor,
+                        })
                     })
                     .collect::<Result<Vec<_>, String>>()
             })
@@ -168,29 +216,41 @@ impl Auth {
     }
 
     /// Checks a client request that needs `role`: 401 without a valid token, 403 with a
-    /// token whose role does not allow it. A peer forwarding a request it authorised
-    /// itself (cluster secret) passes.
-    pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<(), ApiError> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(());
-        };
+    /// token whose role does not allow it; says who the request acts as. A peer forwarding
+    /// a request it authorised itself (cluster secret) passes, acting as the actor it names
+    /// ([`Actor::relayed`]). `certificate`: the subject of the client certificate the
+    /// request came with, who it acts as when client tokens are disabled.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        role: Role,
+        certificate: Option<&str>,
+    ) -> Result<Actor, ApiError> {
         if self.is_peer(headers) {
-            return Ok(());
+            let node = headers
+                .get(crate::transport::peer::FORWARDED_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("unknown");
+            return Ok(Actor::relayed(headers, node));
         }
+        let Some(tokens) = &self.tokens else {
+            return Ok(certificate.map_or_else(Actor::anonymous, Actor::certificate));
+        };
         let Some(token) = token_of(headers) else {
             return Err(ApiError::Unauthorized(
                 "a token is required: send Authorization: Bearer TOKEN or X-Auth-Token".into(),
             ));
         };
         let d = digest(token.as_bytes());
-        let Some((have, _)) = tokens.iter().find(|(_, t)| same(t, &d)) else {
+        let Some(found) = tokens.iter().find(|t| same(&t.digest, &d)) else {
             return Err(ApiError::Unauthorized("unknown token".into()));
         };
-        if have.allows(role) {
-            Ok(())
+        if found.role.allows(role) {
+            Ok(found.actor.clone())
         } else {
             Err(ApiError::Forbidden(format!(
-                "a {have:?} token may not do this: it needs the {role:?} role"
+                "a {:?} token may not do this: it needs the {role:?} role",
+                found.role
             )))
         }
     }
@@ -256,14 +316,21 @@ mod tests {
     fn roles_and_tokens() {
         let auth = Auth::new(
             Some(vec![
-                (Role::Reader, hash_token("r-token")),
-                (Role::Reporter, hash_token("p-token")),
-                (Role::Admin, hash_token("a-token")),
+                ClientToken::new(Role::Reader, hash_token("r-token")),
+                ClientToken::new(Role::Reporter, hash_token("p-token")),
+                ClientToken {
+                    name: Some("ops".into()),
+                    ..ClientToken::new(Role::Admin, hash_token("a-token"))
+                },
             ]),
             "a-cluster-secret-of-length".into(),
         )
         .expect("valid settings");
-        let status = |h: &HeaderMap, role| auth.check(h, role).map_err(|e| e.status().as_u16());
+        let status = |h: &HeaderMap, role| {
+            auth.check(h, role, None)
+                .map(drop)
+                .map_err(|e| e.status().as_u16())
+        };
         let bearer = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
         for (token, allowed) in [
             ("r-token", [true, false, false]),
@@ -293,8 +360,31 @@ mod tests {
             Err(401)
         );
         assert!(auth.check_peer(&HeaderMap::new()).is_err());
+        let actor = |auth: &Auth, h: &HeaderMap, cert| {
+            auth.check(h, Role::Admin, cert)
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(actor(&auth, &bearer("a-token"), None), "token:ops");
+        assert_eq!(
+            actor(&auth, &bearer("a-token"), Some("CN=x")),
+            "token:ops",
+            "the token names who acts, not the certificate"
+        );
+        let reader = hash_token("r-token");
+        assert_eq!(
+            auth.check(&bearer("r-token"), Role::Reader, None)
+                .map(|a| a.to_string())
+                .ok(),
+            Some(format!("token:sha256:{}", &reader[..12])),
+            "an unnamed token is named by its digest"
+        );
         let open = Auth::new(None, "a-cluster-secret-of-length".into()).expect("auth");
-        assert!(open.check(&HeaderMap::new(), Role::Admin).is_ok());
+        assert_eq!(actor(&open, &HeaderMap::new(), None), "anonymous");
+        assert_eq!(
+            actor(&open, &HeaderMap::new(), Some("CN=ops")),
+            "cert:CN=ops"
+        );
         assert!(
             open.check_peer(&HeaderMap::new()).is_err(),
             "without client tokens, requests between nodes still need the secret"
@@ -323,6 +413,15 @@ mod tests {
             Auth::rotating(None, "the-next-cluster-secret".into(), vec!["short".into()]).is_err()
         );
         let long = "a-cluster-secret-of-length".to_string();
-        assert!(Auth::new(Some(vec![(Role::Admin, "xyz".into())]), long).is_err());
+        assert!(Auth::new(
+            Some(vec![ClientToken::new(Role::Admin, "xyz")]),
+            long.clone()
+        )
+        .is_err());
+        let unnamed = ClientToken {
+            name: Some(" ".into()),
+            ..ClientToken::new(Role::Admin, hash_token("t"))
+        };
+        assert!(Auth::new(Some(vec![unnamed]), long).is_err());
     }
 }

@@ -22,11 +22,14 @@
 //! - [`wire`]: JSON request and response bodies, validated; [`json`]: lists and answers
 //!   written out by hand with the bytes `serde_json` writes for [`wire`]'s types;
 //! - [`request_id`]: the id every request gets, and carries when forwarded;
+//! - [`auth`]: tokens, roles and the cluster secret; [`audit`]: who made each
+//!   administrative change, stored in its log entry and written as an `audit` line;
 //! - [`replace`]: the leader puts back a node whose store was created anew;
 //! - [`error::ApiError`]: every error a route answers, mapped to HTTP in one place.
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cinder;
 pub mod connections;

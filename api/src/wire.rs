@@ -92,6 +92,7 @@ pub fn service_out(r: &ServiceRecord, state: State) -> ServiceOut {
         created_at: r.created_at,
         updated_at: r.updated_at,
         modified_at: r.modified_at,
+        modified_by: r.modified_by.clone(),
         rpc_current_version: r.rpc_current_version.clone(),
         object_current_version: r.object_current_version.clone(),
         replication_status: r.replication_status.clone(),

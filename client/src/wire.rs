@@ -151,6 +151,10 @@ pub struct ServiceOut {
     pub updated_at: Option<DateTime<Utc>>,
     /// Latest administrative change (leader time).
     pub modified_at: Option<DateTime<Utc>>,
+    /// Who made it: `token:NAME`, `cert:SUBJECT` or `anonymous` (absent from registries
+    /// before storage format 2, and for changes made while a member still read format 1).
+    #[serde(default)]
+    pub modified_by: Option<String>,
     /// RPC version.
     pub rpc_current_version: Option<String>,
     /// Versioned-object version.

@@ -297,7 +297,7 @@ fn main() -> Result<()> {
     with_damage("rpc_vote", "vote", &vote_body)?;
     write("rpc_vote", "empty", &[])?;
     let mut newer = vote_body.clone();
-    newer[0] = rpc::FORMAT_VERSION + 1;
+    newer[0] = rpc::RPC_VERSION + 1;
     write("rpc_vote", "vote-newer-version", &newer)?;
     let mut zero = vote_body;
     zero[0] = 0;

@@ -20,8 +20,8 @@ pub fn rpc_round_trip<T: Serialize + DeserializeOwned>(data: &[u8]) {
     let once = registry_api::transport::rpc::encode(&msg).expect("a decoded message encodes");
     assert_eq!(
         once.first(),
-        Some(&registry_api::transport::rpc::FORMAT_VERSION),
-        "an RPC body starts with this build's format version"
+        Some(&registry_api::transport::rpc::RPC_VERSION),
+        "an RPC body starts with this build's RPC version"
     );
     let again = registry_api::transport::rpc::decode::<T>(&once).expect("our own encoding decodes");
     assert_eq!(

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use registry_api::auth::{Auth, Role};
+use registry_api::auth::{Auth, ClientToken, Role};
 use registry_api::transport::tls::TlsConfig;
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +139,11 @@ pub struct TokenEntry {
     pub role: Role,
     /// Hex SHA-256 of the token.
     pub sha256: String,
+    /// Who holds it: the name the audit trail records for the changes made with it
+    /// (`modified_by`). Without one, changes are recorded as `token:sha256:` and the
+    /// digest's first 12 hex characters.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// Authentication settings.
@@ -150,8 +155,8 @@ pub struct AuthSettings {
     /// Accepted tokens (with `mode = "tokens"`).
     #[serde(default)]
     pub tokens: Vec<TokenEntry>,
-    /// A file of more tokens, one `ROLE SHA256` per line (`#` starts a comment); relative to
-    /// the config file.
+    /// A file of more tokens, one `ROLE SHA256 [NAME]` per line (`#` starts a comment; the
+    /// name is the rest of the line); relative to the config file.
     pub token_file: Option<PathBuf>,
     /// The secret every node of the group sends and expects on Raft RPCs and forwarded
     /// requests (at least 16 characters). Required in every mode: `disabled` turns off
@@ -197,10 +202,14 @@ impl AuthSettings {
                 ))
             }
         };
-        let mut tokens: Vec<(Role, String)> = self
+        let mut tokens: Vec<ClientToken> = self
             .tokens
             .iter()
-            .map(|t| (t.role, t.sha256.clone()))
+            .map(|t| ClientToken {
+                role: t.role,
+                sha256: t.sha256.clone(),
+                name: t.name.clone(),
+            })
             .collect();
         if let Some(f) = &self.token_file {
             for (n, line) in read("reading the token file", f)?.lines().enumerate() {
@@ -208,13 +217,26 @@ impl AuthSettings {
                 if line.is_empty() {
                     continue;
                 }
-                let (role, digest) = line.split_once(char::is_whitespace).ok_or_else(|| {
-                    invalid(format!("{}:{}: expected `ROLE SHA256`", f.display(), n + 1))
+                let (role, rest) = line.split_once(char::is_whitespace).ok_or_else(|| {
+                    invalid(format!(
+                        "{}:{}: expected `ROLE SHA256 [NAME]`",
+                        f.display(),
+                        n + 1
+                    ))
                 })?;
                 let role: Role = serde_json::from_value(serde_json::json!(role)).map_err(|_| {
                     invalid(format!("{}:{}: unknown role {role:?}", f.display(), n + 1))
                 })?;
-                tokens.push((role, digest.trim().to_string()));
+                let rest = rest.trim();
+                let (digest, name) = match rest.split_once(char::is_whitespace) {
+                    Some((d, name)) => (d, Some(name.trim().to_string())),
+                    None => (rest, None),
+                };
+                tokens.push(ClientToken {
+                    role,
+                    sha256: digest.to_string(),
+                    name,
+                });
             }
         }
         let tokens = match self.mode {

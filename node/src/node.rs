@@ -99,7 +99,7 @@ impl Node {
         let network = HttpNetwork::new(
             local_ip,
             auth.clone(),
-            identity,
+            identity.clone(),
             stages.raft(),
             tls.as_deref(),
         )
@@ -141,7 +141,7 @@ impl Node {
             stages.background(),
         ));
         let (app, app_tasks) = RegistryApp::new(
-            config.node_id,
+            identity,
             raft.clone(),
             &store,
             settings,

@@ -12,17 +12,27 @@
 //! before any allocation ([`decode_from_slice`]).
 //!
 //! Keys are plain bincode ([`encode_key`]): their bytes decide sled's order and never change.
+//!
+//! A value whose type changed between formats is read by the type of the format it was
+//! written in ([`decode_record`], [`decode_records_plain`]; the older types are in `v1`).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{DamageKind, StoreError, Stored};
+use crate::model::ServiceRecord;
 
 mod borrowed;
+mod v1;
 
 /// The format version of everything this build writes: stored values, the store itself
 /// (its `format` key), snapshot and backup files. A build reads every version up to its own.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// | version | change |
+/// | --- | --- |
+/// | 1 | the first |
+/// | 2 | records carry `modified_by`; commands `AdminBy` and `FreezeBy` |
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Bytes in front of every stored value's payload: the version and the CRC-32.
 const ENVELOPE: usize = 5;
@@ -72,6 +82,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
         }));
     }
     decode_plain(payload)
+}
+
+/// Decodes a stored [`ServiceRecord`] of any format this build reads.
+pub fn decode_record(bytes: &[u8]) -> Result<ServiceRecord, StoreError> {
+    match bytes.first() {
+        Some(1) => decode::<v1::ServiceRecordV1>(bytes).map(ServiceRecord::from),
+        _ => decode(bytes),
+    }
+}
+
+/// Decodes the plain bincode list of records of a snapshot or backup written in `format`.
+pub fn decode_records_plain(format: u8, bytes: &[u8]) -> Result<Vec<ServiceRecord>, StoreError> {
+    if format == 1 {
+        let old: Vec<v1::ServiceRecordV1> = decode_plain(bytes)?;
+        return Ok(old.into_iter().map(ServiceRecord::from).collect());
+    }
+    decode_plain(bytes)
 }
 
 /// Encodes a key (plain bincode: keys are never versioned, their order is sled's).

@@ -8,8 +8,9 @@
 //!   is written here before the group's first log entry. A node created to join a group has
 //!   none until the first peer that addresses this very incarnation hands it one; it then
 //!   keeps it forever, and refuses every peer of another cluster.
-//! - The **format version** of the store ([`FORMAT_VERSION`]) is written when it is created;
-//!   a store of a newer format is refused at open.
+//! - The **format version** of the store ([`FORMAT_VERSION`]) is written when it is created,
+//!   and raised to this build's when a store of an older format is opened (values written
+//!   from then on are of this build's format); a store of a newer format is refused at open.
 //!
 //! All three live in the log's metadata tree, flushed before they are relied on.
 
@@ -95,6 +96,19 @@ impl StoreIdentity {
             }
             Some(v) => {
                 check_version(v, Stored::Store(dir.to_path_buf()))?;
+                if v < FORMAT_VERSION {
+                    // From now on this build writes its own format here: an older build must
+                    // refuse the store at open rather than meet values it cannot read.
+                    let format = encode(&FORMAT_VERSION)?;
+                    disk.write(|| meta.insert(KEY_FORMAT, format))?;
+                    disk.flush_blocking()?;
+                    tracing::info!(
+                        from = v,
+                        to = FORMAT_VERSION,
+                        dir = %dir.display(),
+                        "upgraded the store's format: builds older than format {FORMAT_VERSION} no longer open it"
+                    );
+                }
                 meta.get(KEY_INCARNATION)?
                     .map(|v| decode(&v))
                     .transpose()?
@@ -185,6 +199,33 @@ impl StoreIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store of an older format gets this build's format at open (so an older build
+    /// refuses it from then on); one of a newer format is refused; its identity survives.
+    #[test]
+    fn an_older_store_is_raised_to_this_format_and_a_newer_one_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let disk = Disk::new(sled::Config::new().path(dir.path()).open()?);
+        let meta = disk.db().open_tree("meta")?;
+        let created = StoreIdentity::open(&disk, &meta, dir.path(), true)?;
+        let format = || -> anyhow::Result<u8> {
+            let v = meta
+                .get(KEY_FORMAT)?
+                .ok_or_else(|| anyhow::anyhow!("no format"))?;
+            Ok(decode(&v)?)
+        };
+        assert_eq!(format()?, FORMAT_VERSION);
+        meta.insert(KEY_FORMAT, encode(&1u8)?)?;
+        let reopened = StoreIdentity::open(&disk, &meta, dir.path(), false)?;
+        assert_eq!(format()?, FORMAT_VERSION, "raised at open");
+        assert_eq!(reopened.incarnation(), created.incarnation());
+        meta.insert(KEY_FORMAT, encode(&(FORMAT_VERSION + 1))?)?;
+        assert!(matches!(
+            StoreIdentity::open(&disk, &meta, dir.path(), false),
+            Err(StoreError::NewerFormat { .. })
+        ));
+        Ok(())
+    }
 
     #[test]
     fn ids_print_and_parse_back() {

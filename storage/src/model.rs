@@ -62,6 +62,10 @@ pub struct ServiceRecord {
     /// Time of the latest administrative change (leader time); never used for liveness.
     #[serde(with = "chrono::serde::ts_microseconds_option")]
     pub modified_at: Option<DateTime<Utc>>,
+    /// Who made the latest administrative change (an audit trail: the name of the admin
+    /// token, or the subject of the client certificate, the leader authorised it with).
+    /// `None` when there was none, or when it was made before the cluster wrote format 2.
+    pub modified_by: Option<String>,
     /// Soft-deleted.
     pub deleted: bool,
     /// When it was soft-deleted.
@@ -203,6 +207,30 @@ pub enum Command {
         #[serde(with = "chrono::serde::ts_microseconds")]
         at: DateTime<Utc>,
     },
+    /// [`Command::Admin`] with who made it (format 2: see [`Command::format`]).
+    AdminBy {
+        /// Leader time of the change.
+        #[serde(with = "chrono::serde::ts_microseconds")]
+        at: DateTime<Utc>,
+        /// The service.
+        key: ServiceKey,
+        /// The change.
+        action: AdminAction,
+        /// Who made it, recorded as the service's `modified_by`.
+        by: String,
+    },
+    /// [`Command::Freeze`] with who made it (format 2).
+    FreezeBy {
+        /// Leader time of the change.
+        #[serde(with = "chrono::serde::ts_microseconds")]
+        at: DateTime<Utc>,
+        /// The host.
+        host: String,
+        /// Frozen or not.
+        frozen: bool,
+        /// Who made it.
+        by: String,
+    },
 }
 
 impl Command {
@@ -212,7 +240,71 @@ impl Command {
             Command::Heartbeats { at, .. }
             | Command::Admin { at, .. }
             | Command::Freeze { at, .. }
-            | Command::Tick { at } => *at,
+            | Command::Tick { at }
+            | Command::AdminBy { at, .. }
+            | Command::FreezeBy { at, .. } => *at,
+        }
+    }
+
+    /// The oldest storage format whose builds can decode the command. Variants are only ever
+    /// added at the end of the enum, so a command of format 1 encodes the same bytes in every
+    /// later format; one of a later format fails to decode on an older build (an unknown
+    /// variant). A leader therefore proposes a command of format N only once every member has
+    /// shown it reads format N, and otherwise proposes [`Command::older_form`].
+    pub fn format(&self) -> u8 {
+        match self {
+            Command::AdminBy { .. } | Command::FreezeBy { .. } => 2,
+            Command::Heartbeats { .. }
+            | Command::Admin { .. }
+            | Command::Freeze { .. }
+            | Command::Tick { .. } => 1,
+        }
+    }
+
+    /// The same change saying that `by` made it, for the commands that record it (an
+    /// administrative change); any other command as it is.
+    pub fn made_by(self, by: &str) -> Command {
+        match self {
+            Command::Admin { at, key, action }
+            | Command::AdminBy {
+                at, key, action, ..
+            } => Command::AdminBy {
+                at,
+                key,
+                action,
+                by: by.to_string(),
+            },
+            Command::Freeze { at, host, frozen }
+            | Command::FreezeBy {
+                at, host, frozen, ..
+            } => Command::FreezeBy {
+                at,
+                host,
+                frozen,
+                by: by.to_string(),
+            },
+            other => other,
+        }
+    }
+
+    /// The same change in format 1: without who made it.
+    pub fn older_form(self) -> Command {
+        match self {
+            Command::AdminBy {
+                at, key, action, ..
+            } => Command::Admin { at, key, action },
+            Command::FreezeBy {
+                at, host, frozen, ..
+            } => Command::Freeze { at, host, frozen },
+            other => other,
+        }
+    }
+
+    /// Who made the change, for the commands that record it.
+    pub fn by(&self) -> Option<&str> {
+        match self {
+            Command::AdminBy { by, .. } | Command::FreezeBy { by, .. } => Some(by),
+            _ => None,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! name, which no such encoding equals (the test below checks the near misses).
 
 use crate::clock::RegistryClock;
-use crate::codec::{decode, encode, encode_key};
+use crate::codec::{decode, decode_record, encode, encode_key};
 use crate::error::StoreError;
 use crate::model::{ServiceKey, ServiceRecord};
 use crate::state::ServicesState;
@@ -103,7 +103,7 @@ pub(crate) fn load(tree: &sled::Tree) -> Result<ServicesState, StoreError> {
     for kv in tree.iter() {
         let (k, v) = kv?;
         if !is_meta(&k) {
-            records.push(decode::<ServiceRecord>(&v)?);
+            records.push(decode_record(&v)?);
         }
     }
     Ok(ServicesState::from_parts(

@@ -21,7 +21,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::RegistryClock;
-use crate::codec::{check_version, decode_plain, encode_plain, FORMAT_VERSION};
+use crate::codec::{
+    check_version, decode_plain, decode_records_plain, encode_plain, FORMAT_VERSION,
+};
 use crate::error::{DamageKind, StoreError, Stored};
 use crate::identity::ClusterId;
 use crate::model::ServiceRecord;
@@ -124,7 +126,7 @@ pub fn check(bytes: &[u8]) -> Result<SnapshotInfo, StoreError> {
 /// Checks a snapshot's bytes and decodes it whole: its header and every record.
 pub fn decode(bytes: &[u8]) -> Result<(SnapshotInfo, Vec<ServiceRecord>), StoreError> {
     let (info, records) = parse(bytes)?;
-    let records: Vec<ServiceRecord> = decode_plain(records)?;
+    let records = decode_records_plain(info.format_version, records)?;
     if records.len() as u64 != info.header.records {
         return Err(damaged(DamageKind::RecordCount {
             header: info.header.records,

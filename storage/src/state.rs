@@ -112,51 +112,79 @@ impl ServicesState {
                     .collect();
                 CommandResponse::Records(records)
             }
-            Command::Admin { key, action, .. } => {
-                let Some(shared) = self.services.get_mut(key).filter(|r| !r.deleted) else {
-                    return CommandResponse::NotFound;
-                };
-                let r = Arc::make_mut(shared);
-                match action {
-                    AdminAction::Disable { reason } => {
-                        r.disabled = true;
-                        if reason.is_some() {
-                            r.disabled_reason = reason.clone();
-                        }
-                    }
-                    AdminAction::Enable => r.disabled = false,
-                    AdminAction::ForceDown(down) => r.forced_down = *down,
-                    AdminAction::Remove => {
-                        r.deleted = true;
-                        r.deleted_at = Some(at);
-                    }
-                }
-                r.modified_at = Some(at);
-                changed.extend([key.clone()]);
-                CommandResponse::Records(vec![Arc::clone(shared)])
-            }
-            Command::Freeze { host, frozen, .. } => {
-                let start = ServiceKey::new(host.clone(), String::new());
-                let records: Vec<Arc<ServiceRecord>> = self
-                    .services
-                    .range_mut(start..)
-                    .take_while(|(k, _)| &k.host == host)
-                    .filter(|(_, r)| !r.deleted)
-                    .map(|(k, shared)| {
-                        let r = Arc::make_mut(shared);
-                        r.frozen = *frozen;
-                        r.modified_at = Some(at);
-                        changed.extend([k.clone()]);
-                        Arc::clone(shared)
-                    })
-                    .collect();
-                if records.is_empty() {
-                    CommandResponse::NotFound
-                } else {
-                    CommandResponse::Records(records)
-                }
-            }
+            Command::Admin { key, action, .. } => self.admin(key, action, at, None, changed),
+            Command::AdminBy {
+                key, action, by, ..
+            } => self.admin(key, action, at, Some(by), changed),
+            Command::Freeze { host, frozen, .. } => self.freeze(host, *frozen, at, None, changed),
+            Command::FreezeBy {
+                host, frozen, by, ..
+            } => self.freeze(host, *frozen, at, Some(by), changed),
             Command::Tick { .. } => CommandResponse::Empty,
+        }
+    }
+
+    /// An administrative change to one service, made by `by` when the command says.
+    fn admin(
+        &mut self,
+        key: &ServiceKey,
+        action: &AdminAction,
+        at: DateTime<Utc>,
+        by: Option<&String>,
+        changed: &mut impl Extend<ServiceKey>,
+    ) -> CommandResponse {
+        let Some(shared) = self.services.get_mut(key).filter(|r| !r.deleted) else {
+            return CommandResponse::NotFound;
+        };
+        let r = Arc::make_mut(shared);
+        match action {
+            AdminAction::Disable { reason } => {
+                r.disabled = true;
+                if reason.is_some() {
+                    r.disabled_reason = reason.clone();
+                }
+            }
+            AdminAction::Enable => r.disabled = false,
+            AdminAction::ForceDown(down) => r.forced_down = *down,
+            AdminAction::Remove => {
+                r.deleted = true;
+                r.deleted_at = Some(at);
+            }
+        }
+        r.modified_at = Some(at);
+        r.modified_by = by.cloned();
+        changed.extend([key.clone()]);
+        CommandResponse::Records(vec![Arc::clone(shared)])
+    }
+
+    /// Freezes or thaws every live service of `host`.
+    fn freeze(
+        &mut self,
+        host: &String,
+        frozen: bool,
+        at: DateTime<Utc>,
+        by: Option<&String>,
+        changed: &mut impl Extend<ServiceKey>,
+    ) -> CommandResponse {
+        let start = ServiceKey::new(host.clone(), String::new());
+        let records: Vec<Arc<ServiceRecord>> = self
+            .services
+            .range_mut(start..)
+            .take_while(|(k, _)| &k.host == host)
+            .filter(|(_, r)| !r.deleted)
+            .map(|(k, shared)| {
+                let r = Arc::make_mut(shared);
+                r.frozen = frozen;
+                r.modified_at = Some(at);
+                r.modified_by = by.cloned();
+                changed.extend([k.clone()]);
+                Arc::clone(shared)
+            })
+            .collect();
+        if records.is_empty() {
+            CommandResponse::NotFound
+        } else {
+            CommandResponse::Records(records)
         }
     }
 
@@ -259,6 +287,7 @@ impl ServicesState {
         for r in self.services.values() {
             (&r.host, &r.binary, r.id, &r.topic, r.report_count).hash(&mut h);
             (r.disabled, &r.disabled_reason, &r.availability_zone).hash(&mut h);
+            r.modified_by.hash(&mut h);
             let times = [
                 Some(r.created_at),
                 r.updated_at,
@@ -311,6 +340,7 @@ fn fresh_record(
         created_at: at,
         updated_at: Some(at),
         modified_at: None,
+        modified_by: None,
         deleted: false,
         deleted_at: None,
         rpc_current_version: None,

@@ -1,8 +1,8 @@
-//! Golden files of storage format version 1, made by the code that introduced it
-//! (`tests/fixtures/v1/`): a small store (the sled directory and its snapshot file), a backup,
-//! and stored values. Every run decodes them, so a change that cannot read data written in
-//! format 1 fails the suite. They are never rewritten for format 1; a new format version
-//! adds a directory of its own beside them, made with
+//! Golden files of each storage format version, made by the code that introduced it
+//! (`tests/fixtures/v1/`, `tests/fixtures/v2/`): a small store (the sled directory and its
+//! snapshot file), a backup, and stored values. Every run decodes them, so a change that
+//! cannot read data written in an older format fails the suite. They are never rewritten; a
+//! new format version adds a directory of its own beside them, made with
 //! `REGISTRY_WRITE_FIXTURES=1 cargo test -p registry-storage --test golden -- --ignored`.
 
 use std::collections::BTreeSet;
@@ -12,7 +12,7 @@ use anyhow::{ensure, Context};
 use chrono::DateTime;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder};
-use registry_storage::codec::{decode, encode};
+use registry_storage::codec::{decode, decode_record, encode, FORMAT_VERSION};
 use registry_storage::types::{Entry, LogId, Vote};
 use registry_storage::{
     open_store_with, AdminAction, ClusterId, Command, Heartbeat, Incarnation, RegistryNode,
@@ -25,17 +25,18 @@ const CLUSTER: ClusterId = ClusterId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
 const APPLIED: u64 = 40;
 const LOGGED: u64 = 5;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+fn fixtures(format: u8) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{format}"))
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
 
-/// Entry `i` of the fixture log: the membership first, then heartbeats of four services,
-/// an admin change every seventh, a tick every ninth.
-fn entry(i: u64) -> Entry {
+/// Entry `i` of the fixture log of `format`: the membership first, then heartbeats of four
+/// services, an admin change every seventh, a tick every ninth; from format 2, the admin
+/// changes say who made them, and every eleventh freezes or thaws a host.
+fn entry(format: u8, i: u64) -> Entry {
     let at = DateTime::from_timestamp(1_800_000_000 + i as i64, 0).unwrap_or_default();
     let payload = match i {
         1 => EntryPayload::Membership(Membership::new(
@@ -49,12 +50,28 @@ fn entry(i: u64) -> Entry {
                 })
                 .collect::<std::collections::BTreeMap<_, _>>(),
         )),
-        i if i % 7 == 0 => EntryPayload::Normal(Command::Admin {
+        i if i % 7 == 0 => {
+            let (key, action) = (
+                ServiceKey::new("host-2", "cinder-volume"),
+                AdminAction::Disable {
+                    reason: Some(format!("maintenance {i}")),
+                },
+            );
+            EntryPayload::Normal(match format {
+                1 => Command::Admin { at, key, action },
+                _ => Command::AdminBy {
+                    at,
+                    key,
+                    action,
+                    by: "token:ops-admin".into(),
+                },
+            })
+        }
+        i if i % 11 == 0 && format >= 2 => EntryPayload::Normal(Command::FreezeBy {
             at,
-            key: ServiceKey::new("host-2", "cinder-volume"),
-            action: AdminAction::Disable {
-                reason: Some(format!("maintenance {i}")),
-            },
+            host: "host-3".into(),
+            frozen: i % 2 == 0,
+            by: "cert:CN=operator".into(),
         }),
         i if i % 9 == 0 => EntryPayload::Normal(Command::Tick { at }),
         i => EntryPayload::Normal(Command::Heartbeats {
@@ -75,13 +92,13 @@ fn entry(i: u64) -> Entry {
     }
 }
 
-fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
-    range.map(entry).collect()
+fn entries(format: u8, range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    range.map(|i| entry(format, i)).collect()
 }
 
-fn expected_state() -> ServicesState {
+fn expected_state(format: u8) -> ServicesState {
     let mut s = ServicesState::default();
-    for e in entries(1..=APPLIED) {
+    for e in entries(format, 1..=APPLIED) {
         s.apply_entry(&e, &mut Vec::new());
     }
     s
@@ -92,8 +109,8 @@ fn vote() -> Vote {
 }
 
 /// A record with every field set, for the value fixtures.
-fn record() -> anyhow::Result<ServiceRecord> {
-    expected_state()
+fn record(format: u8) -> anyhow::Result<ServiceRecord> {
+    expected_state(format)
         .get(&ServiceKey::new("host-2", "cinder-volume"))
         .cloned()
         .context("host-2 is in the fixture state")
@@ -105,15 +122,16 @@ fn quiet() -> StoreOptions {
     }
 }
 
-/// Writes the fixtures (only with `REGISTRY_WRITE_FIXTURES` set, and only into an empty
-/// directory: format 1's files are never rewritten).
+/// Writes the fixtures of this build's format (only with `REGISTRY_WRITE_FIXTURES` set, and
+/// only into an empty directory: a format's files are never rewritten).
 #[tokio::test]
 #[ignore = "writes the golden files; run once per new format version"]
 async fn write_fixtures() -> anyhow::Result<()> {
     if std::env::var_os("REGISTRY_WRITE_FIXTURES").is_none() {
         return Ok(());
     }
-    let dir = fixtures();
+    let format = FORMAT_VERSION;
+    let dir = fixtures(format);
     ensure!(
         !dir.exists(),
         "{} exists: the fixtures of a format are never rewritten",
@@ -124,10 +142,11 @@ async fn write_fixtures() -> anyhow::Result<()> {
     store.identity.adopt(CLUSTER).await?;
     let (mut log, mut sm) = (store.log, store.sm);
     log.save_vote(&vote()).await?;
-    log.blocking_append(entries(1..=APPLIED + LOGGED)).await?;
+    log.blocking_append(entries(format, 1..=APPLIED + LOGGED))
+        .await?;
     log.save_committed(Some(log_id(1 + APPLIED / 20, APPLIED)))
         .await?;
-    sm.apply(entries(1..=APPLIED)).await?;
+    sm.apply(entries(format, 1..=APPLIED)).await?;
     sm.get_snapshot_builder().await.build_snapshot().await?;
     let (backup, _) = sm.backup().await?;
     std::fs::write(dir.join("backup.snap"), backup)?;
@@ -136,22 +155,36 @@ async fn write_fixtures() -> anyhow::Result<()> {
         dir.join("store.incarnation"),
         store.identity.incarnation().to_string(),
     )?;
-    std::fs::write(dir.join("record.bin"), encode(&record()?)?)?;
-    std::fs::write(dir.join("entry.bin"), encode(&entry(8))?)?;
+    std::fs::write(dir.join("record.bin"), encode(&record(format)?)?)?;
+    std::fs::write(dir.join("entry.bin"), encode(&entry(format, VALUE_ENTRY))?)?;
     Ok(())
 }
 
-/// The fixture store opens with its identity, vote, committed index, log and records.
+/// The entry of the value fixtures: an admin change (who made it, from format 2).
+const VALUE_ENTRY: u64 = 7;
+
 #[tokio::test]
 async fn the_format_1_store_reads_back() -> anyhow::Result<()> {
+    store_reads_back(1).await
+}
+
+#[tokio::test]
+async fn the_format_2_store_reads_back() -> anyhow::Result<()> {
+    store_reads_back(2).await
+}
+
+/// The fixture store of `format` opens with its identity, vote, committed index, log and
+/// records.
+async fn store_reads_back(format: u8) -> anyhow::Result<()> {
     let tmp = tempfile::TempDir::new()?;
     let copy = tmp.path().join("store");
-    copy_dir(&fixtures().join("store"), &copy)?;
+    copy_dir(&fixtures(format).join("store"), &copy)?;
     let store = open_store_with(&copy, &quiet())?;
-    let incarnation: Incarnation = std::fs::read_to_string(fixtures().join("store.incarnation"))?
-        .trim()
-        .parse()
-        .map_err(anyhow::Error::msg)?;
+    let incarnation: Incarnation =
+        std::fs::read_to_string(fixtures(format).join("store.incarnation"))?
+            .trim()
+            .parse()
+            .map_err(anyhow::Error::msg)?;
     ensure!(
         store.identity.incarnation() == incarnation,
         "the store's incarnation"
@@ -168,21 +201,27 @@ async fn the_format_1_store_reads_back() -> anyhow::Result<()> {
     );
     let state = log.get_log_state().await?;
     ensure!(
-        state.last_log_id == Some(entry(APPLIED + LOGGED).log_id),
+        state.last_log_id == Some(entry(format, APPLIED + LOGGED).log_id),
         "the last log id: {:?}",
         state.last_log_id
     );
     let logged = log.try_get_log_entries(1..=APPLIED + LOGGED).await?;
-    ensure!(logged == entries(1..=APPLIED + LOGGED), "every log entry");
+    ensure!(
+        logged == entries(format, 1..=APPLIED + LOGGED),
+        "every log entry"
+    );
     let (applied, membership) = sm.applied_state().await?;
-    ensure!(applied == Some(entry(APPLIED).log_id), "the applied log id");
+    ensure!(
+        applied == Some(entry(format, APPLIED).log_id),
+        "the applied log id"
+    );
     ensure!(
         membership.membership().get_node(&2)
             == Some(&RegistryNode::new("127.0.0.1:21002", Incarnation(2))),
         "the membership, with incarnations"
     );
     ensure!(
-        sm.view().read(ServicesState::clone) == expected_state(),
+        sm.view().read(ServicesState::clone) == expected_state(format),
         "every record, the clock and the id counter"
     );
     let snapshot = sm
@@ -196,41 +235,58 @@ async fn the_format_1_store_reads_back() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The fixture backup checks and decodes to the fixture state.
+/// The fixture backups check and decode to the fixture state.
 #[test]
-fn the_format_1_backup_reads_back() -> anyhow::Result<()> {
-    let bytes = std::fs::read(fixtures().join("backup.snap"))?;
-    let (info, records) = registry_storage::snapshot::decode(&bytes)?;
-    ensure!(info.format_version == 1);
-    ensure!(info.header.cluster_id == Some(CLUSTER));
-    ensure!(info.header.last_log_id == Some(entry(APPLIED).log_id));
-    let state = registry_storage::snapshot::into_state(info.header, records);
+fn the_backups_of_every_format_read_back() -> anyhow::Result<()> {
+    for format in 1..=FORMAT_VERSION {
+        let bytes = std::fs::read(fixtures(format).join("backup.snap"))?;
+        let (info, records) = registry_storage::snapshot::decode(&bytes)?;
+        ensure!(info.format_version == format);
+        ensure!(info.header.cluster_id == Some(CLUSTER));
+        ensure!(info.header.last_log_id == Some(entry(format, APPLIED).log_id));
+        let state = registry_storage::snapshot::into_state(info.header, records);
+        ensure!(
+            state == expected_state(format),
+            "the backup of format {format} holds the fixture state"
+        );
+    }
+    Ok(())
+}
+
+/// The values of format 1 decode to what was encoded: the record without who changed it
+/// last, the entry as the same command, whose payload today's build encodes byte for byte
+/// the same (only the envelope's version differs).
+#[test]
+fn the_format_1_values_read_back() -> anyhow::Result<()> {
+    let dir = fixtures(1);
+    let record_bytes = std::fs::read(dir.join("record.bin"))?;
+    let record = decode_record(&record_bytes)?;
+    ensure!(record == self::record(1)?, "the record");
+    ensure!(record.modified_by.is_none());
+    let entry_bytes = std::fs::read(dir.join("entry.bin"))?;
+    ensure!(decode::<Entry>(&entry_bytes)? == entry(1, 8), "the entry");
+    let today = encode(&entry(1, 8))?;
     ensure!(
-        state == expected_state(),
-        "the backup holds the fixture state"
+        today[0] == FORMAT_VERSION && today[1..] == entry_bytes[1..],
+        "a command of format 1 encodes as it did"
     );
     Ok(())
 }
 
-/// The fixture values decode to what was encoded, and today's encoding of the same values is
-/// byte for byte the same (a change of encoding needs a new format version).
+/// The values of format 2 decode to what was encoded, and today's encoding of the same
+/// values is byte for byte the same (a change of encoding needs a new format version).
 #[test]
-fn the_format_1_values_read_back() -> anyhow::Result<()> {
-    let record_bytes = std::fs::read(fixtures().join("record.bin"))?;
-    ensure!(
-        decode::<ServiceRecord>(&record_bytes)? == record()?,
-        "the record"
-    );
-    ensure!(
-        encode(&record()?)? == record_bytes,
-        "the record's encoding is unchanged"
-    );
-    let entry_bytes = std::fs::read(fixtures().join("entry.bin"))?;
-    ensure!(decode::<Entry>(&entry_bytes)? == entry(8), "the entry");
-    ensure!(
-        encode(&entry(8))? == entry_bytes,
-        "the entry's encoding is unchanged"
-    );
+fn the_format_2_values_read_back() -> anyhow::Result<()> {
+    let dir = fixtures(2);
+    let record_bytes = std::fs::read(dir.join("record.bin"))?;
+    let record = decode_record(&record_bytes)?;
+    ensure!(record == self::record(2)?, "the record");
+    ensure!(record.modified_by.as_deref() == Some("token:ops-admin"));
+    ensure!(encode(&record)? == record_bytes, "the record's encoding");
+    let entry_bytes = std::fs::read(dir.join("entry.bin"))?;
+    let entry = decode::<Entry>(&entry_bytes)?;
+    ensure!(entry == self::entry(2, VALUE_ENTRY), "the entry");
+    ensure!(encode(&entry)? == entry_bytes, "the entry's encoding");
     Ok(())
 }
 

@@ -190,14 +190,18 @@ async fn stores_of_another_format_are_refused() -> anyhow::Result<()> {
     {
         let db = sled::open(&dir)?;
         let meta = db.open_tree("raft_log_meta")?;
-        meta.insert("format", registry_storage::codec::encode(&2u8)?)?;
+        let newer = registry_storage::codec::FORMAT_VERSION + 1;
+        meta.insert("format", registry_storage::codec::encode(&newer)?)?;
         db.flush()?;
     }
     match try_open(&dir).await {
         Err(e @ StoreError::NewerFormat { .. }) => {
             let text = e.to_string();
             ensure!(
-                text.contains("format version 2") && text.contains("newer"),
+                text.contains(&format!(
+                    "format version {}",
+                    registry_storage::codec::FORMAT_VERSION + 1
+                )) && text.contains("newer"),
                 "{text}"
             );
         }

@@ -128,6 +128,7 @@ async fn send(peer: Peer, batch: Vec<Pending>) {
                 HEARTBEATS_PATH,
                 body.into(),
                 batch[0].request_id.as_deref(),
+                None,
             )
             .await?;
         Relayed::read(resp).await

@@ -20,6 +20,7 @@ use openraft::ServerState;
 use registry_storage::{NodeId, RegistryNode};
 use warp::http::Method;
 
+use crate::audit::Actor;
 use crate::error::ApiError;
 use crate::request_id::current_request_id;
 use crate::shared::Shared;
@@ -42,6 +43,8 @@ pub enum Via<'a> {
         path_and_query: &'a str,
         /// Its body.
         body: bytes::Bytes,
+        /// Who it acts as, sent along for a write ([`crate::audit::ACTOR_HEADER`]).
+        actor: Option<&'a Actor>,
     },
     /// Validated heartbeats (`count` of them in `body`), batched with others on the way.
     Heartbeats {
@@ -143,7 +146,7 @@ impl Forwarding {
         to: (NodeId, &RegistryNode),
         via: &Via<'_>,
     ) -> Result<warp::reply::Response, RelayError> {
-        let (method, path_and_query, body) = match via {
+        let (method, path_and_query, body, actor) = match via {
             Via::Heartbeats { body, count } => {
                 return self
                     .forwarder
@@ -155,7 +158,8 @@ impl Forwarding {
                 method,
                 path_and_query,
                 body,
-            } => (method, path_and_query, body),
+                actor,
+            } => (method, path_and_query, body, actor),
         };
         let resp = self
             .peer
@@ -165,6 +169,7 @@ impl Forwarding {
                 path_and_query,
                 body.clone(),
                 current_request_id().as_deref(),
+                *actor,
             )
             .await?;
         if *method == Method::GET {

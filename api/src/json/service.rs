@@ -50,6 +50,8 @@ pub fn push_service(buf: &mut Vec<u8>, r: &ServiceRecord, state: State) {
             None => buf.extend_from_slice(b"null"),
         }
     }
+    buf.extend_from_slice(b",\"modified_by\":");
+    push_opt_str(buf, r.modified_by.as_deref());
     buf.extend_from_slice(b",\"rpc_current_version\":");
     push_opt_str(buf, r.rpc_current_version.as_deref());
     buf.extend_from_slice(b",\"object_current_version\":");
@@ -123,6 +125,7 @@ pub(crate) mod tests {
                     created_at: times[i % 4],
                     updated_at: some(2).then(|| times[(i + 1) % 4]),
                     modified_at: some(3).then(|| times[(i + 2) % 4]),
+                    modified_by: some(4).then(|| odd(0)),
                     deleted: false,
                     deleted_at: None,
                     rpc_current_version: some(4).then(|| odd(5)),

@@ -125,6 +125,7 @@ impl ReadPath {
                 method: Method::GET,
                 path_and_query,
                 body: bytes::Bytes::new(),
+                actor: None,
             };
             if let Some(resp) = self
                 .forwarding

@@ -8,6 +8,7 @@ use super::body::{self, GatedBody};
 use super::route::{name, Access, Route};
 use super::{with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
+use crate::audit::Caller;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::wire::{action_command, ServiceAction, ServiceActionIn};
@@ -29,7 +30,7 @@ pub(super) fn routes(
         .then(
             |segment: String, gated: GatedBody, app: RegistryApp| async move {
                 let res = match gated {
-                    Ok((pass, body)) => act(&segment, pass.forwarded(), body, &app).await,
+                    Ok((pass, body)) => act(&segment, &pass.caller, body, &app).await,
                     Err(e) => Err(e),
                 };
                 res.unwrap_or_else(ApiError::into_reply)
@@ -39,7 +40,7 @@ pub(super) fn routes(
 
 async fn act(
     segment: &str,
-    forwarded: bool,
+    caller: &Caller,
     body: Bytes,
     app: &RegistryApp,
 ) -> Result<warp::reply::Response, ApiError> {
@@ -56,7 +57,7 @@ async fn act(
     let path = format!("/v1/services/{}", action.name());
     match app
         .write()
-        .command(cmd, (Method::PUT, &path), body, forwarded)
+        .command(cmd, (Method::PUT, &path), body, caller)
         .await?
     {
         Written::Here(records) => Ok(app.write().written_response(&records)),

@@ -309,7 +309,7 @@ impl Request {
                 cmd,
                 (Method::PUT, &path),
                 native_body.into(),
-                self.pass.forwarded(),
+                &self.pass.caller,
             )
             .await?;
         match written {

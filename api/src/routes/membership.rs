@@ -15,6 +15,7 @@ use super::body::{self, GatedBody};
 use super::route::{gate, name, Access, Gate, Route};
 use super::{raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
+use crate::audit::{self, Caller};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::read::ReadAt;
@@ -143,7 +144,6 @@ fn add_learner(
         |gated: GatedBody, app: RegistryApp| async move {
             let res = async {
                 let (pass, body) = gated?;
-                let fwd = pass.forwarded();
                 let input: AddLearnerIn = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid learner: {e}")))?;
                 check_field("addr", &input.addr)?;
@@ -161,8 +161,10 @@ fn add_learner(
                 let route = (Method::POST, "/v1/cluster/learners");
                 finish(
                     &app,
+                    &pass.caller,
+                    &format!("add node {} at {} as a learner", input.id, input.addr),
                     app.write()
-                        .on_leader(call, route, body.clone(), fwd)
+                        .on_leader(call, route, body.clone(), &pass.caller)
                         .await?,
                 )
             };
@@ -208,7 +210,6 @@ fn promote(
         |gated: GatedBody, app: RegistryApp| async move {
             let res = async {
                 let (pass, body) = gated?;
-                let fwd = pass.forwarded();
                 let input: PromoteIn = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid voter: {e}")))?;
                 let known = app
@@ -234,8 +235,10 @@ fn promote(
                 let route = (Method::POST, "/v1/cluster/voters");
                 finish(
                     &app,
+                    &pass.caller,
+                    &format!("promote node {} to voter", input.id),
                     app.write()
-                        .on_leader(call, route, body.clone(), fwd)
+                        .on_leader(call, route, body.clone(), &pass.caller)
                         .await?,
                 )
             };
@@ -255,7 +258,7 @@ fn remove(
         .and(with_app(app))
         .then(|id: u64, gate: Gate, app: RegistryApp| async move {
             let res = async {
-                let fwd = gate?.forwarded();
+                let pass = gate?;
                 let cluster = app.status().cluster();
                 let Some(member) = cluster.members.iter().find(|m| m.id == id) else {
                     return Err(ApiError::NotFound(format!("node {id} is not a member")));
@@ -280,8 +283,10 @@ fn remove(
                 let path = format!("/v1/cluster/members/{id}");
                 finish(
                     &app,
+                    &pass.caller,
+                    &format!("remove node {id}"),
                     app.write()
-                        .on_leader(call, (Method::DELETE, &path), Bytes::new(), fwd)
+                        .on_leader(call, (Method::DELETE, &path), Bytes::new(), &pass.caller)
                         .await?,
                 )
             };
@@ -289,11 +294,19 @@ fn remove(
         })
 }
 
-/// Answers the membership as this node sees it after a change made here, or the leader's
-/// answer.
-fn finish(app: &RegistryApp, done: OnLeader<()>) -> Result<warp::reply::Response, ApiError> {
+/// Answers the membership as this node sees it after a change `caller` made here (and
+/// writes its audit line), or the leader's answer.
+fn finish(
+    app: &RegistryApp,
+    caller: &Caller,
+    change: &str,
+    done: OnLeader<()>,
+) -> Result<warp::reply::Response, ApiError> {
     Ok(match done {
-        OnLeader::Here(()) => warp::reply::json(&app.status().cluster()).into_response(),
+        OnLeader::Here(()) => {
+            audit::committed(&caller.actor, change, None, "membership changed");
+            warp::reply::json(&app.status().cluster()).into_response()
+        }
         OnLeader::Forwarded(resp) => resp,
     })
 }

@@ -22,6 +22,7 @@ use warp::http::HeaderMap;
 use warp::Filter;
 
 use crate::app::RegistryApp;
+use crate::audit::{Actor, Caller};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::transport::peer::FORWARDED_HEADER;
@@ -125,6 +126,8 @@ pub fn name(
 pub struct Pass {
     /// The request's headers.
     pub headers: HeaderMap,
+    /// Who sent it, and whether another node forwarded it.
+    pub caller: Caller,
     /// Its place under the node's bound on concurrent public requests (`None` for probes and
     /// Raft RPCs). It is released when the handler's answer is ready, unless the handler
     /// moves it into a streamed body (a long list) to keep it while the body is written.
@@ -134,7 +137,7 @@ pub struct Pass {
 impl Pass {
     /// Whether another node forwarded the request to this one.
     pub fn forwarded(&self) -> bool {
-        self.headers.contains_key(FORWARDED_HEADER)
+        self.caller.forwarded
     }
 }
 
@@ -175,17 +178,28 @@ async fn admit(
         RouteKind::Probe | RouteKind::RaftRpc => None,
     };
     let forwarded = headers.contains_key(FORWARDED_HEADER);
-    match route.access {
-        Access::Open => {}
+    let actor = match route.access {
+        Access::Open => Actor::anonymous(),
         Access::Client(role) => {
             if forwarded {
                 admit_peer(app, PeerCheck::Identity { joining: false }, &headers, cert).await?;
             }
-            app.authorize(&headers, role)?;
+            let subject = match cert {
+                Some(ClientCert::Verified { subject }) => Some(subject.as_str()),
+                _ => None,
+            };
+            app.authorize(&headers, role, subject)?
         }
-        Access::Peer(check) => admit_peer(app, check, &headers, cert).await?,
-    }
-    Ok(Pass { headers, permit })
+        Access::Peer(check) => {
+            admit_peer(app, check, &headers, cert).await?;
+            Actor::relayed(&headers, "peer")
+        }
+    };
+    Ok(Pass {
+        headers,
+        caller: Caller { actor, forwarded },
+        permit,
+    })
 }
 
 /// Checks a request from another node: on a node with TLS, a client certificate the cluster

@@ -23,6 +23,7 @@ use registry_storage::{ClusterId, Incarnation, NodeId, RegistryNode, StoreIdenti
 use warp::http::{HeaderMap, HeaderValue};
 
 use crate::error::ApiError;
+use crate::transport::formats::PeerFormats;
 
 /// Header with the sender's cluster id.
 pub const CLUSTER_ID_HEADER: &str = "x-registry-cluster-id";
@@ -67,6 +68,8 @@ impl FromStr for Target {
 pub struct PeerIdentity {
     node_id: NodeId,
     store: StoreIdentity,
+    /// The storage formats peers read, as their RPC answers say.
+    formats: PeerFormats,
     /// When a refusal was last logged.
     logged: Arc<Mutex<Option<Instant>>>,
 }
@@ -77,8 +80,14 @@ impl PeerIdentity {
         Self {
             node_id,
             store,
+            formats: PeerFormats::default(),
             logged: Arc::default(),
         }
+    }
+
+    /// The storage formats peers read.
+    pub fn formats(&self) -> &PeerFormats {
+        &self.formats
     }
 
     /// This node's id.

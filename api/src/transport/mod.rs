@@ -1,6 +1,8 @@
 //! How nodes talk to each other: the one seam between a node and its peers.
 //!
 //! - [`rpc`]: the encoding of the Raft RPCs (a version byte, then bincode);
+//! - [`formats`]: the storage format each peer reads (from a header of its RPC answers),
+//!   so a leader writes only what every member decodes;
 //! - [`network`]: openraft's `RaftNetwork`, the client that sends them over HTTP;
 //! - [`routes`]: the routes that serve them, `POST /raft/{append,vote,snapshot}`, and the
 //!   node-to-node routes `GET /raft/identity` and `POST /raft/join`;
@@ -17,6 +19,7 @@
 //! through the routes' peer admission ([`crate::routes::route`]) and [`routes`]: peer
 //! authentication sits here.
 
+pub mod formats;
 pub mod identity;
 pub mod network;
 pub mod peer;

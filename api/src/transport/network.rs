@@ -3,7 +3,8 @@
 //! replication expects (unreachable peers are backed off; remote Raft errors are returned as
 //! such). Every RPC names this node's cluster and the target's node id and incarnation as
 //! the membership records them ([`crate::transport::identity`]); a target that refuses it as not
-//! meant for it (a lost store, another cluster) counts as unreachable.
+//! meant for it (a lost store, another cluster) counts as unreachable. Every answer says which
+//! storage format the peer reads ([`crate::transport::formats`]).
 //!
 //! Once the node stops Raft, the RPCs still in flight end at once, unanswered: openraft's
 //! tasks that sent them (replication streams, snapshot sends, votes) then end with Raft,
@@ -165,6 +166,7 @@ impl HttpPeer {
             }
         })?;
         let status = resp.status();
+        self.identity.formats().record(self.target, resp.headers());
         let bytes = resp
             .bytes()
             .await

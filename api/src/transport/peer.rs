@@ -12,6 +12,7 @@ use warp::http::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Reply;
 
+use crate::audit::{Actor, ACTOR_HEADER};
 use crate::auth::{SharedAuth, SECRET_HEADER};
 use crate::error::ErrorBody;
 use crate::request_id::REQUEST_ID_HEADER;
@@ -182,6 +183,7 @@ impl Peer {
         path_and_query: &str,
         body: Bytes,
         request_id: Option<&str>,
+        actor: Option<&Actor>,
     ) -> Result<reqwest::Response, RelayError> {
         let (id, node) = to;
         let mut req = self
@@ -191,6 +193,9 @@ impl Peer {
             .header(CONTENT_TYPE, "application/json");
         if let Some(rid) = request_id {
             req = req.header(REQUEST_ID_HEADER, rid);
+        }
+        if let Some(v) = actor.and_then(Actor::header_value) {
+            req = req.header(ACTOR_HEADER, v);
         }
         let resp = req
             .body(body)

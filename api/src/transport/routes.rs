@@ -25,6 +25,7 @@ use crate::error::ApiError;
 use crate::routes::body::{self, GatedBody};
 use crate::routes::filters::with_app;
 use crate::routes::route::{gate, name, Access, Gate, PeerCheck, Route, RouteKind};
+use crate::transport::formats::{format_header_value, FORMAT_HEADER};
 use crate::transport::rpc::{self, path, MAX_RPC_BYTES};
 use crate::wire::JoinIn;
 
@@ -137,10 +138,12 @@ where
     match rpc::encode(&res) {
         Ok(bytes) => {
             let mut resp = bytes.into_response();
-            resp.headers_mut().insert(
+            let headers = resp.headers_mut();
+            headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(rpc::CONTENT_TYPE),
             );
+            headers.insert(FORMAT_HEADER, format_header_value());
             resp
         }
         Err(e) => ApiError::Internal(format!("encoding an RPC answer: {e}")).into_reply(),

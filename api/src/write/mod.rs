@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use openraft::error::{ClientWriteError, RaftError};
-use registry_storage::{Command, CommandResponse, Heartbeat, ServiceRecord};
+use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecord};
 use warp::http::Method;
 
+use crate::audit::{self, Actor, Caller};
 use crate::error::ApiError;
 use crate::forward::{not_leader, Forwarding, Via};
 use crate::json::list::{json_response, write_list};
@@ -93,23 +94,54 @@ impl WritePath {
         written(done)
     }
 
-    /// Commits the command built by `cmd` (given the leader's time) through the leader; a
-    /// node that is not the leader forwards the original request (`route`, `body`) there.
+    /// Commits the command built by `cmd` (given the leader's time), made by `caller`,
+    /// through the leader; a node that is not the leader forwards the original request
+    /// (`route`, `body`) there. The leader records who made the change in the entry when
+    /// every member reads that format ([`crate::transport::formats`]), and writes the audit
+    /// line once it is committed.
     pub async fn command(
         &self,
         cmd: impl Fn(DateTime<Utc>) -> Command,
         route: (Method, &str),
         body: bytes::Bytes,
-        forwarded: bool,
+        caller: &Caller,
     ) -> Result<Written, ApiError> {
         let propose = || async {
-            self.shared
-                .raft
-                .client_write(cmd(Utc::now()))
-                .await
-                .map(|r| r.data)
+            let cmd = self.with_actor(cmd(Utc::now()), &caller.actor);
+            let change = audit::describe(&cmd);
+            let stored = cmd.by().is_some();
+            let written = self.shared.raft.client_write(cmd).await?;
+            Ok((change, stored, written))
         };
-        written(self.on_leader(propose, route, body, forwarded).await?)
+        let done = match self.on_leader(propose, route, body, caller).await? {
+            OnLeader::Here((change, stored, written)) => {
+                let outcome = match (&written.data, stored) {
+                    (CommandResponse::NotFound, _) => "no such service",
+                    (_, true) => "applied, recorded in the entry",
+                    (_, false) => "applied, not recorded in the entry (a member reads format 1)",
+                };
+                audit::committed(&caller.actor, &change, Some(written.log_id.index), outcome);
+                OnLeader::Here(written.data)
+            }
+            OnLeader::Forwarded(resp) => OnLeader::Forwarded(resp),
+        };
+        written(done)
+    }
+
+    /// `cmd` saying that `actor` made it, if every other member of the group reads the
+    /// format that takes; else `cmd` as it is.
+    fn with_actor(&self, cmd: Command, actor: &Actor) -> Command {
+        let peers: Vec<NodeId> = {
+            let m = self.shared.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != self.shared.id)
+                .collect()
+        };
+        recorded(cmd, actor, self.shared.identity.formats().common(peers))
     }
 
     /// Runs `call` (a write or a membership change) until it succeeds on the leader; a node
@@ -120,7 +152,7 @@ impl WritePath {
         call: F,
         route: (Method, &str),
         body: bytes::Bytes,
-        forwarded: bool,
+        caller: &Caller,
     ) -> Result<OnLeader<T>, ApiError>
     where
         F: Fn() -> Fut,
@@ -130,8 +162,9 @@ impl WritePath {
             method: route.0,
             path_and_query: route.1,
             body,
+            actor: Some(&caller.actor),
         };
-        self.on_leader_via(call, &via, forwarded).await
+        self.on_leader_via(call, &via, caller.forwarded).await
     }
 
     /// [`on_leader`](Self::on_leader), reaching the leader `via` the given way.
@@ -212,6 +245,21 @@ impl WritePath {
     }
 }
 
+/// `cmd` saying that `actor` made it when that form's format is at most `common`, the
+/// newest format every member reads; else `cmd` in its older form, without who made it.
+fn recorded(cmd: Command, actor: &Actor, common: u8) -> Command {
+    let cmd = cmd.made_by(actor.as_str());
+    if cmd.format() <= common {
+        return cmd;
+    }
+    tracing::warn!(
+        format = cmd.format(),
+        common,
+        "not recording who made the change in its entry: a member reads only an older format"
+    );
+    cmd.older_form()
+}
+
 /// What a committed write produced, as the routes answer it.
 fn written(done: OnLeader<CommandResponse>) -> Result<Written, ApiError> {
     match done {
@@ -221,5 +269,39 @@ fn written(done: OnLeader<CommandResponse>) -> Result<Written, ApiError> {
             Err(ApiError::Internal("entry applied without a result".into()))
         }
         OnLeader::Forwarded(resp) => Ok(Written::Forwarded(resp)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use registry_storage::{AdminAction, ServiceKey};
+
+    use super::*;
+
+    /// Who made a change is put in its entry only when every member reads format 2; a
+    /// member that reads format 1 keeps the leader proposing the older form.
+    #[test]
+    fn the_actor_is_recorded_only_when_every_member_reads_it() {
+        let at = Utc::now();
+        let admin = Command::Admin {
+            at,
+            key: ServiceKey::new("h", "b"),
+            action: AdminAction::Enable,
+        };
+        let freeze = Command::Freeze {
+            at,
+            host: "h".into(),
+            frozen: true,
+        };
+        let ops = Actor::token("ops");
+        for cmd in [admin, freeze] {
+            let stored = recorded(cmd.clone(), &ops, 2);
+            assert_eq!(stored.by(), Some("token:ops"));
+            assert_eq!(stored.format(), 2);
+            assert_eq!(stored.clone().older_form(), cmd);
+            assert_eq!(recorded(cmd.clone(), &ops, 1), cmd, "a format-1 member");
+        }
+        let tick = Command::Tick { at };
+        assert_eq!(recorded(tick.clone(), &ops, 2), tick, "nothing to record");
     }
 }

@@ -17,7 +17,8 @@ pub struct ListArgs {
     /// Only the services of this binary (exact match).
     #[arg(long)]
     pub binary: Option<String>,
-    /// Also show the report count, forced down, frozen and the record id.
+    /// Also show the report count, forced down, frozen, who made the latest administrative
+    /// change, and the record id.
     #[arg(long)]
     pub detailed: bool,
     /// Print the services as a JSON array instead of a table.
@@ -79,6 +80,8 @@ pub enum Column {
     ForcedDown,
     /// Frozen.
     Frozen,
+    /// Who made the latest administrative change.
+    ModifiedBy,
     /// The record id.
     Id,
 }
@@ -108,6 +111,7 @@ pub const DETAILED_COLUMNS: &[Column] = &[
     Column::ReportCount,
     Column::ForcedDown,
     Column::Frozen,
+    Column::ModifiedBy,
     Column::Id,
 ];
 
@@ -126,6 +130,7 @@ impl Column {
             Column::ReportCount => "Report Count",
             Column::ForcedDown => "Forced Down",
             Column::Frozen => "Frozen",
+            Column::ModifiedBy => "Modified By",
             Column::Id => "Id",
         }
     }
@@ -153,6 +158,7 @@ impl Column {
             Column::ReportCount => s.report_count.to_string(),
             Column::ForcedDown => s.forced_down.to_string(),
             Column::Frozen => s.frozen.to_string(),
+            Column::ModifiedBy => or_dash(s.modified_by.as_deref()),
             Column::Id => s.id.to_string(),
         }
     }
@@ -213,6 +219,7 @@ mod tests {
             created_at: t,
             updated_at: Some(t),
             modified_at: None,
+            modified_by: None,
             rpc_current_version: None,
             object_current_version: None,
             replication_status: "disabled".into(),

@@ -23,6 +23,7 @@ fn token_auth() -> AuthSettings {
     let entry = |role: &str, token: &str| TokenEntry {
         role: serde_json::from_value(serde_json::json!(role)).expect("role"),
         sha256: hash_token(token),
+        name: None,
     };
     AuthSettings {
         mode: AuthMode::Tokens,

@@ -495,6 +495,7 @@ async fn metrics_need_a_reader_token_probes_none() -> anyhow::Result<()> {
     let entry = |role: &str, token: &str| TokenEntry {
         role: serde_json::from_value(serde_json::json!(role)).expect("role"),
         sha256: hash_token(token),
+        name: None,
     };
     let auth = AuthSettings {
         mode: AuthMode::Tokens,

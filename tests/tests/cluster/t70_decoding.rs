@@ -218,6 +218,22 @@ fn command() -> impl Strategy<Value = Command> {
             host,
             frozen
         }),
+        (time(), field(), field(), field()).prop_map(|(at, host, binary, by)| {
+            Command::AdminBy {
+                at,
+                key: ServiceKey::new(host, binary),
+                action: AdminAction::ForceDown(true),
+                by,
+            }
+        }),
+        (time(), field(), any::<bool>(), field()).prop_map(|(at, host, frozen, by)| {
+            Command::FreezeBy {
+                at,
+                host,
+                frozen,
+                by,
+            }
+        }),
         time().prop_map(|at| Command::Tick { at }),
     ]
 }
@@ -262,11 +278,12 @@ fn record() -> impl Strategy<Value = ServiceRecord> {
                     topic,
                     report_count: count,
                     disabled,
-                    disabled_reason: reason,
+                    disabled_reason: reason.clone(),
                     availability_zone: "nova".into(),
                     created_at: at,
                     updated_at: seen,
                     modified_at: None,
+                    modified_by: reason,
                     deleted: false,
                     deleted_at: None,
                     rpc_current_version: None,
@@ -578,7 +595,7 @@ fn forge_length(bytes: &[u8], claimed: u64) -> Vec<u8> {
 /// The encoding of an AppendEntries up to its entry count: the format version, then vote
 /// (term 3, node 1, not committed) and no previous log id.
 fn empty_append_prefix() -> Vec<u8> {
-    vec![rpc::FORMAT_VERSION, 3, 1, 0, 0]
+    vec![rpc::RPC_VERSION, 3, 1, 0, 0]
 }
 
 /// The layout the forged inputs rely on is the one the encoder produces.

@@ -9,3 +9,4 @@ mod t60_bootstrap;
 mod t70_backup_restore;
 mod t80_rotation;
 mod t90_tls;
+mod t95_audit;

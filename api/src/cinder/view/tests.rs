@@ -131,6 +131,7 @@ fn out(binary: &str) -> ServiceOut {
         created_at: t,
         updated_at: Some(t),
         modified_at: None,
+        modified_by: None,
         rpc_current_version: None,
         object_current_version: None,
         replication_status: "not-capable".into(),
