@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use registry_api::auth::SECRET_HEADER;
 use registry_api::transport::rpc;
-use registry_api::wire::HeartbeatIn;
+use registry_api::wire::{HeartbeatIn, ServiceAction};
 use registry_client::wire::Consistency;
 use registry_client::{ClientTls, RegistryClient};
 use registry_node::RaftSettings;
@@ -357,7 +357,8 @@ async fn plain_http_gets_no_http_answer() -> anyhow::Result<()> {
 }
 
 /// `registryctl --cacert` lists services over HTTPS; the client library (and a reporter)
-/// presents a client certificate with `--cert`/`--key` to a node that requires one.
+/// presents a client certificate with `--cert`/`--key` to a node that requires one; with
+/// client tokens disabled, a change it makes is recorded as made by its certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn registryctl_lists_over_https() -> anyhow::Result<()> {
     init_test_tracing();
@@ -384,6 +385,20 @@ async fn registryctl_lists_over_https() -> anyhow::Result<()> {
         "a client with the CA and a client certificate wrote through node {} (client \
          certificates required)",
         leader + 1
+    );
+    let disabled = client
+        .action(
+            ServiceAction::Disable,
+            "tls-ctl-host",
+            Some("cinder-volume"),
+            None,
+        )
+        .await?;
+    let by = disabled.services.first().and_then(|s| s.modified_by.clone());
+    anyhow::ensure!(
+        by.as_deref() == Some("cert:registry test client"),
+        "with client tokens disabled, a change is recorded as made by the client \
+         certificate's subject: {by:?}"
     );
 
     let ca = pki.ca().display().to_string();
