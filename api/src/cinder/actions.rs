@@ -15,7 +15,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::fault::CinderError;
+use crate::error::ApiError;
 use crate::wire::{check_field, ServiceAction, ServiceActionIn, Status};
 
 /// The actions of `PUT /v3/os-services/{action}`.
@@ -66,14 +66,14 @@ impl CinderAction {
     ];
 
     /// The action named by a path segment, or a 404 naming the known ones.
-    pub fn parse(segment: &str) -> Result<Self, CinderError> {
+    pub fn parse(segment: &str) -> Result<Self, ApiError> {
         Self::ALL
             .iter()
             .find(|(_, name)| *name == segment)
             .map(|(a, _)| *a)
             .ok_or_else(|| {
                 let known: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
-                CinderError::NotFound(format!(
+                ApiError::NotFound(format!(
                     "Unknown action '{segment}' on os-services; known actions: {}.",
                     known.join(", ")
                 ))
@@ -137,14 +137,14 @@ pub struct StatusAnswer {
 
 impl ActionRequest {
     /// Validates `body` for `action` and translates it.
-    pub fn parse(action: CinderAction, body: &[u8]) -> Result<Self, CinderError> {
+    pub fn parse(action: CinderAction, body: &[u8]) -> Result<Self, ApiError> {
         if let CinderAction::Unsupported(what) = action {
             return Err(unsupported(what));
         }
         let map = body_object(action, body)?;
         let host = required_string(&map, "host")?;
         if let Some(cluster) = nullable_string(&map, "cluster")? {
-            return Err(CinderError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "Invalid input for field/attribute cluster: '{cluster}'. The registry acts \
                  on the services of one host; send 'host' and leave 'cluster' out or null."
             )));
@@ -167,7 +167,7 @@ impl ActionRequest {
                 let binary = optional_string(&map, "binary")?;
                 let service = optional_string(&map, "service")?;
                 let key = binary.clone().or_else(|| service.clone()).ok_or_else(|| {
-                    CinderError::BadRequest(format!(
+                    ApiError::BadRequest(format!(
                         "Invalid input for {}: 'binary' is a required property (or the old \
                          'service' key).",
                         action.name()
@@ -209,13 +209,13 @@ impl ActionRequest {
 
     /// The error when the commit found nothing to change: 404 for an unknown service, 400
     /// for a freeze or thaw of a host without services.
-    pub fn not_found(&self) -> CinderError {
+    pub fn not_found(&self) -> ApiError {
         match &self.body.binary {
-            Some(binary) => CinderError::NotFound(format!(
+            Some(binary) => ApiError::NotFound(format!(
                 "Service {binary} could not be found on host {}.",
                 self.body.host
             )),
-            None => CinderError::BadRequest(format!(
+            None => ApiError::BadRequest(format!(
                 "Invalid host: no service found on host {} to {}.",
                 self.body.host,
                 self.action.name()
@@ -225,7 +225,7 @@ impl ActionRequest {
 }
 
 /// The 501 of an action a registry cannot perform.
-fn unsupported(what: Unsupported) -> CinderError {
+fn unsupported(what: Unsupported) -> ApiError {
     let why = match what {
         Unsupported::FailoverHost | Unsupported::Failover => {
             "this service registry records heartbeats and has no volume backends to fail over; \
@@ -236,22 +236,22 @@ fn unsupported(what: Unsupported) -> CinderError {
         }
     };
     let name = CinderAction::Unsupported(what).name();
-    CinderError::NotImplemented(format!("The {name} action is not implemented: {why}."))
+    ApiError::NotImplemented(format!("The {name} action is not implemented: {why}."))
 }
 
 /// The body as a JSON object holding only the keys `action` accepts.
-fn body_object(action: CinderAction, body: &[u8]) -> Result<Map<String, Value>, CinderError> {
+fn body_object(action: CinderAction, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body)
-        .map_err(|e| CinderError::BadRequest(format!("Malformed request body: {e}.")))?;
+        .map_err(|e| ApiError::BadRequest(format!("Malformed request body: {e}.")))?;
     let Value::Object(map) = value else {
-        return Err(CinderError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "Invalid input for {}: the request body must be a JSON object.",
             action.name()
         )));
     };
     let allowed = action.allowed_keys();
     if let Some(extra) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(CinderError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "Invalid input for {}: Additional properties are not allowed ('{extra}' was \
              unexpected); allowed: {}.",
             action.name(),
@@ -262,16 +262,16 @@ fn body_object(action: CinderAction, body: &[u8]) -> Result<Map<String, Value>, 
 }
 
 /// A string field that must be present.
-fn required_string(map: &Map<String, Value>, name: &str) -> Result<String, CinderError> {
+fn required_string(map: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
     optional_string(map, name)?.ok_or_else(|| {
-        CinderError::BadRequest(format!(
+        ApiError::BadRequest(format!(
             "Missing required element '{name}' in request body."
         ))
     })
 }
 
 /// A string field of 1 to 255 characters, when present (`null` is refused).
-fn optional_string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, CinderError> {
+fn optional_string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
     match map.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => {
@@ -284,7 +284,7 @@ fn optional_string(map: &Map<String, Value>, name: &str) -> Result<Option<String
 
 /// A field that may be a string (0 to 255 characters) or null; `Some` when a non-empty
 /// string.
-fn nullable_string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, CinderError> {
+fn nullable_string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -300,7 +300,7 @@ fn nullable_string(map: &Map<String, Value>, name: &str) -> Result<Option<String
 }
 
 /// `disabled_reason`: required, 1 to 255 characters, not blank.
-fn disabled_reason(map: &Map<String, Value>) -> Result<String, CinderError> {
+fn disabled_reason(map: &Map<String, Value>) -> Result<String, ApiError> {
     let reason = required_string(map, "disabled_reason")?;
     if reason.trim().is_empty() {
         return Err(invalid("disabled_reason", "it must not be blank"));
@@ -308,21 +308,21 @@ fn disabled_reason(map: &Map<String, Value>) -> Result<String, CinderError> {
     Ok(reason)
 }
 
-fn invalid(name: &str, why: &str) -> CinderError {
-    CinderError::BadRequest(format!("Invalid input for field/attribute {name}: {why}."))
+fn invalid(name: &str, why: &str) -> ApiError {
+    ApiError::BadRequest(format!("Invalid input for field/attribute {name}: {why}."))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(action: &str, body: &str) -> Result<ActionRequest, CinderError> {
+    fn parse(action: &str, body: &str) -> Result<ActionRequest, ApiError> {
         ActionRequest::parse(CinderAction::parse(action)?, body.as_bytes())
     }
 
     /// Cinder's bodies translate to the registry's actions; `binary` wins over `service`.
     #[test]
-    fn bodies_translate() -> Result<(), CinderError> {
+    fn bodies_translate() -> Result<(), ApiError> {
         let r = parse(
             "disable-log-reason",
             r#"{"host":"h@lvm","binary":"cinder-volume","disabled_reason":"maint"}"#,
@@ -348,7 +348,7 @@ mod tests {
         let a = r
             .answer
             .clone()
-            .ok_or_else(|| CinderError::Internal("no answer".into()))?;
+            .ok_or_else(|| ApiError::Internal("no answer".into()))?;
         assert_eq!(
             (a.service.as_str(), a.binary.as_str(), a.disabled),
             ("old", "", true)

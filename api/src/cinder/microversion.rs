@@ -13,7 +13,7 @@ use std::fmt;
 
 use warp::http::HeaderMap;
 
-use super::fault::CinderError;
+use crate::error::ApiError;
 
 /// Name of the request and response header.
 pub const HEADER: &str = "openstack-api-version";
@@ -60,11 +60,11 @@ impl ApiVersion {
     }
 
     /// The version a request asks for, from every `OpenStack-API-Version` header it carries.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Self, CinderError> {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
         let mut values = Vec::new();
         for value in headers.get_all(HEADER) {
             let text = value.to_str().map_err(|_| {
-                CinderError::BadRequest(format!(
+                ApiError::BadRequest(format!(
                     "The {HEADER} header must be ASCII text like '{SERVICE} 3.0'."
                 ))
             })?;
@@ -77,7 +77,7 @@ impl ApiVersion {
     }
 
     /// The version named by a header value such as `volume 3.7` or `compute 2.1, volume latest`.
-    pub fn parse_header(value: &str) -> Result<Self, CinderError> {
+    pub fn parse_header(value: &str) -> Result<Self, ApiError> {
         let mut volume = None;
         for entry in value.split(',') {
             let mut words = entry.split_whitespace();
@@ -93,7 +93,7 @@ impl ApiVersion {
                     break;
                 }
                 _ => {
-                    return Err(CinderError::BadRequest(format!(
+                    return Err(ApiError::BadRequest(format!(
                         "API Version String '{}' is of invalid format. Must be of format \
                          MajorNum.MinorNum.",
                         entry.trim()
@@ -102,7 +102,7 @@ impl ApiVersion {
             }
         }
         let Some(version) = volume else {
-            return Err(CinderError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "The {HEADER} header names no '{SERVICE}' version: send '{SERVICE} 3.N' \
                  (3.0 to {}) or '{SERVICE} latest'.",
                 Self::MAX
@@ -112,7 +112,7 @@ impl ApiVersion {
             return Ok(Self::MAX);
         }
         let (major, minor) = split_version(version).ok_or_else(|| {
-            CinderError::BadRequest(format!(
+            ApiError::BadRequest(format!(
                 "API Version String {version} is of invalid format. Must be of format \
                  MajorNum.MinorNum."
             ))
@@ -120,7 +120,7 @@ impl ApiVersion {
         let served = major == u64::from(Self::MAJOR)
             && u32::try_from(minor).is_ok_and(|m| m <= Self::MAX.minor);
         if !served {
-            return Err(CinderError::NotAcceptable(format!(
+            return Err(ApiError::NotAcceptable(format!(
                 "Version {version} is not supported by the API. Minimum is {} and maximum is {}.",
                 Self::MIN,
                 Self::MAX

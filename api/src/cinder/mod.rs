@@ -9,7 +9,8 @@
 //! - [`query`]: the filters of `GET /v3/os-services`;
 //! - [`view`]: a service as Cinder lists it at each microversion;
 //! - [`actions`]: the bodies and answers of `PUT /v3/os-services/{action}`;
-//! - [`fault`]: [`fault::CinderError`] and Cinder's fault document;
+//! - [`fault`]: Cinder's fault names (its errors are the API's one [`crate::error::ApiError`],
+//!   rendered as Cinder's fault document);
 //!
 //! Everything is translated to and from the registry's own API: a list reads the same
 //! records as `GET /v1/services` ([`crate::read::listing::Listing`]), and an action commits the
@@ -24,5 +25,4 @@ pub mod query;
 pub mod versions;
 pub mod view;
 
-pub use fault::CinderError;
 pub use microversion::ApiVersion;

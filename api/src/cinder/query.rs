@@ -7,7 +7,7 @@
 //! their own, and refusing them would break unchanged tooling). A key given twice counts
 //! with its last value.
 
-use super::fault::CinderError;
+use crate::error::ApiError;
 use crate::wire::{Consistency, ServicesQuery};
 
 /// The filters and read level of a list request.
@@ -23,9 +23,9 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Parses a raw query string (without the `?`).
-    pub fn parse(raw: &str) -> Result<Self, CinderError> {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
-            .map_err(|e| CinderError::BadRequest(format!("Invalid query string: {e}.")))?;
+            .map_err(|e| ApiError::BadRequest(format!("Invalid query string: {e}.")))?;
         let mut q = ListQuery::default();
         for (key, value) in pairs {
             match key.as_str() {
@@ -36,7 +36,7 @@ impl ListQuery {
                         "linearizable" => Consistency::Linearizable,
                         "stale" => Consistency::Stale,
                         other => {
-                            return Err(CinderError::BadRequest(format!(
+                            return Err(ApiError::BadRequest(format!(
                                 "Invalid consistency '{other}': use 'linearizable' (the \
                                  default) or 'stale'."
                             )))

@@ -35,7 +35,6 @@ use crate::cinder::microversion::{self, ApiVersion};
 use crate::cinder::query::ListQuery;
 use crate::cinder::versions::versions_doc;
 use crate::cinder::view::{listing_response, services_response};
-use crate::cinder::CinderError;
 use crate::error::{ApiError, ErrorBody};
 use crate::read::ReadAt;
 use crate::request_id::{is_request_id, new_request_id, COMPUTE_HEADER, OPENSTACK_HEADER};
@@ -116,13 +115,13 @@ fn root(
         .map(move |gate: Gate, method: Method, headers: HeaderMap| {
             let rid = request_id(&headers);
             let resp = match gate {
-                Err(e) => CinderError::from(e).into_response(),
+                Err(e) => e.into_fault(),
                 Ok(_) if method == Method::GET => {
                     let doc = versions_doc(scheme, host_of(&headers));
                     warp::reply::with_status(warp::reply::json(&doc), StatusCode::MULTIPLE_CHOICES)
                         .into_response()
                 }
-                Ok(_) => method_not_allowed(method, "/", "GET").into_response(),
+                Ok(_) => ApiError::method_not_allowed(&method, "/", "GET").into_fault(),
             };
             stamp(resp, &rid, None)
         })
@@ -174,7 +173,7 @@ where
     let rid = request_id(&headers);
     let version = match ApiVersion::from_headers(&headers) {
         Ok(v) => v,
-        Err(fault) => return stamp(fault.into_response(), &rid, None),
+        Err(fault) => return stamp(fault.into_fault(), &rid, None),
     };
     let served = async {
         let request = Request {
@@ -189,12 +188,12 @@ where
     let resp = match served.await {
         Ok(resp) => resp,
         Err(fault) => {
-            if let CinderError::Internal(_) = fault {
+            if let ApiError::Internal(_) = fault {
                 tracing::warn!(request_id = %rid, error = %fault, "cinder API request failed");
             } else {
                 tracing::debug!(request_id = %rid, error = %fault, "cinder API fault");
             }
-            fault.into_response()
+            fault.into_fault()
         }
     };
     stamp(resp, &rid, Some(version))
@@ -214,7 +213,7 @@ impl Request {
         self,
         resource: Resource,
         body: S,
-    ) -> Result<warp::reply::Response, CinderError>
+    ) -> Result<warp::reply::Response, ApiError>
     where
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf + Send,
@@ -233,12 +232,10 @@ impl Request {
             Resource::Action(segment) => {
                 let action = CinderAction::parse(&segment)?;
                 self.allow(Method::PUT, &format!("{RESOURCE}/{segment}"), "PUT")?;
-                let body = body::read(&self.pass.headers, body, MAX_BODY_BYTES)
-                    .await
-                    .map_err(ApiError::from)?;
+                let body = body::read(&self.pass.headers, body, MAX_BODY_BYTES).await?;
                 self.act(action, body).await
             }
-            Resource::Unknown(tail) => Err(CinderError::NotFound(format!(
+            Resource::Unknown(tail) => Err(ApiError::NotFound(format!(
                 "The resource could not be found: /v3/{} (only {RESOURCE} is served).",
                 tail.trim_start_matches('/')
             ))),
@@ -246,21 +243,16 @@ impl Request {
     }
 
     /// 405 unless the request uses `method`.
-    fn allow(
-        &self,
-        method: Method,
-        resource: &str,
-        allow: &'static str,
-    ) -> Result<(), CinderError> {
+    fn allow(&self, method: Method, resource: &str, allow: &'static str) -> Result<(), ApiError> {
         if self.method == method {
             Ok(())
         } else {
-            Err(method_not_allowed(self.method.clone(), resource, allow))
+            Err(ApiError::method_not_allowed(&self.method, resource, allow))
         }
     }
 
     /// `GET os-services`: the services, read at the requested consistency.
-    async fn list(self) -> Result<warp::reply::Response, CinderError> {
+    async fn list(self) -> Result<warp::reply::Response, ApiError> {
         let query = ListQuery::parse(&self.raw_query)?;
         let native = query.native();
         let forward_path = native_list_path(&native)?;
@@ -278,7 +270,7 @@ impl Request {
             ReadAt::Forwarded(resp) => {
                 let answer = NativeAnswer::read(resp).await?.success()?;
                 let out: ServicesOut = serde_json::from_slice(&answer.body).map_err(|e| {
-                    CinderError::Internal(format!("the leader's service list is unreadable: {e}"))
+                    ApiError::Internal(format!("the leader's service list is unreadable: {e}"))
                 })?;
                 (
                     services_response(out.services, self.version, self.pass.permit),
@@ -295,12 +287,11 @@ impl Request {
         &self,
         action: CinderAction,
         body: Bytes,
-    ) -> Result<warp::reply::Response, CinderError> {
+    ) -> Result<warp::reply::Response, ApiError> {
         let request = ActionRequest::parse(action, &body)?;
         let cmd = action_command(request.native, &request.body)?;
-        let native_body = serde_json::to_vec(&request.body).map_err(|e| {
-            CinderError::Internal(format!("cannot encode the registry action: {e}"))
-        })?;
+        let native_body = serde_json::to_vec(&request.body)
+            .map_err(|e| ApiError::Internal(format!("cannot encode the registry action: {e}")))?;
         let path = format!("/v1/services/{}", request.native.name());
         let written = self
             .app
@@ -332,13 +323,13 @@ impl Request {
 
 /// The native list request forwarded to the leader (its default consistency is
 /// linearizable, the only one ever forwarded).
-fn native_list_path(native: &ServicesQuery) -> Result<String, CinderError> {
+fn native_list_path(native: &ServicesQuery) -> Result<String, ApiError> {
     let forwarded = ServicesQuery {
         consistency: None,
         ..native.clone()
     };
     let query = serde_urlencoded::to_string(&forwarded)
-        .map_err(|e| CinderError::Internal(format!("cannot encode the list query: {e}")))?;
+        .map_err(|e| ApiError::Internal(format!("cannot encode the list query: {e}")))?;
     Ok(if query.is_empty() {
         "/v1/services".into()
     } else {
@@ -356,16 +347,16 @@ struct NativeAnswer {
 
 impl NativeAnswer {
     /// Reads a forwarded answer whole.
-    async fn read(resp: warp::reply::Response) -> Result<Self, CinderError> {
+    async fn read(resp: warp::reply::Response) -> Result<Self, ApiError> {
         let (parts, mut body) = resp.into_parts();
         let mut buf = BytesMut::new();
         while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             let frame = frame.map_err(|e| {
-                CinderError::Unavailable(format!("reading the leader's answer failed: {e}"))
+                ApiError::Unavailable(format!("reading the leader's answer failed: {e}"))
             })?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > MAX_FORWARDED_ANSWER_BYTES {
-                    return Err(CinderError::Internal(format!(
+                    return Err(ApiError::Internal(format!(
                         "the leader's answer exceeds {MAX_FORWARDED_ANSWER_BYTES} bytes"
                     )));
                 }
@@ -381,28 +372,20 @@ impl NativeAnswer {
     }
 
     /// The answer if it is a success, else its error as a Cinder fault.
-    fn success(self) -> Result<Self, CinderError> {
+    fn success(self) -> Result<Self, ApiError> {
         if self.status.is_success() {
             return Ok(self);
         }
         let message = serde_json::from_slice::<ErrorBody>(&self.body)
             .map(|e| e.error.message)
             .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).into_owned());
-        Err(CinderError::from_status(self.status, message))
+        Err(ApiError::from_status(self.status, message))
     }
 }
 
 /// The request's `Host` header, for the versions document's `self` link.
 fn host_of(headers: &HeaderMap) -> Option<&str> {
     headers.get(HOST).and_then(|h| h.to_str().ok())
-}
-
-fn method_not_allowed(method: Method, resource: &str, allow: &'static str) -> CinderError {
-    CinderError::MethodNotAllowed {
-        method,
-        resource: resource.to_string(),
-        allow,
-    }
 }
 
 /// Adds the request id (twice on errors) and, under `/v3`, the negotiated microversion.

@@ -394,7 +394,10 @@ async fn registryctl_lists_over_https() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let by = disabled.services.first().and_then(|s| s.modified_by.clone());
+    let by = disabled
+        .services
+        .first()
+        .and_then(|s| s.modified_by.clone());
     anyhow::ensure!(
         by.as_deref() == Some("cert:registry test client"),
         "with client tokens disabled, a change is recorded as made by the client \
