@@ -10,6 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Most heartbeats the leader puts in one log entry.
 pub const ENTRY_MAX_HEARTBEATS: usize = 2000;
+/// Most bytes of heartbeats (as [`crate::write::batcher`] counts them, about what they encode
+/// to) the leader puts in one log entry; the heartbeats of one request go in one entry even
+/// past it. Heartbeats of a few dozen bytes reach [`ENTRY_MAX_HEARTBEATS`] first; this bounds
+/// entries of long ones, and so the AppendEntries bodies a follower must accept
+/// ([`crate::transport::rpc::MAX_ENTRY_BYTES`]).
+pub const ENTRY_MAX_BYTES: usize = 512 * 1024;
 /// Most log entries of heartbeats the leader has being committed at once.
 pub const PROPOSALS_IN_FLIGHT: usize = 4;
 /// Most heartbeats a follower forwards in one request: what the leader accepts in one.
@@ -21,6 +27,8 @@ pub const FORWARDS_IN_FLIGHT: usize = 8;
 pub(crate) trait Join {
     /// How much it adds to a batch (heartbeats).
     fn size(&self) -> usize;
+    /// How many bytes it adds to a batch.
+    fn bytes(&self) -> usize;
     /// Whether it may share a batch with `first` (the batch's first item).
     fn joins(&self, _first: &Self) -> bool {
         true
@@ -34,6 +42,8 @@ pub(crate) trait Join {
 pub(crate) struct Limits {
     /// Most heartbeats in one batch (a first item larger than this goes alone).
     pub max_size: usize,
+    /// Most bytes in one batch (a first item larger than this goes alone).
+    pub max_bytes: usize,
     /// Most batches being flushed at once.
     pub max_in_flight: usize,
 }
@@ -76,12 +86,17 @@ pub(crate) async fn group<T, F, Fut>(
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
             },
         };
-        let mut size = first.size();
+        let (mut size, mut bytes) = (first.size(), first.bytes());
         let mut batch = vec![first];
-        while size < limits.max_size {
+        while size < limits.max_size && bytes < limits.max_bytes {
             match rx.try_recv() {
-                Ok(p) if p.joins(&batch[0]) && size + p.size() <= limits.max_size => {
+                Ok(p)
+                    if p.joins(&batch[0])
+                        && size + p.size() <= limits.max_size
+                        && bytes + p.bytes() <= limits.max_bytes =>
+                {
                     size += p.size();
+                    bytes += p.bytes();
                     batch.push(p);
                 }
                 Ok(p) => {
@@ -125,12 +140,17 @@ mod tests {
     /// An item answered with what became of it.
     struct Item {
         id: u32,
+        bytes: usize,
         reply: oneshot::Sender<&'static str>,
     }
 
     impl Join for Item {
         fn size(&self) -> usize {
             1
+        }
+
+        fn bytes(&self) -> usize {
+            self.bytes
         }
 
         fn refuse(self) {
@@ -148,6 +168,7 @@ mod tests {
         let (release_tx, release) = tokio::sync::watch::channel(false);
         let limits = Limits {
             max_size: 1,
+            max_bytes: usize::MAX,
             max_in_flight: 1,
         };
         let task = tokio::spawn(group(rx, limits, stop.clone(), move |batch: Vec<Item>| {
@@ -166,7 +187,16 @@ mod tests {
         let mut answers = Vec::new();
         for id in 0..3 {
             let (reply, answer) = oneshot::channel();
-            assert!(tx.send(Item { id, reply }).await.is_ok(), "queued {id}");
+            assert!(
+                tx.send(Item {
+                    id,
+                    bytes: 1,
+                    reply
+                })
+                .await
+                .is_ok(),
+                "queued {id}"
+            );
             answers.push(answer);
         }
         let first = tokio::time::timeout(Duration::from_secs(5), started.recv()).await;
@@ -181,7 +211,13 @@ mod tests {
         }
         let (reply, _answer) = oneshot::channel();
         assert!(
-            tx.send(Item { id: 9, reply }).await.is_err(),
+            tx.send(Item {
+                id: 9,
+                bytes: 1,
+                reply
+            })
+            .await
+            .is_err(),
             "a stopped loop takes nothing more"
         );
         assert!(!task.is_finished(), "the loop waits for its flush");
@@ -194,5 +230,40 @@ mod tests {
             matches!(ended, Ok(Ok(()))),
             "the loop ended after its flush"
         );
+    }
+
+    /// A batch takes queued items while their bytes fit its budget; an item that does not
+    /// fit starts the next one, and one larger than the budget goes alone.
+    #[tokio::test]
+    async fn batches_keep_to_their_byte_budget() {
+        let (tx, rx) = mpsc::channel(16);
+        for (id, bytes) in (0..).zip([300, 300, 300, 900, 100]) {
+            let (reply, _answer) = oneshot::channel();
+            assert!(tx.send(Item { id, bytes, reply }).await.is_ok());
+        }
+        drop(tx);
+        let limits = Limits {
+            max_size: 100,
+            max_bytes: 700,
+            max_in_flight: 1,
+        };
+        let (batches_tx, mut batches) = mpsc::unbounded_channel::<Vec<u32>>();
+        let run = group(
+            rx,
+            limits,
+            CancellationToken::new(),
+            move |batch: Vec<Item>| {
+                let _ = batches_tx.send(batch.iter().map(|i| i.id).collect());
+                async {}
+            },
+        );
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the loop ends once every sender is gone");
+        let mut got = Vec::new();
+        while let Ok(b) = batches.try_recv() {
+            got.push(b);
+        }
+        assert_eq!(got, vec![vec![0, 1], vec![2], vec![3], vec![4]]);
     }
 }

@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::transport::identity::PeerIdentity;
+use crate::transport::rpc::RpcLimits;
 use crate::transport::tls::NodeTls;
 
 /// Settings of the API layer.
@@ -35,6 +36,8 @@ pub struct ApiSettings {
     pub max_concurrent_requests: usize,
     /// Bounds on open connections and on how long a request's head may take.
     pub connections: ConnectionLimits,
+    /// Largest Raft RPC bodies accepted.
+    pub rpc: RpcLimits,
 }
 
 /// How recent the last contact with a leader (or, on the leader, with its quorum) must be

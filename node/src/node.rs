@@ -15,6 +15,7 @@ use registry_api::auth::SharedAuth;
 use registry_api::connections::ConnectionLimits;
 use registry_api::liveness::Liveness;
 use registry_api::transport::identity::PeerIdentity;
+use registry_api::transport::rpc::RpcLimits;
 use registry_api::{ApiSettings, RegistryApp};
 use registry_storage::{
     open_store, LogStore, NodeId, RaftTasks, StateMachineStore, StoreIdentity, TypeConfig,
@@ -74,6 +75,10 @@ impl Node {
         options: StartOptions,
     ) -> Result<Node, NodeError> {
         let raft_config = Arc::new(config.openraft_config()?);
+        let rpc_limits = RpcLimits::new(
+            raft_config.max_payload_entries,
+            raft_config.snapshot_max_chunk_size,
+        );
         std::fs::create_dir_all(&config.data_dir).map_err(NodeError::io(
             "creating the data directory",
             &config.data_dir,
@@ -134,6 +139,7 @@ impl Node {
                 max_connections: config.max_connections,
                 header_timeout: config.http_header_timeout,
             },
+            rpc: rpc_limits,
         };
         let ticker = tokio::spawn(crate::ticker::run(
             raft.clone(),

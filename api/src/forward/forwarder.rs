@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use warp::http::{Method, StatusCode};
 
 use crate::group_commit::{group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS};
+use crate::routes::MAX_BODY_BYTES;
 use crate::transport::peer::{Peer, RelayError, Relayed};
 
 /// Requests that may wait for a batch.
@@ -49,6 +50,11 @@ struct Pending {
 impl Join for Pending {
     fn size(&self) -> usize {
         self.count
+    }
+
+    /// Its body and the comma that joins it to the next ([`join_bodies`]).
+    fn bytes(&self) -> usize {
+        self.body.len() + 1
     }
 
     fn joins(&self, first: &Self) -> bool {
@@ -76,6 +82,9 @@ impl Forwarder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let limits = Limits {
             max_size: FORWARD_MAX_HEARTBEATS,
+            // Joined, the bodies take their bytes and the array's brackets: at most the
+            // leader's limit on a body.
+            max_bytes: MAX_BODY_BYTES as usize - 1,
             max_in_flight: FORWARDS_IN_FLIGHT,
         };
         let task = tokio::spawn(group(rx, limits, stop, move |batch| {
@@ -169,8 +178,13 @@ async fn send(peer: Peer, batch: Vec<Pending>) {
 }
 
 /// One JSON array of every heartbeat in `bodies`, each of which is a heartbeat object or a
-/// non-empty array of them (valid JSON, checked before they were queued).
-fn join_bodies<'a>(bodies: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+/// non-empty array of them (valid JSON, checked before they were queued); a single body is
+/// sent as it came (it is within the leader's limit on a body, which it met here).
+fn join_bodies<'a>(bodies: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut bodies = bodies.peekable();
+    if bodies.len() == 1 {
+        return bodies.next().map(<[u8]>::to_vec).unwrap_or_default();
+    }
     let mut out = Vec::new();
     out.push(b'[');
     for (i, body) in bodies.enumerate() {
@@ -247,6 +261,21 @@ mod tests {
             .filter_map(|h| h["host"].as_str())
             .collect();
         assert_eq!(hosts, ["a", "c", "e", "g"]);
+    }
+
+    /// Joined bodies take no more than their bytes plus one each, and one more: what the
+    /// forwarder's byte budget counts. A single body goes as it came.
+    #[test]
+    fn joined_bodies_keep_to_the_budget() {
+        let bodies: [&[u8]; 3] = [
+            br#"{"host":"a","binary":"b"}"#,
+            br#"[{"host":"c","binary":"d"}]"#,
+            br#"{"host":"g","binary":"h"}"#,
+        ];
+        let counted: usize = bodies.iter().map(|b| b.len() + 1).sum();
+        assert!(join_bodies(bodies.into_iter()).len() <= counted + 1);
+        let one = br#"{"host":"a","binary":"b"}"#;
+        assert_eq!(join_bodies([&one[..]].into_iter()), one.to_vec());
     }
 
     #[test]

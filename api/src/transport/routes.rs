@@ -26,7 +26,7 @@ use crate::routes::body::{self, GatedBody};
 use crate::routes::filters::with_app;
 use crate::routes::route::{gate, name, Access, Gate, PeerCheck, Route, RouteKind};
 use crate::transport::formats::{format_header_value, FORMAT_HEADER};
-use crate::transport::rpc::{self, path, MAX_RPC_BYTES};
+use crate::transport::rpc::{self, path, VOTE_MAX_BYTES};
 use crate::wire::JoinIn;
 
 /// Largest `POST /raft/join` body (a node id and an incarnation, in JSON).
@@ -86,22 +86,23 @@ pub(crate) fn routes(
                 Err(e) => e.into_reply(),
             }
         });
+    let limits = app.shared().settings.rpc;
     let append = rpc_path(path::APPEND)
         .and(name(&APPEND))
         .and(warp::post())
-        .and(body::gated(&app, &APPEND, MAX_RPC_BYTES))
+        .and(body::gated(&app, &APPEND, limits.append))
         .and(with_app(app.clone()))
         .then(append);
     let vote = rpc_path(path::VOTE)
         .and(name(&VOTE))
         .and(warp::post())
-        .and(body::gated(&app, &VOTE, MAX_RPC_BYTES))
+        .and(body::gated(&app, &VOTE, VOTE_MAX_BYTES))
         .and(with_app(app.clone()))
         .then(vote);
     let snapshot = rpc_path(path::SNAPSHOT)
         .and(name(&SNAPSHOT))
         .and(warp::post())
-        .and(body::gated(&app, &SNAPSHOT, MAX_RPC_BYTES))
+        .and(body::gated(&app, &SNAPSHOT, limits.snapshot))
         .and(with_app(app))
         .then(snapshot);
     append

@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::group_commit::{group, Join, Limits, ENTRY_MAX_HEARTBEATS, PROPOSALS_IN_FLIGHT};
+use crate::group_commit::{
+    group, Join, Limits, ENTRY_MAX_BYTES, ENTRY_MAX_HEARTBEATS, PROPOSALS_IN_FLIGHT,
+};
 
 /// The error a proposal can fail with.
 pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, RegistryNode>>;
@@ -81,10 +83,33 @@ impl Join for Pending {
         self.beats.len()
     }
 
+    fn bytes(&self) -> usize {
+        self.beats.iter().map(heartbeat_bytes).sum()
+    }
+
     fn refuse(self) {
         // Nothing was proposed: the client may send it to another node.
         let _ = self.reply.send(Err(RaftError::Fatal(Fatal::Stopped)));
     }
+}
+
+/// About the bytes a heartbeat encodes to: its strings, and a little for their lengths and
+/// the absent fields.
+pub fn heartbeat_bytes(hb: &Heartbeat) -> usize {
+    let optional = [
+        &hb.topic,
+        &hb.availability_zone,
+        &hb.cluster_name,
+        &hb.rpc_current_version,
+        &hb.object_current_version,
+    ];
+    hb.host.len()
+        + hb.binary.len()
+        + optional
+            .iter()
+            .map(|f| f.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+        + 16
 }
 
 async fn run(
@@ -95,6 +120,7 @@ async fn run(
 ) {
     let limits = Limits {
         max_size: ENTRY_MAX_HEARTBEATS,
+        max_bytes: ENTRY_MAX_BYTES,
         max_in_flight: PROPOSALS_IN_FLIGHT,
     };
     group(rx, limits, stop, |batch| {

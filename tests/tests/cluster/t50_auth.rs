@@ -338,3 +338,62 @@ async fn credentials_are_checked_before_the_body_is_read() -> anyhow::Result<()>
     println!("credentials checked before the body on {checked} route and credential pairs");
     c.shutdown().await
 }
+
+/// A Raft RPC from a peer (the cluster secret and identity headers right) that declares a
+/// body past its route's limit is answered 413 before a byte of it is read; one at the limit
+/// is read (the server then waits for it). The limits are those the node's Raft settings
+/// need: RequestVote 64 KiB, AppendEntries `max_payload_entries` of the largest entries,
+/// InstallSnapshot one chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_rpc_bodies_past_their_limits_are_refused_before_they_are_read() -> anyhow::Result<()>
+{
+    use registry_api::transport::identity::{CLUSTER_ID_HEADER, TARGET_HEADER};
+    use registry_api::transport::rpc::{RpcLimits, VOTE_MAX_BYTES};
+
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec::default()).await?;
+    c.wait_for_leader(Duration::from_secs(10)).await?;
+    let who = c.client_of(0).cluster().await?;
+    let cluster = who
+        .cluster_id
+        .ok_or_else(|| anyhow::anyhow!("the node has a cluster"))?;
+    let target = format!("{}/{}", who.node_id, who.incarnation);
+    let secret = c.configs[0]
+        .auth
+        .cluster_secret
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a secret"))?;
+    let headers = [
+        (registry_api::auth::SECRET_HEADER, secret.as_str()),
+        (CLUSTER_ID_HEADER, cluster.as_str()),
+        (TARGET_HEADER, target.as_str()),
+        ("content-type", "application/x-bincode"),
+    ];
+    let limits = RpcLimits::new(
+        c.configs[0].raft.max_payload_entries,
+        openraft::Config::default().snapshot_max_chunk_size,
+    );
+    assert!(
+        limits.append < 16 * 1024 * 1024 && limits.snapshot < 4 * 1024 * 1024,
+        "bounded by what the protocol needs: {limits:?}"
+    );
+    let addr = c.configs[0].listen;
+    for (path, limit) in [
+        ("/raft/vote", VOTE_MAX_BYTES),
+        ("/raft/append", limits.append),
+        ("/raft/snapshot", limits.snapshot),
+    ] {
+        let over = raw_http::head_only(addr, "POST", path, &headers, limit + 1).await?;
+        assert_eq!(
+            over.status,
+            413,
+            "POST {path} past {limit}: {}",
+            over.text()
+        );
+    }
+    println!(
+        "Raft RPC bodies refused past vote {VOTE_MAX_BYTES}, append {}, snapshot {} bytes",
+        limits.append, limits.snapshot
+    );
+    c.shutdown().await
+}

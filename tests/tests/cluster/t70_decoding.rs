@@ -18,7 +18,7 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
 use proptest::prelude::*;
 use registry_api::cinder::actions::{ActionRequest, CinderAction};
 use registry_api::cinder::query::ListQuery;
-use registry_api::transport::rpc::{self, RpcCodecError, MAX_RPC_BYTES};
+use registry_api::transport::rpc::{self, RpcCodecError, RPC_DECODE_LIMIT};
 use registry_api::wire::{
     action_command, parse_heartbeats, HeartbeatIn, ServiceAction, ServiceActionIn, ServicesQuery,
     MAX_BATCH,
@@ -462,7 +462,7 @@ proptest! {
     /// without allocating it, in an RPC body and in a stored value alike.
     #[test]
     fn oversized_string_lengths_are_refused_without_allocating(claimed in prop_oneof![
-        64u64..MAX_RPC_BYTES / 2,
+        64u64..RPC_DECODE_LIMIT / 2,
         64u64..=u64::MAX,
     ]) {
         for (name, bytes) in marked_encodings() {
@@ -624,7 +624,7 @@ fn forged_inputs_follow_the_real_layout() {
 fn length_prefixes_hit_the_limit_or_the_end_of_input() {
     let (name, bytes) = marked_encodings().remove(1);
     assert_eq!(name, "snapshot");
-    let over = forge_length(&bytes, MAX_RPC_BYTES + 1);
+    let over = forge_length(&bytes, RPC_DECODE_LIMIT + 1);
     let err = rpc::decode::<InstallSnapshotRequest<TypeConfig>>(&over).map(|_| ());
     assert!(
         matches!(
@@ -635,7 +635,7 @@ fn length_prefixes_hit_the_limit_or_the_end_of_input() {
         ),
         "a string over the RPC limit: {err:?}"
     );
-    let under = forge_length(&bytes, MAX_RPC_BYTES / 2);
+    let under = forge_length(&bytes, RPC_DECODE_LIMIT / 2);
     let (err, largest) = largest_allocation(|| {
         rpc::decode::<InstallSnapshotRequest<TypeConfig>>(&under).map(|_| ())
     });
