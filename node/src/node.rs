@@ -202,7 +202,7 @@ impl Node {
     /// node with TLS, reads its certificate and key files again ([`Node::reload_tls`]).
     /// Settings that are wrong are refused with the reason, and the ones in force stay
     /// (authentication and certificate alike). Other sections of `config` are not reloaded,
-    /// nor the `[tls]` paths or the CA.
+    /// nor the `[tls]` paths (their files are).
     pub fn reload(&self, config: &NodeConfig) -> Result<(), NodeError> {
         let auth = config.auth.load()?;
         // The certificate is swapped only once it loaded, and before the tokens and secret
@@ -233,15 +233,20 @@ impl Node {
         std::future::pending().await
     }
 
-    /// Reads the TLS certificate and key files again and serves the handshakes to come
-    /// with them; when they do not load (a missing or half-written file, a key that does not
-    /// match), keeps the certificate in use and says why. Nothing to do without TLS.
+    /// Reads the TLS certificate, key and CA files again and uses them for the handshakes to
+    /// come, as a server and towards peers; when they do not load (a missing or half-written
+    /// file, a key that does not match), keeps what is in use and says why. Nothing to do
+    /// without TLS.
     pub fn reload_tls(&self) -> Result<(), NodeError> {
         let Some(tls) = &self.app.shared().tls else {
             return Ok(());
         };
         tls.reload()?;
-        tracing::info!(cert = %tls.config().cert.display(), "reloaded the TLS certificate");
+        tracing::info!(
+            cert = %tls.config().cert.display(),
+            ca = %tls.config().ca.display(),
+            "reloaded the TLS certificate and CA"
+        );
         Ok(())
     }
 

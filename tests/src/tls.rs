@@ -25,6 +25,17 @@ pub struct TestPki {
     pub require_client_cert: bool,
 }
 
+/// A second CA, made for a rotation of the cluster CA.
+#[derive(Clone)]
+pub struct NextCa(Arc<(rcgen::Certificate, KeyPair)>);
+
+impl NextCa {
+    /// Its certificate (PEM).
+    pub fn pem(&self) -> String {
+        self.0 .0.pem()
+    }
+}
+
 /// A certificate and its key, as PEM files.
 #[derive(Debug, Clone)]
 pub struct CertFiles {
@@ -138,6 +149,36 @@ impl TestPki {
             &name,
             &["127.0.0.1", "localhost"],
             &self.cluster,
+        )
+    }
+
+    /// A new CA, for a rotation of the cluster CA: the certificates it issues
+    /// ([`TestPki::reissue_node_with`]) replace the first CA's.
+    pub fn next_ca(&self) -> anyhow::Result<NextCa> {
+        Ok(NextCa(Arc::new(ca("next registry test CA")?)))
+    }
+
+    /// The first cluster CA's certificate (PEM).
+    pub fn first_ca_pem(&self) -> String {
+        self.cluster.0.pem()
+    }
+
+    /// Writes the cluster CA file (what every node and harness client trusts) as `pems`, one
+    /// after the other: a bundle of the old and the next CA while it rotates.
+    pub fn write_ca(&self, pems: &[&str]) -> anyhow::Result<()> {
+        std::fs::write(self.ca(), pems.concat())?;
+        Ok(())
+    }
+
+    /// Writes a new certificate and key for node `id`, issued by `next`, over its files.
+    pub fn reissue_node_with(&self, id: u64, next: &NextCa) -> anyhow::Result<CertFiles> {
+        let name = format!("node{id}");
+        leaf(
+            self.dir.path(),
+            &name,
+            &name,
+            &["127.0.0.1", "localhost"],
+            &next.0,
         )
     }
 

@@ -532,6 +532,77 @@ async fn certificate_reload_keeps_the_old_one_on_a_bad_file() -> anyhow::Result<
     c.shutdown().await
 }
 
+/// The cluster CA rotated on a running cluster, by reloads only: a bundle of the old and the
+/// next CA, node certificates from the next one, then the next CA alone. Each node then
+/// serves its new certificate; a follower restarted afterwards (trusting the next CA alone)
+/// catches up from the leader, which must present its new certificate and trust the
+/// follower's; a write through it is forwarded to the leader, which must trust its new one;
+/// and a client certificate of the old CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_ca_rotates_by_reloads() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = tls_cluster(3, RaftSettings::default()).await?;
+    let leader = c.wait_for_leader(WAIT).await?;
+    let beat = |host: &str| [HeartbeatIn::new(host, "cinder-volume")];
+    c.client_of(leader)
+        .heartbeat(&beat("rotation-before"))
+        .await?;
+    let reload_all = |c: &InProcCluster| -> anyhow::Result<()> {
+        for i in 0..3 {
+            c.node(i).reload_tls()?;
+        }
+        Ok(())
+    };
+
+    let next = pki(&c).next_ca()?;
+    let first = pki(&c).first_ca_pem();
+    pki(&c).write_ca(&[&first, &next.pem()])?;
+    reload_all(&c)?;
+    for id in 1..=3 {
+        pki(&c).reissue_node_with(id, &next)?;
+    }
+    reload_all(&c)?;
+    pki(&c).write_ca(&[&next.pem()])?;
+    reload_all(&c)?;
+    for i in 0..3 {
+        served_certificate(&c, i).await?;
+    }
+    println!("CA rotated by three reloads on 3 nodes; each serves a certificate of the next CA");
+
+    let follower = (leader + 1) % 3;
+    c.stop_node(follower).await?;
+    c.client_of(leader)
+        .heartbeat(&beat("rotation-after"))
+        .await?;
+    let index = c
+        .last_applied(leader)
+        .ok_or_else(|| anyhow::anyhow!("the leader applied"))?;
+    c.start_node(follower).await?;
+    c.wait_applied(index, WAIT).await?;
+    c.client_of(follower)
+        .heartbeat(&beat("rotation-forwarded"))
+        .await?;
+    registry_tests::wait::until("every node lists the forwarded write", WAIT, || {
+        listed_everywhere(&c, "rotation-forwarded")
+    })
+    .await?;
+    println!(
+        "a follower restarted on the next CA caught up to index {index} and forwarded a write"
+    );
+
+    let old = pki(&c).client();
+    let tls = ClientTls::from_files(Some(&pki(&c).ca()), Some(&old.cert), Some(&old.key))?;
+    let endpoints = vec![c.configs[leader].listen.to_string()];
+    let refused = RegistryClient::with_tls(endpoints, Duration::from_secs(5), Some(&tls))?
+        .cluster()
+        .await;
+    anyhow::ensure!(
+        refused.is_err(),
+        "a client certificate of the old CA is refused once it is no longer trusted"
+    );
+    c.shutdown().await
+}
+
 /// The real python-cinderclient lists services over HTTPS through a follower, trusting the
 /// cluster CA with `--os-cacert`; without it, it refuses the node's certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

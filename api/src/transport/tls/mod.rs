@@ -12,20 +12,22 @@
 //! ([`Scheme`]), trust the cluster CA and nothing else, and present this node's certificate
 //! ([`NodeTls::peer_client`]).
 //!
-//! The server's certificate is held by a [`ReloadableCert`], so that it can be replaced
-//! while the node runs ([`NodeTls::reload`]); a replacement that does not load leaves the
-//! one in use.
+//! A reload ([`NodeTls::reload`], on SIGHUP) reads all three files again and, once they all
+//! load, puts them in place for the handshakes to come, on both sides ([`reloadable`]): the
+//! certificate served and presented to peers, and the CA trusted for peers' servers and for
+//! clients' certificates. Files that do not load leave everything in use, and say why.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 use warp::http::Request;
+
+pub mod reloadable;
+
+use reloadable::{Current, ReloadableCert, ReloadableRoots};
 
 /// The `[tls]` section of a node's config: PEM files, relative to the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +136,8 @@ pub enum TlsError {
         /// Why.
         source: rustls::Error,
     },
-    /// The client certificate verifier could not be built from the CA.
+    /// A certificate verifier (of clients, or of peers' servers) could not be built from
+    /// the CA.
     #[error("tls.ca {}: {source}", path.display())]
     Verifier {
         /// The bundle's path.
@@ -318,40 +325,75 @@ fn key_error(config: &TlsConfig, source: rustls::Error) -> TlsError {
     }
 }
 
-/// The server certificate in use, replaceable while the node runs.
-#[derive(Debug)]
-pub struct ReloadableCert {
-    /// The certificate and key every new handshake is answered with.
-    current: RwLock<Arc<CertifiedKey>>,
+/// The cluster CA, as the roots of both verifiers.
+fn roots(config: &TlsConfig) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for (index, der) in certs(TlsFile::Ca, &config.ca)?.into_iter().enumerate() {
+        roots.add(der).map_err(|source| TlsError::Anchor {
+            path: config.ca.clone(),
+            index,
+            source,
+        })?;
+    }
+    Ok(Arc::new(roots))
 }
 
-impl ReloadableCert {
-    /// The certificate in use.
-    fn get(&self) -> Arc<CertifiedKey> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+/// The server side of connections: clients' certificates checked against `roots`, this
+/// node's certificate from `cert`.
+fn server_config(
+    config: &TlsConfig,
+    roots: &Arc<RootCertStore>,
+    cert: &Arc<ReloadableCert>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(roots), Arc::clone(provider));
+    let verifier = if config.require_client_cert {
+        verifier
+    } else {
+        verifier.allow_unauthenticated()
     }
-
-    /// Puts `key` in use for the handshakes to come.
-    fn set(&self, key: CertifiedKey) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
-    }
+    .build()
+    .map_err(|source| TlsError::Verifier {
+        path: config.ca.clone(),
+        source,
+    })?;
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::clone(cert) as Arc<dyn ResolvesServerCert>);
+    // Every client of the registry speaks HTTP/1.1, and so does the server.
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(server)
 }
 
-impl ResolvesServerCert for ReloadableCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.get())
-    }
+/// How peers' servers are checked: against `roots`.
+fn server_verifier(
+    config: &TlsConfig,
+    roots: &Arc<RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
+    WebPkiServerVerifier::builder_with_provider(Arc::clone(roots), Arc::clone(provider))
+        .build()
+        .map_err(|source| TlsError::Verifier {
+            path: config.ca.clone(),
+            source,
+        })
 }
 
-/// A node's TLS: the acceptor of its server and the client config of its requests to peers.
+/// A node's TLS: the acceptor of its server and the client config of its requests to peers,
+/// both reading the certificate and the CA in use ([`reloadable`]).
 #[derive(Debug, Clone)]
 pub struct NodeTls {
     /// Where the files are (for a reload).
     config: TlsConfig,
-    /// The server's certificate.
+    /// This node's certificate and key, on both sides.
     cert: Arc<ReloadableCert>,
-    /// The server side of each connection.
-    server: Arc<rustls::ServerConfig>,
+    /// The server side of each connection (rebuilt when the CA is reloaded).
+    server: Arc<Current<rustls::ServerConfig>>,
+    /// The CA peers' servers are checked against.
+    roots: Arc<ReloadableRoots>,
     /// The client side of requests to peers: the CA as the only root, this node's
     /// certificate as its identity.
     peer_client: Arc<rustls::ClientConfig>,
@@ -361,53 +403,29 @@ impl NodeTls {
     /// Loads the files of `config` (paths already resolved).
     pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
         let provider = provider();
-        let ca = certs(TlsFile::Ca, &config.ca)?;
-        let mut roots = RootCertStore::empty();
-        for (index, der) in ca.into_iter().enumerate() {
-            roots.add(der).map_err(|source| TlsError::Anchor {
-                path: config.ca.clone(),
-                index,
-                source,
-            })?;
-        }
-        let roots = Arc::new(roots);
-        let (chain, private_key) = chain_and_key(config)?;
-        let key = CertifiedKey::from_der(chain.clone(), private_key.clone_key(), &provider)
-            .map_err(|source| key_error(config, source))?;
-
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider));
-        let verifier = if config.require_client_cert {
-            verifier
-        } else {
-            verifier.allow_unauthenticated()
-        }
-        .build()
-        .map_err(|source| TlsError::Verifier {
-            path: config.ca.clone(),
-            source,
-        })?;
-        let cert = Arc::new(ReloadableCert {
-            current: RwLock::new(Arc::new(key)),
-        });
-        let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Config)?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::clone(&cert) as Arc<dyn ResolvesServerCert>);
-        // Every client of the registry speaks HTTP/1.1, and so does the server.
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
-
+        let roots = roots(config)?;
+        let cert = Arc::new(ReloadableCert(Current::new(certified_key(
+            config, &provider,
+        )?)));
+        let server = server_config(config, &roots, &cert, &provider)?;
+        let verifier = Arc::new(ReloadableRoots(Current::new(server_verifier(
+            config, &roots, &provider,
+        )?)));
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, private_key)
-            .map_err(|source| key_error(config, source))?;
+            .dangerous()
+            .with_custom_certificate_verifier(
+                Arc::clone(&verifier) as Arc<dyn rustls::client::danger::ServerCertVerifier>
+            )
+            .with_client_cert_resolver(
+                Arc::clone(&cert) as Arc<dyn rustls::client::ResolvesClientCert>
+            );
         Ok(Self {
             config: config.clone(),
             cert,
-            server: Arc::new(server),
+            server: Arc::new(Current::new(server)),
+            roots: verifier,
             peer_client: Arc::new(client),
         })
     }
@@ -418,17 +436,24 @@ impl NodeTls {
     }
 
     /// The client config for requests to peers (give it to reqwest's
-    /// `use_preconfigured_tls`).
+    /// `use_preconfigured_tls`); it follows reloads.
     pub fn peer_client(&self) -> rustls::ClientConfig {
         (*self.peer_client).clone()
     }
 
-    /// Reads the certificate and key files again and, when they load and match, answers the
-    /// handshakes to come with them; otherwise keeps the certificate in use and says why.
-    /// The CA and the client identity towards peers are not reloaded.
+    /// Reads the certificate, key and CA files again and, once all of them load (the key
+    /// matching the certificate), uses them for the handshakes to come: the certificate
+    /// served and presented to peers, the CA trusted for clients' certificates and peers'
+    /// servers. Otherwise keeps everything in use and says why.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let key = certified_key(&self.config, &provider())?;
-        self.cert.set(key);
+        let provider = provider();
+        let roots = roots(&self.config)?;
+        let key = certified_key(&self.config, &provider)?;
+        let server = server_config(&self.config, &roots, &self.cert, &provider)?;
+        let verifier = server_verifier(&self.config, &roots, &provider)?;
+        self.cert.0.set(key);
+        self.server.set(server);
+        self.roots.0.set(verifier);
         Ok(())
     }
 
@@ -438,7 +463,7 @@ impl NodeTls {
         stream: TcpStream,
         timeout: Duration,
     ) -> Result<(TlsStream<TcpStream>, ClientCert), HandshakeError> {
-        let acceptor = TlsAcceptor::from(Arc::clone(&self.server));
+        let acceptor = TlsAcceptor::from(self.server.get());
         let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
             .await
             .map_err(|_| HandshakeError::TimedOut(timeout))?
