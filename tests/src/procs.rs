@@ -579,6 +579,11 @@ impl ProcCluster {
         .await
     }
 
+    /// The throwaway CA and the nodes' certificates, with [`ProcSpec::tls`].
+    pub fn pki(&self) -> Option<&crate::tls::TestPki> {
+        self.pki.as_ref()
+    }
+
     /// The cluster CA (PEM) every node's certificate is signed by, with [`ProcSpec::tls`].
     pub fn ca(&self) -> Option<PathBuf> {
         self.pki.as_ref().map(crate::tls::TestPki::ca)

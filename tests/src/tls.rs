@@ -21,6 +21,8 @@ pub struct TestPki {
     dir: Arc<TempDir>,
     /// The cluster CA, to sign more certificates with.
     cluster: Arc<(rcgen::Certificate, KeyPair)>,
+    /// The address each node's certificate names, by node index.
+    ips: Arc<Vec<std::net::IpAddr>>,
     /// Whether the nodes refuse clients without a certificate during the handshake.
     pub require_client_cert: bool,
 }
@@ -136,19 +138,34 @@ impl TestPki {
         Ok(Self {
             dir: Arc::new(dir),
             cluster: Arc::new(cluster),
+            ips: Arc::new(ips.to_vec()),
             require_client_cert: false,
         })
     }
 
     /// Writes a new certificate and key for node `id` over its files (a renewal).
     pub fn reissue_node(&self, id: u64) -> anyhow::Result<CertFiles> {
+        self.issue_node(id, &self.cluster)
+    }
+
+    /// A certificate for node `id` issued by `issuer`, naming the addresses its first one
+    /// named, written over its files.
+    fn issue_node(
+        &self,
+        id: u64,
+        issuer: &(rcgen::Certificate, KeyPair),
+    ) -> anyhow::Result<CertFiles> {
         let name = format!("node{id}");
+        let ip = usize::try_from(id)
+            .ok()
+            .and_then(|id| self.ips.get(id.checked_sub(1)?))
+            .map_or_else(|| "127.0.0.1".to_string(), ToString::to_string);
         leaf(
             self.dir.path(),
             &name,
             &name,
-            &["127.0.0.1", "localhost"],
-            &self.cluster,
+            &[ip.as_str(), "127.0.0.1", "localhost"],
+            issuer,
         )
     }
 
@@ -172,14 +189,7 @@ impl TestPki {
 
     /// Writes a new certificate and key for node `id`, issued by `next`, over its files.
     pub fn reissue_node_with(&self, id: u64, next: &NextCa) -> anyhow::Result<CertFiles> {
-        let name = format!("node{id}");
-        leaf(
-            self.dir.path(),
-            &name,
-            &name,
-            &["127.0.0.1", "localhost"],
-            &next.0,
-        )
+        self.issue_node(id, &next.0)
     }
 
     /// The cluster CA (PEM).
@@ -224,4 +234,29 @@ impl TestPki {
             require_client_cert: self.require_client_cert,
         }
     }
+}
+
+/// The certificate the TLS server at `addr` serves (DER), as a client trusting the first
+/// certificate of the `ca` file sees it.
+pub async fn served_certificate(addr: std::net::SocketAddr, ca: &Path) -> anyhow::Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(ca)?)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let handshake = connector.connect(name, tcp);
+    let tls = tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await??;
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .ok_or_else(|| anyhow::anyhow!("the server at {addr} served no certificate"))?;
+    Ok(certs[0].as_ref().to_vec())
 }

@@ -463,25 +463,7 @@ async fn registryctl_lists_over_https() -> anyhow::Result<()> {
 
 /// The certificate node index `i` of `c` serves now (DER), as a client trusting the CA sees it.
 async fn served_certificate(c: &InProcCluster, i: usize) -> anyhow::Result<Vec<u8>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(pki(c).ca())?)?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = TcpStream::connect(c.configs[i].listen).await?;
-    let name = ServerName::IpAddress(c.configs[i].listen.ip().into());
-    let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await??;
-    let certs = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .ok_or_else(|| anyhow::anyhow!("the node served no certificate"))?;
-    Ok(certs[0].as_ref().to_vec())
+    registry_tests::tls::served_certificate(c.configs[i].listen, &pki(c).ca()).await
 }
 
 /// A reload (what SIGHUP does) serves a renewed certificate from the next handshake on; a

@@ -1,6 +1,7 @@
 //! A process-level cluster over TLS: HTTPS only on every node, mutual TLS between them.
 //! The leader is SIGKILLed while reporters heartbeat through every node, and it comes back
-//! behind a purged log, so it catches up by a snapshot sent over TLS.
+//! behind a purged log, so it catches up by a snapshot sent over TLS. And every node's
+//! certificate is renewed by SIGHUP with reporters running.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use registry_tests::init_test_tracing;
 use registry_tests::observer::Observer;
 use registry_tests::procs::{with_logs, ProcCluster, ProcSpec};
 use registry_tests::scenario::finish;
+use registry_tests::tls::served_certificate;
 
 /// Over TLS: reporters through every node (followers forward to the leader over mutual TLS);
 /// the leader SIGKILLed, a new one elected and taking heartbeats; while the old leader is
@@ -61,6 +63,53 @@ async fn leader_kill_and_snapshot_catch_up_over_tls() -> anyhow::Result<()> {
             leader + 1,
             new_leader + 1
         );
+        Ok(())
+    })
+    .await
+}
+
+/// Every node's certificate renewed while reporters heartbeat through every node over TLS:
+/// new files, one SIGHUP per node, waited for in its log. Each node then serves its renewed
+/// certificate, no heartbeat failed or went unanswered, and the observer saw no false `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificates_renew_by_sighup_without_a_failed_heartbeat() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(ProcSpec {
+        tls: true,
+        ..ProcSpec::default()
+    })?;
+    with_logs(&mut c, async |c| {
+        let ca = c
+            .ca()
+            .ok_or_else(|| anyhow::anyhow!("a TLS cluster has a CA"))?;
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        let reporters = Reporters::start_spread_tls(c.clients_rotated(), 6, Duration::ZERO, &ca)?;
+        let observer =
+            Observer::start_tls(c.addrs(), "host-", Duration::from_millis(200), &ca).await?;
+        reporters.wait_acked(50, Duration::from_secs(30)).await?;
+        let pki = c
+            .pki()
+            .ok_or_else(|| anyhow::anyhow!("a TLS cluster has its certificates"))?
+            .clone();
+        for (i, addr) in c.addrs().into_iter().enumerate() {
+            let before = served_certificate(addr, &ca).await?;
+            pki.reissue_node(i as u64 + 1)?;
+            c.reload(i)?;
+            c.wait_log(i, "reloaded the TLS certificate and CA", Duration::from_secs(20))
+                .await?;
+            let after = served_certificate(addr, &ca).await?;
+            anyhow::ensure!(after != before, "node {} serves its renewed certificate", i + 1);
+            let acked = reporters.history.acked();
+            reporters
+                .wait_acked(acked + 100, Duration::from_secs(30))
+                .await?;
+        }
+        let (observed, checked) = finish(c, reporters, observer).await?;
+        anyhow::ensure!(
+            (checked.refused, checked.unknown) == (0, 0),
+            "no heartbeat failed or went unanswered while certificates were renewed: {checked}"
+        );
+        println!("certificates of 3 nodes renewed by SIGHUP with 6 reporters over TLS; {checked}; {observed}");
         Ok(())
     })
     .await
