@@ -183,6 +183,12 @@ impl ClientCert {
     }
 }
 
+/// A certificate's notAfter, in seconds since the epoch.
+fn not_after(der: &CertificateDer<'_>) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// The first common name of a certificate's subject, else its first DNS or IP subject
 /// alternative name.
 fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
@@ -355,6 +361,8 @@ pub struct NodeTls {
     /// The client side of requests to peers: the CA as the only root, this node's
     /// certificate as its identity.
     peer_client: Arc<rustls::ClientConfig>,
+    /// The earliest notAfter of the CA bundle's certificates (seconds since the epoch).
+    ca_not_after: Option<i64>,
 }
 
 impl NodeTls {
@@ -362,6 +370,7 @@ impl NodeTls {
     pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
         let provider = provider();
         let ca = certs(TlsFile::Ca, &config.ca)?;
+        let ca_not_after = ca.iter().filter_map(not_after).min();
         let mut roots = RootCertStore::empty();
         for (index, der) in ca.into_iter().enumerate() {
             roots.add(der).map_err(|source| TlsError::Anchor {
@@ -409,7 +418,20 @@ impl NodeTls {
             cert,
             server: Arc::new(server),
             peer_client: Arc::new(client),
+            ca_not_after,
         })
+    }
+
+    /// When the certificate in use stops being valid (its notAfter, seconds since the
+    /// epoch); it follows a reload.
+    pub fn cert_not_after(&self) -> Option<i64> {
+        self.cert.get().cert.first().and_then(not_after)
+    }
+
+    /// When the first certificate of the CA bundle stops being valid (seconds since the
+    /// epoch).
+    pub fn ca_not_after(&self) -> Option<i64> {
+        self.ca_not_after
     }
 
     /// The settings it was loaded from.
