@@ -1,40 +1,10 @@
-//! Every config file shipped in `cluster-config/` parses and validates.
+//! Config files: what is refused and why, the cluster secret, the `[tls]` section (the
+//! configs `registryctl init-cluster` writes, `local-cluster.sh`'s among them, are loaded in
+//! `init_cluster.rs`).
 
 use std::path::Path;
 
 use registry_node::NodeConfig;
-
-/// The local cluster's configs load, name distinct nodes on distinct loopback ports, and
-/// each lists all three peers.
-#[test]
-fn cluster_config_files_load() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-config");
-    let mut ids = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("cluster-config directory")
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), 3, "three node configs in cluster-config/");
-    for f in files {
-        let c = NodeConfig::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        assert!(
-            c.listen.ip().is_loopback(),
-            "{} listens on loopback",
-            f.display()
-        );
-        assert_eq!(c.peers.len(), 3);
-        assert_eq!(c.advertised_addr(), c.listen.to_string());
-        assert!(
-            c.data_dir.starts_with(&dir),
-            "data_dir is resolved against the config's directory"
-        );
-        c.openraft_config().expect("valid raft settings");
-        ids.push(c.node_id);
-    }
-    assert_eq!(ids, vec![1, 2, 3]);
-}
 
 /// Refused configs say what is wrong; a too-short `service_down_time` is corrected to
 /// 2.5 x `report_interval`, as Cinder does.

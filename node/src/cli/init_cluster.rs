@@ -357,7 +357,7 @@ fn node_config(args: &InitClusterArgs, m: &Member, tokens: Option<&Tokens>) -> S
     }
     let _ = writeln!(
         s,
-        "# Relative to this file; the same secret on every node (mode 0600)."
+        "# The same secret on every node (mode 0600); a relative path is taken from here."
     );
     let _ = writeln!(s, "cluster_secret_file = {}", quoted(SECRET_FILE));
     if let Some(tokens) = tokens {
