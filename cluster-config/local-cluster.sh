@@ -97,6 +97,8 @@ Commands:
   list           the service list
   kill-leader    SIGKILL the current leader and wait for the others to elect a new one
   add-node       start a new empty node (id 4, 5, ...) and add it to the group as a voter
+  remove-node N  remove node N (one added with add-node) from the group, stop it, delete
+                 its config and data
   restart N      stop node N if it runs, start it again, wait for its /health (a node
                  whose data directory was deleted comes back as a new incarnation of its
                  store: the leader puts it back in place, then it is a voter again)
@@ -780,6 +782,21 @@ cmd_add_node() {
   info "node$n is a voter; config $config"
 }
 
+# `remove-node N`: node N (added with add-node) removed from the group through the leader,
+# then stopped; its config and data deleted (a node removed never comes back as it was).
+cmd_remove_node() {
+  local n=${1:-} dir
+  check_node "$n"
+  ((n > 3)) || die "node$n is a founding node: only nodes added with add-node are removed here"
+  [[ -x $CTL ]] || build
+  dir=$(data_dir "$n")
+  ctl --endpoints "$(endpoints_csv)" cluster remove "$n" || die "removing node$n failed"
+  stop_process "node$n"
+  rm -rf -- "$dir"
+  rm -f -- "$RUN_DIR/node$n.toml" "$TLS_DIR/node$n.toml" "$TLS_DIR/node$n.pem" "$TLS_DIR/node$n-key.pem"
+  info "node$n removed; its config and data deleted"
+}
+
 # The nodes' addresses, comma-separated, for registryctl.
 endpoints_csv() {
   local n out=()
@@ -862,6 +879,7 @@ main() {
   case $cmd in
     start) cmd_start "$@" ;;
     add-node) cmd_add_node ;;
+    remove-node) cmd_remove_node "$@" ;;
     stop) cmd_stop "$@" ;;
     status) cmd_status ;;
     list) print_services ;;
