@@ -191,6 +191,38 @@ fn promtool_checks_the_rules() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `promtool check config` accepts the example configuration (with its token and CA files
+/// where it expects them: the file names it under `/etc/prometheus/` moved to a temporary
+/// directory), which loads the alert rules.
+#[test]
+fn promtool_checks_the_scrape_config() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = std::fs::read_to_string(repo_file("deploy/prometheus/prometheus.yml"))?;
+    let at = format!("{}/", dir.path().display());
+    anyhow::ensure!(
+        text.contains("/etc/prometheus/"),
+        "the config names its files"
+    );
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        text.replace("/etc/prometheus/", &at),
+    )?;
+    std::fs::copy(alerts_file(), dir.path().join("alerts.yml"))?;
+    std::fs::write(dir.path().join("registry-reader.token"), "a-reader-token\n")?;
+    std::fs::write(dir.path().join("registry-ca.pem"), "")?;
+    let out = promtool(&["check", "config"], &dir.path().join("prometheus.yml"))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(
+        out.status.success() && said.contains(&format!("SUCCESS: {} rules found", COVERED.len())),
+        "promtool check config:\n{said}"
+    );
+    Ok(())
+}
+
 /// Every alert of the file is one a test below makes fire.
 #[test]
 fn every_alert_has_a_test() -> anyhow::Result<()> {
