@@ -113,3 +113,40 @@ fn tls_section_paths_resolve_against_the_config_file() {
         "the error names the file: {e}"
     );
 }
+
+/// A `cluster_secret_file` (as `registryctl init-cluster` writes it): its first line is the
+/// secret sent, each further non-empty line a secret also accepted, beside those of
+/// `accepted_cluster_secrets`: the rotation of the README can be done in the file.
+#[test]
+fn a_cluster_secret_file_sends_its_first_line_and_accepts_the_others() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("cluster-secret");
+    let config = dir.path().join("node.toml");
+    let load = |lines: &str, accepted: &str| {
+        std::fs::write(&secret, lines).expect("write secret");
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                 [[peers]]\nid = 1\naddr = \"127.0.0.1:1\"\n[auth]\nmode = \"disabled\"\n\
+                 cluster_secret_file = \"cluster-secret\"\naccepted_cluster_secrets = [{accepted}]\n"
+            ),
+        )
+        .expect("write config");
+        NodeConfig::load(&config)
+            .and_then(|c| c.auth.load())
+            .expect("loads")
+    };
+    let auth = load("the-new-secret-0123\n\nthe-old-secret-4567\n", "");
+    assert_eq!(
+        auth.secret(),
+        "the-new-secret-0123",
+        "the first line is sent"
+    );
+    assert_eq!(auth.also_accepted(), 1, "the second is accepted too");
+    let auth = load("the-new-secret-0123\n", "\"the-old-secret-4567\"");
+    assert_eq!(
+        (auth.secret(), auth.also_accepted()),
+        ("the-new-secret-0123", 1)
+    );
+}

@@ -116,6 +116,13 @@ async fn generated_configs_load_through_the_node_loader() {
     }
     for (_, token) in &tokens {
         assert_eq!(token.len(), 64, "32 random bytes in hex");
+        let digest = registryctl(&["hash-token", token])
+            .await
+            .expect("hash-token");
+        assert!(
+            all_text.contains(&format!("sha256 = \"{}\"", digest.trim())),
+            "`registryctl hash-token` gives the digest the configs hold"
+        );
         assert!(!all_text.contains(token.as_str()), "no token in a config");
     }
     for f in [
