@@ -45,7 +45,7 @@
 #              CARGO_TARGET_DIR; BENCH_PORT_BASE (first registry port, default 22101; the
 #              etcd ports move with it, so that two runs can share a machine); the
 #              registry's Raft settings, for experiments (defaults as in
-#              cluster-config/node1.toml): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
+#              the configs registryctl init-cluster writes): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
 #              (150ms), RAFT_ELECTION_MAX (300ms), RAFT_SNAPSHOT_LOGS (5000),
 #              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios.
 set -euo pipefail

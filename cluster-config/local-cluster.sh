@@ -2,17 +2,21 @@
 # local-cluster.sh: start, stop and inspect the local three-node heartbeat registry.
 #
 # Everything the script creates lives under cluster-config/run/:
+#   config/        the founding nodes' configs (node1.toml..node3.toml), their cluster secret
+#                  and client.env, written by `registryctl init-cluster` at the first start,
+#                  as for a real deployment (without client tokens: a local demo)
 #   nodeN.log      the node's stderr (tracing), every line prefixed with "[nodeN] "
 #   nodeN.pid      the PID of the registry-node process itself
 #   nodeN/data     the node's sled database (data_dir in nodeN.toml)
 #   nodeN/data.before-restore.*   a data directory `restore` moved aside
 #   reporter.log   the demo reporter's output, prefixed with "[reporter] "
 #   reporter.pid   the PID of the demo reporter
-#   tls/           with `start --tls`: a throwaway CA (ca.pem, ca-key.pem), each node's
-#                  certificate (nodeN.pem, nodeN-key.pem: IP 127.0.0.1), a client certificate
-#                  (client.pem, client-key.pem), and the nodes' configs with a [tls] section
-#                  (nodeN.toml, used instead of the ones beside this script while tls/enabled
-#                  exists). Made with the openssl command line.
+#   tls/           with `start --tls`: what `registryctl init-cluster --tls` writes: a CA
+#                  (ca.pem, ca-key.pem), each node's certificate (nodeN.pem, nodeN-key.pem:
+#                  IP 127.0.0.1), a client certificate (client.pem, client-key.pem), the
+#                  nodes' configs with a [tls] section (nodeN.toml, used instead of config/
+#                  while tls/enabled exists); a node added later gets its certificate from
+#                  the openssl command line (scripts/tls-certs.sh).
 #
 # Processes are only ever signalled through their recorded PID, and only after checking
 # that the PID still runs the expected command line; nothing is killed by name. Every wait
@@ -34,15 +38,18 @@ ROOT_DIR="$(dirname -- "$SCRIPT_DIR")"
 RUN_DIR="$SCRIPT_DIR/run"
 BIN="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/registry-node"
 
-# The founding nodes (configs beside this script) and any added with `add-node` (configs
-# under run/); completed by load_nodes.
+# The founding nodes (configs under run/config/, or run/tls/) and any added with `add-node`
+# (configs under run/); completed by load_nodes.
 NODES=(1 2 3)
+# The founding nodes' configs, cluster secret and client.env (registryctl init-cluster).
+CONFIG_DIR="$RUN_DIR/config"
+# Node N of the founding three listens on port BASE_PORT + N.
+BASE_PORT=21000
 CTL="${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/registryctl"
 HOST=127.0.0.1
 # HTTPS: the certificates and configs of `start --tls`; on while $TLS_DIR/enabled exists.
 TLS_DIR="$RUN_DIR/tls"
 TLS_DAYS=30
-TLS_CA_NAME="registry local-cluster CA"
 REPORT_INTERVAL="${REPORT_INTERVAL:-10}"
 NODE_LOG_FILTER="${RUST_LOG:-info,warp::filters::trace=warn}"
 
@@ -80,15 +87,18 @@ Usage: $(basename -- "$0") COMMAND
 Commands:
   start [--tls]  build registry-node, start the three nodes and the demo reporter,
                  wait until every node reports a leader, show the service list; with
-                 --tls, make a throwaway CA and certificates under run/tls/ (openssl) and
-                 serve HTTPS only, nodes talking to each other over mutual TLS (every
-                 other command then uses HTTPS until a plain `start`)
+                 --tls, make a CA and certificates under run/tls/ (registryctl
+                 init-cluster --tls) and serve HTTPS only, nodes talking to each
+                 other over mutual TLS (every other command then uses HTTPS until a
+                 plain `start`); the configs come from registryctl init-cluster
   stop [N]       stop the reporter and the nodes, or node N only
                  (SIGTERM, SIGKILL after 10 s)
   status         each node's process and Raft state, then the service list
   list           the service list
   kill-leader    SIGKILL the current leader and wait for the others to elect a new one
   add-node       start a new empty node (id 4, 5, ...) and add it to the group as a voter
+  remove-node N  remove node N (one added with add-node) from the group, stop it, delete
+                 its config and data
   restart N      stop node N if it runs, start it again, wait for its /health (a node
                  whose data directory was deleted comes back as a new incarnation of its
                  store: the leader puts it back in place, then it is a voter again)
@@ -120,13 +130,13 @@ before() { (($(now_ms) < $1)); }
 # True while the cluster runs with TLS (started with `start --tls`).
 tls_on() { [[ -f $TLS_DIR/enabled ]]; }
 
-# The config file of node $1: beside this script for nodes 1-3 (under run/tls/ with TLS),
+# The config file of node $1: under run/config/ for nodes 1-3 (under run/tls/ with TLS),
 # under run/ for added ones.
 node_config() {
   if tls_on && [[ -f $TLS_DIR/node$1.toml ]]; then
     printf '%s\n' "$TLS_DIR/node$1.toml"
-  elif [[ -f $SCRIPT_DIR/node$1.toml ]]; then
-    printf '%s\n' "$SCRIPT_DIR/node$1.toml"
+  elif [[ -f $CONFIG_DIR/node$1.toml ]]; then
+    printf '%s\n' "$CONFIG_DIR/node$1.toml"
   else
     printf '%s\n' "$RUN_DIR/node$1.toml"
   fi
@@ -150,9 +160,14 @@ check_node() {
   fi
 }
 
-# The port node $1 listens on, read from its config file (`listen = "127.0.0.1:21001"`).
+# The port node $1 listens on, read from its config file (`listen = "127.0.0.1:21001"`); a
+# founding node's before its config is written: BASE_PORT + N.
 node_port() {
   local port
+  if [[ ! -f $(node_config "$1") ]] && (($1 >= 1 && $1 <= 3)); then
+    printf '%s\n' $((BASE_PORT + $1))
+    return 0
+  fi
   port=$(sed -n 's/^[[:space:]]*listen[[:space:]]*=[[:space:]]*"[^"]*:\([0-9][0-9]*\)".*/\1/p' \
     "$(node_config "$1")")
   [[ -n $port ]] || die "cannot read the listen port from $(node_config "$1")"
@@ -180,9 +195,31 @@ ctl() {
   "$CTL" "${tls[@]}" "$@"
 }
 
-# --- TLS: a throwaway CA and certificates (openssl) ------------------------------------------
+# --- Configs: registryctl init-cluster, as for a real deployment -------------------------------
 
-# make_ca and make_cert, shared with bench/run.sh.
+# Writes the founding nodes' configs into $1 with `registryctl init-cluster` (with the
+# further arguments given: --tls) unless they exist: nodes 1-3 on $HOST, each data directory
+# run/nodeN/data (the same with and without TLS), no client tokens (a local demo). Made
+# once and kept, so that a restart keeps the cluster secret and the certificates.
+make_configs() {
+  local out=$1 n members=()
+  shift
+  [[ -f $out/node1.toml ]] && return 0
+  for n in 1 2 3; do members+=(--node "$n=$HOST:$((BASE_PORT + n))"); done
+  "$CTL" init-cluster "${members[@]}" --out "$out" --data-dir "$RUN_DIR/node{id}/data" \
+    --no-client-tokens "$@" >"$out.init-cluster.txt" 2>&1 ||
+    die "registryctl init-cluster failed: $(cat -- "$out.init-cluster.txt")"
+  info "wrote the configs with registryctl init-cluster: $out (summary: $out.init-cluster.txt)"
+}
+
+# The nodes' configs of the current mode (TLS or plain), made if missing.
+ensure_configs() {
+  if tls_on; then make_configs "$TLS_DIR" --tls --cert-days "$TLS_DAYS"; else make_configs "$CONFIG_DIR"; fi
+}
+
+# --- TLS: certificates of nodes added later (openssl) ---------------------------------------
+
+# make_cert (with the CA init-cluster made), shared with bench/run.sh.
 # shellcheck source=../scripts/tls-certs.sh
 source "$SCRIPT_DIR/../scripts/tls-certs.sh"
 
@@ -200,17 +237,17 @@ write_tls_config() {
   } >"$TLS_DIR/node$n.toml"
 }
 
-# `start --tls`: the CA, a certificate per node and a client certificate, the TLS configs
-# (made once; kept across restarts, so that the nodes keep their certificates).
+# `start --tls`: the founding nodes' configs and certificates from init-cluster --tls; a
+# certificate and a TLS config for each node added with add-node (made once; kept across
+# restarts, so that the nodes keep their certificates).
 setup_tls() {
-  local n src
-  make_ca
+  local n
+  make_configs "$TLS_DIR" --tls --cert-days "$TLS_DAYS"
   for n in "${NODES[@]}"; do
+    ((n > 3)) || continue
     make_cert "node$n" "node$n" "IP:$HOST,DNS:localhost"
-    if [[ -f $SCRIPT_DIR/node$n.toml ]]; then src=$SCRIPT_DIR/node$n.toml; else src=$RUN_DIR/node$n.toml; fi
-    [[ -f $TLS_DIR/node$n.toml ]] || write_tls_config "$n" "$src"
+    [[ -f $TLS_DIR/node$n.toml ]] || write_tls_config "$n" "$RUN_DIR/node$n.toml"
   done
-  make_cert client "registry local-cluster client" ""
   touch "$TLS_DIR/enabled"
 }
 
@@ -606,6 +643,7 @@ cmd_start() {
     check_none_running "with TLS"
     rm -f -- "$TLS_DIR/enabled"
   fi
+  ((tls)) || make_configs "$CONFIG_DIR"
   # Bootstrapping is a one-time act: only when no founding node has data yet. A node whose
   # data directory was deleted later starts without it and takes its old place back.
   if fresh_cluster; then
@@ -624,7 +662,7 @@ cmd_start() {
     info "  CA:       $TLS_DIR/ca.pem (client: client.pem, client-key.pem)"
     info "  try:      $CTL --cacert $TLS_DIR/ca.pem service-list"
   else
-    info "Cluster is up (config: $SCRIPT_DIR/node{1,2,3}.toml)."
+    info "Cluster is up (config: $CONFIG_DIR/node{1,2,3}.toml)."
   fi
   info "  logs:     $RUN_DIR/node{1,2,3}.log, reporter.log   ($0 logs [N] [-f])"
   info "  data:     $RUN_DIR/node{1,2,3}/data"
@@ -707,19 +745,23 @@ cmd_restart() {
 # Starts a new, empty node (next id, port 21000+id, without --bootstrap) and adds it to the
 # group through the leader: as a learner, then as a voter.
 cmd_add_node() {
-  local n=$((${NODES[-1]} + 1)) port config
-  port=$((21000 + n))
+  local n=$((${NODES[-1]} + 1)) port config first
+  port=$((BASE_PORT + n))
   [[ -x $BIN && -x $CTL ]] || build
   mkdir -p "$RUN_DIR"
+  first=$(node_config 1)
+  [[ -f $first ]] || die "no config of node 1 yet: run '$(basename -- "$0") start' first"
   config="$RUN_DIR/node$n.toml"
   {
     printf '# Node %s, added by local-cluster.sh add-node.\n' "$n"
     printf 'node_id = %s\nlisten = "%s:%s"\ndata_dir = "node%s/data"\n' \
       "$n" "$HOST" "$port" "$n"
     printf '\n[[peers]]\nid = %s\naddr = "%s:%s"\n' "$n" "$HOST" "$port"
-    # Same timings and auth as node 1.
-    sed -n '/^\[raft\]/,/^\[\[peers\]\]/{/^\[\[peers\]\]/d;p}' "$SCRIPT_DIR/node1.toml"
-    sed -n '/^\[auth\]/,$p' "$SCRIPT_DIR/node1.toml"
+    # Same timings and auth as node 1 (init-cluster writes [raft] before the peers and
+    # [auth] last); its secret file named by its absolute path.
+    sed -n '/^\[raft\]/,/^\[\[peers\]\]/{/^\[\[peers\]\]/d;p}' "$first"
+    sed -n '/^\[auth\]/,$p' "$first" |
+      sed 's|^cluster_secret_file = "\([^/"][^"]*\)"|cluster_secret_file = "'"$(dirname -- "$first")"'/\1"|'
   } >"$config"
   if tls_on; then
     make_cert "node$n" "node$n" "IP:$HOST,DNS:localhost"
@@ -738,6 +780,21 @@ cmd_add_node() {
   wait_healthy "$n" || die "node$n did not become healthy"
   disarm_abort
   info "node$n is a voter; config $config"
+}
+
+# `remove-node N`: node N (added with add-node) removed from the group through the leader,
+# then stopped; its config and data deleted (a node removed never comes back as it was).
+cmd_remove_node() {
+  local n=${1:-} dir
+  check_node "$n"
+  ((n > 3)) || die "node$n is a founding node: only nodes added with add-node are removed here"
+  [[ -x $CTL ]] || build
+  dir=$(data_dir "$n")
+  ctl --endpoints "$(endpoints_csv)" cluster remove "$n" || die "removing node$n failed"
+  stop_process "node$n"
+  rm -rf -- "$dir"
+  rm -f -- "$RUN_DIR/node$n.toml" "$TLS_DIR/node$n.toml" "$TLS_DIR/node$n.pem" "$TLS_DIR/node$n-key.pem"
+  info "node$n removed; its config and data deleted"
 }
 
 # The nodes' addresses, comma-separated, for registryctl.
@@ -777,6 +834,8 @@ cmd_restore() {
   # A damaged file is refused before anything is touched.
   out=$(ctl snapshot status "$file" 2>&1) || die "refusing to restore: $out"
   info "$out"
+  mkdir -p "$RUN_DIR"
+  ensure_configs
   cmd_stop
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
   for n in "${NODES[@]}"; do
@@ -820,6 +879,7 @@ main() {
   case $cmd in
     start) cmd_start "$@" ;;
     add-node) cmd_add_node ;;
+    remove-node) cmd_remove_node "$@" ;;
     stop) cmd_stop "$@" ;;
     status) cmd_status ;;
     list) print_services ;;

@@ -94,6 +94,7 @@ impl RegistryApp {
             connections: Connections::new(settings.connections.max_connections),
             tasks: RequestTasks::new(stop.clone()),
             tls: tls.clone(),
+            data_dir: store.dir.clone(),
         });
         let http = peer_client_builder(tls.as_deref())
             .local_address(local_ip)

@@ -8,8 +8,10 @@
 //! - gauges computed at scrape time ([`crate::status::prometheus::render`]) from openraft's metrics, the node's Raft
 //!   state and its in-memory services table, so they are never stale: term, leader, log
 //!   indexes, replication lag per follower, services up/down/disabled/forced down/frozen
-//!   (judged on this node's registry time), the clock offset to the leader, requests in
-//!   flight, health and readiness.
+//!   and up/down per availability zone (judged on this node's registry time), the clock
+//!   offset to the leader, requests in flight, health and readiness, the free space of the
+//!   data directory's filesystem, resident memory, and seconds until the TLS certificate in
+//!   use and the CA expire.
 
 use std::time::Duration;
 

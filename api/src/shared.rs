@@ -71,6 +71,8 @@ pub struct Shared {
     /// The node's TLS (`None`: plain HTTP): its server serves HTTPS only, its requests to
     /// peers use HTTPS, and requests from peers must show a client certificate.
     pub tls: Option<Arc<NodeTls>>,
+    /// The data directory (its filesystem's free space is in `/metrics`).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Shared {

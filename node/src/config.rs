@@ -278,16 +278,16 @@ fn default_http_header_timeout() -> Duration {
     DEFAULT_HTTP_HEADER_TIMEOUT
 }
 
-fn default_service_down_time() -> Duration {
+pub(crate) fn default_service_down_time() -> Duration {
     Duration::from_secs(60)
 }
-fn default_report_interval() -> Duration {
+pub(crate) fn default_report_interval() -> Duration {
     Duration::from_secs(10)
 }
-fn default_write_timeout() -> Duration {
+pub(crate) fn default_write_timeout() -> Duration {
     Duration::from_secs(5)
 }
-fn default_read_timeout() -> Duration {
+pub(crate) fn default_read_timeout() -> Duration {
     Duration::from_secs(2)
 }
 

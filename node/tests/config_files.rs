@@ -1,40 +1,10 @@
-//! Every config file shipped in `cluster-config/` parses and validates.
+//! Config files: what is refused and why, the cluster secret, the `[tls]` section (the
+//! configs `registryctl init-cluster` writes, `local-cluster.sh`'s among them, are loaded in
+//! `init_cluster.rs`).
 
 use std::path::Path;
 
 use registry_node::NodeConfig;
-
-/// The local cluster's configs load, name distinct nodes on distinct loopback ports, and
-/// each lists all three peers.
-#[test]
-fn cluster_config_files_load() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-config");
-    let mut ids = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("cluster-config directory")
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), 3, "three node configs in cluster-config/");
-    for f in files {
-        let c = NodeConfig::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        assert!(
-            c.listen.ip().is_loopback(),
-            "{} listens on loopback",
-            f.display()
-        );
-        assert_eq!(c.peers.len(), 3);
-        assert_eq!(c.advertised_addr(), c.listen.to_string());
-        assert!(
-            c.data_dir.starts_with(&dir),
-            "data_dir is resolved against the config's directory"
-        );
-        c.openraft_config().expect("valid raft settings");
-        ids.push(c.node_id);
-    }
-    assert_eq!(ids, vec![1, 2, 3]);
-}
 
 /// Refused configs say what is wrong; a too-short `service_down_time` is corrected to
 /// 2.5 x `report_interval`, as Cinder does.
@@ -141,5 +111,42 @@ fn tls_section_paths_resolve_against_the_config_file() {
     assert!(
         e.contains("tls.ca") && e.contains(&dir.path().join("ca.pem").display().to_string()),
         "the error names the file: {e}"
+    );
+}
+
+/// A `cluster_secret_file` (as `registryctl init-cluster` writes it): its first line is the
+/// secret sent, each further non-empty line a secret also accepted, beside those of
+/// `accepted_cluster_secrets`: the rotation of the README can be done in the file.
+#[test]
+fn a_cluster_secret_file_sends_its_first_line_and_accepts_the_others() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("cluster-secret");
+    let config = dir.path().join("node.toml");
+    let load = |lines: &str, accepted: &str| {
+        std::fs::write(&secret, lines).expect("write secret");
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                 [[peers]]\nid = 1\naddr = \"127.0.0.1:1\"\n[auth]\nmode = \"disabled\"\n\
+                 cluster_secret_file = \"cluster-secret\"\naccepted_cluster_secrets = [{accepted}]\n"
+            ),
+        )
+        .expect("write config");
+        NodeConfig::load(&config)
+            .and_then(|c| c.auth.load())
+            .expect("loads")
+    };
+    let auth = load("the-new-secret-0123\n\nthe-old-secret-4567\n", "");
+    assert_eq!(
+        auth.secret(),
+        "the-new-secret-0123",
+        "the first line is sent"
+    );
+    assert_eq!(auth.also_accepted(), 1, "the second is accepted too");
+    let auth = load("the-new-secret-0123\n", "\"the-old-secret-4567\"");
+    assert_eq!(
+        (auth.secret(), auth.also_accepted()),
+        ("the-new-secret-0123", 1)
     );
 }

@@ -139,6 +139,24 @@ impl Headroom {
     }
 }
 
+/// The size of the filesystem holding a data directory and the room left on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes free to unprivileged users (what the node may still write; the reserve file is
+    /// not counted as free).
+    pub available: u64,
+    /// Size of the filesystem, in bytes.
+    pub total: u64,
+}
+
+/// The [`DiskSpace`] of the filesystem that holds `dir` (statvfs), for `/metrics`.
+pub fn disk_space(dir: &Path) -> io::Result<DiskSpace> {
+    Ok(DiskSpace {
+        available: fs2::available_space(dir)?,
+        total: fs2::total_space(dir)?,
+    })
+}
+
 /// Whether `e` says the disk (or the user's quota on it) is full.
 fn is_disk_full(e: &io::Error) -> bool {
     matches!(

@@ -32,6 +32,8 @@ pub struct Store {
     pub sm: StateMachineStore,
     /// Which cluster the store belongs to, and its incarnation.
     pub identity: StoreIdentity,
+    /// The data directory it is kept in.
+    pub dir: std::path::PathBuf,
 }
 
 /// Opens sled on `dir`, keeping the disk's headroom: the reserve is claimed (a disk that
@@ -153,7 +155,12 @@ pub fn open_store_with(dir: &Path, options: &StoreOptions) -> Result<Store, Stor
         options.persist_interval,
     )?;
     let log = LogStore::open(&disk, sm.clone())?;
-    Ok(Store { log, sm, identity })
+    Ok(Store {
+        log,
+        sm,
+        identity,
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// What [`restore`] prepared.

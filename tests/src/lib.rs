@@ -4,10 +4,12 @@
 //! deadlines ([`wait`]), a history of what reporters were told and readers saw
 //! ([`history`]), a watch for false `down`s ([`observer`]), the checks that end a fault
 //! scenario ([`scenario`]), HTTP requests written by hand ([`raw_http`]), running
-//! `registryctl` ([`cli`]), and throwaway certificates for TLS ([`tls`]).
+//! `registryctl` ([`cli`]), throwaway certificates for TLS ([`tls`]), small disks ([`tmpfs`]), and parsing `/metrics`
+//! ([`exposition`]).
 
 pub mod black_hole;
 pub mod cli;
+pub mod exposition;
 pub mod history;
 pub mod inproc;
 pub mod observer;
@@ -15,6 +17,7 @@ pub mod procs;
 pub mod raw_http;
 pub mod scenario;
 pub mod tls;
+pub mod tmpfs;
 pub mod wait;
 
 /// A client of `endpoints`, each request bounded by `timeout` (building an HTTP client without

@@ -90,6 +90,31 @@ pub struct ProcCluster {
     cuts: Vec<Vec<String>>,
     /// The throwaway CA and the nodes' certificates, with [`ProcSpec::tls`].
     pki: Option<crate::tls::TestPki>,
+    /// The CA of configs written elsewhere ([`ProcCluster::from_configs`]).
+    ca_file: Option<PathBuf>,
+    /// The token every client of the harness sends, if any.
+    token: Option<String>,
+}
+
+/// A node whose config was written elsewhere (by `registryctl init-cluster`, say).
+#[derive(Debug, Clone)]
+pub struct ConfiguredNode {
+    /// Node id.
+    pub id: u64,
+    /// Its address (as its config's peers name it).
+    pub addr: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its data directory (as the config names it).
+    pub data_dir: PathBuf,
+}
+
+/// `n` addresses free now, on a loopback /24 of their own (`127.X.Y.1` to `127.X.Y.n`).
+pub fn free_loopback_addrs(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let net = next_loopback_net();
+    (1..=n)
+        .map(|i| free_port_on(format!("{net}.{i}").parse()?))
+        .collect()
 }
 
 /// A loopback /24 no other cluster of this test process uses.
@@ -201,11 +226,56 @@ impl ProcCluster {
             spec: spec.clone(),
             cuts: Vec::new(),
             pki,
+            ca_file: None,
+            token: None,
         };
         for (id, addr) in &peers {
             cluster.add_proc_node(*id, *addr, &peers, true)?;
         }
         Ok(cluster)
+    }
+
+    /// A cluster of nodes whose configs exist already (in `dir`, which the cluster keeps),
+    /// none started; each bootstraps on its first start. Every client of the harness trusts
+    /// `ca` (with configs that have a `[tls]` section) and sends `token`.
+    pub fn from_configs(
+        dir: TempDir,
+        nodes: Vec<ConfiguredNode>,
+        ca: Option<PathBuf>,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let first = nodes
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("a cluster needs a node"))?;
+        let ip = first.addr.ip().to_string();
+        let net = ip
+            .rsplit_once('.')
+            .map(|(net, _)| net.to_string())
+            .ok_or_else(|| anyhow::anyhow!("not an IPv4 address: {ip}"))?;
+        let log_dir = dir.path().to_path_buf();
+        Ok(Self {
+            nodes: nodes
+                .into_iter()
+                .map(|n| ProcNode {
+                    id: n.id,
+                    addr: n.addr,
+                    config: n.config,
+                    data_dir: n.data_dir,
+                    log: log_dir.join(format!("node{}.log", n.id)),
+                    child: None,
+                    clock_offset: None,
+                    bootstrap: true,
+                })
+                .collect(),
+            dir,
+            binary: node_binary()?,
+            net,
+            spec: ProcSpec::default(),
+            cuts: Vec::new(),
+            pki: None,
+            ca_file: ca,
+            token,
+        })
     }
 
     /// Writes the config of a node and records it (not started).
@@ -519,19 +589,27 @@ impl ProcCluster {
 
     /// A client of node index `i` only.
     pub fn client_of(&self, i: usize) -> RegistryClient {
-        crate::client_tls(
-            [self.nodes[i].addr.to_string()],
-            Duration::from_secs(10),
-            self.ca().as_deref(),
-        )
+        self.client_to([self.nodes[i].addr.to_string()], Duration::from_secs(10))
+    }
+
+    /// A client of `endpoints` trusting the cluster's CA and sending its token, if any.
+    fn client_to(
+        &self,
+        endpoints: impl IntoIterator<Item = String>,
+        timeout: Duration,
+    ) -> RegistryClient {
+        let client = crate::client_tls(endpoints, timeout, self.ca().as_deref());
+        match &self.token {
+            Some(t) => client.with_token(t.clone()),
+            None => client,
+        }
     }
 
     /// A client that tries every node, in order.
     pub fn client_all(&self) -> RegistryClient {
-        crate::client_tls(
+        self.client_to(
             self.nodes.iter().map(|n| n.addr.to_string()),
             Duration::from_secs(10),
-            self.ca().as_deref(),
         )
     }
 
@@ -543,9 +621,42 @@ impl ProcCluster {
         (0..addrs.len())
             .map(|k| {
                 let order = addrs[k..].iter().chain(&addrs[..k]).cloned();
-                crate::client_tls(order, Duration::from_secs(2), self.ca().as_deref())
+                self.client_to(order, Duration::from_secs(2))
             })
             .collect()
+    }
+
+    /// Scrapes node index `i`'s `/metrics` (over HTTPS trusting the cluster's CA when it has
+    /// one, with the cluster's token) and parses it strictly.
+    pub async fn metrics(&self, i: usize) -> anyhow::Result<crate::exposition::Exposition> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy();
+        let scheme = match self.ca() {
+            Some(ca) => {
+                for root in reqwest::Certificate::from_pem_bundle(&std::fs::read(ca)?)? {
+                    builder = builder.add_root_certificate(root);
+                }
+                "https"
+            }
+            None => "http",
+        };
+        let mut request = builder
+            .build()?
+            .get(format!("{scheme}://{}/metrics", self.nodes[i].addr));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request.send().await?;
+        anyhow::ensure!(
+            resp.status() == 200,
+            "node {} /metrics answered {}",
+            self.nodes[i].id,
+            resp.status()
+        );
+        let text = resp.text().await?;
+        crate::exposition::Exposition::parse(&text)
+            .map_err(|e| e.context(format!("node {} /metrics:\n{text}", self.nodes[i].id)))
     }
 
     /// Waits until node index `i` purged its log past `index`; answers its purge point.
@@ -586,7 +697,10 @@ impl ProcCluster {
 
     /// The cluster CA (PEM) every node's certificate is signed by, with [`ProcSpec::tls`].
     pub fn ca(&self) -> Option<PathBuf> {
-        self.pki.as_ref().map(crate::tls::TestPki::ca)
+        self.pki
+            .as_ref()
+            .map(crate::tls::TestPki::ca)
+            .or_else(|| self.ca_file.clone())
     }
 
     /// Every node's address.

@@ -2,6 +2,7 @@
 //! time from openraft's metrics, the node's Raft state and its in-memory services table, so
 //! they are never stale.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
 use chrono::Utc;
@@ -37,6 +38,19 @@ struct IdentityLabels {
     incarnation: String,
 }
 
+/// An availability zone and a state (`up` or `down`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: String,
+    state: &'static str,
+}
+
+/// Which certificate of the node's TLS.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    certificate: &'static str,
+}
+
 /// Gauges read at scrape time, in a registry of their own built for each scrape.
 struct Gauges(Registry);
 
@@ -66,13 +80,23 @@ impl Gauges {
 }
 
 /// The counts of live (not removed) services by state and flag, at registry time `now`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct ServiceCounts {
     up: u64,
     down: u64,
     disabled: u64,
     forced_down: u64,
     frozen: u64,
+    /// Up and down services by availability zone.
+    zones: BTreeMap<String, (u64, u64)>,
+}
+
+/// The resident memory of this process (`VmRSS` of `/proc/self/status`), on Linux.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Renders every metric of the node in the Prometheus text format.
@@ -238,9 +262,16 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
     let counts = view.read(|state| {
         let mut c = ServiceCounts::default();
         for r in state.records().filter(|r| !r.deleted) {
+            let zone = c.zones.entry(r.availability_zone.clone()).or_default();
             match rule.state(r, judged_at) {
-                State::Up => c.up += 1,
-                State::Down => c.down += 1,
+                State::Up => {
+                    c.up += 1;
+                    zone.0 += 1;
+                }
+                State::Down => {
+                    c.down += 1;
+                    zone.1 += 1;
+                }
             }
             c.disabled += u64::from(r.disabled);
             c.forced_down += u64::from(r.forced_down);
@@ -258,6 +289,25 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
         "services_down",
         &format!("Services (not removed) whose state is down (silent or forced down), {judged}"),
         counts.down,
+    );
+    let zones = Family::<ZoneLabels, Gauge>::default();
+    for (zone, (up, down)) in &counts.zones {
+        for (state, n) in [("up", up), ("down", down)] {
+            zones
+                .get_or_create(&ZoneLabels {
+                    zone: zone.clone(),
+                    state,
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+    g.0.register(
+        "zone_services",
+        format!(
+            "Services (not removed) by availability zone and state (up or down), {judged}; \
+             both states of every zone that has a service"
+        ),
+        zones,
     );
     g.int(
         "services_disabled",
@@ -318,6 +368,49 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
         "Most public requests this node serves at once before answering 503",
         shared.settings.max_concurrent_requests as u64,
     );
+
+    match registry_storage::headroom::disk_space(&shared.data_dir) {
+        Ok(space) => {
+            g.int(
+                "disk_available_bytes",
+                "Bytes still free to the node on the filesystem of its data directory",
+                space.available,
+            );
+            g.int(
+                "disk_size_bytes",
+                "Size of the filesystem of the node's data directory, in bytes",
+                space.total,
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %shared.data_dir.display(), "statvfs of the data directory failed; no disk metrics");
+        }
+    }
+    if let Some(bytes) = resident_bytes() {
+        g.int(
+            "process_resident_memory_bytes",
+            "Resident memory of the node's process (VmRSS), in bytes",
+            bytes,
+        );
+    }
+    if let Some(tls) = &shared.tls {
+        let expiry = Family::<CertificateLabels, Gauge<f64, AtomicU64>>::default();
+        let now = Utc::now().timestamp();
+        for (certificate, at) in [("node", tls.cert_not_after()), ("ca", tls.ca_not_after())] {
+            if let Some(at) = at {
+                expiry
+                    .get_or_create(&CertificateLabels { certificate })
+                    .set((at - now) as f64);
+            }
+        }
+        g.0.register(
+            "tls_certificate_expires_in_seconds",
+            "Seconds until the certificate stops being valid (notAfter minus now; negative \
+             once expired): `node` is the certificate in use (it follows a reload), `ca` the \
+             first to expire of the cluster CA bundle",
+            expiry,
+        );
+    }
 
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &shared.metrics.registry)?;

@@ -4,7 +4,7 @@
 //!
 //! One file per command group: [`services`] (listing and the table), [`actions`] (disable,
 //! enable, freeze, thaw, force-down, remove), [`cluster`] (`cluster status`), [`report`]
-//! (the reporter loop). Each command answers the text to print, so the binary only prints
+//! (the reporter loop), [`init_cluster`] (the files of a new cluster). Each command answers the text to print, so the binary only prints
 //! it and maps a [`CliError`] to an exit code.
 
 use std::path::PathBuf;
@@ -15,6 +15,8 @@ use registry_client::{ClientError, ClientTls, RegistryClient};
 
 pub mod actions;
 pub mod cluster;
+pub mod init_cluster;
+mod init_pki;
 pub mod report;
 pub mod services;
 pub mod snapshot;
@@ -163,6 +165,9 @@ pub enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Send a service's heartbeats until SIGTERM or SIGINT.
     Report(report::ReportArgs),
+    /// Write the configs, cluster secret, tokens (and with --tls the certificates) of a new
+    /// cluster.
+    InitCluster(init_cluster::InitClusterArgs),
     /// Print the SHA-256 of a token, as a node's `[[auth.tokens]]` entry wants it (the token
     /// is read from standard input when not given).
     HashToken {
@@ -209,6 +214,7 @@ pub async fn execute(cli: Cli) -> Result<String, CliError> {
         Command::Cluster(c) => cluster::run(g, c).await,
         Command::Snapshot(c) => snapshot::run(g, c).await,
         Command::HashToken { token } => hash_token(token),
+        Command::InitCluster(args) => init_cluster::run(&args),
         Command::Report(args) => report::run(g, &args, crate::signals::shutdown_signal()).await,
     }
 }

@@ -1,252 +1,18 @@
 //! Observability: `/metrics` (Prometheus text) and its figures under load, `/ready`, request
 //! ids, and the bound on concurrent requests.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use registry_api::auth::hash_token;
 use registry_api::wire::{Consistency, HeartbeatIn};
 use registry_node::config::{AuthMode, AuthSettings, TokenEntry};
 use registry_node::RaftSettings;
+use registry_tests::exposition::Exposition;
 use registry_tests::init_test_tracing;
 use registry_tests::inproc::{ClusterSpec, InProcCluster};
 use registry_tests::wait::until;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// One sample of an exposition: metric name, labels, value.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// A parsed exposition: each family's type and help, and every sample.
-#[derive(Debug, Default)]
-pub(crate) struct Exposition {
-    types: BTreeMap<String, String>,
-    helps: BTreeMap<String, String>,
-    samples: Vec<Sample>,
-}
-
-impl Exposition {
-    /// Parses the Prometheus text format (0.0.4) strictly: every line is a `# HELP`, a
-    /// `# TYPE` or a sample `name{label="value",...} value`; each sample belongs to a family
-    /// whose TYPE came before it (a histogram's as `_bucket`, `_sum`, `_count`), each
-    /// family has one TYPE and a HELP, no series repeats, and each histogram's buckets are
-    /// cumulative and end with `le="+Inf"` equal to its `_count`.
-    fn parse(text: &str) -> anyhow::Result<Self> {
-        let mut e = Exposition::default();
-        let mut seen = std::collections::BTreeSet::new();
-        for (n, line) in text.lines().enumerate() {
-            let at = |what: &str| anyhow::anyhow!("line {}: {what}: {line:?}", n + 1);
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest
-                    .split_once(' ')
-                    .ok_or_else(|| at("HELP without text"))?;
-                anyhow::ensure!(valid_name(name), at("bad metric name"));
-                anyhow::ensure!(
-                    e.helps.insert(name.into(), help.into()).is_none(),
-                    at("second HELP")
-                );
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest
-                    .split_once(' ')
-                    .ok_or_else(|| at("TYPE without type"))?;
-                anyhow::ensure!(valid_name(name), at("bad metric name"));
-                anyhow::ensure!(
-                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                    at("unknown type")
-                );
-                anyhow::ensure!(
-                    e.types.insert(name.into(), kind.into()).is_none(),
-                    at("second TYPE")
-                );
-                continue;
-            }
-            anyhow::ensure!(!line.starts_with('#'), at("unknown comment"));
-            let sample = parse_sample(line).map_err(|m| at(&m))?;
-            let family = e
-                .family_of(&sample.name)
-                .ok_or_else(|| at("no TYPE before it"))?;
-            if e.types[&family] == "histogram" && sample.name.ends_with("_bucket") {
-                anyhow::ensure!(sample.labels.contains_key("le"), at("bucket without le"));
-            }
-            anyhow::ensure!(
-                seen.insert((sample.name.clone(), sample.labels.clone())),
-                at("series repeated")
-            );
-            e.samples.push(sample);
-        }
-        for family in e.types.keys() {
-            anyhow::ensure!(e.helps.contains_key(family), "{family} has no HELP");
-        }
-        e.check_histograms()?;
-        Ok(e)
-    }
-
-    /// The family a sample name belongs to.
-    fn family_of(&self, name: &str) -> Option<String> {
-        if self.types.contains_key(name) {
-            return Some(name.into());
-        }
-        ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
-            let base = name.strip_suffix(suffix)?;
-            (self.types.get(base)? == "histogram").then(|| base.to_string())
-        })
-    }
-
-    fn check_histograms(&self) -> anyhow::Result<()> {
-        for (family, _) in self.types.iter().filter(|(_, t)| *t == "histogram") {
-            let mut series: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
-            for s in self
-                .samples
-                .iter()
-                .filter(|s| s.name == format!("{family}_bucket"))
-            {
-                let mut labels = s.labels.clone();
-                let le = labels.remove("le").unwrap_or_default();
-                let le = parse_value(&le).map_err(|m| anyhow::anyhow!("{family}: le {m}"))?;
-                series.entry(labels).or_default().push((le, s.value));
-            }
-            for (labels, buckets) in series {
-                let counts: Vec<f64> = buckets.iter().map(|b| b.1).collect();
-                anyhow::ensure!(
-                    counts.windows(2).all(|w| w[0] <= w[1]),
-                    "{family}{labels:?}: buckets are not cumulative: {buckets:?}"
-                );
-                anyhow::ensure!(
-                    buckets.windows(2).all(|w| w[0].0 < w[1].0),
-                    "{family}{labels:?}: bucket bounds do not increase"
-                );
-                let last = buckets.last().copied().unwrap_or((0.0, 0.0));
-                anyhow::ensure!(
-                    last.0 == f64::INFINITY,
-                    "{family}{labels:?}: no +Inf bucket"
-                );
-                let count = self
-                    .samples
-                    .iter()
-                    .find(|s| s.name == format!("{family}_count") && s.labels == labels)
-                    .map(|s| s.value);
-                anyhow::ensure!(
-                    count == Some(last.1),
-                    "{family}{labels:?}: _count {count:?} differs from the +Inf bucket {}",
-                    last.1
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// The value of the one sample named `name` whose labels include `labels`.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let found: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|s| {
-                s.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .collect();
-        assert!(found.len() <= 1, "{name}{labels:?} matches several series");
-        found.first().map(|s| s.value)
-    }
-
-    /// The value of `name`, which must be there.
-    pub(crate) fn value(&self, name: &str) -> f64 {
-        self.get(name, &[])
-            .unwrap_or_else(|| panic!("{name} is missing from /metrics"))
-    }
-
-    /// Every sample named `name`.
-    fn all(&self, name: &str) -> Vec<&Sample> {
-        self.samples.iter().filter(|s| s.name == name).collect()
-    }
-}
-
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn parse_value(v: &str) -> Result<f64, String> {
-    match v {
-        "+Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => v.parse().map_err(|_| format!("bad value {v:?}")),
-    }
-}
-
-/// `name{k="v",...} value [timestamp]`, label values with `\\`, `\"` and `\n` escapes.
-fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line.find(['{', ' ']).ok_or("no value")?;
-    let name = &line[..name_end];
-    if !valid_name(name) {
-        return Err("bad metric name".into());
-    }
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(mut l) = rest.strip_prefix('{') {
-        loop {
-            if let Some(after) = l.strip_prefix('}') {
-                rest = after;
-                break;
-            }
-            let (key, after) = l.split_once("=\"").ok_or("bad label")?;
-            if !valid_name(key) || key.contains(':') {
-                return Err(format!("bad label name {key:?}"));
-            }
-            let mut value = String::new();
-            let mut chars = after.char_indices();
-            let end = loop {
-                match chars.next().ok_or("unterminated label value")? {
-                    (i, '"') => break i,
-                    (_, '\\') => match chars.next().ok_or("bad escape")?.1 {
-                        '\\' => value.push('\\'),
-                        '"' => value.push('"'),
-                        'n' => value.push('\n'),
-                        c => return Err(format!("bad escape \\{c}")),
-                    },
-                    (_, c) => value.push(c),
-                }
-            };
-            if labels.insert(key.to_string(), value).is_some() {
-                return Err(format!("label {key} repeated"));
-            }
-            l = &after[end + 1..];
-            l = l.strip_prefix(',').unwrap_or(l);
-        }
-    }
-    let mut fields = rest.split_whitespace();
-    let value = parse_value(fields.next().ok_or("no value")?)?;
-    if let Some(ts) = fields.next() {
-        ts.parse::<i64>().map_err(|_| "bad timestamp")?;
-    }
-    if fields.next().is_some() {
-        return Err("trailing text".into());
-    }
-    if !rest.starts_with(' ') {
-        return Err("no space before the value".into());
-    }
-    Ok(Sample {
-        name: name.into(),
-        labels,
-        value,
-    })
-}
 
 /// Scrapes node `i`'s `/metrics` and parses it; the answer must say it is Prometheus text.
 pub(crate) async fn scrape(c: &InProcCluster, i: usize) -> anyhow::Result<Exposition> {
@@ -807,5 +573,86 @@ async fn concurrency_bound_answers_503_with_retry_after() -> anyhow::Result<()> 
         .send()
         .await?;
     assert_eq!(served.status(), 200, "below the bound, requests are served");
+    c.shutdown().await
+}
+
+/// The services of each availability zone by state, the data directory's filesystem and the
+/// process's memory in `/metrics`: every node counts each zone's up and down services (a
+/// zone whose services all went silent shows them down, the others stay up), shows both
+/// states of every zone, and reports the size and free space of its data directory's
+/// filesystem as statvfs does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zones_disk_and_memory_in_metrics() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec {
+        service_down_time: Duration::from_secs(3),
+        ..ClusterSpec::default()
+    })
+    .await?;
+    c.wait_for_leader(WAIT).await?;
+    let client = c.client_of(0);
+    let beat = |host: &str, zone: &str| {
+        let mut h = HeartbeatIn::new(host, "cinder-volume");
+        h.availability_zone = Some(zone.into());
+        h
+    };
+    let az1 = [beat("zone-a1", "az1"), beat("zone-a2", "az1")];
+    client.heartbeat(&az1).await?;
+    client.heartbeat(&[beat("zone-b1", "az2")]).await?;
+    let zone = |m: &Exposition, zone: &str, state: &str| {
+        m.get(
+            "registry_zone_services",
+            &[("zone", zone), ("state", state)],
+        )
+    };
+    // az2 goes silent; az1 keeps heartbeating until every node shows az2 down.
+    until(
+        "every node shows az2's service down and az1's up",
+        WAIT,
+        || async {
+            client.heartbeat(&az1).await.ok()?;
+            for i in 0..3 {
+                let m = scrape(&c, i).await.ok()?;
+                let seen = (
+                    zone(&m, "az1", "up")?,
+                    zone(&m, "az1", "down")?,
+                    zone(&m, "az2", "up")?,
+                    zone(&m, "az2", "down")?,
+                );
+                if seen != (2.0, 0.0, 0.0, 1.0) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await?;
+    for i in 0..3 {
+        let m = scrape(&c, i).await?;
+        let dir = &c.configs[i].data_dir;
+        assert_eq!(
+            m.value("registry_disk_size_bytes"),
+            fs2::total_space(dir)? as f64,
+            "node {}: the size of its data directory's filesystem",
+            i + 1
+        );
+        let available = m.value("registry_disk_available_bytes");
+        assert!(
+            available > 0.0 && available <= m.value("registry_disk_size_bytes"),
+            "node {}: free space {available} within the filesystem",
+            i + 1
+        );
+        let rss = m.value("registry_process_resident_memory_bytes");
+        assert!(
+            (1e6..64e9).contains(&rss),
+            "node {}: resident memory {rss} bytes",
+            i + 1
+        );
+        assert_eq!(
+            m.all("registry_zone_services").len(),
+            4,
+            "two zones, two states each"
+        );
+    }
     c.shutdown().await
 }

@@ -11,8 +11,8 @@
 //! catches up, and every node holds the same state. Run with the full node on the leader and
 //! on a follower.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
@@ -25,7 +25,7 @@ use registry_storage::{open_store, Command as RaftCommand, Heartbeat};
 use registry_tests::history::{Event, History, Outcome, Reporters};
 use registry_tests::init_test_tracing;
 use registry_tests::procs::{converged_digests, converged_lists, ProcCluster, ProcSpec};
-use tempfile::TempDir;
+use registry_tests::tmpfs::Tmpfs;
 
 /// Size of the small disk (as `mount` takes it): room for the node's disk reserve and the free
 /// space it needs to start (8 MiB), and 4 MiB for its start-up and the first heartbeats, full
@@ -35,71 +35,6 @@ fn small_disk() -> String {
 }
 /// Size it is grown to before the node is restarted.
 const ENLARGED_DISK: &str = "512m";
-
-/// A tmpfs mounted on a fresh temporary directory, unmounted when dropped.
-struct Tmpfs {
-    /// The mount point.
-    dir: TempDir,
-}
-
-fn mount(args: &[&str], target: &Path) -> anyhow::Result<()> {
-    let out = Command::new("mount")
-        .args(args)
-        .arg(target)
-        .output()
-        .map_err(|e| anyhow::anyhow!("running mount: {e}"))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "mount {args:?} {} (this test needs root): {}",
-        target.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> anyhow::Result<Self> {
-        let dir = TempDir::new()?;
-        let size = format!("size={size}");
-        mount(&["-t", "tmpfs", "-o", &size, "tmpfs"], dir.path())?;
-        Ok(Self { dir })
-    }
-
-    /// Grows (or shrinks) the filesystem, keeping its files.
-    fn resize(&self, size: &str) -> anyhow::Result<()> {
-        mount(&["-o", &format!("remount,size={size}")], self.dir.path())
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Bytes used, from `df`.
-    fn used(&self) -> String {
-        Command::new("df")
-            .args(["-h", "--output=used,size"])
-            .arg(self.dir.path())
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .skip(2)
-                    .collect::<Vec<_>>()
-                    .join(" of ")
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazily, so that a node still holding files open cannot keep it mounted.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 fn spec(data_dir: PathBuf) -> ProcSpec {
     ProcSpec {

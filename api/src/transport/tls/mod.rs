@@ -190,6 +190,12 @@ impl ClientCert {
     }
 }
 
+/// A certificate's notAfter, in seconds since the epoch.
+fn not_after(der: &CertificateDer<'_>) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// The first common name of a certificate's subject, else its first DNS or IP subject
 /// alternative name.
 fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
@@ -325,17 +331,20 @@ fn key_error(config: &TlsConfig, source: rustls::Error) -> TlsError {
     }
 }
 
-/// The cluster CA, as the roots of both verifiers.
-fn roots(config: &TlsConfig) -> Result<Arc<RootCertStore>, TlsError> {
+/// The cluster CA, as the roots of both verifiers, and the earliest notAfter of its
+/// certificates (seconds since the epoch).
+fn roots(config: &TlsConfig) -> Result<(Arc<RootCertStore>, Option<i64>), TlsError> {
+    let ca = certs(TlsFile::Ca, &config.ca)?;
+    let not_after = ca.iter().filter_map(not_after).min();
     let mut roots = RootCertStore::empty();
-    for (index, der) in certs(TlsFile::Ca, &config.ca)?.into_iter().enumerate() {
+    for (index, der) in ca.into_iter().enumerate() {
         roots.add(der).map_err(|source| TlsError::Anchor {
             path: config.ca.clone(),
             index,
             source,
         })?;
     }
-    Ok(Arc::new(roots))
+    Ok((Arc::new(roots), not_after))
 }
 
 /// The server side of connections: clients' certificates checked against `roots`, this
@@ -397,13 +406,15 @@ pub struct NodeTls {
     /// The client side of requests to peers: the CA as the only root, this node's
     /// certificate as its identity.
     peer_client: Arc<rustls::ClientConfig>,
+    /// The earliest notAfter of the CA bundle's certificates (seconds since the epoch).
+    ca_not_after: Arc<Current<Option<i64>>>,
 }
 
 impl NodeTls {
     /// Loads the files of `config` (paths already resolved).
     pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
         let provider = provider();
-        let roots = roots(config)?;
+        let (roots, ca_not_after) = roots(config)?;
         let cert = Arc::new(ReloadableCert(Current::new(certified_key(
             config, &provider,
         )?)));
@@ -427,7 +438,20 @@ impl NodeTls {
             server: Arc::new(Current::new(server)),
             roots: verifier,
             peer_client: Arc::new(client),
+            ca_not_after: Arc::new(Current::new(ca_not_after)),
         })
+    }
+
+    /// When the certificate in use stops being valid (its notAfter, seconds since the
+    /// epoch); it follows a reload.
+    pub fn cert_not_after(&self) -> Option<i64> {
+        self.cert.0.get().cert.first().and_then(not_after)
+    }
+
+    /// When the first certificate of the CA bundle in use stops being valid (seconds since
+    /// the epoch); it follows a reload.
+    pub fn ca_not_after(&self) -> Option<i64> {
+        *self.ca_not_after.get()
     }
 
     /// The settings it was loaded from.
@@ -447,13 +471,14 @@ impl NodeTls {
     /// servers. Otherwise keeps everything in use and says why.
     pub fn reload(&self) -> Result<(), TlsError> {
         let provider = provider();
-        let roots = roots(&self.config)?;
+        let (roots, ca_not_after) = roots(&self.config)?;
         let key = certified_key(&self.config, &provider)?;
         let server = server_config(&self.config, &roots, &self.cert, &provider)?;
         let verifier = server_verifier(&self.config, &roots, &provider)?;
         self.cert.0.set(key);
         self.server.set(server);
         self.roots.0.set(verifier);
+        self.ca_not_after.set(ca_not_after);
         Ok(())
     }
 
