@@ -73,6 +73,30 @@ fn build_registryctl(profile_dir: &Path) -> anyhow::Result<()> {
     .arg("--manifest-path")
     .arg(&manifest)
     .stdin(Stdio::null());
+    // The variables cargo sets for a running test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...): a
+    // build script that watches one (ring's watches CARGO_MANIFEST_DIR) would otherwise be
+    // rerun, and registryctl rebuilt (half a minute), each time a build from the shell and one
+    // from a test alternate.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&key.as_ref());
+        if set_for_tests {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -113,18 +137,38 @@ impl CtlOutput {
 }
 
 /// Runs `registryctl --endpoints <endpoints> <args>` to completion (bounded by a deadline),
-/// with `REGISTRY_ENDPOINTS` and the TLS variables (`REGISTRY_CACERT`, `REGISTRY_CERT`,
-/// `REGISTRY_KEY`) cleared and logs at warn.
+/// with `REGISTRY_ENDPOINTS`, `REGISTRY_TOKEN` and the TLS variables (`REGISTRY_CACERT`,
+/// `REGISTRY_CERT`, `REGISTRY_KEY`) cleared and logs at warn.
 pub async fn registryctl(endpoints: &[String], args: &[&str]) -> anyhow::Result<CtlOutput> {
+    let endpoints = endpoints.join(",");
+    let all: Vec<&str> = ["--endpoints", endpoints.as_str()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    registryctl_with_env(&[], &all).await
+}
+
+/// Runs `registryctl <args>` to completion (bounded by a deadline) with the variables `env`
+/// and none of the `REGISTRY_*` variables of the test's own environment, logs at warn: with
+/// the settings of an environment file such as init-cluster's `client.env`.
+pub async fn registryctl_with_env(
+    env: &[(String, String)],
+    args: &[&str],
+) -> anyhow::Result<CtlOutput> {
     let bin = tokio::task::spawn_blocking(registryctl_binary).await??;
-    let child = tokio::process::Command::new(bin)
-        .arg("--endpoints")
-        .arg(endpoints.join(","))
+    let mut cmd = tokio::process::Command::new(bin);
+    for var in [
+        "REGISTRY_ENDPOINTS",
+        "REGISTRY_TOKEN",
+        "REGISTRY_CACERT",
+        "REGISTRY_CERT",
+        "REGISTRY_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let child = cmd
         .args(args)
-        .env_remove("REGISTRY_ENDPOINTS")
-        .env_remove("REGISTRY_CACERT")
-        .env_remove("REGISTRY_CERT")
-        .env_remove("REGISTRY_KEY")
+        .envs(env.iter().cloned())
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

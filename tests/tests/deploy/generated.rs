@@ -3,16 +3,12 @@
 //! systemd unit do.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use registry_node::NodeConfig;
-use registry_tests::cli::{registryctl_binary, CtlOutput};
+use registry_tests::cli::{registryctl_with_env, CtlOutput};
 use registry_tests::procs::{free_loopback_addrs, ConfiguredNode, ProcCluster};
 use tempfile::TempDir;
-
-/// How long one `registryctl` command may run.
-const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The tokens init-cluster printed.
 #[derive(Debug, Clone)]
@@ -40,37 +36,7 @@ pub struct Generated {
 /// Runs `registryctl ARGS` with the variables `env` (and none of the `REGISTRY_*` variables
 /// of the test's own environment), bounded by a deadline.
 pub async fn ctl(env: &[(String, String)], args: &[&str]) -> anyhow::Result<CtlOutput> {
-    let bin = tokio::task::spawn_blocking(registryctl_binary).await??;
-    let mut cmd = tokio::process::Command::new(bin);
-    for var in [
-        "REGISTRY_ENDPOINTS",
-        "REGISTRY_TOKEN",
-        "REGISTRY_CACERT",
-        "REGISTRY_CERT",
-        "REGISTRY_KEY",
-    ] {
-        cmd.env_remove(var);
-    }
-    let child = cmd
-        .args(args)
-        .envs(env.iter().cloned())
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(COMMAND_DEADLINE, child)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("registryctl {args:?} did not end in {COMMAND_DEADLINE:?}")
-        })??;
-    Ok(CtlOutput {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    registryctl_with_env(env, args).await
 }
 
 /// The `KEY=VALUE` lines of an environment file (comments and blank lines skipped).
