@@ -364,10 +364,12 @@ fn node_config(args: &InitClusterArgs, m: &Member, tokens: Option<&Tokens>) -> S
         for ((_, name), (role, token)) in ROLES.iter().zip(&tokens.0) {
             let _ = write!(
                 s,
-                "\n# the {name} token (registryctl hash-token)\n[[auth.tokens]]\nrole = {}\n\
-                 sha256 = {}\n",
+                "\n# the {name} token (registryctl hash-token); changes made with it are\n\
+                 # recorded as made by token:{name} (modified_by)\n[[auth.tokens]]\n\
+                 role = {}\nsha256 = {}\nname = {}\n",
                 quoted(role_name(*role)),
-                quoted(&hash_token(token))
+                quoted(&hash_token(token)),
+                quoted(name)
             );
         }
     }

@@ -51,7 +51,7 @@ fn client_of_env(
 
 /// Each role through `client.env`: the reporter token heartbeats (through every node) but
 /// cannot list; the reader lists and shows the cluster but cannot disable; no token is
-/// refused; the admin disables. Answers a line saying what was checked.
+/// refused; the admin disables, recorded as made by `token:admin`. Answers a line saying what was checked.
 async fn roles_through_client_env(g: &Generated) -> anyhow::Result<String> {
     let t = &g.tokens;
     for (n, node) in g.cluster.nodes.iter().enumerate() {
@@ -104,12 +104,20 @@ async fn roles_through_client_env(g: &Generated) -> anyhow::Result<String> {
     ctl(&g.env_with(Some(&t.admin)), &disable).await?.ok()?;
     let list = ctl(
         &g.env_with(Some(&t.reader)),
-        &["service-list", "--host", "init-host-1"],
+        &["service-list", "--detailed", "--host", "init-host-1"],
     )
     .await?
     .ok()?;
     anyhow::ensure!(list.stdout.contains("disabled"), "{}", list.stdout);
-    Ok("3 heartbeats through 3 nodes, list, status, 3 refusals, a disable".into())
+    anyhow::ensure!(
+        list.stdout.contains("token:admin"),
+        "the disable is recorded as made by the admin token's name: {}",
+        list.stdout
+    );
+    Ok(
+        "3 heartbeats through 3 nodes, list, status, 3 refusals, a disable recorded as token:admin"
+            .into(),
+    )
 }
 
 /// Without TLS: the generated configs form a cluster and the tokens work by role.
