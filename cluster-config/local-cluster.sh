@@ -519,13 +519,23 @@ if not services:
     print("(no services registered)")
     sys.exit(0)
 
-def when(ts):
-    return ts.replace("T", " ")[:19] if ts else "-"
+from datetime import datetime
+
+def parse(t):
+    try:
+        return datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:  # an older Python: fractions of other than 3 or 6 digits
+        return datetime.fromisoformat(t[:19] + "+00:00")
+
+def when(s):
+    # As Cinder lists it: the newer of the last heartbeat and the last administrative change.
+    times = [parse(t) for t in (s.get("updated_at"), s.get("modified_at")) if t]
+    return max(times).strftime("%Y-%m-%d %H:%M:%S") if times else "-"
 
 header = ["Binary", "Host", "Zone", "Status", "State", "Updated At", "Report Count"]
 rows = [
     [s["binary"], s["host"], s.get("availability_zone") or "-", s["status"], s["state"],
-     when(s.get("updated_at")), str(s["report_count"])]
+     when(s), str(s["report_count"])]
     for s in sorted(services, key=lambda s: (s["binary"], s["host"]))
 ]
 widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
