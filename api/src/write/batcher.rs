@@ -35,6 +35,9 @@ const QUEUE: usize = 16 * 1024;
 /// One request waiting to be proposed.
 struct Pending {
     beats: Vec<Heartbeat>,
+    /// About what `beats` encode to ([`heartbeat_bytes`]), counted once by the request's
+    /// own task rather than by the batching loop each time it looks at it.
+    bytes: usize,
     reply: oneshot::Sender<Result<CommandResponse, WriteError>>,
 }
 
@@ -71,7 +74,11 @@ impl Batcher {
     ) -> Result<Result<CommandResponse, WriteError>, BatcherStopped> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { beats, reply })
+            .send(Pending {
+                bytes: beats.iter().map(heartbeat_bytes).sum(),
+                beats,
+                reply,
+            })
             .await
             .map_err(|_| BatcherStopped)?;
         rx.await.map_err(|_| BatcherStopped)
@@ -84,7 +91,7 @@ impl Join for Pending {
     }
 
     fn bytes(&self) -> usize {
-        self.beats.iter().map(heartbeat_bytes).sum()
+        self.bytes
     }
 
     fn refuse(self) {
@@ -95,7 +102,7 @@ impl Join for Pending {
 
 /// About the bytes a heartbeat encodes to: its strings, and a little for their lengths and
 /// the absent fields.
-pub fn heartbeat_bytes(hb: &Heartbeat) -> usize {
+fn heartbeat_bytes(hb: &Heartbeat) -> usize {
     let optional = [
         &hb.topic,
         &hb.availability_zone,
