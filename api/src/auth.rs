@@ -46,15 +46,17 @@ impl Role {
 
 type Digest32 = [u8; 32];
 
-/// A client token a node accepts, as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A client token a node accepts, as configured (`[[auth.tokens]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClientToken {
     /// What it may do.
     pub role: Role,
     /// Hex SHA-256 of the token.
     pub sha256: String,
-    /// The name the audit trail records for changes made with it (`None`: `sha256:` and
-    /// the digest's first 12 hex characters).
+    /// Who holds it: the name the audit trail records for the changes made with it
+    /// (`modified_by`). `None`: `sha256:` and the digest's first 12 hex characters.
+    #[serde(default)]
     pub name: Option<String>,
 }
 

@@ -131,20 +131,9 @@ pub enum AuthMode {
     Disabled,
 }
 
-/// A client token, stored as its SHA-256 (see `registryctl hash-token`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenEntry {
-    /// What the token may do.
-    pub role: Role,
-    /// Hex SHA-256 of the token.
-    pub sha256: String,
-    /// Who holds it: the name the audit trail records for the changes made with it
-    /// (`modified_by`). Without one, changes are recorded as `token:sha256:` and the
-    /// digest's first 12 hex characters.
-    #[serde(default)]
-    pub name: Option<String>,
-}
+/// A client token of `[[auth.tokens]]`, stored as its SHA-256 (see `registryctl
+/// hash-token`): `role`, `sha256` and an optional `name`, exactly what [`Auth`] checks.
+pub type TokenEntry = ClientToken;
 
 /// Authentication settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,15 +191,7 @@ impl AuthSettings {
                 ))
             }
         };
-        let mut tokens: Vec<ClientToken> = self
-            .tokens
-            .iter()
-            .map(|t| ClientToken {
-                role: t.role,
-                sha256: t.sha256.clone(),
-                name: t.name.clone(),
-            })
-            .collect();
+        let mut tokens = self.tokens.clone();
         if let Some(f) = &self.token_file {
             for (n, line) in read("reading the token file", f)?.lines().enumerate() {
                 let line = line.split('#').next().unwrap_or("").trim();
