@@ -3,6 +3,7 @@
 //! behind a purged log, so it catches up by a snapshot sent over TLS. And every node's
 //! certificate is renewed by SIGHUP with reporters running.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use registry_tests::history::Reporters;
@@ -11,6 +12,19 @@ use registry_tests::observer::Observer;
 use registry_tests::procs::{with_logs, ProcCluster, ProcSpec};
 use registry_tests::scenario::finish;
 use registry_tests::tls::served_certificate;
+
+/// The load both scenarios run under, over TLS: 6 reporters spread over every node and an
+/// observer of every node, both trusting the cluster CA (returned); answers once 50
+/// heartbeats were acknowledged.
+async fn tls_load(c: &ProcCluster) -> anyhow::Result<(PathBuf, Reporters, Observer)> {
+    let ca = c
+        .ca()
+        .ok_or_else(|| anyhow::anyhow!("a TLS cluster has a CA"))?;
+    let reporters = Reporters::start_spread_tls(c.clients_rotated(), 6, Duration::ZERO, &ca)?;
+    let observer = Observer::start_tls(c.addrs(), "host-", Duration::from_millis(200), &ca).await?;
+    reporters.wait_acked(50, Duration::from_secs(30)).await?;
+    Ok((ca, reporters, observer))
+}
 
 /// Over TLS: reporters through every node (followers forward to the leader over mutual TLS);
 /// the leader SIGKILLed, a new one elected and taking heartbeats; while the old leader is
@@ -26,14 +40,8 @@ async fn leader_kill_and_snapshot_catch_up_over_tls() -> anyhow::Result<()> {
         ..ProcSpec::default()
     })?;
     with_logs(&mut c, async |c| {
-        let ca = c
-            .ca()
-            .ok_or_else(|| anyhow::anyhow!("a TLS cluster has a CA"))?;
         let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
-        let reporters = Reporters::start_spread_tls(c.clients_rotated(), 6, Duration::ZERO, &ca)?;
-        let observer =
-            Observer::start_tls(c.addrs(), "host-", Duration::from_millis(200), &ca).await?;
-        reporters.wait_acked(50, Duration::from_secs(30)).await?;
+        let (_, reporters, observer) = tls_load(c).await?;
         let before = c.client_of(leader).cluster().await?;
 
         c.kill_node(leader)?;
@@ -79,14 +87,8 @@ async fn certificates_renew_by_sighup_without_a_failed_heartbeat() -> anyhow::Re
         ..ProcSpec::default()
     })?;
     with_logs(&mut c, async |c| {
-        let ca = c
-            .ca()
-            .ok_or_else(|| anyhow::anyhow!("a TLS cluster has a CA"))?;
         c.wait_for_leader(Duration::from_secs(30)).await?;
-        let reporters = Reporters::start_spread_tls(c.clients_rotated(), 6, Duration::ZERO, &ca)?;
-        let observer =
-            Observer::start_tls(c.addrs(), "host-", Duration::from_millis(200), &ca).await?;
-        reporters.wait_acked(50, Duration::from_secs(30)).await?;
+        let (ca, reporters, observer) = tls_load(c).await?;
         let pki = c
             .pki()
             .ok_or_else(|| anyhow::anyhow!("a TLS cluster has its certificates"))?
