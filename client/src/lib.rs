@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod error;
+pub mod events;
 pub mod reporter;
 pub mod tls;
 pub mod wire;

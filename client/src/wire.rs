@@ -176,6 +176,10 @@ pub struct ServiceOut {
 pub struct ServicesOut {
     /// The services.
     pub services: Vec<ServiceOut>,
+    /// The log index the list reflects (`GET /v1/services` only; also in the
+    /// `x-registry-applied-index` header): watching `/v1/events?since=` it misses nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_index: Option<u64>,
 }
 
 /// Query of `GET /v1/services`.

@@ -173,8 +173,11 @@ pub(crate) mod tests {
                 .iter()
                 .map(|r| crate::wire::service_out(r, state(r)))
                 .collect();
-            let expected = serde_json::to_vec(&ServicesOut { services })
-                .unwrap_or_else(|e| panic!("serde_json failed: {e}"));
+            let expected = serde_json::to_vec(&ServicesOut {
+                services,
+                applied_index: None,
+            })
+            .unwrap_or_else(|e| panic!("serde_json failed: {e}"));
             assert_eq!(
                 String::from_utf8_lossy(&body),
                 String::from_utf8_lossy(&expected)
