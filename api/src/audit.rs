@@ -117,6 +117,11 @@ pub fn describe(cmd: &Command) -> String {
         }
         Command::Heartbeats { beats, .. } => format!("{} heartbeats", beats.len()),
         Command::Tick { .. } => "tick".to_string(),
+        Command::Settings { settings, .. } => format!(
+            "liveness settings: service_down_time {} ms, unhealthy_zone_threshold {}",
+            settings.service_down_time_ms,
+            settings.unhealthy_zone_threshold()
+        ),
     }
 }
 

@@ -1,8 +1,8 @@
 //! bincode (2.x) encoding of everything stored in sled.
 //!
 //! Every stored value is an envelope: the format version it was written in (one byte,
-//! [`FORMAT_VERSION`]), a CRC-32 of the payload (four bytes, little endian), then the payload
-//! in bincode. A value written by a newer format is refused with a message saying so
+//! [`FORMAT_VERSION`]), a CRC-32 of the version byte and the payload (four bytes, little
+//! endian; formats 1 and 2 left the version byte out of it), then the payload in bincode. A value written by a newer format is refused with a message saying so
 //! ([`StoreError::NewerFormat`]); a value whose bytes changed since they were written is
 //! refused as damaged ([`StoreError::Damaged`]), never decoded into something else.
 //!
@@ -32,7 +32,8 @@ mod v1;
 /// | --- | --- |
 /// | 1 | the first |
 /// | 2 | records carry `modified_by`; commands `AdminBy` and `FreezeBy` |
-pub const FORMAT_VERSION: u8 = 2;
+/// | 3 | the liveness settings in the log (command `Settings`), the state machine and snapshots |
+pub const FORMAT_VERSION: u8 = 3;
 
 /// Bytes in front of every stored value's payload: the version and the CRC-32.
 const ENVELOPE: usize = 5;
@@ -49,9 +50,22 @@ fn config() -> impl bincode::config::Config {
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_VERSION, 0, 0, 0, 0];
     bincode::serde::encode_into_std_write(value, &mut out, config())?;
-    let crc = crc32fast::hash(&out[ENVELOPE..]);
+    let crc = checksum(FORMAT_VERSION, &out[ENVELOPE..]);
     out[1..ENVELOPE].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// The checksum of a value of format `version`: from format 3 on it covers the version byte
+/// too, so a value whose version byte changed into that of an older format this build still
+/// reads is refused, not decoded as that format.
+fn checksum(version: u8, payload: &[u8]) -> u32 {
+    if version < 3 {
+        return crc32fast::hash(payload);
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[version]);
+    h.update(payload);
+    h.finalize()
 }
 
 /// Decodes a stored value: checks its version and checksum, then decodes exactly a `T`;
@@ -73,7 +87,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     }
     let (crc, payload) = rest.split_at(ENVELOPE - 1);
     let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    let computed = crc32fast::hash(payload);
+    let computed = checksum(version, payload);
     if stored != computed {
         return Err(damaged(DamageKind::ChecksumMismatch {
             len: bytes.len(),
@@ -207,8 +221,8 @@ mod tests {
             kind(&flipped),
             Some(DamageKind::ChecksumMismatch {
                 len: bytes.len(),
-                stored: crc32fast::hash(&bytes[ENVELOPE..]),
-                computed: crc32fast::hash(&flipped[ENVELOPE..]),
+                stored: checksum(FORMAT_VERSION, &bytes[ENVELOPE..]),
+                computed: checksum(FORMAT_VERSION, &flipped[ENVELOPE..]),
             })
         );
         let two = encode(&(7u64, 8u64))?;

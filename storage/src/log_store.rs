@@ -422,6 +422,7 @@ mod tests {
             dir.path(),
             &crate::store::StoreOptions {
                 persist_interval: None,
+                ..Default::default()
             },
         )?;
         let log = store.log.clone();

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::settings::LivenessSettings;
+
 /// Availability zone given to a service that reports none (Cinder's default).
 pub const DEFAULT_AVAILABILITY_ZONE: &str = "nova";
 /// Replication status of a service that reports none (Cinder's `not-capable`).
@@ -231,6 +233,14 @@ pub enum Command {
         /// Who made it.
         by: String,
     },
+    /// The cluster-wide liveness settings from this entry on (format 3).
+    Settings {
+        /// Leader time of the change.
+        #[serde(with = "chrono::serde::ts_microseconds")]
+        at: DateTime<Utc>,
+        /// The settings.
+        settings: LivenessSettings,
+    },
 }
 
 impl Command {
@@ -242,7 +252,8 @@ impl Command {
             | Command::Freeze { at, .. }
             | Command::Tick { at }
             | Command::AdminBy { at, .. }
-            | Command::FreezeBy { at, .. } => *at,
+            | Command::FreezeBy { at, .. }
+            | Command::Settings { at, .. } => *at,
         }
     }
 
@@ -253,6 +264,7 @@ impl Command {
     /// shown it reads format N, and otherwise proposes [`Command::older_form`].
     pub fn format(&self) -> u8 {
         match self {
+            Command::Settings { .. } => 3,
             Command::AdminBy { .. } | Command::FreezeBy { .. } => 2,
             Command::Heartbeats { .. }
             | Command::Admin { .. }

@@ -11,6 +11,7 @@ use crate::clock::RegistryClock;
 use crate::codec::{decode, decode_record, encode, encode_key};
 use crate::error::StoreError;
 use crate::model::{ServiceKey, ServiceRecord};
+use crate::settings::LivenessSettings;
 use crate::state::ServicesState;
 use crate::types::{LogId, StoredMembership};
 
@@ -18,9 +19,17 @@ const KEY_LAST_APPLIED: &[u8] = b"\0last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"\0membership";
 const KEY_NEXT_ID: &[u8] = b"\0next_id";
 const KEY_CLOCK: &[u8] = b"\0clock";
+/// The liveness settings (format 3; absent before the log carried them).
+const KEY_SETTINGS: &[u8] = b"\0settings";
 
 /// Every metadata key.
-const META_KEYS: [&[u8]; 4] = [KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_NEXT_ID, KEY_CLOCK];
+const META_KEYS: [&[u8]; 5] = [
+    KEY_LAST_APPLIED,
+    KEY_MEMBERSHIP,
+    KEY_NEXT_ID,
+    KEY_CLOCK,
+    KEY_SETTINGS,
+];
 
 /// Whether `key` is one of the metadata keys (else it is a record's).
 fn is_meta(key: &[u8]) -> bool {
@@ -38,6 +47,7 @@ pub(crate) struct Meta {
     membership: StoredMembership,
     next_id: u64,
     clock: RegistryClock,
+    settings: Option<LivenessSettings>,
 }
 
 impl Meta {
@@ -48,6 +58,7 @@ impl Meta {
             membership: state.membership.clone(),
             next_id: state.next_id,
             clock: state.clock,
+            settings: state.settings,
         }
     }
 }
@@ -65,6 +76,9 @@ pub(crate) fn add_to_batch<'a>(
     batch.insert(KEY_MEMBERSHIP, encode(&meta.membership)?);
     batch.insert(KEY_NEXT_ID, encode(&meta.next_id)?);
     batch.insert(KEY_CLOCK, encode(&meta.clock)?);
+    if let Some(settings) = &meta.settings {
+        batch.insert(KEY_SETTINGS, encode(settings)?);
+    }
     Ok(())
 }
 
@@ -99,6 +113,9 @@ pub(crate) fn load(tree: &sled::Tree) -> Result<ServicesState, StoreError> {
     if let Some(v) = get(KEY_CLOCK)? {
         state.clock = decode(&v)?;
     }
+    if let Some(v) = get(KEY_SETTINGS)? {
+        state.settings = Some(decode(&v)?);
+    }
     let mut records = Vec::new();
     for kv in tree.iter() {
         let (k, v) = kv?;
@@ -111,6 +128,7 @@ pub(crate) fn load(tree: &sled::Tree) -> Result<ServicesState, StoreError> {
         membership,
         state.next_id,
         state.clock,
+        state.settings,
         records,
     ))
 }

@@ -27,6 +27,7 @@ use crate::codec::{
 use crate::error::{DamageKind, StoreError, Stored};
 use crate::identity::ClusterId;
 use crate::model::ServiceRecord;
+use crate::settings::LivenessSettings;
 use crate::state::ServicesState;
 use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
@@ -59,6 +60,42 @@ pub struct SnapshotHeader {
     /// When the snapshot was made (the maker's wall clock; informative only).
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub created_at: DateTime<Utc>,
+    /// The liveness settings as of `last_log_id` (format 3; `None` in older snapshots and
+    /// before the log carried them).
+    pub settings: Option<LivenessSettings>,
+}
+
+/// The header of formats 1 and 2: [`SnapshotHeader`] without the settings.
+#[derive(Debug, Deserialize)]
+struct HeaderV2 {
+    cluster_id: Option<ClusterId>,
+    snapshot_id: String,
+    last_log_id: Option<LogId>,
+    last_membership: StoredMembership,
+    next_id: u64,
+    clock: RegistryClock,
+    records: u64,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    created_at: DateTime<Utc>,
+}
+
+/// Decodes the header of a snapshot of format `version`.
+fn decode_header(version: u8, bytes: &[u8]) -> Result<SnapshotHeader, StoreError> {
+    if version >= 3 {
+        return decode_plain(bytes);
+    }
+    let h: HeaderV2 = decode_plain(bytes)?;
+    Ok(SnapshotHeader {
+        cluster_id: h.cluster_id,
+        snapshot_id: h.snapshot_id,
+        last_log_id: h.last_log_id,
+        last_membership: h.last_membership,
+        next_id: h.next_id,
+        clock: h.clock,
+        records: h.records,
+        created_at: h.created_at,
+        settings: None,
+    })
 }
 
 impl SnapshotHeader {
@@ -100,6 +137,7 @@ pub fn encode_state(
         clock: state.clock,
         records: state.len() as u64,
         created_at: Utc::now(),
+        settings: state.settings,
     };
     let header = encode_plain(&header)?;
     let records = encode_plain(&state.records().collect::<Vec<&ServiceRecord>>())?;
@@ -183,7 +221,7 @@ fn parse(bytes: &[u8]) -> Result<(SnapshotInfo, &[u8]), StoreError> {
             max: MAX_HEADER,
         }));
     }
-    let header: SnapshotHeader = decode_plain(take(header_len)?)?;
+    let header = decode_header(bytes[8], take(header_len)?)?;
     let records_len = u64::from_le_bytes(take(8)?.try_into().unwrap_or_default());
     let records_len = usize::try_from(records_len)
         .map_err(|_| damaged(DamageKind::RecordsTooLarge { len: records_len }))?;
@@ -209,6 +247,7 @@ pub fn into_state(header: SnapshotHeader, records: Vec<ServiceRecord>) -> Servic
         header.last_membership,
         header.next_id,
         header.clock,
+        header.settings,
         records,
     )
 }

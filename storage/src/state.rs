@@ -16,12 +16,19 @@ use chrono::{DateTime, SubsecRound, Utc};
 use openraft::EntryPayload;
 
 use crate::clock::RegistryClock;
+use crate::event_log::{EventLog, DEFAULT_EVENTS_KEPT};
+use crate::events::{Event, EventKind};
+use crate::settings::LivenessSettings;
 
 use crate::model::{
     AdminAction, Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord,
     DEFAULT_AVAILABILITY_ZONE, DEFAULT_REPLICATION_STATUS,
 };
 use crate::types::{Entry, LogId, StoredMembership};
+
+mod derived;
+
+use derived::{Derived, Effects};
 
 /// The replicated services table and the Raft state applied with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +41,14 @@ pub struct ServicesState {
     pub next_id: u64,
     /// Registry time as of the last applied entry.
     pub clock: RegistryClock,
+    /// The cluster-wide liveness settings, once the log carries them: until then no
+    /// service is judged silent in what is derived (events, zones), and reads judge by the
+    /// node's own file.
+    pub settings: Option<LivenessSettings>,
     /// Every record by (host, binary); soft-deleted ones included.
     services: BTreeMap<ServiceKey, Arc<ServiceRecord>>,
+    /// What the records, the clock and the settings imply (rebuilt, never stored).
+    derived: Derived,
 }
 
 impl Default for ServicesState {
@@ -45,7 +58,9 @@ impl Default for ServicesState {
             membership: StoredMembership::default(),
             next_id: 1,
             clock: RegistryClock::default(),
+            settings: None,
             services: BTreeMap::new(),
+            derived: Derived::default(),
         }
     }
 }
@@ -57,26 +72,43 @@ impl ServicesState {
         membership: StoredMembership,
         next_id: u64,
         clock: RegistryClock,
+        settings: Option<LivenessSettings>,
         records: impl IntoIterator<Item = ServiceRecord>,
     ) -> Self {
         let services = records
             .into_iter()
             .map(|r| (r.key(), Arc::new(r)))
             .collect();
-        Self {
+        let mut state = Self {
             last_applied,
             membership,
             next_id,
             clock,
+            settings,
             services,
-        }
+            derived: Derived::default(),
+        };
+        state.derived = Derived::of(state.services.values(), state.clock.now, settings);
+        state
     }
 
-    /// Applies one committed log entry, recording which keys changed in `changed` (any set).
+    /// Applies one committed log entry, recording which keys changed in `changed` (any set);
+    /// the events it yields are dropped (see [`ServicesState::apply_entry_with_events`]).
     pub fn apply_entry(
         &mut self,
         entry: &Entry,
         changed: &mut impl Extend<ServiceKey>,
+    ) -> CommandResponse {
+        self.apply_entry_with_events(entry, changed, &mut Vec::new())
+    }
+
+    /// Applies one committed log entry, recording which keys changed in `changed` and
+    /// adding the events it yields to `events`, in order.
+    pub fn apply_entry_with_events(
+        &mut self,
+        entry: &Entry,
+        changed: &mut impl Extend<ServiceKey>,
+        events: &mut Vec<Event>,
     ) -> CommandResponse {
         self.last_applied = Some(entry.log_id);
         match &entry.payload {
@@ -85,41 +117,55 @@ impl ServicesState {
                 self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 CommandResponse::Empty
             }
-            EntryPayload::Normal(cmd) => self.apply_command(cmd, changed),
+            EntryPayload::Normal(cmd) => {
+                // The log keeps leader times to the microsecond; an entry applied from memory
+                // (the leader's own, or one the log store still holds) must count exactly as
+                // one read back from disk or received by a follower.
+                let at = cmd.at().trunc_subsecs(6);
+                let reg = self.clock.advance(at);
+                let mut fx = Effects::new(entry.log_id.index, reg, events);
+                self.expire(reg, &mut fx);
+                let response = self.apply_command(cmd, at, reg, changed, &mut fx);
+                self.settle_zones(fx);
+                response
+            }
         }
     }
 
     fn apply_command(
         &mut self,
         cmd: &Command,
+        at: DateTime<Utc>,
+        reg: DateTime<Utc>,
         changed: &mut impl Extend<ServiceKey>,
+        fx: &mut Effects<'_>,
     ) -> CommandResponse {
-        // The log keeps leader times to the microsecond; an entry applied from memory (the
-        // leader's own, or one the log store still holds) must count exactly as one read
-        // back from disk or received by a follower.
-        let at = cmd.at().trunc_subsecs(6);
-        let reg = self.clock.advance(at);
         match cmd {
             Command::Heartbeats { beats, .. } => {
                 let records = beats
                     .iter()
                     .map(|hb| {
                         let key = hb.key();
-                        let record = self.heartbeat(&key, hb, at, reg);
-                        changed.extend([key]);
-                        record
+                        changed.extend([key.clone()]);
+                        self.heartbeat(key, hb, at, reg, fx)
                     })
                     .collect();
                 CommandResponse::Records(records)
             }
-            Command::Admin { key, action, .. } => self.admin(key, action, at, None, changed),
+            Command::Admin { key, action, .. } => self.admin(key, action, at, None, changed, fx),
             Command::AdminBy {
                 key, action, by, ..
-            } => self.admin(key, action, at, Some(by), changed),
-            Command::Freeze { host, frozen, .. } => self.freeze(host, *frozen, at, None, changed),
+            } => self.admin(key, action, at, Some(by), changed, fx),
+            Command::Freeze { host, frozen, .. } => {
+                self.freeze(host, *frozen, at, None, changed, fx)
+            }
             Command::FreezeBy {
                 host, frozen, by, ..
-            } => self.freeze(host, *frozen, at, Some(by), changed),
+            } => self.freeze(host, *frozen, at, Some(by), changed, fx),
+            Command::Settings { settings, .. } => {
+                self.apply_settings(*settings, reg, fx);
+                CommandResponse::Empty
+            }
             Command::Tick { .. } => CommandResponse::Empty,
         }
     }
@@ -132,29 +178,53 @@ impl ServicesState {
         at: DateTime<Utc>,
         by: Option<&String>,
         changed: &mut impl Extend<ServiceKey>,
+        fx: &mut Effects<'_>,
     ) -> CommandResponse {
         let Some(shared) = self.services.get_mut(key).filter(|r| !r.deleted) else {
             return CommandResponse::NotFound;
         };
+        let before = self.derived.share(shared);
         let r = Arc::make_mut(shared);
-        match action {
+        let kind = match action {
             AdminAction::Disable { reason } => {
                 r.disabled = true;
                 if reason.is_some() {
                     r.disabled_reason = reason.clone();
                 }
+                EventKind::Disabled
             }
-            AdminAction::Enable => r.disabled = false,
-            AdminAction::ForceDown(down) => r.forced_down = *down,
+            AdminAction::Enable => {
+                r.disabled = false;
+                EventKind::Enabled
+            }
+            AdminAction::ForceDown(down) => {
+                r.forced_down = *down;
+                if *down {
+                    EventKind::ForcedDown
+                } else {
+                    EventKind::ForceCleared
+                }
+            }
             AdminAction::Remove => {
                 r.deleted = true;
                 r.deleted_at = Some(at);
+                EventKind::Removed
             }
-        }
+        };
         r.modified_at = Some(at);
         r.modified_by = by.cloned();
         changed.extend([key.clone()]);
-        CommandResponse::Records(vec![Arc::clone(shared)])
+        let record = Arc::clone(shared);
+        if record.deleted {
+            self.derived.forget(&record, before, fx);
+            fx.service(kind, &record, before.down);
+        } else {
+            self.derived
+                .recount(&record.availability_zone, before, &record, fx);
+            let after = self.derived.share(&record);
+            fx.service(kind, &record, after.down);
+        }
+        CommandResponse::Records(vec![record])
     }
 
     /// Freezes or thaws every live service of `host`.
@@ -165,8 +235,15 @@ impl ServicesState {
         at: DateTime<Utc>,
         by: Option<&String>,
         changed: &mut impl Extend<ServiceKey>,
+        fx: &mut Effects<'_>,
     ) -> CommandResponse {
         let start = ServiceKey::new(host.clone(), String::new());
+        let kind = if frozen {
+            EventKind::Frozen
+        } else {
+            EventKind::Thawed
+        };
+        let derived = &self.derived;
         let records: Vec<Arc<ServiceRecord>> = self
             .services
             .range_mut(start..)
@@ -178,6 +255,7 @@ impl ServicesState {
                 r.modified_at = Some(at);
                 r.modified_by = by.cloned();
                 changed.extend([k.clone()]);
+                fx.service(kind, shared, derived.share(shared).down);
                 Arc::clone(shared)
             })
             .collect();
@@ -193,14 +271,20 @@ impl ServicesState {
     /// (registry time).
     fn heartbeat(
         &mut self,
-        key: &ServiceKey,
+        key: ServiceKey,
         hb: &Heartbeat,
         at: DateTime<Utc>,
         reg: DateTime<Utc>,
+        fx: &mut Effects<'_>,
     ) -> Arc<ServiceRecord> {
-        let shared = match self.services.entry(key.clone()) {
+        let derived = &mut self.derived;
+        let mut before = None;
+        let shared = match self.services.entry(key) {
             btree_map::Entry::Occupied(o) if !o.get().deleted => {
                 let shared = o.into_mut();
+                let share = derived.share(shared);
+                let key = derived.unseen(shared);
+                before = Some((share, key));
                 let r = Arc::make_mut(shared);
                 r.report_count += 1;
                 r.updated_at = Some(at);
@@ -208,19 +292,24 @@ impl ServicesState {
                 shared
             }
             btree_map::Entry::Occupied(mut o) => {
-                o.insert(Arc::new(fresh_record(&mut self.next_id, key, at, reg)));
+                let fresh = fresh_record(&mut self.next_id, o.key(), at, reg);
+                o.insert(Arc::new(fresh));
                 o.into_mut()
             }
             btree_map::Entry::Vacant(v) => {
-                v.insert(Arc::new(fresh_record(&mut self.next_id, key, at, reg)))
+                let fresh = fresh_record(&mut self.next_id, v.key(), at, reg);
+                v.insert(Arc::new(fresh))
             }
         };
         let record = Arc::make_mut(shared);
         if let Some(t) = &hb.topic {
             record.topic = t.clone();
         }
+        let mut moved_from = None;
         if let Some(z) = &hb.availability_zone {
-            record.availability_zone = z.clone();
+            if *z != record.availability_zone {
+                moved_from = Some(std::mem::replace(&mut record.availability_zone, z.clone()));
+            }
         }
         if let Some(c) = &hb.cluster_name {
             record.cluster_name = Some(c.clone());
@@ -231,9 +320,24 @@ impl ServicesState {
         if let Some(v) = &hb.object_current_version {
             record.object_current_version = Some(v.clone());
         }
-        Arc::clone(shared)
+        let record = Arc::clone(shared);
+        match before {
+            Some((share, key)) => {
+                derived.seen(&record, key);
+                let zone = moved_from.as_deref().unwrap_or(&record.availability_zone);
+                derived.recount(zone, share, &record, fx);
+                if share.down && !record.forced_down {
+                    fx.service(EventKind::Up, &record, false);
+                }
+            }
+            None => {
+                derived.seen(&record, record.key());
+                derived.add(&record, fx);
+                fx.service(EventKind::Created, &record, record.forced_down);
+            }
+        }
+        record
     }
-
     /// The record of a service, soft-deleted ones included.
     pub fn get(&self, key: &ServiceKey) -> Option<&ServiceRecord> {
         self.services.get(key).map(|r| &**r)
@@ -283,6 +387,7 @@ impl ServicesState {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         self.next_id.hash(&mut h);
+        self.settings.hash(&mut h);
         self.clock.now.map(|t| t.timestamp_micros()).hash(&mut h);
         for r in self.services.values() {
             (&r.host, &r.binary, r.id, &r.topic, r.report_count).hash(&mut h);
@@ -392,28 +497,38 @@ struct Stamped {
     stamped_at: Instant,
 }
 
-/// A shared, read-only handle on a node's in-memory services table.
+/// A shared, read-only handle on a node's in-memory services table, and on the events its
+/// applies derived.
 #[derive(Debug, Clone)]
 pub struct StateView {
     /// The state and when its clock last moved; written by the state machine only.
     inner: Arc<RwLock<Stamped>>,
+    /// The events derived from the entries applied since the state was loaded or installed.
+    events: EventLog,
 }
 
 impl Default for StateView {
     fn default() -> Self {
-        Self::new(ServicesState::default())
+        Self::new(ServicesState::default(), DEFAULT_EVENTS_KEPT)
     }
 }
 
 impl StateView {
-    /// A view of `state`, its clock stamped now.
-    pub(crate) fn new(state: ServicesState) -> Self {
+    /// A view of `state`, its clock stamped now, keeping up to `events_kept` events.
+    pub(crate) fn new(state: ServicesState, events_kept: usize) -> Self {
+        let events = EventLog::new(events_kept, state.last_applied.map(|l| l.index));
         Self {
             inner: Arc::new(RwLock::new(Stamped {
                 state,
                 stamped_at: Instant::now(),
             })),
+            events,
         }
+    }
+
+    /// The events derived from the entries applied.
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// Runs `f` on the current state. Keep `f` short: applies wait for it.
@@ -434,9 +549,11 @@ impl StateView {
         out
     }
 
-    /// Replaces the whole state (a snapshot install); registry time restarts from it.
+    /// Replaces the whole state (a snapshot install); registry time restarts from it, and the
+    /// events restart after it.
     pub(crate) fn install(&self, state: ServicesState) {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        self.events.reset(state.last_applied.map(|l| l.index));
         *guard = Stamped {
             state,
             stamped_at: Instant::now(),

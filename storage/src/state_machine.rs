@@ -97,6 +97,7 @@ impl StateMachineStore {
         identity: StoreIdentity,
         last_purged: Option<LogId>,
         persist_interval: Option<std::time::Duration>,
+        events_kept: usize,
     ) -> Result<Self, StoreError> {
         let services = disk.db().open_tree(TREE_SERVICES)?;
         let file = SnapshotFile::new(dir);
@@ -148,7 +149,7 @@ impl StateMachineStore {
                 services,
                 snapshot: file,
                 identity,
-                view: StateView::new(state),
+                view: StateView::new(state, events_kept),
                 dirty: Mutex::new(HashSet::new()),
                 persisting: Mutex::new(()),
                 failed: Mutex::new(None),
@@ -225,10 +226,15 @@ impl StateMachineStore {
         let inner = &self.inner;
         Ok(inner.view.write(|state| {
             let mut dirty = lock(&inner.dirty);
-            entries
+            let mut events = Vec::new();
+            let responses = entries
                 .iter()
-                .map(|e| state.apply_entry(e, &mut *dirty))
-                .collect()
+                .map(|e| state.apply_entry_with_events(e, &mut *dirty, &mut events))
+                .collect();
+            if let Some(last) = state.last_applied {
+                inner.view.events().append(last.index, events);
+            }
+            responses
         }))
     }
 

@@ -120,12 +120,15 @@ pub struct StoreOptions {
     /// How often changed records are written to disk in the background; `None` writes them
     /// only before a purge and on shutdown (for tests that need the records behind).
     pub persist_interval: Option<std::time::Duration>,
+    /// How many derived events the node keeps for watchers (see [`crate::event_log`]).
+    pub events_kept: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             persist_interval: Some(crate::state_machine::PERSIST_INTERVAL),
+            events_kept: crate::event_log::DEFAULT_EVENTS_KEPT,
         }
     }
 }
@@ -153,6 +156,7 @@ pub fn open_store_with(dir: &Path, options: &StoreOptions) -> Result<Store, Stor
         identity.clone(),
         last_purged,
         options.persist_interval,
+        options.events_kept,
     )?;
     let log = LogStore::open(&disk, sm.clone())?;
     Ok(Store {
@@ -195,6 +199,7 @@ pub fn restore(dir: &Path, bytes: &[u8]) -> Result<RestoreSummary, StoreError> {
         StoredMembership::default(),
         h.next_id,
         h.clock,
+        h.settings,
         records,
     );
     let services = disk.db().open_tree(TREE_SERVICES)?;

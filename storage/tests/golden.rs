@@ -1,5 +1,5 @@
 //! Golden files of each storage format version, made by the code that introduced it
-//! (`tests/fixtures/v1/`, `tests/fixtures/v2/`): a small store (the sled directory and its
+//! (`tests/fixtures/v1/`, `tests/fixtures/v2/`, `tests/fixtures/v3/`): a small store (the sled directory and its
 //! snapshot file), a backup, and stored values. Every run decodes them, so a change that
 //! cannot read data written in an older format fails the suite. They are never rewritten; a
 //! new format version adds a directory of its own beside them, made with
@@ -15,8 +15,8 @@ use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftS
 use registry_storage::codec::{decode, decode_record, encode, FORMAT_VERSION};
 use registry_storage::types::{Entry, LogId, Vote};
 use registry_storage::{
-    open_store_with, AdminAction, ClusterId, Command, Heartbeat, Incarnation, RegistryNode,
-    ServiceKey, ServiceRecord, ServicesState, StoreOptions,
+    open_store_with, AdminAction, ClusterId, Command, Heartbeat, Incarnation, LivenessSettings,
+    RegistryNode, ServiceKey, ServiceRecord, ServicesState, StoreOptions,
 };
 
 /// The cluster of the fixture store.
@@ -35,7 +35,8 @@ fn log_id(term: u64, index: u64) -> LogId {
 
 /// Entry `i` of the fixture log of `format`: the membership first, then heartbeats of four
 /// services, an admin change every seventh, a tick every ninth; from format 2, the admin
-/// changes say who made them, and every eleventh freezes or thaws a host.
+/// changes say who made them, and every eleventh freezes or thaws a host; from format 3, the
+/// second sets a `service_down_time` of 3 s, under which services go silent and come back.
 fn entry(format: u8, i: u64) -> Entry {
     let at = DateTime::from_timestamp(1_800_000_000 + i as i64, 0).unwrap_or_default();
     let payload = match i {
@@ -50,6 +51,10 @@ fn entry(format: u8, i: u64) -> Entry {
                 })
                 .collect::<std::collections::BTreeMap<_, _>>(),
         )),
+        2 if format >= 3 => EntryPayload::Normal(Command::Settings {
+            at,
+            settings: LivenessSettings::new(std::time::Duration::from_secs(3), 0.55),
+        }),
         i if i % 7 == 0 => {
             let (key, action) = (
                 ServiceKey::new("host-2", "cinder-volume"),
@@ -119,6 +124,7 @@ fn record(format: u8) -> anyhow::Result<ServiceRecord> {
 fn quiet() -> StoreOptions {
     StoreOptions {
         persist_interval: None,
+        ..Default::default()
     }
 }
 
@@ -157,6 +163,7 @@ async fn write_fixtures() -> anyhow::Result<()> {
     )?;
     std::fs::write(dir.join("record.bin"), encode(&record(format)?)?)?;
     std::fs::write(dir.join("entry.bin"), encode(&entry(format, VALUE_ENTRY))?)?;
+    std::fs::write(dir.join("settings-entry.bin"), encode(&entry(format, 2))?)?;
     Ok(())
 }
 
@@ -171,6 +178,11 @@ async fn the_format_1_store_reads_back() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_format_2_store_reads_back() -> anyhow::Result<()> {
     store_reads_back(2).await
+}
+
+#[tokio::test]
+async fn the_format_3_store_reads_back() -> anyhow::Result<()> {
+    store_reads_back(3).await
 }
 
 /// The fixture store of `format` opens with its identity, vote, committed index, log and
@@ -267,14 +279,18 @@ fn the_format_1_values_read_back() -> anyhow::Result<()> {
     ensure!(decode::<Entry>(&entry_bytes)? == entry(1, 8), "the entry");
     let today = encode(&entry(1, 8))?;
     ensure!(
-        today[0] == FORMAT_VERSION && today[1..] == entry_bytes[1..],
+        today[0] == FORMAT_VERSION && today[PAYLOAD..] == entry_bytes[PAYLOAD..],
         "a command of format 1 encodes as it did"
     );
     Ok(())
 }
 
-/// The values of format 2 decode to what was encoded, and today's encoding of the same
-/// values is byte for byte the same (a change of encoding needs a new format version).
+/// Where a stored value's payload starts (after the version byte and the checksum).
+const PAYLOAD: usize = 5;
+
+/// The values of format 2 decode to what was encoded, and today's encoding of the same values
+/// is byte for byte the same payload (format 3 changed only the envelope's checksum, which
+/// now covers the version byte).
 #[test]
 fn the_format_2_values_read_back() -> anyhow::Result<()> {
     let dir = fixtures(2);
@@ -282,11 +298,74 @@ fn the_format_2_values_read_back() -> anyhow::Result<()> {
     let record = decode_record(&record_bytes)?;
     ensure!(record == self::record(2)?, "the record");
     ensure!(record.modified_by.as_deref() == Some("token:ops-admin"));
-    ensure!(encode(&record)? == record_bytes, "the record's encoding");
+    let today = encode(&record)?;
+    ensure!(
+        today[PAYLOAD..] == record_bytes[PAYLOAD..],
+        "the record's encoding"
+    );
     let entry_bytes = std::fs::read(dir.join("entry.bin"))?;
     let entry = decode::<Entry>(&entry_bytes)?;
     ensure!(entry == self::entry(2, VALUE_ENTRY), "the entry");
+    let today = encode(&entry)?;
+    ensure!(
+        today[PAYLOAD..] == entry_bytes[PAYLOAD..],
+        "the entry's encoding"
+    );
+    Ok(())
+}
+
+/// The values of format 3 decode to what was encoded, and today's encoding of the same values
+/// is byte for byte the same (a change of encoding needs a new format version).
+#[test]
+fn the_format_3_values_read_back() -> anyhow::Result<()> {
+    let dir = fixtures(3);
+    let record_bytes = std::fs::read(dir.join("record.bin"))?;
+    let record = decode_record(&record_bytes)?;
+    ensure!(record == self::record(3)?, "the record");
+    ensure!(encode(&record)? == record_bytes, "the record's encoding");
+    let entry_bytes = std::fs::read(dir.join("entry.bin"))?;
+    let entry = decode::<Entry>(&entry_bytes)?;
+    ensure!(entry == self::entry(3, VALUE_ENTRY), "the entry");
     ensure!(encode(&entry)? == entry_bytes, "the entry's encoding");
+    let settings_bytes = std::fs::read(dir.join("settings-entry.bin"))?;
+    let settings = decode::<Entry>(&settings_bytes)?;
+    ensure!(settings == self::entry(3, 2), "the settings entry");
+    ensure!(encode(&settings)? == settings_bytes, "its encoding");
+    Ok(())
+}
+
+/// The fixture state of format 3 went through silences and zone changes: the events it
+/// yields are the same applied entry by entry and derived again from the state at any index
+/// (what a snapshot install does).
+#[test]
+fn the_format_3_state_derives_the_same_from_any_index() -> anyhow::Result<()> {
+    let mut s = ServicesState::default();
+    let mut events = Vec::new();
+    for e in entries(3, 1..=APPLIED) {
+        s.apply_entry_with_events(&e, &mut Vec::new(), &mut events);
+        let again = ServicesState::from_parts(
+            s.last_applied,
+            s.membership.clone(),
+            s.next_id,
+            s.clock,
+            s.settings,
+            s.records().cloned().collect::<Vec<_>>(),
+        );
+        ensure!(
+            again == s,
+            "the state rebuilt at {} is the one applied",
+            e.log_id.index
+        );
+    }
+    let downs = events
+        .iter()
+        .filter(|e| e.kind == registry_storage::events::EventKind::Down)
+        .count();
+    ensure!(
+        downs > 0,
+        "services went silent in the fixture log ({} events)",
+        events.len()
+    );
     Ok(())
 }
 

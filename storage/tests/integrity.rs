@@ -56,6 +56,7 @@ fn expected(upto: u64) -> ServicesState {
 async fn try_open(dir: &Path) -> Result<registry_storage::Store, StoreError> {
     let opts = StoreOptions {
         persist_interval: None,
+        ..Default::default()
     };
     open_store_with(dir, &opts)
 }

@@ -366,6 +366,7 @@ fn valid_encoding() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
                 StoredMembership::default(),
                 7,
                 Default::default(),
+                None,
                 records,
             );
             let blob = encode_state(&state, Some(ClusterId(3)), "1-1-1".into());
