@@ -95,6 +95,8 @@ impl RegistryApp {
             tasks: RequestTasks::new(stop.clone()),
             tls: tls.clone(),
             data_dir: store.dir.clone(),
+            watchers: crate::watch::Watchers::default(),
+            streams_stop: stop.child_token(),
         });
         let http = peer_client_builder(tls.as_deref())
             .local_address(local_ip)
@@ -126,6 +128,11 @@ impl RegistryApp {
             }),
         };
         Ok((app, tasks))
+    }
+
+    /// A keeper of the cluster's liveness settings (for the leader's ticker).
+    pub fn settings_keeper(&self) -> crate::cluster_settings::SettingsKeeper {
+        crate::cluster_settings::SettingsKeeper::new(Arc::clone(&self.inner.shared))
     }
 
     /// What every path uses: the node's id, Raft handle, state, settings and metrics.

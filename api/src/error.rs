@@ -43,6 +43,16 @@ pub enum ApiError {
     /// is in progress (409).
     #[error("{0}")]
     Conflict(String),
+    /// The events after the position asked for are no longer kept here (410, with the oldest
+    /// position a watch can resume from in `x-registry-events-from`): list again, then
+    /// watch from the list's applied index.
+    #[error("{message}")]
+    Gone {
+        /// What to tell the client.
+        message: String,
+        /// The oldest position a watch can resume from.
+        floor: String,
+    },
     /// The route needs a `Content-Length` (411).
     #[error("a Content-Length header is required")]
     LengthRequired,
@@ -105,6 +115,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::WrongPeer(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -124,6 +135,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::NotAcceptable(_) => "not_acceptable",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Gone { .. } => "gone",
             ApiError::LengthRequired => "length_required",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::WrongPeer(_) => "wrong_peer",
@@ -165,6 +177,12 @@ impl ApiError {
         if let Some((name, value)) = extra {
             resp.headers_mut()
                 .insert(name, HeaderValue::from_static(value));
+        }
+        if let ApiError::Gone { floor, .. } = &self {
+            if let Ok(v) = HeaderValue::from_str(floor) {
+                resp.headers_mut()
+                    .insert(registry_client::events::EVENTS_FROM_HEADER, v);
+            }
         }
         resp
     }
@@ -247,6 +265,14 @@ mod tests {
             (ApiError::NotAcceptable("v".into()), 406, "computeFault"),
             (ApiError::Conflict("c".into()), 409, "conflictingRequest"),
             (ApiError::PayloadTooLarge { limit: 1 }, 413, "overLimit"),
+            (
+                ApiError::Gone {
+                    message: "g".into(),
+                    floor: "7".into(),
+                },
+                410,
+                "computeFault",
+            ),
             (ApiError::Internal("i".into()), 500, "computeFault"),
             (ApiError::NotImplemented("x".into()), 501, "notImplemented"),
             (ApiError::Unavailable("q".into()), 503, "serviceUnavailable"),

@@ -32,6 +32,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cinder;
+pub mod cluster_settings;
 pub mod connections;
 pub mod error;
 pub mod forward;
@@ -47,6 +48,7 @@ pub mod server;
 pub mod shared;
 pub mod status;
 pub mod transport;
+pub mod watch;
 pub mod wire;
 pub mod write;
 

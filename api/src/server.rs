@@ -147,6 +147,9 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Event streams never finish by themselves: they end now, each with a last frame saying
+    // so, and the drain waits only for the requests that do.
+    shared.streams_stop.cancel();
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

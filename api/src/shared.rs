@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use openraft::{Raft, ServerState};
-use registry_storage::{NodeId, RegistryNode, StateMachineStore, StateView, TypeConfig};
+use registry_storage::{
+    LivenessSettings, NodeId, RegistryNode, StateMachineStore, StateView, TypeConfig,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,8 +27,13 @@ use crate::transport::tls::NodeTls;
 /// Settings of the API layer.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiSettings {
-    /// Liveness rule.
+    /// Liveness rule of this node's file: judged by until the log carries the cluster's
+    /// (see [`Shared::liveness`]).
     pub liveness: Liveness,
+    /// The unhealthy-zone threshold of this node's file (the log's is used once it has one).
+    pub unhealthy_zone_threshold: f64,
+    /// How often an idle event stream gets a keep-alive comment.
+    pub events_keepalive: Duration,
     /// How long a write may wait for a leader and its commit before failing with 503.
     pub write_timeout: Duration,
     /// How long a linearizable read may wait for the leader to confirm its quorum.
@@ -73,9 +80,47 @@ pub struct Shared {
     pub tls: Option<Arc<NodeTls>>,
     /// The data directory (its filesystem's free space is in `/metrics`).
     pub data_dir: std::path::PathBuf,
+    /// The event streams served, under their cap.
+    pub watchers: crate::watch::Watchers,
+    /// Cancelled when the HTTP server stops accepting: every event stream ends then.
+    pub streams_stop: CancellationToken,
 }
 
 impl Shared {
+    /// The liveness rule in force: the cluster's, from the log, once it carries one; until
+    /// then this node's file.
+    pub fn liveness(&self) -> Liveness {
+        self.view
+            .read(|s| s.settings)
+            .map_or(self.settings.liveness, |s| Liveness {
+                service_down_time: s.service_down_time(),
+            })
+    }
+
+    /// The liveness settings of this node's file, as the log would carry them.
+    pub fn file_settings(&self) -> LivenessSettings {
+        LivenessSettings::new(
+            self.settings.liveness.service_down_time,
+            self.settings.unhealthy_zone_threshold,
+        )
+    }
+
+    /// The newest storage format that this node and every other member of the group read
+    /// (see [`crate::transport::formats`]).
+    pub fn common_format(&self) -> u8 {
+        let peers: Vec<NodeId> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != self.id)
+                .collect()
+        };
+        self.identity.formats().common(peers)
+    }
+
     /// Registry time now, as this node tells it (see [`registry_storage::clock`]).
     pub fn registry_now(&self) -> DateTime<Utc> {
         self.view.registry_now().unwrap_or_else(Utc::now)

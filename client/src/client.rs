@@ -183,6 +183,36 @@ impl RegistryClient {
             .await
     }
 
+    /// A request to `url` with this client's token.
+    pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, url);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// The zones and their disruption state, as the first reachable node has applied them.
+    pub async fn zones(&self) -> Result<crate::events::ZonesOut, ClientError> {
+        self.send(|base| self.http.get(format!("{base}/v1/zones")))
+            .await
+    }
+
+    /// The cluster-wide liveness settings in force.
+    pub async fn settings(&self) -> Result<crate::wire::SettingsOut, ClientError> {
+        self.send(|base| self.http.get(format!("{base}/v1/settings")))
+            .await
+    }
+
+    /// Changes the cluster-wide liveness settings (admin).
+    pub async fn set_settings(
+        &self,
+        change: &crate::wire::SettingsIn,
+    ) -> Result<crate::wire::SettingsOut, ClientError> {
+        self.send(|base| self.http.put(format!("{base}/v1/settings")).json(change))
+            .await
+    }
+
     /// Sends the request built by `build` to each endpoint in turn until one answers; an
     /// answer that is an error is returned as is (not retried elsewhere), as is a request
     /// whose outcome is unknown.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod reporter;
 pub mod tls;
+pub mod watch;
 pub mod wire;
 
 pub use client::{RegistryClient, POOL_IDLE_TIMEOUT};

@@ -410,3 +410,29 @@ pub struct JoinOut {
     /// Where the replacement stands, in words.
     pub phase: String,
 }
+
+/// Body of `GET /v1/settings`: the cluster-wide liveness settings in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingsOut {
+    /// `service_down_time`, in seconds.
+    pub service_down_time: f64,
+    /// The share of a zone's enabled services down that makes it partially disrupted.
+    pub unhealthy_zone_threshold: f64,
+    /// `log` once the cluster's log carries them (every node judges by them); `file` before
+    /// (this node's own file decides, and events judge no service silent).
+    pub source: String,
+    /// This node's file, for comparison.
+    pub file: SettingsIn,
+}
+
+/// Body of `PUT /v1/settings` (admin): what to change; a field left out keeps its value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsIn {
+    /// `service_down_time`, in seconds (more than 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_down_time: Option<f64>,
+    /// 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_zone_threshold: Option<f64>,
+}

@@ -65,7 +65,7 @@ impl Default for RaftSettings {
 }
 
 /// A registry node's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's id; must appear in `peers`.
@@ -82,6 +82,15 @@ pub struct NodeConfig {
     /// How long a service may stay silent and still be `up` (Cinder's `service_down_time`).
     #[serde(with = "humantime_serde", default = "default_service_down_time")]
     pub service_down_time: Duration,
+    /// The share of a zone's enabled services down (with more than 2 down) that makes it
+    /// partially disrupted (Kubernetes' `unhealthy-zone-threshold`), 0 to 1.
+    /// `service_down_time` and this are cluster-wide: the first leader writes its own into
+    /// the log, every node judges by the log's, and a node whose file disagrees says so.
+    #[serde(default = "default_unhealthy_zone_threshold")]
+    pub unhealthy_zone_threshold: f64,
+    /// Watching (`GET /v1/events`).
+    #[serde(default)]
+    pub events: EventsConfig,
     /// How often reporters send heartbeats (Cinder's `report_interval`).
     #[serde(with = "humantime_serde", default = "default_report_interval")]
     pub report_interval: Duration,
@@ -119,6 +128,40 @@ pub struct NodeConfig {
     /// of a group has TLS or none does.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+/// Settings of watching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// How many events a node keeps for watchers to resume from; a watch from an older
+    /// position is answered `410 Gone` (list again, then watch from the list's index).
+    #[serde(default = "default_events_kept")]
+    pub kept: usize,
+    /// How often an idle stream gets a keep-alive comment.
+    #[serde(with = "humantime_serde", default = "default_events_keepalive")]
+    pub keepalive: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            kept: default_events_kept(),
+            keepalive: default_events_keepalive(),
+        }
+    }
+}
+
+fn default_events_kept() -> usize {
+    registry_storage::event_log::DEFAULT_EVENTS_KEPT
+}
+
+fn default_events_keepalive() -> Duration {
+    Duration::from_secs(15)
+}
+
+pub(crate) fn default_unhealthy_zone_threshold() -> f64 {
+    0.55
 }
 
 /// Whether clients need tokens.
@@ -346,6 +389,21 @@ impl NodeConfig {
                 "service_down_time must exceed report_interval; using 2.5 x report_interval"
             );
             self.service_down_time = corrected;
+        }
+        if !(0.0..=1.0).contains(&self.unhealthy_zone_threshold) {
+            return invalid(format!(
+                "unhealthy_zone_threshold must be 0 to 1 (got {})",
+                self.unhealthy_zone_threshold
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.events.kept) {
+            return invalid(format!(
+                "events.kept must be 1 to 10000000 (got {})",
+                self.events.kept
+            ));
+        }
+        if self.events.keepalive.is_zero() {
+            return invalid("events.keepalive must be more than zero".into());
         }
         if self.write_timeout.is_zero() || self.read_timeout.is_zero() {
             return invalid("write_timeout and read_timeout must be more than zero".into());

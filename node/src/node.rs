@@ -18,7 +18,8 @@ use registry_api::transport::identity::PeerIdentity;
 use registry_api::transport::rpc::RpcLimits;
 use registry_api::{ApiSettings, RegistryApp};
 use registry_storage::{
-    open_store, LogStore, NodeId, RaftTasks, StateMachineStore, StoreIdentity, TypeConfig,
+    open_store_with, LogStore, NodeId, RaftTasks, StateMachineStore, StoreIdentity, StoreOptions,
+    TypeConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -83,7 +84,13 @@ impl Node {
             "creating the data directory",
             &config.data_dir,
         ))?;
-        let store = open_store(&config.data_dir)?;
+        let store = open_store_with(
+            &config.data_dir,
+            &StoreOptions {
+                events_kept: config.events.kept,
+                ..StoreOptions::default()
+            },
+        )?;
         let view = store.sm.view();
         let auth = config.auth.load()?;
         if !auth.tokens_required() {
@@ -132,6 +139,8 @@ impl Node {
             liveness: Liveness {
                 service_down_time: config.service_down_time,
             },
+            unhealthy_zone_threshold: config.unhealthy_zone_threshold,
+            events_keepalive: config.events.keepalive,
             write_timeout: config.write_timeout,
             read_timeout: config.read_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
@@ -141,11 +150,6 @@ impl Node {
             },
             rpc: rpc_limits,
         };
-        let ticker = tokio::spawn(crate::ticker::run(
-            raft.clone(),
-            view.clone(),
-            stages.background(),
-        ));
         let (app, app_tasks) = RegistryApp::new(
             identity,
             raft.clone(),
@@ -157,6 +161,12 @@ impl Node {
             stages.write_path(),
         )
         .map_err(NodeError::Network)?;
+        let ticker = tokio::spawn(crate::ticker::run(
+            raft.clone(),
+            view.clone(),
+            app.settings_keeper(),
+            stages.background(),
+        ));
         let addr = listener.local_addr().map_err(NodeError::Listener)?;
         let server = tokio::spawn(registry_api::server::serve(
             app.clone(),

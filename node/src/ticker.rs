@@ -1,22 +1,29 @@
 //! The leader's clock tick: while this node leads and nothing else was stamped for a
 //! [`TICK_INTERVAL`], it commits a `Tick` so registry time keeps moving on every node (see
-//! `registry_storage::clock`).
+//! `registry_storage::clock`). The same loop keeps the cluster's liveness settings
+//! ([`SettingsKeeper`]): a leader of a log without them writes them.
 
 use std::time::Duration;
 
 use openraft::{Raft, ServerState};
+use registry_api::cluster_settings::SettingsKeeper;
 use registry_storage::clock::TICK_INTERVAL;
 use registry_storage::{Command, StateView, TypeConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `stop` is cancelled or Raft stops. A tick being committed when `stop` is
 /// cancelled is dropped: it changes nothing but registry time.
-pub async fn run(raft: Raft<TypeConfig>, view: StateView, stop: CancellationToken) {
-    stop.run_until_cancelled(tick(raft, view)).await;
+pub async fn run(
+    raft: Raft<TypeConfig>,
+    view: StateView,
+    settings: SettingsKeeper,
+    stop: CancellationToken,
+) {
+    stop.run_until_cancelled(tick(raft, view, settings)).await;
 }
 
 /// The ticking loop; ends when Raft stops.
-async fn tick(raft: Raft<TypeConfig>, view: StateView) {
+async fn tick(raft: Raft<TypeConfig>, view: StateView, settings: SettingsKeeper) {
     let mut interval = tokio::time::interval(TICK_INTERVAL / 3);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -25,16 +32,25 @@ async fn tick(raft: Raft<TypeConfig>, view: StateView) {
         if metrics.running_state.is_err() {
             return;
         }
+        if let Some(cmd) = settings.check() {
+            commit(&raft, cmd, "liveness settings").await;
+            continue;
+        }
         if metrics.state != ServerState::Leader || view.since_last_stamp() < TICK_INTERVAL {
             continue;
         }
         let tick = Command::Tick {
             at: chrono::Utc::now(),
         };
-        match tokio::time::timeout(Duration::from_secs(2), raft.client_write(tick)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "tick not committed"),
-            Err(_) => tracing::debug!("tick not committed in time (no quorum?)"),
-        }
+        commit(&raft, tick, "tick").await;
+    }
+}
+
+/// Commits `cmd` (`what`), within 2 s; a failure is only logged: the loop tries again.
+async fn commit(raft: &Raft<TypeConfig>, cmd: Command, what: &str) {
+    match tokio::time::timeout(Duration::from_secs(2), raft.client_write(cmd)).await {
+        Ok(Ok(_)) => tracing::debug!(what, "committed"),
+        Ok(Err(e)) => tracing::debug!(error = %e, what, "not committed"),
+        Err(_) => tracing::debug!(what, "not committed in time (no quorum?)"),
     }
 }

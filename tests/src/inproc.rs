@@ -31,6 +31,8 @@ pub struct ClusterSpec {
     /// TLS for every node (default: none, plain HTTP): a throwaway CA and a certificate per
     /// node ([`crate::tls::TestPki`]).
     pub tls: Option<TestPki>,
+    /// Events each node keeps for watchers (default: the config's default).
+    pub events_kept: usize,
 }
 
 impl Default for ClusterSpec {
@@ -51,6 +53,7 @@ impl Default for ClusterSpec {
             max_connections: registry_node::config::DEFAULT_MAX_CONNECTIONS,
             http_header_timeout: registry_node::config::DEFAULT_HTTP_HEADER_TIMEOUT,
             tls: None,
+            events_kept: registry_storage::event_log::DEFAULT_EVENTS_KEPT,
         }
     }
 }
@@ -104,6 +107,11 @@ impl InProcCluster {
                     data_dir: dir.path().join(format!("node{}", i + 1)),
                     peers: peers.clone(),
                     service_down_time: spec.service_down_time,
+                    unhealthy_zone_threshold: 0.55,
+                    events: registry_node::config::EventsConfig {
+                        kept: spec.events_kept,
+                        keepalive: Duration::from_secs(15),
+                    },
                     report_interval: Duration::from_secs(1),
                     write_timeout: Duration::from_secs(5),
                     read_timeout: Duration::from_secs(2),

@@ -24,7 +24,24 @@ const OPEN: &[u8] = b"{\"services\":[";
 const CLOSE: &[u8] = b"]}";
 
 /// `{"services":[` then `row` of each item, comma-separated, then `]}`, in one buffer.
-pub fn write_list<T>(items: &[T], mut row: impl FnMut(&mut Vec<u8>, &T)) -> Vec<u8> {
+pub fn write_list<T>(items: &[T], row: impl FnMut(&mut Vec<u8>, &T)) -> Vec<u8> {
+    write_list_closed(items, row, CLOSE)
+}
+
+/// The end of a list that says the index it reflects: `],"applied_index":N}`.
+pub fn close_at(applied: Option<u64>) -> Vec<u8> {
+    match applied {
+        Some(i) => format!("],\"applied_index\":{i}}}").into_bytes(),
+        None => CLOSE.to_vec(),
+    }
+}
+
+/// [`write_list`] ended by `close` (`]}` or [`close_at`]).
+fn write_list_closed<T>(
+    items: &[T],
+    mut row: impl FnMut(&mut Vec<u8>, &T),
+    close: &[u8],
+) -> Vec<u8> {
     let mut buf = Vec::with_capacity(1024);
     buf.extend_from_slice(OPEN);
     let mut rest = items.iter();
@@ -34,13 +51,13 @@ pub fn write_list<T>(items: &[T], mut row: impl FnMut(&mut Vec<u8>, &T)) -> Vec<
         // their strings).
         let per_row = buf.len() - OPEN.len() + 1;
         let estimate = per_row.saturating_mul(items.len()).saturating_mul(5) / 4;
-        buf.reserve(estimate.saturating_add(CLOSE.len()));
+        buf.reserve(estimate.saturating_add(close.len()));
         for item in rest {
             buf.push(b',');
             row(&mut buf, item);
         }
     }
-    buf.extend_from_slice(CLOSE);
+    buf.extend_from_slice(close);
     buf
 }
 
@@ -50,6 +67,7 @@ pub fn write_chunks<T>(
     items: &[T],
     mut row: impl FnMut(&mut Vec<u8>, &T),
     chunk_bytes: usize,
+    close: &[u8],
     mut send: impl FnMut(Vec<u8>, bool) -> bool,
 ) {
     let capacity = chunk_bytes + chunk_bytes / 4;
@@ -67,7 +85,7 @@ pub fn write_chunks<T>(
             }
         }
     }
-    buf.extend_from_slice(CLOSE);
+    buf.extend_from_slice(close);
     send(buf, true);
 }
 
@@ -83,13 +101,27 @@ where
     T: Send + 'static,
     F: FnMut(&mut Vec<u8>, &T) + Send + 'static,
 {
+    list_response_closed(items, row, permit, CLOSE.to_vec())
+}
+
+/// [`list_response`] ended by `close` (see [`close_at`]).
+pub fn list_response_closed<T, F>(
+    items: Vec<T>,
+    row: F,
+    permit: Option<OwnedSemaphorePermit>,
+    close: Vec<u8>,
+) -> warp::reply::Response
+where
+    T: Send + 'static,
+    F: FnMut(&mut Vec<u8>, &T) + Send + 'static,
+{
     if items.len() <= INLINE_ROWS {
-        return json_response(write_list(&items, row));
+        return json_response(write_list_closed(&items, row, &close));
     }
     let (tx, mut rx) = mpsc::channel::<(Bytes, bool)>(CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        write_chunks(&items, row, CHUNK_BYTES, |chunk, last| {
+        write_chunks(&items, row, CHUNK_BYTES, &close, |chunk, last| {
             tx.blocking_send((Bytes::from(chunk), last)).is_ok()
         });
     });
@@ -149,7 +181,7 @@ mod tests {
             for chunk_bytes in [1, 7, 100, 4096, 1 << 20] {
                 let mut joined = Vec::new();
                 let mut flags = Vec::new();
-                write_chunks(&items, row, chunk_bytes, |c, last| {
+                write_chunks(&items, row, chunk_bytes, CLOSE, |c, last| {
                     joined.extend_from_slice(&c);
                     flags.push(last);
                     true
@@ -161,7 +193,7 @@ mod tests {
         }
         let items: Vec<usize> = (0..100).collect();
         let mut sent = 0;
-        write_chunks(&items, row, 10, |_, _| {
+        write_chunks(&items, row, 10, CLOSE, |_, _| {
             sent += 1;
             false
         });

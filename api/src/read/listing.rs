@@ -9,7 +9,7 @@ use registry_storage::ServiceRecord;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::json::list::list_response;
+use crate::json::list::{close_at, list_response_closed};
 use crate::json::service::push_service;
 use crate::liveness::{Liveness, State};
 
@@ -33,13 +33,15 @@ impl Listing {
     }
 
     /// The answer of `GET /v1/services`: the JSON of `ServicesOut` for these records, kept
-    /// `permit` while it is written (see [`list_response`]).
+    /// `permit` while it is written (see [`list_response_closed`]); it ends with the applied
+    /// index the list reflects.
     pub fn native_response(self, permit: Option<OwnedSemaphorePermit>) -> warp::reply::Response {
         let rule = self.liveness.at(self.now);
-        list_response(
+        list_response_closed(
             self.records,
             move |buf, r| push_service(buf, r, rule.state(r)),
             permit,
+            close_at(self.applied),
         )
     }
 }

@@ -214,7 +214,7 @@ impl ReadPath {
         Listing {
             records,
             now,
-            liveness: self.shared.settings.liveness,
+            liveness: self.shared.liveness(),
             applied,
         }
     }

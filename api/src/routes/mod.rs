@@ -9,6 +9,7 @@ pub mod filters;
 mod membership;
 mod public;
 pub mod route;
+mod watch;
 
 pub(crate) use filters::{raw_query, with_app};
 
@@ -30,6 +31,7 @@ pub fn all(
         .or(admin::routes(app.clone()))
         .or(membership::routes(app.clone()))
         .or(cinder::routes(app.clone()))
+        .or(watch::routes(app.clone()))
         .or(crate::transport::routes::routes(app))
         .recover(recover)
 }

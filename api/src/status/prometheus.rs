@@ -257,7 +257,7 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
     let view = &shared.view;
     let stamp = view.last_stamp();
     let now = stamp.registry_now();
-    let rule = shared.settings.liveness;
+    let rule = shared.liveness();
     let judged_at = now.unwrap_or_else(Utc::now);
     let counts = view.read(|state| {
         let mut c = ServiceCounts::default();
@@ -308,6 +308,57 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
              both states of every zone that has a service"
         ),
         zones,
+    );
+    let (disruption, suspect) = view.read(|state| {
+        let z = state.zones();
+        let states: Vec<(String, registry_storage::zones::ZoneState)> =
+            z.iter().map(|(name, _, s)| (name.clone(), s)).collect();
+        (states, z.suspect())
+    });
+    let zone_states = Family::<ZoneLabels, Gauge>::default();
+    for (zone, state) in &disruption {
+        use registry_storage::zones::ZoneState as Z;
+        for (name, s) in [
+            ("normal", Z::Normal),
+            ("partial-disruption", Z::PartialDisruption),
+            ("full-disruption", Z::FullDisruption),
+        ] {
+            zone_states
+                .get_or_create(&ZoneLabels {
+                    zone: zone.clone(),
+                    state: name,
+                })
+                .set(i64::from(*state == s));
+        }
+    }
+    g.0.register(
+        "zone_disruption",
+        "1 for the disruption state each availability zone is in (normal, partial-disruption, \
+         full-disruption) as of the applied index, judged over its enabled services; 0 for the \
+         other two",
+        zone_states,
+    );
+    g.flag(
+        "suspect",
+        "1 when every zone with enabled services is in full disruption at once: more likely the \
+         network or the registry than every service; fencing must not act on it",
+        suspect,
+    );
+    let (events_held, events_kept) = view.events().len_and_capacity();
+    g.int(
+        "events_held",
+        "Events this node holds for watchers to resume from",
+        events_held as u64,
+    );
+    g.int(
+        "events_kept_max",
+        "The most events this node keeps (events.kept)",
+        events_kept as u64,
+    );
+    g.int(
+        "event_streams",
+        "Event streams (GET /v1/events) open on this node",
+        shared.watchers.open() as u64,
     );
     g.int(
         "services_disabled",

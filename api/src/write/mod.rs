@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use openraft::error::{ClientWriteError, RaftError};
-use registry_storage::{Command, CommandResponse, Heartbeat, NodeId, ServiceRecord};
+use registry_storage::{Command, CommandResponse, Heartbeat, ServiceRecord};
 use warp::http::Method;
 
 use crate::audit::{self, Actor, Caller};
@@ -131,17 +131,7 @@ impl WritePath {
     /// `cmd` saying that `actor` made it, if every other member of the group reads the
     /// format that takes; else `cmd` as it is.
     fn with_actor(&self, cmd: Command, actor: &Actor) -> Command {
-        let peers: Vec<NodeId> = {
-            let m = self.shared.raft.metrics();
-            let m = m.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .map(|(id, _)| *id)
-                .filter(|id| *id != self.shared.id)
-                .collect()
-        };
-        recorded(cmd, actor, self.shared.identity.formats().common(peers))
+        recorded(cmd, actor, self.shared.common_format())
     }
 
     /// Runs `call` (a write or a membership change) until it succeeds on the leader; a node
@@ -238,7 +228,7 @@ impl WritePath {
     /// The answer to a write: `{"services": [...]}` with the records it produced, in the
     /// listed form (the bytes `ServicesOut` serialises to), with their state now.
     pub fn written_response(&self, records: &[Arc<ServiceRecord>]) -> warp::reply::Response {
-        let rule = self.shared.settings.liveness.at(self.shared.registry_now());
+        let rule = self.shared.liveness().at(self.shared.registry_now());
         json_response(write_list(records, |buf, r| {
             push_service(buf, r, rule.state(r))
         }))
