@@ -32,13 +32,9 @@ pub fn rpc_round_trip<T: Serialize + DeserializeOwned>(data: &[u8]) {
 }
 
 /// A stored value holding `payload` as sled holds it: this build's format version, the
-/// CRC-32 (little endian) of `payload`, then `payload` itself.
+/// CRC-32 (little endian) of the version and `payload`, then `payload` itself.
 pub fn seal_value(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 5);
-    out.push(registry_storage::codec::FORMAT_VERSION);
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-    out
+    registry_storage::codec::seal(payload)
 }
 
 /// A snapshot blob made of `body` (every byte but the checksum: magic, version, header and

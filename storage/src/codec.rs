@@ -55,6 +55,17 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// The envelope of this build's format around `payload`, whatever it holds: what
+/// [`encode`] writes for a payload of those bytes (for tests and fuzzers that forge
+/// payloads beneath a valid checksum).
+pub fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENVELOPE + payload.len());
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&checksum(FORMAT_VERSION, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 /// The checksum of a value of format `version`: from format 3 on it covers the version byte
 /// too, so a value whose version byte changed into that of an older format this build still
 /// reads is refused, not decoded as that format.

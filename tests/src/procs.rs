@@ -170,6 +170,8 @@ pub struct ProcSpec {
     /// Data directories by node index, instead of `node{id}-data` in the cluster's directory:
     /// to give a node a disk of its own (a small tmpfs that fills up, say).
     pub data_dirs: Vec<(usize, PathBuf)>,
+    /// Events each node keeps for watchers (`events.kept`).
+    pub events_kept: usize,
 }
 
 impl Default for ProcSpec {
@@ -183,6 +185,7 @@ impl Default for ProcSpec {
             clock_offsets: Vec::new(),
             tls: false,
             data_dirs: Vec::new(),
+            events_kept: registry_storage::event_log::DEFAULT_EVENTS_KEPT,
         }
     }
 }
@@ -336,13 +339,14 @@ impl ProcCluster {
              write_timeout = \"5s\"\nread_timeout = \"2s\"\n\n\
              [raft]\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"150ms\"\n\
              election_timeout_max = \"300ms\"\nsnapshot_logs_since_last = {}\n\
-             max_in_snapshot_log_to_keep = {}\n\n{peers}{tls}\
+             max_in_snapshot_log_to_keep = {}\n\n[events]\nkept = {}\n\n{peers}{tls}\
              [auth]\nmode = \"disabled\"\ncluster_secret = \"test-cluster-secret-0123\"\n",
             data_dir.display().to_string(),
             spec.service_down_time.as_millis(),
             spec.report_interval.as_millis(),
             spec.snapshot_logs_since_last,
             spec.max_in_snapshot_log_to_keep,
+            spec.events_kept,
         );
         std::fs::write(&config, text)?;
         self.nodes.push(ProcNode {
@@ -590,6 +594,12 @@ impl ProcCluster {
     /// A client of node index `i` only.
     pub fn client_of(&self, i: usize) -> RegistryClient {
         self.client_to([self.nodes[i].addr.to_string()], Duration::from_secs(10))
+    }
+
+    /// A client of the nodes at indexes `order`, tried in that order.
+    pub fn client_in_order(&self, order: &[usize]) -> RegistryClient {
+        let endpoints = order.iter().map(|&i| self.nodes[i].addr.to_string());
+        self.client_to(endpoints, Duration::from_secs(10))
     }
 
     /// A client of `endpoints` trusting the cluster's CA and sending its token, if any.

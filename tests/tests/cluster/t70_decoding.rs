@@ -558,10 +558,7 @@ fn marked_encodings() -> Vec<(&'static str, Vec<u8>)> {
 fn forge(name: &str, bytes: &[u8], claimed: u64) -> Vec<u8> {
     let mut forged = forge_length(bytes, claimed);
     match name {
-        "record" | "entry" => {
-            let crc = crc32fast::hash(&forged[5..]);
-            forged[1..5].copy_from_slice(&crc.to_le_bytes());
-        }
+        "record" | "entry" => forged = codec::seal(&forged[5..]),
         "snapshot data" => {
             let crc = crc32fast::hash(&forged);
             forged.extend(crc.to_le_bytes());
@@ -573,10 +570,7 @@ fn forge(name: &str, bytes: &[u8], claimed: u64) -> Vec<u8> {
 
 /// A stored value's payload in a valid envelope (format version, checksum), as sled holds it.
 fn sealed(payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![codec::FORMAT_VERSION];
-    out.extend(crc32fast::hash(payload).to_le_bytes());
-    out.extend(payload);
-    out
+    codec::seal(payload)
 }
 
 /// `bytes` cut right after the length prefix of [`MARK`], which now claims `claimed` bytes.

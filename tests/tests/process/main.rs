@@ -10,3 +10,4 @@ mod t70_backup_restore;
 mod t80_rotation;
 mod t90_tls;
 mod t95_audit;
+mod t97_events;
