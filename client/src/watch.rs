@@ -229,9 +229,9 @@ impl Watch {
                 return Ok(parse_block(&block[..end.0]));
             }
             match tokio::time::timeout(idle, s.resp.chunk()).await {
-                Err(_) => return Err(format!("nothing from {} for {idle:?}", s.base)),
-                Ok(Err(e)) => return Err(format!("{}: {e}", s.base)),
-                Ok(Ok(None)) => return Err(format!("{} ended the stream", s.base)),
+                Err(_) => return Err(format!("nothing received for {idle:?}")),
+                Ok(Err(e)) => return Err(format!("the stream broke: {e}")),
+                Ok(Ok(None)) => return Err("the node ended the stream".to_string()),
                 Ok(Ok(Some(chunk))) => s.buf.extend_from_slice(&chunk),
             }
         }

@@ -20,6 +20,7 @@ mod init_pki;
 pub mod report;
 pub mod services;
 pub mod snapshot;
+pub mod watch;
 
 /// The endpoints of the local three-node cluster (`cluster-config/`).
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:21001,127.0.0.1:21002,127.0.0.1:21003";
@@ -157,6 +158,13 @@ pub enum Command {
     /// Remove a service, as `cinder-manage service remove BINARY HOST` does; a service that
     /// still runs re-creates itself at its next heartbeat.
     ServiceRemove(actions::RemoveArgs),
+    /// Print liveness events as they happen (one line each), resuming on another node when
+    /// one goes away.
+    Watch(watch::WatchArgs),
+    /// Availability zones: counts, disruption state, and the suspect flag.
+    Zones,
+    /// Show the cluster-wide liveness settings, or change them (admin).
+    Settings(watch::SettingsArgs),
     /// The registry cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -211,6 +219,9 @@ pub async fn execute(cli: Cli) -> Result<String, CliError> {
         Command::ServiceThaw(args) => actions::freeze(g, &args, false).await,
         Command::ServiceForceDown(args) => actions::force_down(g, &args).await,
         Command::ServiceRemove(args) => actions::remove(g, &args).await,
+        Command::Watch(args) => watch::watch(g, &args).await,
+        Command::Zones => watch::zones(g).await,
+        Command::Settings(args) => watch::settings(g, &args).await,
         Command::Cluster(c) => cluster::run(g, c).await,
         Command::Snapshot(c) => snapshot::run(g, c).await,
         Command::HashToken { token } => hash_token(token),

@@ -459,3 +459,74 @@ async fn zones_disrupt_under_mass_failure_and_every_zone_down_is_suspect() -> an
     })
     .await
 }
+
+/// `registryctl watch --json` prints every event once, in order, going on from the next node
+/// when the one it watches is killed; `registryctl zones` shows the zones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registryctl_watch_resumes_by_itself_after_its_node_dies() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(spec())?;
+    with_logs(&mut c, async |c| {
+        let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+        let first = (leader + 1) % 3;
+        let order: Vec<String> = [first, (first + 1) % 3, (first + 2) % 3]
+            .iter()
+            .map(|&i| c.addrs()[i].to_string())
+            .collect();
+        let total = 30;
+        let child = tokio::process::Command::new(registry_tests::cli::registryctl_binary()?)
+            .args([
+                "--endpoints",
+                &order.join(","),
+                "watch",
+                "--since",
+                "0",
+                "--json",
+            ])
+            .args(["--kinds", "created", "--count", &total.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let client = c.client_all();
+        for i in 0..total / 2 {
+            client
+                .heartbeat(&[HeartbeatIn::new(format!("w-{i}"), "cinder-volume")])
+                .await?;
+        }
+        c.kill_node(first)?;
+        for i in total / 2..total {
+            wait::until("a heartbeat accepted", Duration::from_secs(20), || async {
+                client
+                    .heartbeat(&[HeartbeatIn::new(format!("w-{i}"), "cinder-volume")])
+                    .await
+                    .ok()
+            })
+            .await?;
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(out.status.success(), "registryctl watch failed: {stderr}");
+        let events: Vec<EventOut> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        let hosts: Vec<String> = events.iter().filter_map(|e| e.host.clone()).collect();
+        let expected: Vec<String> = (0..total).map(|i| format!("w-{i}")).collect();
+        assert_eq!(hosts, expected, "every service created, once, in order");
+        assert!(
+            stderr.contains("resuming after"),
+            "it said it resumed: {stderr}"
+        );
+        let zones = registry_tests::cli::registryctl(&order[1..], &["zones"])
+            .await?
+            .ok()?;
+        assert!(zones.stdout.contains("nova"), "{}", zones.stdout);
+        println!(
+            "checked: {} events through a kill of the watched node; stderr: {stderr}",
+            events.len()
+        );
+        Ok(())
+    })
+    .await
+}
