@@ -164,7 +164,8 @@ impl ServicesState {
             } => self.freeze(host, *frozen, at, Some(by), changed, fx),
             Command::Settings { settings, .. } => {
                 self.apply_settings(*settings, reg, fx);
-                CommandResponse::Empty
+                // Applied, changing no record.
+                CommandResponse::Records(Vec::new())
             }
             Command::Tick { .. } => CommandResponse::Empty,
         }

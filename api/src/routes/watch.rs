@@ -186,7 +186,10 @@ async fn change_settings(
             )))
         }
     };
-    if shared.common_format() < 3 {
+    // Only a leader knows which formats its peers read (from their RPC answers); another
+    // node forwards the request, and the leader checks it again.
+    let leads = shared.raft.metrics().borrow().state == openraft::ServerState::Leader;
+    if leads && shared.common_format() < 3 {
         return Err(ApiError::Conflict(
             "a member of the group reads only an older storage format, which cannot decode \
              settings in the log: upgrade every node first"

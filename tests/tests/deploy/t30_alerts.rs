@@ -31,13 +31,15 @@ const ROUNDS: usize = 12;
 
 /// The alerts each test below makes fire; [`every_alert_has_a_test`] checks that this is
 /// every alert of the file.
-const COVERED: [&str; 7] = [
+const COVERED: [&str; 9] = [
     "RegistryNoLeader",
     "RegistryQuorumContactLost",
     "RegistryFollowerLagging",
     "RegistryDiskFilling",
     "RegistryServicesDownInZone",
     "RegistryZoneDown",
+    "RegistryZoneDisrupted",
+    "RegistrySuspect",
     "RegistryCertificateExpiresSoon",
 ];
 
@@ -443,8 +445,9 @@ async fn disk_filling_fires() -> anyhow::Result<()> {
 }
 
 /// Services in two zones; those of `az2` go silent while `az1`'s keep heartbeating: once every
-/// node says `az2`'s are down, `RegistryServicesDownInZone` and `RegistryZoneDown` fire for
-/// `az2` only.
+/// node says `az2`'s are down, `RegistryServicesDownInZone`, `RegistryZoneDown` and
+/// `RegistryZoneDisrupted` (full disruption) fire for `az2` only, and `RegistrySuspect` does
+/// not; then `az1`'s go silent too, and `RegistrySuspect` fires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_alerts_fire() -> anyhow::Result<()> {
     init_test_tracing();
@@ -494,9 +497,36 @@ async fn zone_alerts_fire() -> anyhow::Result<()> {
                 down.record(round, &format!("node{}", i + 1), &c.metrics(i).await?);
             }
         }
-        for alert in ["RegistryServicesDownInZone", "RegistryZoneDown"] {
+        for alert in [
+            "RegistryServicesDownInZone",
+            "RegistryZoneDown",
+            "RegistryZoneDisrupted",
+        ] {
             promtool_test(Some(&healthy), &down, alert, "zone", &["az2"], None)?;
         }
+        until(
+            "every node says the registry is suspect",
+            Duration::from_secs(60),
+            || async {
+                for i in 0..3 {
+                    let m = c.metrics(i).await.ok()?;
+                    if m.get("registry_suspect", &[])? != 1.0 {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await?;
+        let suspect = Scrapes::take(c, &[0, 1, 2]).await?;
+        promtool_test(
+            Some(&healthy),
+            &suspect,
+            "RegistrySuspect",
+            "job",
+            &["registry"],
+            None,
+        )?;
         Ok(())
     })
     .await
