@@ -27,11 +27,24 @@ pub fn end_of(index: u64) -> EventPos {
 /// Events kept by default: at 200 bytes or so each, about 20 MiB.
 pub const DEFAULT_EVENTS_KEPT: usize = 100_000;
 
+/// Why the events before the floor are not held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorCause {
+    /// This node started with its state at the floor: it derived nothing before.
+    Started,
+    /// This node installed a snapshot reflecting the floor.
+    SnapshotInstalled,
+    /// The events up to the floor were let go beyond the capacity.
+    LetGo,
+}
+
 /// The events after a position are no longer all held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone {
     /// The oldest position a watch can resume from now.
     pub floor: EventPos,
+    /// Why nothing before it is held.
+    pub cause: FloorCause,
 }
 
 /// What [`EventLog::after`] found.
@@ -50,6 +63,7 @@ struct Ring {
     events: VecDeque<Arc<Event>>,
     capacity: usize,
     floor: EventPos,
+    cause: FloorCause,
     applied: EventPos,
 }
 
@@ -71,6 +85,7 @@ impl EventLog {
                 events: VecDeque::new(),
                 capacity: capacity.max(1),
                 floor: at,
+                cause: FloorCause::Started,
                 applied: at,
             })),
             changes: Arc::new(watch::channel(0).0),
@@ -88,6 +103,7 @@ impl EventLog {
             while ring.events.len() > ring.capacity {
                 if let Some(old) = ring.events.pop_front() {
                     ring.floor = (old.index, old.seq);
+                    ring.cause = FloorCause::LetGo;
                 }
             }
             ring.applied = ring.applied.max(end_of(applied));
@@ -102,6 +118,7 @@ impl EventLog {
             let mut ring = lock(&self.ring);
             ring.events.clear();
             ring.floor = end_of(applied.unwrap_or(0));
+            ring.cause = FloorCause::SnapshotInstalled;
             ring.applied = ring.floor;
         }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -111,7 +128,10 @@ impl EventLog {
     pub fn after(&self, pos: EventPos, max: usize) -> Result<Batch, Gone> {
         let ring = lock(&self.ring);
         if pos < ring.floor {
-            return Err(Gone { floor: ring.floor });
+            return Err(Gone {
+                floor: ring.floor,
+                cause: ring.cause,
+            });
         }
         let start = ring.events.partition_point(|e| (e.index, e.seq) <= pos);
         let end = start.saturating_add(max).min(ring.events.len());

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use registry_client::events::Position;
-use registry_storage::event_log::{EventLog, EventPos};
+use registry_storage::event_log::{EventLog, EventPos, FloorCause};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -85,10 +85,15 @@ pub fn start(
             let floor = convert::position(gone.floor).to_string();
             Err(ApiError::Gone {
                 message: format!(
-                    "the events after {} are no longer kept on this node: the oldest position \
+                    "the events after {} are not held on this node ({}): the oldest position \
                      to watch from is {floor}; list the services again and watch from the \
                      list's applied_index",
-                    convert::position(pos)
+                    convert::position(pos),
+                    match gone.cause {
+                        FloorCause::LetGo => "older events were let go",
+                        FloorCause::SnapshotInstalled => "it installed a snapshot after them",
+                        FloorCause::Started => "it started after them",
+                    }
                 ),
                 floor,
             })
@@ -155,8 +160,14 @@ impl Cursor {
                 Err(gone) => {
                     self.done = true;
                     let reason = format!(
-                        "consumer too slow: the events after {} were let go (the oldest kept \
-                         follows {}); list again and watch from the list's applied_index",
+                        "{}: the events after {} are no longer held here (the oldest position to \
+                         resume from is {}); resume on another node, or list again and watch \
+                         from the list's applied_index",
+                        match gone.cause {
+                            FloorCause::LetGo => "consumer too slow",
+                            FloorCause::SnapshotInstalled => "this node installed a snapshot",
+                            FloorCause::Started => "this node restarted",
+                        },
                         convert::position(self.pos),
                         convert::position(gone.floor)
                     );

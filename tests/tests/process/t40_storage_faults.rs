@@ -287,13 +287,21 @@ async fn disk_full(on_leader: bool) -> anyhow::Result<()> {
         c.start_node(full)?;
         let restarted = Instant::now();
         serving_within(c, full, Duration::from_secs(60)).await?;
-        let log = std::fs::read_to_string(&c.nodes[full].log)?;
-        anyhow::ensure!(
-            log.get(log_len as usize..)
-                .unwrap_or_default()
-                .contains("existing Raft state found"),
-            "on the enlarged disk the node did not start from the Raft state it had"
-        );
+        // The node answers HTTP before its formation task logs what it found in its store:
+        // wait for that line (a start that found no state logs another within the deadline).
+        let log_path = c.nodes[full].log.clone();
+        registry_tests::wait::until(
+            "on the enlarged disk the node starts from the Raft state it had \
+             (\"existing Raft state found\" logged by this start)",
+            Duration::from_secs(10),
+            || async {
+                let log = std::fs::read_to_string(&log_path).ok()?;
+                log.get(log_len as usize..)?
+                    .contains("existing Raft state found")
+                    .then_some(())
+            },
+        )
+        .await?;
         let index = converged_digests(c, Duration::from_secs(120)).await?;
         eprintln!(
             "RESULT restarted node caught up to index {index} in {:?}",

@@ -8,6 +8,8 @@
 //! - zones go into partial and full disruption, and every zone down sets the suspect flag.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use registry_api::wire::{Consistency, HeartbeatIn};
@@ -175,9 +177,11 @@ async fn a_watch_resumes_after_a_leader_kill_without_gap_or_duplicate() -> anyho
             .collect();
         // A new service every 50 ms: a steady stream of `created` events.
         let stop = CancellationToken::new();
+        let acked_count = Arc::new(AtomicUsize::new(0));
         let writer = {
             let client = c.client_all();
             let stop = stop.clone();
+            let acked_count = Arc::clone(&acked_count);
             tokio::spawn(async move {
                 let mut acked = Vec::new();
                 let mut n = 0;
@@ -189,6 +193,7 @@ async fn a_watch_resumes_after_a_leader_kill_without_gap_or_duplicate() -> anyho
                         .is_ok()
                     {
                         acked.push(host);
+                        acked_count.fetch_add(1, Ordering::Relaxed);
                     }
                     n += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -211,11 +216,17 @@ async fn a_watch_resumes_after_a_leader_kill_without_gap_or_duplicate() -> anyho
             seen.push(watch.next().await?);
         }
         c.kill_node(leader)?;
+        let at_kill = acked_count.load(Ordering::Relaxed);
         let before_kill = seen.len();
         let new_leader = c
             .wait_for_leader_besides(leader, Duration::from_secs(30))
             .await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        wait::until(
+            "20 services created after the kill",
+            Duration::from_secs(30),
+            || async { (acked_count.load(Ordering::Relaxed) >= at_kill + 20).then_some(()) },
+        )
+        .await?;
         stop.cancel();
         let acked = writer.await?;
         let last_acked = acked.last().cloned().unwrap_or_default();
