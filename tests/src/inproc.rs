@@ -33,6 +33,8 @@ pub struct ClusterSpec {
     pub tls: Option<TestPki>,
     /// Events each node keeps for watchers (default: the config's default).
     pub events_kept: usize,
+    /// How often an idle event stream gets a keep-alive comment (default: 15 s).
+    pub events_keepalive: Duration,
 }
 
 impl Default for ClusterSpec {
@@ -54,6 +56,7 @@ impl Default for ClusterSpec {
             http_header_timeout: registry_node::config::DEFAULT_HTTP_HEADER_TIMEOUT,
             tls: None,
             events_kept: registry_storage::event_log::DEFAULT_EVENTS_KEPT,
+            events_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -110,7 +113,7 @@ impl InProcCluster {
                     unhealthy_zone_threshold: 0.55,
                     events: registry_node::config::EventsConfig {
                         kept: spec.events_kept,
-                        keepalive: Duration::from_secs(15),
+                        keepalive: spec.events_keepalive,
                     },
                     report_interval: Duration::from_secs(1),
                     write_timeout: Duration::from_secs(5),

@@ -9,6 +9,7 @@ mod t30_cinder_api;
 mod t40_registryctl;
 mod t41_reporter;
 mod t42_settings;
+mod t43_events;
 mod t50_auth;
 mod t60_observability;
 mod t65_connections;

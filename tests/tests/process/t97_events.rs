@@ -56,6 +56,23 @@ fn beat(
     })
 }
 
+/// Sends `host`'s first heartbeat until it is accepted (a 503 during a leader change is sent
+/// again, as a reporter would).
+async fn create(client: &RegistryClient, host: &str) -> anyhow::Result<()> {
+    wait::until(
+        &format!("{host}'s heartbeat accepted"),
+        Duration::from_secs(20),
+        || async {
+            client
+                .heartbeat(&[HeartbeatIn::new(host, "cinder-volume")])
+                .await
+                .ok()
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
 fn hosts(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -295,7 +312,7 @@ async fn a_position_no_longer_kept_is_gone_and_a_relist_resumes() -> anyhow::Res
         c.wait_for_leader(Duration::from_secs(30)).await?;
         let client = c.client_all();
         for i in 0..12 {
-            client.heartbeat(&[HeartbeatIn::new(format!("old-{i}"), "cinder-volume")]).await?;
+            create(&client, &format!("old-{i}")).await?;
         }
         let url = format!("http://{}/v1/events?since=0", c.addrs()[0]);
         let gone = wait::until("node 1 let the oldest events go", Duration::from_secs(20), || async {
@@ -315,7 +332,7 @@ async fn a_position_no_longer_kept_is_gone_and_a_relist_resumes() -> anyhow::Res
         let list = c.client_of(0).services(None, None, Consistency::Stale).await?;
         let applied = list.applied_index.ok_or_else(|| anyhow::anyhow!("the list's applied index"))?;
         assert_eq!(list.services.len(), 12);
-        client.heartbeat(&[HeartbeatIn::new("after-list", "cinder-volume")]).await?;
+        create(&client, "after-list").await?;
         let seen = read_until(
             &c.client_of(0),
             Some(Position::end_of(applied)),
@@ -501,19 +518,11 @@ async fn registryctl_watch_resumes_by_itself_after_its_node_dies() -> anyhow::Re
             .spawn()?;
         let client = c.client_all();
         for i in 0..total / 2 {
-            client
-                .heartbeat(&[HeartbeatIn::new(format!("w-{i}"), "cinder-volume")])
-                .await?;
+            create(&client, &format!("w-{i}")).await?;
         }
         c.kill_node(first)?;
         for i in total / 2..total {
-            wait::until("a heartbeat accepted", Duration::from_secs(20), || async {
-                client
-                    .heartbeat(&[HeartbeatIn::new(format!("w-{i}"), "cinder-volume")])
-                    .await
-                    .ok()
-            })
-            .await?;
+            create(&client, &format!("w-{i}")).await?;
         }
         let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
         let stderr = String::from_utf8_lossy(&out.stderr);
