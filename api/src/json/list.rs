@@ -165,6 +165,32 @@ pub fn json_response(body: Vec<u8>) -> warp::reply::Response {
 mod tests {
     use super::*;
 
+    /// A list ended by `close_at` is `ServicesOut` with its applied index, written at once or
+    /// in chunks.
+    #[test]
+    fn a_closed_list_says_its_applied_index() {
+        let empty = write_list_closed::<()>(&[], |_, _| {}, &close_at(Some(42)));
+        let out: registry_client::wire::ServicesOut =
+            serde_json::from_slice(&empty).unwrap_or_else(|e| panic!("parses: {e}"));
+        assert_eq!(out.applied_index, Some(42));
+        assert!(out.services.is_empty());
+        let mut chunks = Vec::new();
+        write_chunks::<()>(
+            &[],
+            |_, _| {},
+            8,
+            &close_at(Some(7)),
+            |c, _| {
+                chunks.extend(c);
+                true
+            },
+        );
+        let out: registry_client::wire::ServicesOut =
+            serde_json::from_slice(&chunks).unwrap_or_else(|e| panic!("parses: {e}"));
+        assert_eq!(out.applied_index, Some(7));
+        assert_eq!(close_at(None), CLOSE, "no index: the plain end");
+    }
+
     fn row(buf: &mut Vec<u8>, i: &usize) {
         buf.extend_from_slice(
             format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 7)).as_bytes(),
