@@ -550,3 +550,45 @@ async fn registryctl_watch_resumes_by_itself_after_its_node_dies() -> anyhow::Re
     })
     .await
 }
+
+/// Changed with `registryctl settings`, the log's settings disagree with every node's file:
+/// each node logs so. (That reads then judge by the log's values is shown by `t42_settings`,
+/// with files of 60 s and a log of 2 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_file_disagrees_with_the_log_says_so() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = ProcCluster::start(spec())?;
+    with_logs(&mut c, async |c| {
+        c.wait_for_leader(Duration::from_secs(30)).await?;
+        let eps: Vec<String> = c.addrs().iter().map(ToString::to_string).collect();
+        wait::until(
+            "the log carries the settings",
+            Duration::from_secs(20),
+            || async {
+                let s = c.client_all().settings().await.ok()?;
+                (s.source == "log").then_some(())
+            },
+        )
+        .await?;
+        for node in &c.nodes {
+            let log = std::fs::read_to_string(&node.log)?;
+            anyhow::ensure!(
+                !log.contains("disagrees with the cluster's liveness settings"),
+                "no warning while the files and the log agree"
+            );
+        }
+        registry_tests::cli::registryctl(&eps, &["settings", "--service-down-time", "1s"])
+            .await?
+            .ok()?;
+        for i in 0..3 {
+            c.wait_log(
+                i,
+                "disagrees with the cluster's liveness settings",
+                Duration::from_secs(20),
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await
+}
