@@ -95,6 +95,9 @@ Commands:
                  (SIGTERM, SIGKILL after 10 s)
   status         each node's process and Raft state, then the service list
   list           the service list
+  watch [ARGS]   liveness events as they happen (registryctl watch: --since POS, --json,
+                 --kinds down,up, ...), resuming on the next node when one dies
+  zones          availability zones: counts, disruption state, the suspect flag
   kill-leader    SIGKILL the current leader and wait for the others to elect a new one
   add-node       start a new empty node (id 4, 5, ...) and add it to the group as a voter
   remove-node N  remove node N (one added with add-node) from the group, stop it, delete
@@ -676,6 +679,8 @@ cmd_start() {
   fi
   info "  logs:     $RUN_DIR/node{1,2,3}.log, reporter.log   ($0 logs [N] [-f])"
   info "  data:     $RUN_DIR/node{1,2,3}/data"
+  info "  watch:    $0 watch   (liveness events as they happen, resuming across nodes; Ctrl-C stops)"
+  info "  zones:    $0 zones"
   if leader=$(find_leader) && term=$(cluster_fields "$leader" term); then
     info "  leader:   node$leader ($(node_url "$leader")), term $term"
   else
@@ -893,6 +898,8 @@ main() {
     stop) cmd_stop "$@" ;;
     status) cmd_status ;;
     list) print_services ;;
+    watch) ctl --endpoints "$(endpoints_csv)" watch "$@" ;;
+    zones) ctl --endpoints "$(endpoints_csv)" zones ;;
     kill-leader) cmd_kill_leader ;;
     restart) cmd_restart "$@" ;;
     restore) cmd_restore "$@" ;;
