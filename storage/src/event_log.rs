@@ -1,5 +1,5 @@
 //! The events a node derived from the entries it applied, kept in memory for watchers: the
-//! newest [`EventLog::capacity`] of them, in position order, with the position from which
+//! newest `events.kept` of them (its capacity), in position order, with the position from which
 //! every later event is still held (the floor). A watcher that asks for events after a
 //! position below the floor is told so ([`Gone`]): it must list again, then watch from the
 //! list's applied index. The floor is where this node started (the applied index it loaded),
