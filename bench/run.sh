@@ -56,7 +56,8 @@
 #              registry's Raft settings, for experiments (defaults as in
 #              the configs registryctl init-cluster writes): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
 #              (150ms), RAFT_ELECTION_MAX (300ms), RAFT_SNAPSHOT_LOGS (5000),
-#              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios.
+#              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios;
+#              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -140,8 +141,8 @@ OPEN_SAMPLE=10s
 OPEN4_SAMPLE=10s
 LIST_SIZES=1000,10000,100000
 LIST_REPEAT=20
-WATCH_SERVICES=100000
-WATCH_WATCHERS=100
+WATCH_SERVICES="${WATCH_SERVICES:-100000}"
+WATCH_WATCHERS="${WATCH_WATCHERS:-100}"
 WATCH_DURATION=20s
 WATCH_COST_DURATION=10s
 WATCH_COST_WARMUP=3s
@@ -560,8 +561,8 @@ scenario_watch() {
   DOWN_TIME=600s
   fresh_clusters
   # The streaming run starts after registering and four write-path runs of
-  # WATCH_COST_WARMUP + WATCH_COST_DURATION each (about 70 s at the default sizes).
-  start_perf 15 watch 75 follower
+  # WATCH_COST_WARMUP + WATCH_COST_DURATION each (about 60 s at the default sizes).
+  start_perf 15 watch 63 follower
   bench --targets registry --prefix watch \
     watch --services "$WATCH_SERVICES" --watchers "$WATCH_WATCHERS" --duration "$WATCH_DURATION" \
     --cost-duration "$WATCH_COST_DURATION" --cost-warmup "$WATCH_COST_WARMUP"
