@@ -23,6 +23,13 @@
 #                 in one request, as a per-host reporter agent would send them)
 #        list     service list at 1k, 10k and 100k services: full (linearizable, stale) and
 #                 host-filtered
+#        watch    (registry only, not in the default set; about 2 minutes) 100 event
+#                 streams (GET /v1/events) on one follower at 100k services: the events/s
+#                 streamed while new services are created 4 × 1000 per request, their lag,
+#                 and single-heartbeat throughput and CPU per heartbeat without and with
+#                 the watchers (idle, and receiving 1000 events/s); the nodes run with a
+#                 service_down_time of 600 s so the registered, silent services make no
+#                 `down` events during it
 #   4. prints every table (Markdown) with the command that reproduces it, and keeps them in
 #      RESULTS (printed at the end);
 #   5. stops every process it started, by its recorded PID (never by name), also on error
@@ -30,24 +37,27 @@
 #
 # Options:
 #   --soak              the `open` scenario for 600 s instead of 60 s
-#   --scenarios LIST    comma-separated subset of single,batch,open,open4,list,tls (default:
-#                       all but tls; `tls` runs single heartbeats against the registry over
-#                       plain HTTP and then over mutual TLS, registry only, in the same run)
+#   --scenarios LIST    comma-separated subset of single,batch,open,open4,list,tls,watch
+#                       (default: all but tls and watch; `tls` runs single heartbeats against
+#                       the registry over plain HTTP and then over mutual TLS, registry only,
+#                       in the same run)
 #   --no-etcd           registry only
 #   --quick             tiny durations and sizes (checks the script, measures nothing)
 #   --skip-build        use the binaries already in target/release
 #   --node-bin PATH     run this registry-node binary (e.g. one built from another commit)
 #   --keep              keep the temporary directory (logs, data, results)
 #   --perf              record `perf` (DWARF call graphs) on the registry leader during the
-#                       `single`, `batch`, `open` and `open4` scenarios and print its top symbols,
-#                       self and inclusive (needs linux-perf)
+#                       `single`, `batch`, `open` and `open4` scenarios (and on the watched
+#                       follower during `watch`'s streaming) and print its top symbols, self
+#                       and inclusive (needs linux-perf)
 # Environment: BENCH_TMP (parent of the temporary directory, default /tmp),
 #              CARGO_TARGET_DIR; BENCH_PORT_BASE (first registry port, default 22101; the
 #              etcd ports move with it, so that two runs can share a machine); the
 #              registry's Raft settings, for experiments (defaults as in
 #              the configs registryctl init-cluster writes): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
 #              (150ms), RAFT_ELECTION_MAX (300ms), RAFT_SNAPSHOT_LOGS (5000),
-#              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios.
+#              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios;
+#              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -79,6 +89,8 @@ CURRENT=none
 AUTH_SECTION=1
 # 1 while the registry cluster serves HTTPS (scenario tls): certificates under $WORK/tls.
 TLS=0
+# The nodes' service_down_time (scenario watch raises it).
+DOWN_TIME=60s
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
@@ -129,6 +141,11 @@ OPEN_SAMPLE=10s
 OPEN4_SAMPLE=10s
 LIST_SIZES=1000,10000,100000
 LIST_REPEAT=20
+WATCH_SERVICES="${WATCH_SERVICES:-100000}"
+WATCH_WATCHERS="${WATCH_WATCHERS:-100}"
+WATCH_DURATION=20s
+WATCH_COST_DURATION=10s
+WATCH_COST_WARMUP=3s
 if ((SOAK)); then
   OPEN_DURATION=600s
   OPEN_SAMPLE=60s
@@ -145,6 +162,11 @@ if ((QUICK)); then
   OPEN4_SAMPLE=2s
   LIST_SIZES=100,1000
   LIST_REPEAT=3
+  WATCH_SERVICES=2000
+  WATCH_WATCHERS=10
+  WATCH_DURATION=3s
+  WATCH_COST_DURATION=2s
+  WATCH_COST_WARMUP=1s
 fi
 
 # --- Processes: started here, recorded, stopped by PID ------------------------------------
@@ -283,7 +305,7 @@ start_registry() {
     mkdir -p "$dir"
     {
       printf 'node_id = %d\nlisten = "%s"\ndata_dir = "data"\n' "$i" "$(reg_addr "$i")"
-      printf 'service_down_time = "60s"\nreport_interval = "10s"\n'
+      printf 'service_down_time = "%s"\nreport_interval = "10s"\n' "$DOWN_TIME"
       printf 'write_timeout = "5s"\nread_timeout = "2s"\n\n[raft]\n'
       printf 'heartbeat_interval = "%s"\n' "${RAFT_HEARTBEAT:-50ms}"
       printf 'election_timeout_min = "%s"\n' "${RAFT_ELECTION_MIN:-150ms}"
@@ -414,8 +436,25 @@ leader_pid() {
   [[ -n $id ]] && cat "$WORK/registry/node$id/pid"
 }
 
-# Starts `perf record` on the registry leader for $1 seconds (profile name $2), after $3
-# seconds (default 3); its PID is recorded under "perf".
+# The PID of the first node that is not the leader (the follower registry-bench watch
+# watches: the first endpoint that is not the leader).
+follower_pid() {
+  local id i
+  id=$(reg_curl /v1/cluster 1 |
+    sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p')
+  [[ -n $id ]] || return 1
+  for i in 1 2 3; do
+    if [[ $i != "$id" ]]; then
+      cat "$WORK/registry/node$i/pid"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Starts `perf record` on the registry leader (or, with $4 = follower, on the first
+# follower) for $1 seconds (profile name $2), after $3 seconds (default 3); its PID is
+# recorded under "perf".
 start_perf() {
   ((PERF)) || return 0
   command -v perf >/dev/null || {
@@ -423,7 +462,7 @@ start_perf() {
     return 0
   }
   local lp
-  lp=$(leader_pid) || return 0
+  if [[ ${4:-leader} == follower ]]; then lp=$(follower_pid) || return 0; else lp=$(leader_pid) || return 0; fi
   (sleep "${3:-3}" && exec perf record -F 199 --call-graph dwarf,16384 -p "$lp" \
     -o "$WORK/perf-$2.data" -- sleep "$1") >"$WORK/perf-$2.log" 2>&1 &
   PIDS[perf]=$!
@@ -447,11 +486,11 @@ report_perf() {
   local data="$WORK/perf-$1.data"
   [[ -s $data ]] || return 0
   {
-    echo "perf: registry leader during the $1 scenario, self time (top 25):"
+    echo "perf: ${2:-registry leader} during the $1 scenario, self time (top 25):"
     echo
     perf_top 25 -i "$data" --no-children --sort dso,symbol -g none --percent-limit 0.3
     echo
-    echo "perf: registry leader during the $1 scenario, inclusive time (top 40 of the"
+    echo "perf: ${2:-registry leader} during the $1 scenario, inclusive time (top 40 of the"
     echo "registry's, sled's, openraft's, hyper's and the codecs' functions):"
     echo
     perf_top 400 -i "$data" --children --sort symbol -g none --percent-limit 0.7 |
@@ -514,6 +553,25 @@ scenario_tls() {
   NO_ETCD=$saved_no_etcd
 }
 
+# Watching, registry only: W event streams on a follower, at N services (registered, then
+# silent: a service_down_time of 600 s keeps them from going down during the run).
+scenario_watch() {
+  local saved_no_etcd=$NO_ETCD
+  NO_ETCD=1
+  DOWN_TIME=600s
+  fresh_clusters
+  # The streaming run starts after registering and four write-path runs of
+  # WATCH_COST_WARMUP + WATCH_COST_DURATION each (about 60 s at the default sizes).
+  start_perf 15 watch 63 follower
+  bench --targets registry --prefix watch \
+    watch --services "$WATCH_SERVICES" --watchers "$WATCH_WATCHERS" --duration "$WATCH_DURATION" \
+    --cost-duration "$WATCH_COST_DURATION" --cost-warmup "$WATCH_COST_WARMUP"
+  report_perf watch "the watched registry follower"
+  DOWN_TIME=60s
+  stop_registry
+  NO_ETCD=$saved_no_etcd
+}
+
 scenario_list() {
   fresh_clusters
   bench --targets "$(targets registry,etcd-put)" --prefix list \
@@ -541,11 +599,11 @@ check_ports
 IFS=, read -r -a selected <<<"$SCENARIOS"
 for s in "${selected[@]}"; do
   case "$s" in
-  single | batch | open | open4 | list | tls)
+  single | batch | open | open4 | list | tls | watch)
     CURRENT=$s
     "scenario_$s"
     ;;
-  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls)" ;;
+  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls, watch)" ;;
   esac
 done
 

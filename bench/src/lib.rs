@@ -8,6 +8,7 @@
 //! - [`driver`]: the closed loop (C reporters at max rate) and the open loop (N services on a
 //!   fixed schedule, latency from the scheduled send time);
 //! - [`list`]: service-list timing at 1k, 10k, 100k services;
+//! - [`watch`]: events streamed to watchers, and what watching costs the write path;
 //! - [`stats`], [`procs`], [`report`]: histograms, RSS and disk, Markdown tables.
 //!
 //! [`run`] is the entry point; the binary only parses the command line and prints.
@@ -20,6 +21,7 @@ pub mod procs;
 pub mod report;
 pub mod stats;
 pub mod target;
+pub mod watch;
 pub mod workload;
 
 use std::sync::Arc;
@@ -133,6 +135,27 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
                         report.notes.push("etcd-lease has no list: skipped".into())
                     }
                 }
+            }
+        }
+        Command::Watch(a) => {
+            report.title = format!(
+                "watching: {} watchers of one follower at {} services; {} s streaming, \
+                 write path {} s per case after {} s warm-up",
+                a.watchers,
+                a.services,
+                a.duration.as_secs_f64(),
+                a.cost_duration.as_secs_f64(),
+                a.cost_warmup.as_secs_f64()
+            );
+            if c.targets.iter().any(|t| *t != TargetKind::Registry) {
+                report.notes.push(
+                    "etcd: no watch scenario (its watch streams key revisions, not liveness \
+                     events derived from a log: not comparable): skipped"
+                        .into(),
+                );
+            }
+            if c.targets.contains(&TargetKind::Registry) {
+                watch::registry(c, a, &mut report).await?;
             }
         }
     }

@@ -36,22 +36,21 @@ pub async fn registry(
     anyhow::ensure!(!endpoints.is_empty(), "no registry endpoint (--registry)");
     let http = http_client(timeout.max(Duration::from_secs(60)), token, ca)?;
     let bases: Vec<String> = endpoints.iter().map(|e| base_url(e)).collect();
-    let cluster: ClusterOut = get_json(&http, &format!("{}/v1/cluster", bases[0])).await?;
-    let leader_addr = cluster
-        .leader_addr
-        .ok_or_else(|| anyhow::anyhow!("the registry has no leader"))?;
-    let leader = base_url(&leader_addr);
-    let follower = bases
-        .iter()
-        .find(|b| **b != leader)
-        .cloned()
-        .unwrap_or_else(|| leader.clone());
+    let (leader, follower) = leader_and_follower(&http, &bases).await?;
 
     let mut rows = Vec::new();
     let mut registered = 0;
     for &size in &args.sizes {
         if size > registered {
-            register(&http, &leader, prefix, registered, size, args).await?;
+            register(
+                &http,
+                &leader,
+                prefix,
+                registered..size,
+                args.register_batch,
+                args.register_concurrency,
+            )
+            .await?;
             registered = size;
         }
         wait_applied(&http, &bases, size).await?;
@@ -92,7 +91,29 @@ pub async fn registry(
     Ok(rows)
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(
+/// The base URLs of the leader and of a follower (the first of `bases` that is not the
+/// leader; the leader itself in a one-node cluster), as the first node sees them.
+pub(crate) async fn leader_and_follower(
+    http: &reqwest::Client,
+    bases: &[String],
+) -> anyhow::Result<(String, String)> {
+    let first = bases
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no registry endpoint (--registry)"))?;
+    let cluster: ClusterOut = get_json(http, &format!("{first}/v1/cluster")).await?;
+    let leader_addr = cluster
+        .leader_addr
+        .ok_or_else(|| anyhow::anyhow!("the registry has no leader"))?;
+    let leader = base_url(&leader_addr);
+    let follower = bases
+        .iter()
+        .find(|b| **b != leader)
+        .cloned()
+        .unwrap_or_else(|| leader.clone());
+    Ok((leader, follower))
+}
+
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
 ) -> anyhow::Result<T> {
@@ -103,16 +124,18 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_slice(&body)?)
 }
 
-/// Registers services `from..to` through the leader, in batched heartbeats.
-async fn register(
+/// Registers services `range` (`from..to`) through the leader, in heartbeats of `batch`
+/// services per request, `concurrency` requests at once.
+pub(crate) async fn register(
     http: &reqwest::Client,
     leader: &str,
     prefix: &str,
-    from: usize,
-    to: usize,
-    args: &ListArgs,
+    range: std::ops::Range<usize>,
+    batch: usize,
+    concurrency: usize,
 ) -> anyhow::Result<()> {
-    let batch = args.register_batch.clamp(1, registry_api::wire::MAX_BATCH);
+    let (from, to) = (range.start, range.end);
+    let batch = batch.clamp(1, registry_api::wire::MAX_BATCH);
     // Bodies for services 0..to, of which only the groups at or past `from` are sent.
     let groups = Groups::new(to, batch);
     let first = from / batch;
@@ -129,7 +152,7 @@ async fn register(
                 check_answer(resp).await.map(|_| ())
             }
         })
-        .buffer_unordered(args.register_concurrency.max(1))
+        .buffer_unordered(concurrency.max(1))
         .try_collect::<Vec<()>>()
         .await
         .map_err(|f: Failure| anyhow::anyhow!("registering services: {}: {}", f.kind, f.detail))?;
@@ -137,7 +160,7 @@ async fn register(
 }
 
 /// Waits until every node's state machine holds at least `records` records.
-async fn wait_applied(
+pub(crate) async fn wait_applied(
     http: &reqwest::Client,
     bases: &[String],
     records: usize,

@@ -109,6 +109,9 @@ pub enum Command {
     Open(OpenArgs),
     /// Service-list timing after registering 1k, 10k, 100k services.
     List(ListArgs),
+    /// Watching (registry only): events streamed to W watchers of one follower while new
+    /// services are created, and the cost of those watchers to the heartbeat write path.
+    Watch(WatchArgs),
 }
 
 /// Closed-loop workload.
@@ -169,6 +172,52 @@ pub struct ListArgs {
     #[arg(long, short = 'r', default_value_t = 20)]
     pub repeat: usize,
     /// Heartbeats per registering request (etcd: puts per txn, at most 128).
+    #[arg(long, default_value_t = 1000)]
+    pub register_batch: usize,
+    /// Concurrent registering requests.
+    #[arg(long, default_value_t = 8)]
+    pub register_concurrency: usize,
+}
+
+/// Watching: `GET /v1/events` under load.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Services registered (batched heartbeats) before anything is measured; they are not
+    /// heartbeated again, so run the cluster with a `service_down_time` longer than the run
+    /// (bench/run.sh does), or their `down` events join the stream.
+    #[arg(long, short = 'n', default_value_t = 100_000)]
+    pub services: usize,
+    /// Event streams opened on one follower, each from the position it was opened at.
+    #[arg(long, short = 'w', default_value_t = 100)]
+    pub watchers: usize,
+    /// Measured time of the streaming run (new services created as fast as they are taken).
+    #[arg(long, short = 'd', default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Concurrent event-making requests (each creates `--event-batch` new services, one
+    /// `created` event each), sent to the leader.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// New services per event-making request.
+    #[arg(long, default_value_t = 1000)]
+    pub event_batch: usize,
+    /// Reporters of the closed single-heartbeat loop that measures the write path's cost
+    /// (heartbeats of registered services: they make no event).
+    #[arg(long, default_value_t = 256)]
+    pub cost_concurrency: usize,
+    /// Measured time of each write-path run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub cost_duration: Duration,
+    /// Unmeasured time before each write-path run.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub cost_warmup: Duration,
+    /// Events per second made during the write-path runs "with events" (0: skip them).
+    #[arg(long, default_value_t = 1000.0)]
+    pub cost_event_rate: f64,
+    /// Longest wait, after the streaming run, for every watcher to receive what was
+    /// committed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub catch_up: Duration,
+    /// Heartbeats per registering request.
     #[arg(long, default_value_t = 1000)]
     pub register_batch: usize,
     /// Concurrent registering requests.

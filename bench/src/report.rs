@@ -100,6 +100,8 @@ pub struct Report {
     pub runs: Vec<RunResult>,
     /// List timings.
     pub lists: Vec<ListRow>,
+    /// The watch scenario's streaming and write-path figures.
+    pub watch: Option<crate::watch::WatchOutcome>,
     /// Remarks printed under the tables.
     pub notes: Vec<String>,
 }
@@ -118,6 +120,7 @@ impl Report {
                 .iter()
                 .map(|l| l.stats.error_count())
                 .sum::<u64>()
+            + self.watch.as_ref().map_or(0, |w| w.error_count())
     }
 
     /// The tables, in Markdown.
@@ -130,6 +133,9 @@ impl Report {
                 "reproduce (against a running cluster):\n\n    {}\n",
                 self.command
             );
+        }
+        if let Some(w) = &self.watch {
+            w.render(&mut out);
         }
         if !self.runs.is_empty() {
             self.render_runs(&mut out);
@@ -419,14 +425,14 @@ impl std::fmt::Display for Report {
     }
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(ASCII_MARKDOWN);
     t.set_header(header.to_vec());
     t
 }
 
-fn ms(d: Option<Duration>) -> String {
+pub(crate) fn ms(d: Option<Duration>) -> String {
     d.map_or("-".into(), |d| {
         let ms = d.as_secs_f64() * 1000.0;
         if ms < 10.0 {
@@ -452,7 +458,7 @@ fn mib(v: Option<u64>) -> String {
     v.map_or("n/a".into(), |b| format!("{:.1}", b as f64 / 1048576.0))
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}", a / b)
     } else {

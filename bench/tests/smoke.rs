@@ -1,6 +1,6 @@
 //! The benchmark tool runs on a tiny workload against an in-process three-node cluster:
-//! a one-second closed loop with a few reporters, and a list run on 100 services. Nothing
-//! here asserts a timing.
+//! a one-second closed loop with a few reporters, a list run on 100 services, and a watch
+//! run with three watchers. Nothing here asserts a timing.
 
 use std::time::Duration;
 
@@ -79,6 +79,57 @@ async fn bench_runs_on_a_tiny_workload() -> anyhow::Result<()> {
             .all(|l| l.count == 104),
         "unexpected list sizes:\n{report}"
     );
+
+    // Watching: a few streams, services created 20 per request; every stream must have
+    // every acknowledged event by the end (a deadline, not a timing).
+    let watch = bench::Options::try_parse_from(
+        ["registry-bench"].into_iter().chain(cluster_args).chain([
+            "--prefix",
+            "watch",
+            "watch",
+            "--services",
+            "40",
+            "--watchers",
+            "3",
+            "--duration",
+            "1s",
+            "--writers",
+            "1",
+            "--event-batch",
+            "20",
+            "--cost-concurrency",
+            "4",
+            "--cost-duration",
+            "500ms",
+            "--cost-warmup",
+            "100ms",
+            "--cost-event-rate",
+            "100",
+        ]),
+    )?;
+    let report = bench::run(&watch).await?;
+    println!("{report}");
+    assert_eq!(report.error_count(), 0, "errors:\n{report}");
+    let w = report
+        .watch
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no watch figures:\n{report}"))?;
+    assert_eq!(w.costs.len(), 4, "write-path runs:\n{report}");
+    assert_eq!(w.stream.watchers, 3, "watchers:\n{report}");
+    assert!(
+        w.stream.committed > 0 && w.stream.lag_from_ack.requests > 0,
+        "no event committed or none seen by a watcher:\n{report}"
+    );
+    assert_eq!(
+        (w.stream.cut_off, w.stream.failed),
+        (0, 0),
+        "streams cut off or failed:\n{report}"
+    );
+    assert!(
+        w.stream.caught_up.is_some(),
+        "a watcher missed acknowledged events:\n{report}"
+    );
+    assert!(report.render().contains("events delivered/s"));
 
     cluster.shutdown().await?;
     Ok(())
