@@ -9,6 +9,7 @@ pub mod filters;
 mod membership;
 mod public;
 pub mod route;
+mod ui;
 mod watch;
 
 pub(crate) use filters::{raw_query, with_app};
@@ -32,6 +33,7 @@ pub fn all(
         .or(membership::routes(app.clone()))
         .or(cinder::routes(app.clone()))
         .or(watch::routes(app.clone()))
+        .or(ui::routes(app.clone()))
         .or(crate::transport::routes::routes(app))
         .recover(recover)
 }
