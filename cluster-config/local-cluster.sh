@@ -681,6 +681,7 @@ cmd_start() {
   info "  data:     $RUN_DIR/node{1,2,3}/data"
   info "  watch:    $0 watch   (liveness events as they happen, resuming across nodes; Ctrl-C stops)"
   info "  zones:    $0 zones"
+  info "  browser:  $(node_url "${NODES[0]}")/ui/   (the dashboard; every node serves it)"
   if leader=$(find_leader) && term=$(cluster_fields "$leader" term); then
     info "  leader:   node$leader ($(node_url "$leader")), term $term"
   else
