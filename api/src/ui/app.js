@@ -913,6 +913,11 @@
   // ---- wiring -----------------------------------------------------------------------------
 
   function start() {
+    // Anything the policy blocked is counted where the browser tests read it (none is meant).
+    document.addEventListener('securitypolicyviolation', (ev) => {
+      document.body.dataset.cspViolations = String(Number(document.body.dataset.cspViolations || 0) + 1);
+      console.error('blocked by the Content-Security-Policy:', ev.violatedDirective, ev.blockedURI);
+    });
     $('token').value = token();
     const useToken = () => {
       const t = $('token').value.trim();

@@ -10,3 +10,4 @@ mod page;
 mod t10_services;
 mod t20_actions;
 mod t30_zones;
+mod t40_scale;

@@ -56,6 +56,7 @@ return {
   listed: Number(document.body.dataset.listed || 0),
   events: Number(document.body.dataset.events || 0),
   role: document.getElementById('role').dataset.role,
+  csp: Number(document.body.dataset.cspViolations || 0),
   error: document.getElementById('error').hidden ? null : document.getElementById('error-text').textContent,
 };
 "#;
@@ -87,4 +88,10 @@ pub async fn wait_rows(
         },
     )
     .await
+    .inspect(|seen| {
+        assert_eq!(
+            seen["csp"], 0,
+            "the page does nothing its Content-Security-Policy blocks: {seen}"
+        );
+    })
 }
