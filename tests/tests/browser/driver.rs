@@ -59,42 +59,8 @@ impl Browser {
                  (scripts/test does)"
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let driver = {
-            use std::os::unix::process::CommandExt;
-            Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .arg("--allowed-ips=127.0.0.1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()?
-        };
         let profile = TempDir::new()?;
-        let url = format!("http://127.0.0.1:{port}");
-        // Until the driver answers: its start is what may take a while on a loaded machine.
-        let deadline = Instant::now() + WAIT;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        loop {
-            let ready = match http.get(format!("{url}/status")).send().await {
-                Ok(r) => r.json::<Value>().await.ok(),
-                Err(_) => None,
-            };
-            if ready.is_some_and(|v| v["value"]["ready"] == json!(true)) {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "chromedriver did not answer on {url} within {WAIT:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        let (guard, url) = start_driver(profile.path()).await?;
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
         let mut caps = serde_json::Map::new();
@@ -102,8 +68,6 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({"binary": CHROMIUM, "args": args}),
         );
-        // Killed on every early return below, as when the browser is dropped.
-        let guard = DriverGuard(Some(driver));
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&url)
@@ -169,6 +133,71 @@ impl Browser {
         } = self;
         client.close().await?;
         Ok(())
+    }
+}
+
+/// Starts `chromedriver` on a free loopback port and waits until it answers; returns it (killed
+/// on drop) and its URL. The port is free when chosen, but another process may take it before
+/// the driver binds it: a driver that exits at start is started again on another port. Its
+/// output goes to `chromedriver.log` in `dir`, quoted when it never answers.
+async fn start_driver(dir: &std::path::Path) -> anyhow::Result<(DriverGuard, String)> {
+    use std::os::unix::process::CommandExt;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let log_path = dir.join("chromedriver.log");
+    let deadline = Instant::now() + WAIT;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?;
+        // Killed on every return but success, as when the browser is dropped.
+        let mut guard = DriverGuard(Some(child));
+        let url = format!("http://127.0.0.1:{port}");
+        // Until the driver answers: its start is what may take a while on a loaded machine.
+        loop {
+            let ready = match http.get(format!("{url}/status")).send().await {
+                Ok(r) => r.json::<Value>().await.ok(),
+                Err(_) => None,
+            };
+            if ready.is_some_and(|v| v["value"]["ready"] == json!(true)) {
+                return Ok((guard, url));
+            }
+            let exited = match guard.0.as_mut() {
+                Some(c) => c.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let exited = guard.0.as_mut().map_or(Ok(None), Child::try_wait)?;
+        drop(guard);
+        if exited.is_none() || attempts >= 3 || Instant::now() >= deadline {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            anyhow::bail!(
+                "chromedriver did not answer on {url} within {WAIT:?} ({attempts} attempts, \
+                 last {}); its output:\n{log}",
+                exited.map_or("still running".to_string(), |s| s.to_string())
+            );
+        }
+        tracing::warn!(%url, ?exited, "chromedriver exited at start; trying another port");
     }
 }
 
