@@ -181,6 +181,7 @@ mod tests {
                 suspect: false,
             },
             registry_time: chrono::DateTime::UNIX_EPOCH,
+            encoded: std::sync::OnceLock::new(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! it, so every node yields the same events at the same positions (the entry's log index and
 //! the event's number within the entry).
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 
 use crate::model::ServiceKey;
@@ -71,6 +73,9 @@ pub struct Event {
     pub subject: Subject,
     /// Registry time of the entry.
     pub registry_time: DateTime<Utc>,
+    /// The event as the API sends it, encoded once by the first stream that sends it and
+    /// shared by every other (each node serves many watchers the same bytes).
+    pub encoded: OnceLock<Box<[u8]>>,
 }
 
 /// The events of one entry as they are found, numbered in order.
@@ -92,6 +97,7 @@ impl EntryEvents<'_> {
             zone: zone.to_string(),
             subject,
             registry_time: self.at,
+            encoded: OnceLock::new(),
         });
         self.next_seq = self.next_seq.saturating_add(1);
     }

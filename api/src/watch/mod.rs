@@ -175,9 +175,20 @@ impl Cursor {
                 }
             };
             if let Some(last) = batch.events.last() {
-                let mut buf = Vec::new();
-                for e in batch.events.iter().filter(|e| self.filter.matches(e)) {
-                    sse::push_event(&mut buf, &convert::event_out(e));
+                // Each event is encoded once, by the first stream that sends it; every other
+                // stream copies the same bytes.
+                let frames: Vec<&[u8]> = batch
+                    .events
+                    .iter()
+                    .filter(|e| self.filter.matches(e))
+                    .map(|e| {
+                        &**e.encoded
+                            .get_or_init(|| sse::event_frame(&convert::event_out(e)))
+                    })
+                    .collect();
+                let mut buf = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
+                for f in frames {
+                    buf.extend_from_slice(f);
                 }
                 self.pos = (last.index, last.seq);
                 if !buf.is_empty() {

@@ -16,9 +16,15 @@ pub fn keepalive() -> Bytes {
     Bytes::from_static(b": keep-alive\n\n")
 }
 
-/// Adds one event's frame to `buf`: `id:` its position, `event:` its kind, `data:` its JSON
-/// (one line: JSON strings escape every line break).
-pub fn push_event(buf: &mut Vec<u8>, e: &EventOut) {
+/// One event's frame: `id:` its position, `event:` its kind, `data:` its JSON (one line:
+/// JSON strings escape every line break).
+pub fn event_frame(e: &EventOut) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(384);
+    push_event(&mut buf, e);
+    buf.into_boxed_slice()
+}
+
+fn push_event(buf: &mut Vec<u8>, e: &EventOut) {
     buf.extend_from_slice(b"id: ");
     buf.extend_from_slice(e.position.to_string().as_bytes());
     buf.extend_from_slice(b"\nevent: ");
