@@ -136,3 +136,100 @@ async fn a_forced_down_service_turns_down_live() -> anyhow::Result<()> {
         .await?;
     b.close().await
 }
+
+/// The page's node restarts while the page is open, and a service is forced down meanwhile
+/// (through another node): the page's stream reconnects by itself (resuming, or listing again
+/// when the node answers 410) and the row turns `down`, without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_follows_its_node_through_a_restart() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = cluster().await?;
+    c.client_all()
+        .heartbeat(&[
+            beat("restart-1", BINARY, "az-a"),
+            beat("restart-2", BINARY, "az-a"),
+        ])
+        .await?;
+    let b = Browser::start().await?;
+    b.goto(&url(&c, 0)).await?;
+    wait_rows(&b, &["restart-1", "restart-2"], BINARY, "up").await?;
+    b.js("document.body.dataset.mark = 'kept'; return null;", vec![])
+        .await?;
+
+    c.kill_node(0)?;
+    b.wait_for("the page to see its stream end", ROWS, |seen| {
+        (seen["live"] != "live").then_some(())
+    })
+    .await?;
+    c.client_of(1)
+        .action(ServiceAction::ForceDown, "restart-1", Some(BINARY), None)
+        .await?;
+    c.start_node(0)?;
+    let seen = wait_rows(&b, &["restart-1"], BINARY, "down").await?;
+    let mark = b
+        .js("return document.body.dataset.mark || null;", vec![])
+        .await?;
+    assert_eq!(mark, "kept", "the page was not reloaded: {seen}");
+    assert_eq!(
+        row(&seen, "restart-2", BINARY).map(|r| r["state"].clone()),
+        Some("up".into()),
+        "{seen}"
+    );
+    tracing::info!(listed = %seen["listed"], "resumed through the restart");
+    b.screenshot("the_page_follows_its_node_through_a_restart")
+        .await?;
+    b.close().await
+}
+
+/// The page's node restarts while the page is open and, meanwhile, more events happen than
+/// the node keeps: its stream is answered 410 on reconnecting, and the page lists again
+/// (a second listing, no reload) and shows what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_lists_again_when_its_events_are_gone() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = registry_tests::procs::ProcCluster::start(registry_tests::procs::ProcSpec {
+        events_kept: KEPT,
+        ..crate::page::spec()
+    })?;
+    c.wait_for_leader(crate::driver::WAIT).await?;
+    c.client_all()
+        .heartbeat(&[beat("gone-1", BINARY, "az-a")])
+        .await?;
+    let b = Browser::start().await?;
+    b.goto(&url(&c, 0)).await?;
+    wait_rows(&b, &["gone-1"], BINARY, "up").await?;
+    b.js("document.body.dataset.mark = 'kept'; return null;", vec![])
+        .await?;
+
+    c.kill_node(0)?;
+    let others = c.client_of(1);
+    let beats: Vec<_> = (0..KEPT * 3)
+        .map(|i| beat(&format!("gone-more-{i:03}"), BINARY, "az-a"))
+        .collect();
+    others.heartbeat(&beats).await?;
+    others
+        .action(ServiceAction::ForceDown, "gone-1", Some(BINARY), None)
+        .await?;
+    c.start_node(0)?;
+    let last = format!("gone-more-{:03}", KEPT * 3 - 1);
+    let seen = wait_rows(&b, &["gone-1"], BINARY, "down").await?;
+    let seen = if row(&seen, &last, BINARY).is_some() {
+        seen
+    } else {
+        wait_rows(&b, &[&last], BINARY, "up").await?
+    };
+    assert!(
+        seen["listed"].as_u64().is_some_and(|n| n >= 2),
+        "the page listed again after the 410: {seen}"
+    );
+    let mark = b
+        .js("return document.body.dataset.mark || null;", vec![])
+        .await?;
+    assert_eq!(mark, "kept", "the page was not reloaded");
+    b.screenshot("the_page_lists_again_when_its_events_are_gone")
+        .await?;
+    b.close().await
+}
+
+/// Events each node of [`the_page_lists_again_when_its_events_are_gone`] keeps.
+const KEPT: usize = 10;
