@@ -436,3 +436,12 @@ pub struct SettingsIn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy_zone_threshold: Option<f64>,
 }
+
+/// Body of `GET /v1/whoami`: the highest role the request's credentials have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmIOut {
+    /// `admin`, `reader` or `reporter`.
+    pub role: String,
+    /// Who the credentials act as (`token:NAME`, `cert:SUBJECT`, `anonymous`).
+    pub actor: String,
+}

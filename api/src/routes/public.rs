@@ -12,12 +12,15 @@ use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::read::ReadAt;
-use crate::wire::{parse_heartbeats, ServicesQuery};
+use crate::transport::tls::ClientCert;
+use crate::wire::{parse_heartbeats, ServicesQuery, WhoAmIOut};
 use crate::write::Written;
 
 const HEARTBEATS: Route = Route::public("/v1/heartbeats", Access::Client(Role::Reporter));
 const SERVICES: Route = Route::public("/v1/services", Access::Client(Role::Reader));
 const CLUSTER: Route = Route::public("/v1/cluster", Access::Client(Role::Reader));
+/// Open: the handler itself finds the highest role the credentials have.
+const WHOAMI: Route = Route::public("/v1/whoami", Access::Open);
 const HEALTH: Route = Route {
     template: "/health",
     kind: RouteKind::Probe,
@@ -41,6 +44,8 @@ pub(super) fn routes(
         .or(services(app.clone()))
         .unify()
         .or(cluster(app.clone()))
+        .unify()
+        .or(whoami(app.clone()))
         .unify()
         .or(health(app.clone()))
         .unify()
@@ -149,6 +154,52 @@ fn cluster(
         .map(|gate: Gate, app: RegistryApp| match gate {
             Ok(_) => warp::reply::json(&app.status().cluster()).into_response(),
             Err(e) => e.into_reply(),
+        })
+}
+
+/// `GET /v1/whoami`: the role the request's credentials have (`admin`, `reader` or
+/// `reporter`, the first that admits them) and who they act as; 401 for none or an unknown
+/// token. What a client (the dashboard) asks before it offers actions, instead of trying one.
+fn whoami(
+    app: RegistryApp,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "whoami")
+        .and(name(&WHOAMI))
+        .and(warp::get())
+        .and(gate(&app, &WHOAMI))
+        .and(warp::ext::optional::<ClientCert>())
+        .and(with_app(app))
+        .map(|gate: Gate, cert: Option<ClientCert>, app: RegistryApp| {
+            let pass = match gate {
+                Ok(p) => p,
+                Err(e) => return e.into_reply(),
+            };
+            let subject = match &cert {
+                Some(ClientCert::Verified { subject }) => Some(subject.as_str()),
+                _ => None,
+            };
+            let mut refused = None;
+            for (role, name) in [
+                (Role::Admin, "admin"),
+                (Role::Reader, "reader"),
+                (Role::Reporter, "reporter"),
+            ] {
+                match app.authorize(&pass.headers, role, subject) {
+                    Ok(actor) => {
+                        let out = WhoAmIOut {
+                            role: name.to_string(),
+                            actor: actor.as_str().to_string(),
+                        };
+                        return warp::reply::json(&out).into_response();
+                    }
+                    Err(e) => refused = Some(e),
+                }
+            }
+            refused
+                .unwrap_or_else(|| {
+                    ApiError::Unauthorized("no role admits these credentials".into())
+                })
+                .into_reply()
         })
 }
 

@@ -138,6 +138,17 @@ async fn each_role_does_exactly_what_it_may() -> anyhow::Result<()> {
             200,
             "health is open"
         );
+        for (token, role) in [(READER, "reader"), (REPORTER, "reporter"), (ADMIN, "admin")] {
+            let (code, body) =
+                status(http.get(format!("{base}/v1/whoami")).bearer_auth(token)).await?;
+            assert_eq!(
+                (code, body["role"].as_str()),
+                (200, Some(role)),
+                "whoami: {body}"
+            );
+        }
+        let (code, body) = status(http.get(format!("{base}/v1/whoami"))).await?;
+        assert_eq!(code, 401, "whoami without a token: {body}");
     }
     c.shutdown().await
 }
