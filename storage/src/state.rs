@@ -220,9 +220,9 @@ impl ServicesState {
             self.derived.forget(&record, before, fx);
             fx.service(kind, &record, before.down);
         } else {
-            self.derived
+            let after = self
+                .derived
                 .recount(&record.availability_zone, before, &record, fx);
-            let after = self.derived.share(&record);
             fx.service(kind, &record, after.down);
         }
         CommandResponse::Records(vec![record])
@@ -283,9 +283,7 @@ impl ServicesState {
         let shared = match self.services.entry(key) {
             btree_map::Entry::Occupied(o) if !o.get().deleted => {
                 let shared = o.into_mut();
-                let share = derived.share(shared);
-                let key = derived.unseen(shared);
-                before = Some((share, key));
+                before = Some(derived.unseen(shared));
                 let r = Arc::make_mut(shared);
                 r.report_count += 1;
                 r.updated_at = Some(at);
@@ -324,17 +322,17 @@ impl ServicesState {
         let record = Arc::clone(shared);
         match before {
             Some((share, key)) => {
-                derived.seen(&record, key);
+                let now = derived.seen(&record, key);
                 let zone = moved_from.as_deref().unwrap_or(&record.availability_zone);
-                derived.recount(zone, share, &record, fx);
+                derived.recount_as(zone, share, &record, now, fx);
                 if share.down && !record.forced_down {
                     fx.service(EventKind::Up, &record, false);
                 }
             }
             None => {
-                derived.seen(&record, record.key());
-                derived.add(&record, fx);
-                fx.service(EventKind::Created, &record, record.forced_down);
+                let now = derived.seen(&record, record.key());
+                derived.add(&record, now, fx);
+                fx.service(EventKind::Created, &record, now.down);
             }
         }
         record

@@ -61,28 +61,51 @@ impl Derived {
         }
     }
 
-    /// Takes `r` out of the services not silent (before its `last_seen` moves); returns its
-    /// key, to put it back with [`Derived::seen`] without copying it.
-    pub(super) fn unseen(&mut self, r: &ServiceRecord) -> ServiceKey {
-        self.alive
-            .remove(&(r.last_seen, r.id))
-            .unwrap_or_else(|| r.key())
+    /// Takes the live record `r` out of the services not silent (before its `last_seen`
+    /// moves), in one lookup; returns its share as it was, and its key, to put it back with
+    /// [`Derived::seen`] without copying it.
+    pub(super) fn unseen(&mut self, r: &ServiceRecord) -> (Share, ServiceKey) {
+        let held = self.alive.remove(&(r.last_seen, r.id));
+        let share = Share {
+            down: r.forced_down || held.is_none(),
+            disabled: r.disabled,
+        };
+        (share, held.unwrap_or_else(|| r.key()))
     }
 
-    /// Puts `r`, just heard from, among the services not silent.
-    pub(super) fn seen(&mut self, r: &ServiceRecord, key: ServiceKey) {
+    /// Puts `r`, just heard from, among the services not silent; returns its share now
+    /// (not silent: down only if forced).
+    pub(super) fn seen(&mut self, r: &ServiceRecord, key: ServiceKey) -> Share {
         self.alive.insert((r.last_seen, r.id), key);
+        Share {
+            down: r.forced_down,
+            disabled: r.disabled,
+        }
     }
 
-    /// Moves `r`'s share from `before` in zone `from` to what it is now, when it changed.
+    /// Moves `r`'s share from `before` in zone `from` to what it is now, when it changed;
+    /// returns the share now.
     pub(super) fn recount(
         &mut self,
         from: &str,
         before: Share,
         r: &ServiceRecord,
         fx: &mut Effects,
-    ) {
+    ) -> Share {
         let after = self.share(r);
+        self.recount_as(from, before, r, after, fx);
+        after
+    }
+
+    /// [`Derived::recount`] with the share now already known.
+    pub(super) fn recount_as(
+        &mut self,
+        from: &str,
+        before: Share,
+        r: &ServiceRecord,
+        after: Share,
+        fx: &mut Effects,
+    ) {
         if from != r.availability_zone || before != after {
             self.zones.count(from, before, false);
             self.zones.count(&r.availability_zone, after, true);
@@ -91,9 +114,9 @@ impl Derived {
         }
     }
 
-    /// Counts a new live record.
-    pub(super) fn add(&mut self, r: &ServiceRecord, fx: &mut Effects) {
-        self.zones.count(&r.availability_zone, self.share(r), true);
+    /// Counts a new live record whose share is `share`.
+    pub(super) fn add(&mut self, r: &ServiceRecord, share: Share, fx: &mut Effects) {
+        self.zones.count(&r.availability_zone, share, true);
         fx.touch(&r.availability_zone);
     }
 
@@ -190,7 +213,12 @@ impl ServicesState {
                 down: r.forced_down,
                 disabled: r.disabled,
             };
-            self.derived.recount(&r.availability_zone, before, r, fx);
+            let after = Share {
+                down: true,
+                disabled: r.disabled,
+            };
+            self.derived
+                .recount_as(&r.availability_zone, before, r, after, fx);
             if !r.forced_down {
                 fx.service(EventKind::Down, r, true);
             }
