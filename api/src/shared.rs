@@ -97,6 +97,15 @@ impl Shared {
             })
     }
 
+    /// The liveness settings in force, as the log would carry them, and whether they are the
+    /// log's (else this node's file's, before the log carries any).
+    pub fn settings_in_force(&self) -> (LivenessSettings, bool) {
+        match self.view.read(|s| s.settings) {
+            Some(log) => (log, true),
+            None => (self.file_settings(), false),
+        }
+    }
+
     /// The liveness settings of this node's file, as the log would carry them.
     pub fn file_settings(&self) -> LivenessSettings {
         LivenessSettings::new(

@@ -13,7 +13,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::{self, GatedBody};
 use super::route::{gate, name, Access, Gate, Route};
-use super::{raw_query, with_app, MAX_BODY_BYTES};
+use super::{parse_query, raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::audit::{self, Caller};
 use crate::auth::Role;
@@ -68,8 +68,7 @@ fn backup(
         .then(|gate: Gate, raw: String, app: RegistryApp| async move {
             let res = async {
                 let fwd = gate?.forwarded();
-                let q: BackupQuery = serde_urlencoded::from_str(&raw)
-                    .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+                let q: BackupQuery = parse_query(&raw)?;
                 let query = ServicesQuery {
                     consistency: q.consistency,
                     ..ServicesQuery::default()

@@ -12,7 +12,7 @@ pub mod route;
 mod ui;
 mod watch;
 
-pub(crate) use filters::{raw_query, with_app};
+pub(crate) use filters::{parse_query, raw_query, with_app};
 
 use std::convert::Infallible;
 

@@ -7,7 +7,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::{self, GatedBody};
 use super::route::{gate, name, Access, Gate, Route, RouteKind};
-use super::{raw_query, with_app, MAX_BODY_BYTES};
+use super::{parse_query, raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -134,12 +134,6 @@ async fn get_services(gate: Gate, raw: String, app: RegistryApp) -> warp::reply:
         Ok(ReadAt::Forwarded(resp)) => resp,
         Err(e) => e.into_reply(),
     }
-}
-
-/// Parses a query string, refusing unknown keys and bad values with a clear message.
-fn parse_query<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, ApiError> {
-    serde_urlencoded::from_str(raw)
-        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
 }
 
 /// `GET /v1/cluster`: leader, term, members and indexes as this node knows them.

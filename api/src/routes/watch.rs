@@ -8,7 +8,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::{self, GatedBody};
 use super::route::{gate, name, Access, Gate, Route};
-use super::{raw_query, with_app, MAX_BODY_BYTES};
+use super::{parse_query, raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -62,8 +62,7 @@ fn watch_events(
     // A stream is no request in flight: it does not keep a place under the node's bound on
     // concurrent requests, but one under the bound on streams.
     drop(gate?.permit);
-    let query: WatchQuery = serde_urlencoded::from_str(raw)
-        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+    let query: WatchQuery = parse_query(raw)?;
     let filter = EventFilter::of(&query)?;
     let shared = app.shared();
     let log = shared.view.events().clone();
@@ -122,12 +121,11 @@ fn get_settings(
 fn settings_out(app: &RegistryApp) -> SettingsOut {
     let shared = app.shared();
     let file = shared.file_settings();
-    let log = shared.view.read(|s| s.settings);
-    let in_force = log.unwrap_or(file);
+    let (in_force, from_log) = shared.settings_in_force();
     SettingsOut {
         service_down_time: in_force.service_down_time().as_secs_f64(),
         unhealthy_zone_threshold: in_force.unhealthy_zone_threshold(),
-        source: if log.is_some() { "log" } else { "file" }.to_string(),
+        source: if from_log { "log" } else { "file" }.to_string(),
         file: SettingsIn {
             service_down_time: Some(file.service_down_time().as_secs_f64()),
             unhealthy_zone_threshold: Some(file.unhealthy_zone_threshold()),
@@ -162,10 +160,7 @@ async fn change_settings(
     let input: SettingsIn = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid settings body: {e}")))?;
     let shared = app.shared();
-    let current = shared
-        .view
-        .read(|s| s.settings)
-        .unwrap_or_else(|| shared.file_settings());
+    let (current, _) = shared.settings_in_force();
     let sdt = match input.service_down_time {
         None => current.service_down_time(),
         Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 * 365.0 => {
