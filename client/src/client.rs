@@ -185,7 +185,11 @@ impl RegistryClient {
 
     /// A request to `url` with this client's token.
     pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, url);
+        self.authenticated(self.http.request(method, url))
+    }
+
+    /// `req` with this client's token, if it has one.
+    fn authenticated(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -234,11 +238,7 @@ impl RegistryClient {
     ) -> Result<bytes::Bytes, ClientError> {
         let mut last = String::from("no endpoint configured");
         for base in &self.endpoints {
-            let mut req = build(base);
-            if let Some(token) = &self.token {
-                req = req.bearer_auth(token);
-            }
-            let resp = match req.send().await {
+            let resp = match self.authenticated(build(base)).send().await {
                 Ok(r) => r,
                 Err(e) if e.is_connect() => {
                     last = format!("{base}: {e}");
@@ -254,12 +254,9 @@ impl RegistryClient {
             if status.is_success() {
                 return Ok(bytes);
             }
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| b.error.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
             return Err(ClientError::Api {
                 status: status.as_u16(),
-                message,
+                message: error_message(&bytes),
             });
         }
         Err(ClientError::Unreachable {
@@ -267,4 +264,11 @@ impl RegistryClient {
             last,
         })
     }
+}
+
+/// The message of an error answer: its JSON error body's, or the body as text.
+pub(crate) fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
 }

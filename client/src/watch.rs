@@ -6,10 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::RegistryClient;
+use crate::client::{error_message, RegistryClient};
 use crate::error::ClientError;
 use crate::events::{CutOff, EventKind, EventOut, Position, CUT_OFF_EVENT};
-use crate::wire::ErrorBody;
 
 /// Which events to watch (all of them by default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -203,9 +202,7 @@ impl Watch {
             return Ok(resp);
         }
         let bytes = resp.bytes().await.unwrap_or_default();
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|b| b.error.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        let message = error_message(&bytes);
         if status.is_server_error() {
             return Err(ClientError::Unknown(format!(
                 "{base}: HTTP {status}: {message}"
