@@ -156,6 +156,17 @@ pub enum ZoneState {
     FullDisruption,
 }
 
+impl ZoneState {
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            ZoneState::Normal => "normal",
+            ZoneState::PartialDisruption => "partial-disruption",
+            ZoneState::FullDisruption => "full-disruption",
+        }
+    }
+}
+
 /// One event, as `data:` of `GET /v1/events` carries it (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventOut {
@@ -263,6 +274,20 @@ mod tests {
             assert!(bad.parse::<Position>().is_err(), "{bad:?}");
         }
         assert!(format!("1-{}", u32::MAX).parse::<Position>().is_err());
+    }
+
+    #[test]
+    fn zone_states_have_their_wire_names() {
+        for z in [
+            ZoneState::Normal,
+            ZoneState::PartialDisruption,
+            ZoneState::FullDisruption,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&z).ok(),
+                Some(format!("\"{}\"", z.name()))
+            );
+        }
     }
 
     #[test]

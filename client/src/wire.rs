@@ -33,6 +33,16 @@ pub enum State {
     Down,
 }
 
+impl State {
+    /// Its name on the wire (`up` or `down`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+        }
+    }
+}
+
 /// Longest accepted string field (Cinder's schema: 1 to 255 characters).
 pub const MAX_FIELD_CHARS: usize = 255;
 /// Most heartbeats accepted in one request.
@@ -120,6 +130,16 @@ pub enum Status {
     Enabled,
     /// Disabled by an operator.
     Disabled,
+}
+
+impl Status {
+    /// Its name on the wire (`enabled` or `disabled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Enabled => "enabled",
+            Status::Disabled => "disabled",
+        }
+    }
 }
 
 /// A service as the API lists it: the record, its liveness and its status.

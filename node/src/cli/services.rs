@@ -3,8 +3,7 @@
 use chrono::{DateTime, Utc};
 use clap::Args;
 use comfy_table::{ContentLineStyle, LineStyle, Table, TableStyle};
-use registry_api::wire::{Consistency, ServiceOut, Status};
-use registry_client::wire::State;
+use registry_api::wire::{Consistency, ServiceOut};
 
 use super::{CliError, GlobalArgs};
 
@@ -142,14 +141,8 @@ impl Column {
             Column::Binary => s.binary.clone(),
             Column::Host => s.host.clone(),
             Column::Zone => s.availability_zone.clone(),
-            Column::Status => match s.status {
-                Status::Enabled => "enabled".into(),
-                Status::Disabled => "disabled".into(),
-            },
-            Column::State => match s.state {
-                State::Up => "up".into(),
-                State::Down => "down".into(),
-            },
+            Column::Status => s.status.as_str().into(),
+            Column::State => s.state.as_str().into(),
             Column::UpdatedAt => {
                 or_dash(s.updated_at.max(s.modified_at).map(cinder_time).as_deref())
             }
@@ -199,6 +192,7 @@ pub fn new_table() -> Table {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use registry_api::wire::{State, Status};
 
     fn service() -> ServiceOut {
         let t = Utc

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use clap::Args;
-use registry_client::events::{EventKind, EventOut, Position};
+use registry_client::events::{EventKind, EventOut, Position, ZoneState};
 use registry_client::watch::{Resumed, WatchFilter};
 use registry_client::wire::SettingsIn;
 
@@ -54,32 +54,17 @@ pub fn line(e: &EventOut) -> String {
             e.position,
             e.kind.name(),
             e.zone,
-            e.state.map_or("-", |s| match s {
-                registry_client::wire::State::Up => "up",
-                registry_client::wire::State::Down => "down",
-            }),
-            e.status.map_or("-", |s| match s {
-                registry_client::wire::Status::Enabled => "enabled",
-                registry_client::wire::Status::Disabled => "disabled",
-            }),
+            e.state.map_or("-", registry_client::wire::State::as_str),
+            e.status.map_or("-", registry_client::wire::Status::as_str),
         ),
         _ => format!(
             "{} {} {} state={} suspect={} at={at}",
             e.position,
             e.kind.name(),
             e.zone,
-            e.zone_state.map_or("-", zone_state),
+            e.zone_state.map_or("-", ZoneState::name),
             e.suspect.unwrap_or(false),
         ),
-    }
-}
-
-fn zone_state(s: registry_client::events::ZoneState) -> &'static str {
-    use registry_client::events::ZoneState as Z;
-    match s {
-        Z::Normal => "normal",
-        Z::PartialDisruption => "partial-disruption",
-        Z::FullDisruption => "full-disruption",
     }
 }
 
@@ -137,7 +122,7 @@ pub async fn zones(g: &GlobalArgs) -> Result<String, CliError> {
             zone.up.to_string(),
             zone.down.to_string(),
             zone.disabled.to_string(),
-            zone_state(zone.state).to_string(),
+            zone.state.name().to_string(),
         ]);
     }
     let suspect = if z.suspect {
