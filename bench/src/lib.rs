@@ -179,14 +179,7 @@ async fn run_targets(
     for kind in &c.targets {
         match kind {
             TargetKind::Registry => {
-                let t = RegistryTarget::new(
-                    &c.registry,
-                    &c.prefix,
-                    groups,
-                    c.timeout,
-                    c.registry_token.as_deref(),
-                    c.registry_cacert.as_deref(),
-                )?;
+                let t = RegistryTarget::of_cluster(c, groups)?;
                 report.notes.push(format!(
                     "registry: requests spread over {} node(s); a follower forwards to the leader",
                     c.registry.len()

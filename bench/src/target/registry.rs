@@ -20,6 +20,18 @@ pub struct RegistryTarget {
 }
 
 impl RegistryTarget {
+    /// [`RegistryTarget::new`] for the registry cluster of the command line `c`.
+    pub fn of_cluster(c: &crate::opts::ClusterArgs, groups: Groups) -> anyhow::Result<Self> {
+        Self::new(
+            &c.registry,
+            &c.prefix,
+            groups,
+            c.timeout,
+            c.registry_token.as_deref(),
+            c.registry_cacert.as_deref(),
+        )
+    }
+
     /// Prepares the requests of `groups` (services named with `prefix`) for the nodes at
     /// `endpoints` (`host:port` or URLs).
     pub fn new(

@@ -255,14 +255,7 @@ impl CostRun<'_> {
         };
         let mode = format!("closed c={reporters} b=1");
         let delivered_before = watchers.map_or(0, Watchers::events);
-        let target = RegistryTarget::new(
-            &c.registry,
-            &c.prefix,
-            groups,
-            c.timeout,
-            c.registry_token.as_deref(),
-            c.registry_cacert.as_deref(),
-        );
+        let target = RegistryTarget::of_cluster(c, groups);
         let mut made = 0;
         let mut run = match target {
             Ok(t) => {
