@@ -90,11 +90,14 @@ impl Shared {
     /// The liveness rule in force: the cluster's, from the log, once it carries one; until
     /// then this node's file.
     pub fn liveness(&self) -> Liveness {
-        self.view
-            .read(|s| s.settings)
-            .map_or(self.settings.liveness, |s| Liveness {
-                service_down_time: s.service_down_time(),
-            })
+        self.liveness_of(self.view.read(|s| s.settings))
+    }
+
+    /// The liveness rule of the log's `settings` when there are some, else this node's file.
+    pub fn liveness_of(&self, settings: Option<LivenessSettings>) -> Liveness {
+        settings.map_or(self.settings.liveness, |s| Liveness {
+            service_down_time: s.service_down_time(),
+        })
     }
 
     /// The liveness settings in force, as the log would carry them, and whether they are the

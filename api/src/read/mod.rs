@@ -196,7 +196,7 @@ impl ReadPath {
         let keep = |r: &&Arc<ServiceRecord>| {
             !r.deleted && query.binary.as_ref().is_none_or(|b| &r.binary == b)
         };
-        let (records, applied) = self.shared.view.read(|state| {
+        let (records, applied, settings) = self.shared.view.read(|state| {
             let records = match &query.host {
                 Some(h) => state
                     .shared_records_of_host(h)
@@ -209,12 +209,12 @@ impl ReadPath {
                     all
                 }
             };
-            (records, state.last_applied.map(|l| l.index))
+            (records, state.last_applied.map(|l| l.index), state.settings)
         });
         Listing {
             records,
             now,
-            liveness: self.shared.liveness(),
+            liveness: self.shared.liveness_of(settings),
             applied,
         }
     }
