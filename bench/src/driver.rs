@@ -104,6 +104,7 @@ pub async fn closed<T: Target>(
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
     let window_cpu = tokio::spawn(window_cpu(nodes.to_vec(), measure_from, end));
+    let terms = tokio::spawn(terms_at(target.clone(), measure_from, end));
     let reporters: Vec<_> = (0..spec.concurrency.max(1))
         .map(|r| {
             let target = target.clone();
@@ -141,6 +142,7 @@ pub async fn closed<T: Target>(
         }
     }
     let after = sample_all(nodes);
+    let (term_at_start, term_at_end) = terms.await.unwrap_or_default();
     RunResult {
         target: target.label(),
         mode,
@@ -148,6 +150,8 @@ pub async fn closed<T: Target>(
         stats,
         nodes: deltas(nodes, &before, &after),
         timeline: Vec::new(),
+        term_at_start,
+        term_at_end,
         max_dispatch_lag: None,
         wall: start.elapsed(),
         client_cpu_ticks: cpu_delta(client_before, own_cpu()),
@@ -175,6 +179,18 @@ async fn window_cpu(nodes: Vec<NodeProc>, from: Instant, to: Instant) -> Option<
         .zip(&last)
         .map(|(a, b)| Some(b.cpu_ticks?.saturating_sub(a.cpu_ticks?)))
         .sum()
+}
+
+/// The target's Raft term at `from` and at `to` (the measured window).
+async fn terms_at<T: Target>(
+    target: Arc<T>,
+    from: Instant,
+    to: Instant,
+) -> (Option<u64>, Option<u64>) {
+    tokio::time::sleep_until(from).await;
+    let first = target.raft_term().await;
+    tokio::time::sleep_until(to).await;
+    (first, target.raft_term().await)
 }
 
 /// One answered (or failed) request of the open loop.
@@ -234,20 +250,29 @@ pub async fn open<T: Target>(
         (total, per_window)
     });
 
-    // Sampler: memory and disk at the end of every window.
+    // Sampler: memory and disk at the end of every window, and the Raft term at the start
+    // of the measured time and at the end of every window.
     let sampler_nodes = nodes.to_vec();
+    let sampler_target = target.clone();
     let sampler = tokio::spawn(async move {
         let mut samples = Vec::with_capacity(windows);
+        tokio::time::sleep_until(measure_from).await;
+        let first_term = sampler_target.raft_term().await;
         for w in 1..=windows {
             let at = (measure_from + window * w as u32).min(end);
             tokio::time::sleep_until(at).await;
             let ns = sampler_nodes.clone();
-            let s = tokio::task::spawn_blocking(move || sample_all(&ns))
-                .await
-                .unwrap_or_default();
-            samples.push(s);
+            let (s, term) = tokio::join!(
+                async {
+                    tokio::task::spawn_blocking(move || sample_all(&ns))
+                        .await
+                        .unwrap_or_default()
+                },
+                sampler_target.raft_term()
+            );
+            samples.push((s, term));
         }
-        samples
+        (first_term, samples)
     });
 
     // Dispatcher. It never runs past the end of the schedule (plus a second): what it could
@@ -327,17 +352,19 @@ pub async fn open<T: Target>(
             unsent,
         );
     }
-    let samples = sampler.await.unwrap_or_default();
+    let (term_at_start, samples) = sampler.await.unwrap_or_default();
+    let term_at_end = samples.last().and_then(|(_, term)| *term);
     let after = sample_all(nodes);
     let timeline = per_window
         .into_iter()
         .zip(samples)
         .enumerate()
-        .map(|(w, (stats, nodes))| TimelineRow {
+        .map(|(w, (stats, (nodes, term)))| TimelineRow {
             at: (window * (w as u32 + 1)).min(spec.duration),
             window: window.min(spec.duration.saturating_sub(window * w as u32)),
             stats,
             nodes,
+            term,
         })
         .collect();
     RunResult {
@@ -347,6 +374,8 @@ pub async fn open<T: Target>(
         stats,
         nodes: deltas(nodes, &before, &after),
         timeline,
+        term_at_start,
+        term_at_end,
         max_dispatch_lag: Some(max_lag),
         wall: t0.elapsed(),
         client_cpu_ticks: cpu_delta(client_before, own_cpu()),

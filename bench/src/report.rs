@@ -30,6 +30,8 @@ pub struct TimelineRow {
     pub stats: Stats,
     /// Every process, sampled at the end of the window.
     pub nodes: Vec<NodeSample>,
+    /// The target's Raft term at the end of the window (the highest any node reported).
+    pub term: Option<u64>,
 }
 
 /// One workload run against one target.
@@ -47,6 +49,11 @@ pub struct RunResult {
     pub nodes: Vec<NodeDelta>,
     /// Open loop: the windows.
     pub timeline: Vec<TimelineRow>,
+    /// The target's Raft term at the start of the measured window (the highest any node
+    /// reported), if it tells one.
+    pub term_at_start: Option<u64>,
+    /// The target's Raft term at the end of the measured window.
+    pub term_at_end: Option<u64>,
     /// Open loop: the longest a send started after its scheduled time.
     pub max_dispatch_lag: Option<Duration>,
     /// Wall time of the whole run, warm-up included.
@@ -67,6 +74,13 @@ impl RunResult {
     /// Acknowledged requests per second.
     pub fn requests_per_sec(&self) -> f64 {
         self.stats.requests as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// How many times the Raft term changed over the measured window (each change is at
+    /// least one election: a split vote or a failed round makes it more than one per new
+    /// leader).
+    pub fn term_changes(&self) -> Option<u64> {
+        Some(self.term_at_end?.saturating_sub(self.term_at_start?))
     }
 }
 
@@ -201,6 +215,28 @@ impl Report {
             }
         }
 
+        if self
+            .runs
+            .iter()
+            .any(|r| r.term_at_start.is_some() || r.term_at_end.is_some())
+        {
+            let mut t = table(&[
+                "target",
+                "Raft term at the start",
+                "at the end",
+                "term changes in the measured window",
+            ]);
+            for r in &self.runs {
+                t.add_row(vec![
+                    r.target.clone(),
+                    opt(r.term_at_start),
+                    opt(r.term_at_end),
+                    opt(r.term_changes()),
+                ]);
+            }
+            let _ = writeln!(out, "{t}\n");
+        }
+
         let mut t = table(&[
             "target",
             "server CPU in the window s",
@@ -313,10 +349,17 @@ impl Report {
                 "p99 ms",
                 "max ms",
                 "errors",
+                "term changes",
                 "RSS MiB",
                 "data MiB",
             ]);
+            let mut last_term = r.term_at_start;
             for w in &r.timeline {
+                let changes = match (last_term, w.term) {
+                    (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                    _ => None,
+                };
+                last_term = w.term.or(last_term);
                 t.add_row(vec![
                     format!("{:.0}", w.at.as_secs_f64()),
                     format!(
@@ -327,6 +370,7 @@ impl Report {
                     ms(w.stats.quantile(0.99)),
                     ms(w.stats.max()),
                     w.stats.error_count().to_string(),
+                    opt(changes),
                     w.nodes
                         .iter()
                         .map(|n| kib(n.rss_kib))
@@ -441,6 +485,11 @@ pub(crate) fn ms(d: Option<Duration>) -> String {
             format!("{ms:.1}")
         }
     })
+}
+
+/// A number, or `n/a`.
+pub(crate) fn opt(v: Option<u64>) -> String {
+    v.map_or("n/a".into(), |v| v.to_string())
 }
 
 fn cpu_pct(ticks: Option<u64>, wall: Duration) -> String {

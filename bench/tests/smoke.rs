@@ -1,6 +1,7 @@
 //! The benchmark tool runs on a tiny workload against an in-process three-node cluster:
-//! a one-second closed loop with a few reporters, a list run on 100 services, and a watch
-//! run with three watchers. Nothing here asserts a timing.
+//! a one-second closed loop with a few reporters (and the Raft term read at both ends of
+//! it), a list run on 100 services, and a watch run with three watchers. Nothing here
+//! asserts a timing.
 
 use std::time::Duration;
 
@@ -56,6 +57,12 @@ async fn bench_runs_on_a_tiny_workload() -> anyhow::Result<()> {
     );
     assert_eq!(report.error_count(), 0, "errors:\n{report}");
     assert!(report.render().contains("heartbeats/s"));
+    // The Raft term is read from the nodes at both ends of the measured window.
+    let run = &report.runs[0];
+    assert!(
+        run.term_at_start.is_some() && run.term_changes().is_some(),
+        "no Raft term read:\n{report}"
+    );
 
     let list = bench::Options::try_parse_from(
         ["registry-bench"].into_iter().chain(cluster_args).chain([

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, ConnectOptions, GetOptions, KvClient, LeaseClient, LeaseKeepAliveStream, LeaseKeeper,
-    Txn, TxnOp,
+    MaintenanceClient, Txn, TxnOp,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
@@ -64,9 +64,31 @@ pub async fn connect(
     Ok(all)
 }
 
+/// One maintenance client per endpoint (on its first connection), for the Raft term.
+fn maintenance(clients: &[Vec<Client>]) -> Vec<MaintenanceClient> {
+    clients
+        .iter()
+        .filter_map(|per| per.first().map(Client::maintenance_client))
+        .collect()
+}
+
+/// The highest `raft_term` of the members' status answers (`None` when none answered).
+async fn raft_term(members: &[MaintenanceClient]) -> Option<u64> {
+    let reads = members.iter().map(|m| {
+        let mut m = m.clone();
+        async move { m.status().await.ok().map(|s| s.raft_term()) }
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .max()
+}
+
 /// etcd puts as a [`Target`].
 pub struct EtcdPutTarget {
     kv: Vec<Vec<KvClient>>,
+    maintenance: Vec<MaintenanceClient>,
     groups: Groups,
     keys: Vec<Vec<u8>>,
     values: Vec<Vec<u8>>,
@@ -87,6 +109,7 @@ impl EtcdPutTarget {
                 .iter()
                 .map(|per| per.iter().map(Client::kv_client).collect())
                 .collect(),
+            maintenance: maintenance(&clients),
             groups,
             keys: (0..groups.services)
                 .map(|i| etcd_key(prefix, i).into_bytes())
@@ -147,6 +170,10 @@ impl Target for EtcdPutTarget {
             }
         }
     }
+
+    async fn raft_term(&self) -> Option<u64> {
+        raft_term(&self.maintenance).await
+    }
 }
 
 /// A lease's keep-alive stream, opened at its first keep-alive.
@@ -156,6 +183,7 @@ type Keeper = (LeaseKeeper, LeaseKeepAliveStream);
 /// heartbeat is one keep-alive request and its answer on the lease's own stream.
 pub struct EtcdLeaseTarget {
     lease: Vec<Vec<LeaseClient>>,
+    maintenance: Vec<MaintenanceClient>,
     ids: Vec<i64>,
     keepers: Vec<Mutex<Option<Keeper>>>,
 }
@@ -186,6 +214,7 @@ impl EtcdLeaseTarget {
             .map_err(|e| anyhow::anyhow!("granting {services} etcd leases: {e}"))?;
         Ok(Self {
             lease,
+            maintenance: maintenance(&clients),
             keepers: ids.iter().map(|_| Mutex::new(None)).collect(),
             ids,
         })
@@ -236,6 +265,10 @@ impl Target for EtcdLeaseTarget {
             *slot = None;
         }
         res
+    }
+
+    async fn raft_term(&self) -> Option<u64> {
+        raft_term(&self.maintenance).await
     }
 }
 

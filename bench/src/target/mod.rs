@@ -33,4 +33,11 @@ pub trait Target: Send + Sync + 'static {
         endpoint: usize,
         group: usize,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// The Raft term of the system now: the highest any of its nodes reports (`None` when
+    /// the system tells none or no node answered). Read at the window boundaries of a run,
+    /// so that elections during it show.
+    fn raft_term(&self) -> impl Future<Output = Option<u64>> + Send {
+        async { None }
+    }
 }

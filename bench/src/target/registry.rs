@@ -6,15 +6,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use registry_api::error::ErrorBody;
+use registry_api::wire::ClusterOut;
 
 use super::Target;
 use crate::stats::Failure;
 use crate::workload::{registry_bodies, Groups};
 
+/// Bound on a `GET /v1/cluster` that reads the Raft term during a run.
+const TERM_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The registry as a [`Target`].
 pub struct RegistryTarget {
     http: reqwest::Client,
     urls: Vec<String>,
+    cluster_urls: Vec<String>,
     groups: Groups,
     bodies: Vec<Bytes>,
 }
@@ -48,6 +53,10 @@ impl RegistryTarget {
             urls: endpoints
                 .iter()
                 .map(|e| format!("{}/v1/heartbeats", base_url(e)))
+                .collect(),
+            cluster_urls: endpoints
+                .iter()
+                .map(|e| format!("{}/v1/cluster", base_url(e)))
                 .collect(),
             groups,
             bodies: registry_bodies(prefix, groups),
@@ -150,5 +159,27 @@ impl Target for RegistryTarget {
             .await
             .map_err(|e| transport_failure(&e))?;
         check_answer(resp).await.map(|_| ())
+    }
+
+    /// The highest `term` of `GET /v1/cluster` among the nodes that answer.
+    async fn raft_term(&self) -> Option<u64> {
+        let reads = self.cluster_urls.iter().map(|url| async move {
+            let resp = self
+                .http
+                .get(url)
+                .timeout(TERM_READ_TIMEOUT)
+                .send()
+                .await
+                .ok()?;
+            let body = check_answer(resp).await.ok()?;
+            serde_json::from_slice::<ClusterOut>(&body)
+                .ok()
+                .map(|c| c.term)
+        });
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .max()
     }
 }

@@ -313,6 +313,8 @@ fn failed_run(mode: &str, e: &anyhow::Error) -> RunResult {
         stats,
         nodes: Vec::new(),
         timeline: Vec::new(),
+        term_at_start: None,
+        term_at_end: None,
         max_dispatch_lag: None,
         wall: Duration::from_secs(1),
         client_cpu_ticks: None,
