@@ -9,12 +9,15 @@
 //!   fixed schedule, latency from the scheduled send time);
 //! - [`list`]: service-list timing at 1k, 10k, 100k services;
 //! - [`watch`]: events streamed to watchers, and what watching costs the write path;
+//! - [`failover`]: leader kills under steady writes: time to the first acknowledged write,
+//!   Raft term changes;
 //! - [`stats`], [`procs`], [`report`]: histograms, RSS and disk, Markdown tables.
 //!
 //! [`run`] is the entry point; the binary only parses the command line and prints.
 #![deny(missing_docs)]
 
 pub mod driver;
+pub mod failover;
 pub mod list;
 pub mod opts;
 pub mod procs;
@@ -156,6 +159,20 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
             }
             if c.targets.contains(&TargetKind::Registry) {
                 watch::registry(c, a, &mut report).await?;
+            }
+        }
+        Command::Failover(a) => {
+            report.title = format!(
+                "failover: {} SIGKILLs of the registry leader under steady writes ({} writers)",
+                a.kills, a.writers
+            );
+            if c.targets.iter().any(|t| *t != TargetKind::Registry) {
+                report.notes.push(
+                    "etcd: no failover scenario (its members are not killed): skipped".into(),
+                );
+            }
+            if c.targets.contains(&TargetKind::Registry) {
+                failover::registry(c, a, &mut report).await?;
             }
         }
     }

@@ -112,6 +112,12 @@ pub enum Command {
     /// Watching (registry only): events streamed to W watchers of one follower while new
     /// services are created, and the cost of those watchers to the heartbeat write path.
     Watch(WatchArgs),
+    /// Failover (registry only; etcd is not killed, an etcd target is skipped): SIGKILLs the
+    /// leader of a running group `--kills` times (by the PID in its `--registry-pid-file`),
+    /// each time measuring from the kill to the first heartbeat write a surviving node
+    /// acknowledges, and the Raft term changes it took; restarts the killed node with
+    /// `--restart-cmd` and waits for it to catch up before the next kill.
+    Failover(FailoverArgs),
 }
 
 /// Closed-loop workload.
@@ -223,6 +229,48 @@ pub struct WatchArgs {
     /// Concurrent registering requests.
     #[arg(long, default_value_t = 8)]
     pub register_concurrency: usize,
+}
+
+/// Failover: leader kills under steady writes.
+#[derive(Debug, Clone, Args)]
+pub struct FailoverArgs {
+    /// Leader kills.
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Command that restarts a killed node, run with `sh -c` once the killed process has
+    /// exited; `{node}` is replaced by the node's position in `--registry` (from 1). It must
+    /// start the node in the background on its old config and data, write the new PID to the
+    /// node's `--registry-pid-file`, and return (bench/run.sh writes such a script).
+    #[arg(long)]
+    pub restart_cmd: String,
+    /// Closed-loop writers of single heartbeats, running the whole time; writer `w` sends to
+    /// endpoint `w` modulo the endpoints.
+    #[arg(long, default_value_t = 6)]
+    pub writers: usize,
+    /// Client timeout of each write: a request to the dead node, or one a node holds while
+    /// it waits for a leader, gives up then and the writer sends the next.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// Longest wait after a kill for the first acknowledged write.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub failover_deadline: Duration,
+    /// Longest wait, at the start and after each restart, for the group to be whole: every
+    /// node answering `GET /v1/cluster`, all naming one leader in one term, every applied
+    /// index within `--max-lag` of the leader's.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub recover_deadline: Duration,
+    /// How many entries behind the leader's applied index a node may be and count as caught
+    /// up.
+    #[arg(long, default_value_t = 50)]
+    pub max_lag: u64,
+    /// Steady writes once the group is whole before the next kill, so that every node has
+    /// heard the current leader for a while and the next kill is a fair one.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Period of the polls of the survivors' `GET /v1/cluster` after a kill (when the new
+    /// leader became visible).
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub poll_every: Duration,
 }
 
 /// Parses `250ms`, `10s`, `10m`, `1h` or a number of seconds (`1.5`).

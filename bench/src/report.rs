@@ -116,6 +116,8 @@ pub struct Report {
     pub lists: Vec<ListRow>,
     /// The watch scenario's streaming and write-path figures.
     pub watch: Option<crate::watch::WatchOutcome>,
+    /// The failover scenario's kills.
+    pub failover: Option<crate::failover::FailoverOutcome>,
     /// Remarks printed under the tables.
     pub notes: Vec<String>,
 }
@@ -150,6 +152,9 @@ impl Report {
         }
         if let Some(w) = &self.watch {
             w.render(&mut out);
+        }
+        if let Some(f) = &self.failover {
+            f.render(&mut out);
         }
         if !self.runs.is_empty() {
             self.render_runs(&mut out);
