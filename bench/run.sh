@@ -30,6 +30,14 @@
 #                 the watchers (idle, and receiving 1000 events/s); the nodes run with a
 #                 service_down_time of 600 s so the registered, silent services make no
 #                 `down` events during it
+#        failover (registry only, not in the default set; etcd is not killed) SIGKILLs the
+#                 registry leader FAILOVER_KILLS (20) times under steady single-heartbeat
+#                 writes: the time from each kill to the first write a surviving node
+#                 acknowledges (HTTP 200 of a POST /v1/heartbeats sent after the kill),
+#                 median, p90 and max, and the Raft term changes of each failover and of
+#                 the killed node's rejoin; registry-bench restarts the killed node
+#                 ($WORK/registry/restart.sh N) and waits for it to catch up before the
+#                 next kill
 #   4. prints every table (Markdown) with the command that reproduces it, and keeps them in
 #      RESULTS (printed at the end);
 #   5. stops every process it started, by its recorded PID (never by name), also on error
@@ -37,12 +45,13 @@
 #
 # Options:
 #   --soak              the `open` scenario for 600 s instead of 60 s
-#   --scenarios LIST    comma-separated subset of single,batch,open,open4,list,tls,watch
-#                       (default: all but tls and watch; `tls` runs single heartbeats against
-#                       the registry over plain HTTP and then over mutual TLS, registry only,
-#                       in the same run)
+#   --scenarios LIST    comma-separated subset of single,batch,open,open4,list,tls,watch,
+#                       failover (default: all but tls, watch and failover; `tls` runs single
+#                       heartbeats against the registry over plain HTTP and then over mutual
+#                       TLS, registry only, in the same run)
 #   --no-etcd           registry only
-#   --quick             tiny durations and sizes (checks the script, measures nothing)
+#   --quick             tiny durations and sizes (checks the script, measures nothing;
+#                       failover: 2 kills)
 #   --skip-build        use the binaries already in target/release
 #   --node-bin PATH     run this registry-node binary (e.g. one built from another commit)
 #   --keep              keep the temporary directory (logs, data, results)
@@ -57,7 +66,8 @@
 #              the configs registryctl init-cluster writes): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
 #              (150ms), RAFT_ELECTION_MAX (300ms), RAFT_SNAPSHOT_LOGS (5000),
 #              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios;
-#              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario.
+#              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario;
+#              FAILOVER_KILLS (20) for the failover scenario.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -146,6 +156,7 @@ WATCH_WATCHERS="${WATCH_WATCHERS:-100}"
 WATCH_DURATION=20s
 WATCH_COST_DURATION=10s
 WATCH_COST_WARMUP=3s
+FAILOVER_KILLS="${FAILOVER_KILLS:-20}"
 if ((SOAK)); then
   OPEN_DURATION=600s
   OPEN_SAMPLE=60s
@@ -167,6 +178,7 @@ if ((QUICK)); then
   WATCH_DURATION=3s
   WATCH_COST_DURATION=2s
   WATCH_COST_WARMUP=1s
+  FAILOVER_KILLS=2
 fi
 
 # --- Processes: started here, recorded, stopped by PID ------------------------------------
@@ -175,14 +187,18 @@ WORK="$(mktemp -d "${BENCH_TMP:-/tmp}/registry-bench.XXXXXX")"
 TLS_DIR="$WORK/tls"
 RESULTS="$WORK/results.md"
 declare -A PIDS=() # name -> pid, of every process this script started and has not stopped
+# 1 while registry-bench may restart registry nodes (scenario failover): their PIDs are then
+# the ones in their PID files.
+FOLLOW_PID_FILES=0
 
 # Stops the process recorded under $1: SIGTERM, then SIGKILL after 10 s. Only a PID this
-# script recorded, and only while it still runs the program it was started as.
+# script recorded, and only while its command line still holds $2 (the program it was
+# started as, or for a registry node its config file).
 stop_proc() {
   local name=$1 pid=${PIDS[$1]:-} exe=$2 i
   [[ -n $pid ]] || return 0
   unset "PIDS[$name]"
-  if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$exe"; then
+  if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$exe"; then
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
       kill -0 "$pid" 2>/dev/null || break
@@ -198,7 +214,17 @@ stop_proc() {
 
 stop_registry() {
   local i
-  for i in 1 2 3; do stop_proc "registry-$i" registry-node; done
+  for i in 1 2 3; do stop_proc "registry-$i" "$WORK/registry/node$i/node.toml"; done
+}
+
+# Takes the registry nodes' PIDs from their PID files (scenario failover: registry-bench
+# restarts killed nodes through $WORK/registry/restart.sh, which writes the new PID there).
+follow_pid_files() {
+  local i pid
+  for i in 1 2 3; do
+    pid=$(cat "$WORK/registry/node$i/pid" 2>/dev/null) || continue
+    if [[ $pid =~ ^[0-9]+$ ]]; then PIDS[registry-$i]=$pid; fi
+  done
 }
 
 stop_etcd() {
@@ -210,6 +236,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_proc perf perf
+  if ((FOLLOW_PID_FILES)); then follow_pid_files; fi
   stop_registry
   stop_etcd
   if ((KEEP)) || ((rc != 0)); then
@@ -572,6 +599,54 @@ scenario_watch() {
   NO_ETCD=$saved_no_etcd
 }
 
+# Writes $WORK/registry/restart.sh: `restart.sh N` starts registry node N again in the
+# background, on its config and data, and writes its new PID to its PID file (scenario
+# failover: registry-bench runs it after each kill, once the killed process has exited).
+write_restart_script() {
+  local f="$WORK/registry/restart.sh"
+  {
+    echo '#!/usr/bin/env bash'
+    echo '# restart.sh N: starts registry node N (1-3) of this bench/run.sh run again, in the'
+    echo '# background, on its config and data; writes its new PID to its PID file.'
+    echo 'set -euo pipefail'
+    printf 'work=%q\nnode_bin=%q\nrust_log=%q\n' "$WORK" "$NODE_BIN" \
+      "${RUST_LOG:-info,warp::filters::trace=warn}"
+    cat <<'EOF'
+i=${1:?node number (1-3)}
+[[ $i =~ ^[1-3]$ ]] || { echo "restart.sh: the node is 1, 2 or 3, not '$i'" >&2; exit 2; }
+dir=$work/registry/node$i
+old=$(cat "$dir/pid" 2>/dev/null || true)
+if [[ -n $old && -r /proc/$old/cmdline ]] &&
+  tr '\0' ' ' <"/proc/$old/cmdline" | grep -qF -- "$dir/node.toml"; then
+  echo "restart.sh: node $i still runs (pid $old)" >&2
+  exit 1
+fi
+echo "=== restart.sh: $(date -u +%T) restart" >>"$dir/node.log"
+RUST_LOG=$rust_log "$node_bin" --config "$dir/node.toml" </dev/null >>"$dir/node.log" 2>&1 &
+echo $! >"$dir/pid"
+EOF
+  } >"$f"
+  chmod +x "$f"
+}
+
+# Leader failover, registry only: FAILOVER_KILLS SIGKILLs of the leader under steady writes,
+# the killed node restarted by registry-bench through restart.sh after each.
+scenario_failover() {
+  local saved_no_etcd=$NO_ETCD
+  NO_ETCD=1
+  fresh_clusters
+  write_restart_script
+  FOLLOW_PID_FILES=1
+  echo "registry Raft settings: heartbeat_interval ${RAFT_HEARTBEAT:-50ms}," \
+    "election_timeout ${RAFT_ELECTION_MIN:-150ms}-${RAFT_ELECTION_MAX:-300ms}" | tee -a "$RESULTS"
+  bench --targets registry --prefix failover \
+    failover --kills "$FAILOVER_KILLS" --restart-cmd "$WORK/registry/restart.sh {node}"
+  follow_pid_files
+  stop_registry
+  FOLLOW_PID_FILES=0
+  NO_ETCD=$saved_no_etcd
+}
+
 scenario_list() {
   fresh_clusters
   bench --targets "$(targets registry,etcd-put)" --prefix list \
@@ -599,11 +674,11 @@ check_ports
 IFS=, read -r -a selected <<<"$SCENARIOS"
 for s in "${selected[@]}"; do
   case "$s" in
-  single | batch | open | open4 | list | tls | watch)
+  single | batch | open | open4 | list | tls | watch | failover)
     CURRENT=$s
     "scenario_$s"
     ;;
-  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls, watch)" ;;
+  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls, watch, failover)" ;;
   esac
 done
 
