@@ -105,6 +105,14 @@ impl View {
         })
     }
 
+    /// The nodes in the `Candidate` role, with their term.
+    pub fn candidates(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.nodes.iter().filter_map(|n| match n {
+            Ok(c) if c.role == "Candidate" => Some((c.node_id, c.term)),
+            _ => None,
+        })
+    }
+
     /// A node other than endpoint `except` that is `Leader` in a term above `term`: its
     /// endpoint, node id and term.
     pub fn new_leader(&self, except: usize, term: u64) -> Option<(usize, u64, u64)> {
@@ -179,6 +187,7 @@ mod tests {
         assert_eq!(ok.new_leader(0, 4).map(|l| l.1), Some(2));
         assert_eq!(ok.new_leader(1, 4), None, "the leader itself is excluded");
         assert_eq!(ok.new_leader(0, 5), None, "not a newer term");
+        assert_eq!(ok.candidates().count(), 0);
 
         let down = view(vec![
             Ok(node(1, "Follower", Some(2), 5, 100)),
@@ -186,6 +195,12 @@ mod tests {
             Err("connection refused".into()),
         ]);
         assert!(down.whole(50).is_err());
+        let electing = view(vec![
+            Ok(node(1, "Candidate", None, 6, 100)),
+            Ok(node(2, "Follower", Some(3), 5, 100)),
+            Err("connection refused".into()),
+        ]);
+        assert_eq!(electing.candidates().collect::<Vec<_>>(), vec![(1, 6)]);
         assert_eq!(down.new_leader(2, 4).map(|l| l.0), Some(1));
 
         // The old leader restarted in its old term still takes itself for the leader.

@@ -11,14 +11,19 @@
 //!    SIGKILL; the failover time runs from just before the signal to the arrival of the first
 //!    HTTP 200 of a write *sent* after it (whichever endpoint answered); meanwhile the
 //!    survivors' `GET /v1/cluster` is polled for the first one that is `Leader` in a higher
-//!    term (when the new leader became visible, and in which term);
+//!    term (when the new leader became visible, and in which term), and for candidates that
+//!    did not win (a round that failed: a split vote, or a candidate refused for a shorter
+//!    log);
 //! 3. once the process has exited, `--restart-cmd` restarts it; the group must be whole again
 //!    within `--recover-deadline`, and after `--settle` of steady writes (every node has
 //!    heard the new leader for a while, so the next kill is a fair one) its term is read
 //!    again: the term changes while the node rejoined.
 //!
-//! Term changes of one failover: the new leader's term minus the term before the kill; 1 is
-//! one clean election, more is a split vote or a round that failed.
+//! Term changes of one failover: the new leader's term minus the term before the kill; more
+//! than 1 is a split vote or a round that failed. A failed round can leave it at 1: openraft
+//! orders two candidates of one term by node id, so the second may win in the first one's
+//! term. The candidates seen by the polls show such rounds: a candidate that loses stays one
+//! until its next election timeout, a winner only for a vote's round trip.
 //!
 //! etcd is not killed: an etcd target is skipped.
 
@@ -27,6 +32,7 @@ mod process;
 mod table;
 mod writers;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +76,8 @@ pub struct KillRow {
     pub new_leader_id: Option<u64>,
     /// That leader's term.
     pub term_elected: Option<u64>,
+    /// Candidacies (node, term) the polls saw before the new leader, besides the winner's.
+    pub failed_candidacies: usize,
     /// From the restart command to the group being whole again.
     pub recovered: Option<Duration>,
     /// The group's term after the restarted node caught up and `--settle` passed.
@@ -111,6 +119,8 @@ pub struct FailoverOutcome {
     pub write_timeout: Duration,
     /// Steady writes before each kill.
     pub settle: Duration,
+    /// Period of the polls for the new leader.
+    pub poll_every: Duration,
     /// Wall time of the run.
     pub wall: Duration,
 }
@@ -158,6 +168,7 @@ pub async fn registry(
         writers: a.writers.max(1),
         write_timeout: a.write_timeout,
         settle: a.settle,
+        poll_every: a.poll_every,
         ..FailoverOutcome::default()
     };
     let run = kill_loop(a, &nodes, &probe, &bases, &writers, &mut outcome).await;
@@ -228,10 +239,12 @@ async fn kill_and_measure(
     writers.arm(killed_at);
     process::sigkill(pid)?;
     let deadline = killed_at + a.failover_deadline;
-    let (ack, leader) = tokio::join!(
+    let (ack, (leader, candidacies)) = tokio::join!(
         writers.first_ack(deadline),
         watch_for_leader(probe, bases, before, a.poll_every, deadline)
     );
+    let winner = leader.map(|(_, id, term)| (id, term));
+    let failed_candidacies = candidacies.iter().filter(|c| Some(**c) != winner).count();
     // The restart must not start before the killed process has let go of its port.
     process::wait_exited(pid, Instant::now() + EXIT_WITHIN).await?;
     Ok(KillRow {
@@ -243,6 +256,7 @@ async fn kill_and_measure(
         leader_seen: leader.map(|(seen, _, _)| seen.saturating_duration_since(killed_at)),
         new_leader_id: leader.map(|(_, id, _)| id),
         term_elected: leader.map(|(_, _, term)| term),
+        failed_candidacies,
         recovered: None,
         term_after: None,
     })
@@ -282,29 +296,32 @@ async fn rejoin(
 }
 
 /// Polls the survivors every `every` until one is `Leader` in a term above `before.term`,
-/// or `deadline`: when it was seen, its node id and its term.
+/// or `deadline`: when it was seen, its node id and its term; and every (node, term) seen
+/// in the `Candidate` role meanwhile.
 async fn watch_for_leader(
     probe: &reqwest::Client,
     bases: &[String],
     before: Whole,
     every: Duration,
     deadline: Instant,
-) -> Option<(Instant, u64, u64)> {
+) -> (Option<(Instant, u64, u64)>, BTreeSet<(u64, u64)>) {
     let survivors: Vec<String> = bases
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != before.leader)
         .map(|(_, b)| b.clone())
         .collect();
+    let mut candidacies = BTreeSet::new();
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < deadline {
         tick.tick().await;
         let view = cluster::read(probe, &survivors).await;
+        candidacies.extend(view.candidates());
         // `usize::MAX`: no survivor is excluded (the killed leader is not among them).
         if let Some((_, id, term)) = view.new_leader(usize::MAX, before.term) {
-            return Some((Instant::now(), id, term));
+            return (Some((Instant::now(), id, term)), candidacies);
         }
     }
-    None
+    (None, candidacies)
 }

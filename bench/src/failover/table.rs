@@ -45,6 +45,7 @@ impl FailoverOutcome {
             "new leader seen after ms",
             "new leader",
             "term changes to the new leader",
+            "failed candidacies seen",
             "restart to caught up s",
             "term changes while rejoining",
         ]);
@@ -60,6 +61,7 @@ impl FailoverOutcome {
                 k.new_leader_id
                     .map_or_else(|| "-".into(), |id| format!("node {id}")),
                 opt(k.election_terms()),
+                k.failed_candidacies.to_string(),
                 k.recovered
                     .map_or_else(|| "-".into(), |d| format!("{:.1}", d.as_secs_f64())),
                 opt(k.rejoin_terms()),
@@ -84,6 +86,7 @@ impl FailoverOutcome {
             "new leader seen p50 ms",
             "term changes (all kills, rejoins included)",
             "kills with more than one term change to the new leader",
+            "kills with a failed round (term changes or candidacies)",
             "kills with no write acknowledged",
         ]);
         t.add_row(vec![
@@ -95,6 +98,11 @@ impl FailoverOutcome {
             ms(nearest_rank(&seen, 0.5)),
             self.total_term_changes().to_string(),
             elections.iter().filter(|e| **e > 1).count().to_string(),
+            self.kills
+                .iter()
+                .filter(|k| k.election_terms().is_some_and(|e| e > 1) || k.failed_candidacies > 0)
+                .count()
+                .to_string(),
             self.without_failover().to_string(),
         ]);
         let _ = writeln!(out, "{t}\n");
@@ -117,9 +125,13 @@ impl FailoverOutcome {
         );
         let _ = writeln!(
             out,
-            "- new leader seen: the first poll of the survivors' `GET /v1/cluster` that found \
-             one `Leader` in a higher term; term changes to the new leader: 1 is one clean \
-             election, more a split vote or a failed round"
+            "- new leader seen: the first of the survivors' `GET /v1/cluster` polls (every {} \
+             ms) that found one `Leader` in a higher term; term changes to the new leader: more \
+             than 1 is a split vote or a failed round; failed candidacies: (node, term) pairs \
+             the polls saw as `Candidate` besides the winner (a failed round can keep the term \
+             change at 1: openraft lets a second candidate of one term, with a higher node id, \
+             win in it)",
+            self.poll_every.as_millis()
         );
         let _ = writeln!(
             out,
@@ -183,6 +195,7 @@ mod tests {
             leader_seen: failover.map(Duration::from_millis),
             new_leader_id: Some(2),
             term_elected: Some(elected),
+            failed_candidacies: usize::from(elected > before + 1),
             recovered: Some(Duration::from_millis(1500)),
             term_after: Some(after),
         };
@@ -197,6 +210,7 @@ mod tests {
             writers: 6,
             write_timeout: Duration::from_secs(1),
             settle: Duration::from_secs(2),
+            poll_every: Duration::from_millis(10),
             ..FailoverOutcome::default()
         };
         assert_eq!(outcome.failover_times().len(), 2);
