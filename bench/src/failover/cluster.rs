@@ -105,6 +105,14 @@ impl View {
         })
     }
 
+    /// Each endpoint's last log index (`None`: no answer, or no log).
+    pub fn last_log_indexes(&self) -> Vec<Option<u64>> {
+        self.nodes
+            .iter()
+            .map(|n| n.as_ref().ok().and_then(|c| c.last_log_index))
+            .collect()
+    }
+
     /// The nodes in the `Candidate` role, with their term.
     pub fn candidates(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.nodes.iter().filter_map(|n| match n {
@@ -201,6 +209,10 @@ mod tests {
             Err("connection refused".into()),
         ]);
         assert_eq!(electing.candidates().collect::<Vec<_>>(), vec![(1, 6)]);
+        assert_eq!(
+            electing.last_log_indexes(),
+            vec![Some(100), Some(100), None]
+        );
         assert_eq!(down.new_leader(2, 4).map(|l| l.0), Some(1));
 
         // The old leader restarted in its old term still takes itself for the leader.

@@ -13,7 +13,8 @@
 //!    survivors' `GET /v1/cluster` is polled for the first one that is `Leader` in a higher
 //!    term (when the new leader became visible, and in which term), and for candidates that
 //!    did not win (a round that failed: a split vote, or a candidate refused for a shorter
-//!    log);
+//!    log), and for the survivors' last log indexes (equal, or one survivor missing what
+//!    the dead leader had sent the other);
 //! 3. once the process has exited, `--restart-cmd` restarts it; the group must be whole again
 //!    within `--recover-deadline`, and after `--settle` of steady writes (every node has
 //!    heard the new leader for a while, so the next kill is a fair one) its term is read
@@ -78,6 +79,9 @@ pub struct KillRow {
     pub term_elected: Option<u64>,
     /// Candidacies (node, term) the polls saw before the new leader, besides the winner's.
     pub failed_candidacies: usize,
+    /// The survivors' last log indexes during the election (in endpoint order): a candidate
+    /// with a shorter log than the other survivor's is refused.
+    pub survivor_logs: Vec<Option<u64>>,
     /// From the restart command to the group being whole again.
     pub recovered: Option<Duration>,
     /// The group's term after the restarted node caught up and `--settle` passed.
@@ -239,12 +243,17 @@ async fn kill_and_measure(
     writers.arm(killed_at);
     process::sigkill(pid)?;
     let deadline = killed_at + a.failover_deadline;
-    let (ack, (leader, candidacies)) = tokio::join!(
+    let (ack, election) = tokio::join!(
         writers.first_ack(deadline),
         watch_for_leader(probe, bases, before, a.poll_every, deadline)
     );
+    let leader = election.leader;
     let winner = leader.map(|(_, id, term)| (id, term));
-    let failed_candidacies = candidacies.iter().filter(|c| Some(**c) != winner).count();
+    let failed_candidacies = election
+        .candidacies
+        .iter()
+        .filter(|c| Some(**c) != winner)
+        .count();
     // The restart must not start before the killed process has let go of its port.
     process::wait_exited(pid, Instant::now() + EXIT_WITHIN).await?;
     Ok(KillRow {
@@ -257,6 +266,7 @@ async fn kill_and_measure(
         new_leader_id: leader.map(|(_, id, _)| id),
         term_elected: leader.map(|(_, _, term)| term),
         failed_candidacies,
+        survivor_logs: election.logs,
         recovered: None,
         term_after: None,
     })
@@ -295,33 +305,46 @@ async fn rejoin(
     Ok(whole)
 }
 
+/// What the polls of the survivors saw after a kill.
+#[derive(Debug, Default)]
+struct Election {
+    /// When a survivor was first seen `Leader` in a higher term, its node id and term.
+    leader: Option<(Instant, u64, u64)>,
+    /// Every (node, term) seen in the `Candidate` role.
+    candidacies: BTreeSet<(u64, u64)>,
+    /// The survivors' last log indexes at the last poll before the new leader was seen
+    /// (what the candidates compared: nothing is appended between the kill and a leader).
+    logs: Vec<Option<u64>>,
+}
+
 /// Polls the survivors every `every` until one is `Leader` in a term above `before.term`,
-/// or `deadline`: when it was seen, its node id and its term; and every (node, term) seen
-/// in the `Candidate` role meanwhile.
+/// or `deadline`.
 async fn watch_for_leader(
     probe: &reqwest::Client,
     bases: &[String],
     before: Whole,
     every: Duration,
     deadline: Instant,
-) -> (Option<(Instant, u64, u64)>, BTreeSet<(u64, u64)>) {
+) -> Election {
     let survivors: Vec<String> = bases
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != before.leader)
         .map(|(_, b)| b.clone())
         .collect();
-    let mut candidacies = BTreeSet::new();
+    let mut seen = Election::default();
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < deadline {
         tick.tick().await;
         let view = cluster::read(probe, &survivors).await;
-        candidacies.extend(view.candidates());
+        seen.candidacies.extend(view.candidates());
         // `usize::MAX`: no survivor is excluded (the killed leader is not among them).
         if let Some((_, id, term)) = view.new_leader(usize::MAX, before.term) {
-            return (Some((Instant::now(), id, term)), candidacies);
+            seen.leader = Some((Instant::now(), id, term));
+            break;
         }
+        seen.logs = view.last_log_indexes();
     }
-    (None, candidacies)
+    seen
 }

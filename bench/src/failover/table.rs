@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::FailoverOutcome;
+use super::{FailoverOutcome, KillRow};
 use crate::report::{ms, opt, table};
 
 /// The value at quantile `q` of `sorted` (nearest rank: the smallest value with at least
@@ -34,6 +34,11 @@ impl FailoverOutcome {
         self.kills.iter().filter_map(|k| k.total_terms()).sum()
     }
 
+    /// Kills after which the survivors' logs differed during the election.
+    pub fn unequal_logs(&self) -> usize {
+        self.kills.iter().filter(|k| k.logs_differ()).count()
+    }
+
     /// Adds the per-kill table, the summary and the writers' figures to `out`.
     pub fn render(&self, out: &mut String) {
         let mut t = table(&[
@@ -46,6 +51,7 @@ impl FailoverOutcome {
             "new leader",
             "term changes to the new leader",
             "failed candidacies seen",
+            "survivors' last log index in the election",
             "restart to caught up s",
             "term changes while rejoining",
         ]);
@@ -62,6 +68,7 @@ impl FailoverOutcome {
                     .map_or_else(|| "-".into(), |id| format!("node {id}")),
                 opt(k.election_terms()),
                 k.failed_candidacies.to_string(),
+                logs(k),
                 k.recovered
                     .map_or_else(|| "-".into(), |d| format!("{:.1}", d.as_secs_f64())),
                 opt(k.rejoin_terms()),
@@ -87,6 +94,7 @@ impl FailoverOutcome {
             "term changes (all kills, rejoins included)",
             "kills with more than one term change to the new leader",
             "kills with a failed round (term changes or candidacies)",
+            "kills with the survivors' logs unequal",
             "kills with no write acknowledged",
         ]);
         t.add_row(vec![
@@ -103,6 +111,7 @@ impl FailoverOutcome {
                 .filter(|k| k.election_terms().is_some_and(|e| e > 1) || k.failed_candidacies > 0)
                 .count()
                 .to_string(),
+            self.unequal_logs().to_string(),
             self.without_failover().to_string(),
         ]);
         let _ = writeln!(out, "{t}\n");
@@ -135,6 +144,14 @@ impl FailoverOutcome {
         );
         let _ = writeln!(
             out,
+            "- survivors' last log index: at the last poll before the new leader was seen; \
+             unequal: one survivor lacks an entry the dead leader had sent the other, so a \
+             candidate with the shorter log is refused (and openraft 0.9 then adds 2 × \
+             election_timeout_max to that node's election timeout until it next starts an \
+             election)"
+        );
+        let _ = writeln!(
+            out,
             "- writers: {} writes acknowledged over {:.0} s (p50 {} ms, p99 {} ms), {} failed{}",
             w.requests,
             self.wall.as_secs_f64(),
@@ -159,6 +176,30 @@ impl FailoverOutcome {
     }
 }
 
+/// The survivors' last log indexes, `a / b`, marked when they differ.
+fn logs(k: &KillRow) -> String {
+    let v: Vec<String> = k
+        .survivor_logs
+        .iter()
+        .map(|l| l.map_or("-".into(), |l| l.to_string()))
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else if k.logs_differ() {
+        format!("{} (unequal)", v.join(" / "))
+    } else {
+        v.join(" / ")
+    }
+}
+
+impl KillRow {
+    /// Whether the survivors' last log indexes differed during the election.
+    pub fn logs_differ(&self) -> bool {
+        let known: Vec<u64> = self.survivor_logs.iter().flatten().copied().collect();
+        known.windows(2).any(|w| w[0] != w[1])
+    }
+}
+
 fn one_line(s: &str) -> String {
     let mut s = s.replace(['\n', '|'], " ");
     if s.len() > 200 {
@@ -171,7 +212,6 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::KillRow;
 
     #[test]
     fn nearest_rank_quantiles() {
@@ -196,6 +236,7 @@ mod tests {
             new_leader_id: Some(2),
             term_elected: Some(elected),
             failed_candidacies: usize::from(elected > before + 1),
+            survivor_logs: vec![Some(10), Some(10 + u64::from(elected > before + 1))],
             recovered: Some(Duration::from_millis(1500)),
             term_after: Some(after),
         };
@@ -218,6 +259,8 @@ mod tests {
         let mut out = String::new();
         outcome.render(&mut out);
         assert!(out.contains("none within the deadline"), "{out}");
+        assert!(out.contains("10 / 11 (unequal)"), "{out}");
+        assert_eq!(outcome.unequal_logs(), 1);
         assert!(out.contains("| 3 of 3 "), "{out}");
         assert!(out.contains("stopped after 3 kill(s)"), "{out}");
     }
