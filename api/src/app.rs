@@ -97,6 +97,7 @@ impl RegistryApp {
             data_dir: store.dir.clone(),
             watchers: crate::watch::Watchers::default(),
             streams_stop: stop.child_token(),
+            shed: Arc::default(),
         });
         let http = peer_client_builder(tls.as_deref())
             .local_address(local_ip)
@@ -106,7 +107,8 @@ impl RegistryApp {
             .build()
             .map_err(NetworkSetupError::from)?;
         let peer = Peer::new(http, Scheme::of(tls.as_deref()), identity, auth.clone());
-        let (forwarder, forwarder_task) = Forwarder::spawn(peer.clone(), stop.clone());
+        let (forwarder, forwarder_task) =
+            Forwarder::spawn(peer.clone(), Arc::clone(&shared.shed), stop.clone());
         let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone(), forwarder);
         let (batcher, batcher_task) =
             Batcher::spawn(shared.raft.clone(), shared.metrics.batch_sizes(), stop);
@@ -133,6 +135,11 @@ impl RegistryApp {
     /// A keeper of the cluster's liveness settings (for the leader's ticker).
     pub fn settings_keeper(&self) -> crate::cluster_settings::SettingsKeeper {
         crate::cluster_settings::SettingsKeeper::new(Arc::clone(&self.inner.shared))
+    }
+
+    /// The keeper of the registry clock's rate, for the leader's ticker.
+    pub fn clock_keeper(&self) -> crate::shedding::ClockKeeper {
+        crate::shedding::ClockKeeper::new(Arc::clone(&self.inner.shared))
     }
 
     /// What every path uses: the node's id, Raft handle, state, settings and metrics.

@@ -117,6 +117,9 @@ pub fn describe(cmd: &Command) -> String {
         }
         Command::Heartbeats { beats, .. } => format!("{} heartbeats", beats.len()),
         Command::Tick { .. } => "tick".to_string(),
+        Command::ClockRate { rate, .. } => {
+            format!("registry clock rate {} per mille", rate.permille())
+        }
         Command::Settings { settings, .. } => format!(
             "liveness settings: service_down_time {} ms, unhealthy_zone_threshold {}",
             settings.service_down_time_ms,

@@ -46,6 +46,7 @@ pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod shared;
+pub mod shedding;
 pub mod status;
 pub mod transport;
 pub mod watch;

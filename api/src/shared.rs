@@ -84,6 +84,8 @@ pub struct Shared {
     pub watchers: crate::watch::Watchers,
     /// Cancelled when the HTTP server stops accepting: every event stream ends then.
     pub streams_stop: CancellationToken,
+    /// Heartbeat requests received and refused for overload (they slow the registry clock).
+    pub shed: Arc<crate::shedding::ShedMeter>,
 }
 
 impl Shared {

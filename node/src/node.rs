@@ -165,6 +165,7 @@ impl Node {
             raft.clone(),
             view.clone(),
             app.settings_keeper(),
+            app.clock_keeper(),
             stages.background(),
         ));
         let addr = listener.local_addr().map_err(NodeError::Listener)?;

@@ -1,15 +1,20 @@
 //! The leader's clock tick: while this node leads and nothing else was stamped for a
 //! [`TICK_INTERVAL`], it commits a `Tick` so registry time keeps moving on every node (see
 //! `registry_storage::clock`). The same loop keeps the cluster's liveness settings
-//! ([`SettingsKeeper`]): a leader of a log without them writes them.
+//! ([`SettingsKeeper`]: a leader of a log without them writes them) and the registry clock's
+//! rate ([`ClockKeeper`]: slower while the registry refuses heartbeats for overload).
 
 use std::time::Duration;
 
 use openraft::{Raft, ServerState};
 use registry_api::cluster_settings::SettingsKeeper;
+use registry_api::shedding::ClockKeeper;
 use registry_storage::clock::TICK_INTERVAL;
 use registry_storage::{Command, StateView, TypeConfig};
 use tokio_util::sync::CancellationToken;
+
+/// How often the loop looks.
+const PERIOD: Duration = Duration::from_millis(100);
 
 /// Runs until `stop` is cancelled or Raft stops. A tick being committed when `stop` is
 /// cancelled is dropped: it changes nothing but registry time.
@@ -17,23 +22,38 @@ pub async fn run(
     raft: Raft<TypeConfig>,
     view: StateView,
     settings: SettingsKeeper,
+    clock: ClockKeeper,
     stop: CancellationToken,
 ) {
-    stop.run_until_cancelled(tick(raft, view, settings)).await;
+    stop.run_until_cancelled(tick(raft, view, settings, clock))
+        .await;
 }
 
 /// The ticking loop; ends when Raft stops.
-async fn tick(raft: Raft<TypeConfig>, view: StateView, settings: SettingsKeeper) {
-    let mut interval = tokio::time::interval(TICK_INTERVAL / 3);
+async fn tick(
+    raft: Raft<TypeConfig>,
+    view: StateView,
+    settings: SettingsKeeper,
+    clock: ClockKeeper,
+) {
+    let mut interval = tokio::time::interval(PERIOD);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
     loop {
         interval.tick().await;
+        let now = tokio::time::Instant::now();
+        let elapsed = now - last;
+        last = now;
         let metrics = raft.metrics().borrow().clone();
         if metrics.running_state.is_err() {
             return;
         }
         if let Some(cmd) = settings.check() {
             commit(&raft, cmd, "liveness settings").await;
+            continue;
+        }
+        if let Some(cmd) = clock.check(elapsed) {
+            commit(&raft, cmd, "registry clock rate").await;
             continue;
         }
         if metrics.state != ServerState::Leader || view.since_last_stamp() < TICK_INTERVAL {

@@ -33,7 +33,8 @@ mod v1;
 /// | 1 | the first |
 /// | 2 | records carry `modified_by`; commands `AdminBy` and `FreezeBy` |
 /// | 3 | the liveness settings in the log (command `Settings`), the state machine and snapshots |
-pub const FORMAT_VERSION: u8 = 3;
+/// | 4 | the registry clock's rate (command `ClockRate`), in the state machine and snapshots |
+pub const FORMAT_VERSION: u8 = 4;
 
 /// Bytes in front of every stored value's payload: the version and the CRC-32.
 const ENVELOPE: usize = 5;

@@ -40,7 +40,7 @@ mod trees;
 pub mod types;
 pub mod zones;
 
-pub use clock::RegistryClock;
+pub use clock::{ClockRate, RegistryClock};
 pub use disk::DatabaseWatch;
 pub use error::StoreError;
 pub use event_log::EventLog;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::ClockRate;
 use crate::settings::LivenessSettings;
 
 /// Availability zone given to a service that reports none (Cinder's default).
@@ -241,6 +242,16 @@ pub enum Command {
         /// The settings.
         settings: LivenessSettings,
     },
+    /// Registry time runs at `rate` from this entry on (format 4): the leader slows it while
+    /// the registry refuses heartbeats for overload, and sets it back to full when it no
+    /// longer does. The time up to this entry counts at the rate before it.
+    ClockRate {
+        /// Leader time.
+        #[serde(with = "chrono::serde::ts_microseconds")]
+        at: DateTime<Utc>,
+        /// The new rate.
+        rate: ClockRate,
+    },
 }
 
 impl Command {
@@ -253,7 +264,8 @@ impl Command {
             | Command::Tick { at }
             | Command::AdminBy { at, .. }
             | Command::FreezeBy { at, .. }
-            | Command::Settings { at, .. } => *at,
+            | Command::Settings { at, .. }
+            | Command::ClockRate { at, .. } => *at,
         }
     }
 
@@ -264,6 +276,7 @@ impl Command {
     /// shown it reads format N, and otherwise proposes [`Command::older_form`].
     pub fn format(&self) -> u8 {
         match self {
+            Command::ClockRate { .. } => 4,
             Command::Settings { .. } => 3,
             Command::AdminBy { .. } | Command::FreezeBy { .. } => 2,
             Command::Heartbeats { .. }

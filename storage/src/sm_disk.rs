@@ -7,7 +7,7 @@
 //! and holds the binary's length before the binary; the metadata keys are a zero byte and a
 //! name, which no such encoding equals (the test below checks the near misses).
 
-use crate::clock::RegistryClock;
+use crate::clock::{ClockRate, RegistryClock};
 use crate::codec::{decode, decode_record, encode, encode_key};
 use crate::error::StoreError;
 use crate::model::{ServiceKey, ServiceRecord};
@@ -21,14 +21,17 @@ const KEY_NEXT_ID: &[u8] = b"\0next_id";
 const KEY_CLOCK: &[u8] = b"\0clock";
 /// The liveness settings (format 3; absent before the log carried them).
 const KEY_SETTINGS: &[u8] = b"\0settings";
+/// The registry clock's rate (format 4; absent while it runs at full rate).
+const KEY_CLOCK_RATE: &[u8] = b"\0clock_rate";
 
 /// Every metadata key.
-const META_KEYS: [&[u8]; 5] = [
+const META_KEYS: [&[u8]; 6] = [
     KEY_LAST_APPLIED,
     KEY_MEMBERSHIP,
     KEY_NEXT_ID,
     KEY_CLOCK,
     KEY_SETTINGS,
+    KEY_CLOCK_RATE,
 ];
 
 /// Whether `key` is one of the metadata keys (else it is a record's).
@@ -76,6 +79,11 @@ pub(crate) fn add_to_batch<'a>(
     batch.insert(KEY_MEMBERSHIP, encode(&meta.membership)?);
     batch.insert(KEY_NEXT_ID, encode(&meta.next_id)?);
     batch.insert(KEY_CLOCK, encode(&meta.clock)?);
+    if meta.clock.rate == ClockRate::FULL {
+        batch.remove(KEY_CLOCK_RATE);
+    } else {
+        batch.insert(KEY_CLOCK_RATE, encode(&meta.clock.rate)?);
+    }
     if let Some(settings) = &meta.settings {
         batch.insert(KEY_SETTINGS, encode(settings)?);
     }
@@ -112,6 +120,9 @@ pub(crate) fn load(tree: &sled::Tree) -> Result<ServicesState, StoreError> {
     }
     if let Some(v) = get(KEY_CLOCK)? {
         state.clock = decode(&v)?;
+    }
+    if let Some(v) = get(KEY_CLOCK_RATE)? {
+        state.clock.rate = decode(&v)?;
     }
     if let Some(v) = get(KEY_SETTINGS)? {
         state.settings = Some(decode(&v)?);

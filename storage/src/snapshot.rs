@@ -20,7 +20,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::RegistryClock;
+use crate::clock::{ClockRate, RegistryClock};
 use crate::codec::{
     check_version, decode_plain, decode_records_plain, encode_plain, FORMAT_VERSION,
 };
@@ -63,6 +63,23 @@ pub struct SnapshotHeader {
     /// The liveness settings as of `last_log_id` (format 3; `None` in older snapshots and
     /// before the log carried them).
     pub settings: Option<LivenessSettings>,
+    /// The rate of the registry clock as of `last_log_id` (format 4; full in older ones).
+    pub clock_rate: ClockRate,
+}
+
+/// The header of format 3: [`SnapshotHeader`] without the clock's rate.
+#[derive(Debug, Deserialize)]
+struct HeaderV3 {
+    cluster_id: Option<ClusterId>,
+    snapshot_id: String,
+    last_log_id: Option<LogId>,
+    last_membership: StoredMembership,
+    next_id: u64,
+    clock: RegistryClock,
+    records: u64,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    created_at: DateTime<Utc>,
+    settings: Option<LivenessSettings>,
 }
 
 /// The header of formats 1 and 2: [`SnapshotHeader`] without the settings.
@@ -81,8 +98,23 @@ struct HeaderV2 {
 
 /// Decodes the header of a snapshot of format `version`.
 fn decode_header(version: u8, bytes: &[u8]) -> Result<SnapshotHeader, StoreError> {
-    if version >= 3 {
+    if version >= 4 {
         return decode_plain(bytes);
+    }
+    if version == 3 {
+        let h: HeaderV3 = decode_plain(bytes)?;
+        return Ok(SnapshotHeader {
+            cluster_id: h.cluster_id,
+            snapshot_id: h.snapshot_id,
+            last_log_id: h.last_log_id,
+            last_membership: h.last_membership,
+            next_id: h.next_id,
+            clock: h.clock,
+            records: h.records,
+            created_at: h.created_at,
+            settings: h.settings,
+            clock_rate: ClockRate::FULL,
+        });
     }
     let h: HeaderV2 = decode_plain(bytes)?;
     Ok(SnapshotHeader {
@@ -95,6 +127,7 @@ fn decode_header(version: u8, bytes: &[u8]) -> Result<SnapshotHeader, StoreError
         records: h.records,
         created_at: h.created_at,
         settings: None,
+        clock_rate: ClockRate::FULL,
     })
 }
 
@@ -138,6 +171,7 @@ pub fn encode_state(
         records: state.len() as u64,
         created_at: Utc::now(),
         settings: state.settings,
+        clock_rate: state.clock.rate,
     };
     let header = encode_plain(&header)?;
     let records = encode_plain(&state.records().collect::<Vec<&ServiceRecord>>())?;
@@ -242,11 +276,15 @@ fn parse(bytes: &[u8]) -> Result<(SnapshotInfo, &[u8]), StoreError> {
 
 /// The state a decoded snapshot describes.
 pub fn into_state(header: SnapshotHeader, records: Vec<ServiceRecord>) -> ServicesState {
+    let clock = RegistryClock {
+        rate: header.clock_rate,
+        ..header.clock
+    };
     ServicesState::from_parts(
         header.last_log_id,
         header.last_membership,
         header.next_id,
-        header.clock,
+        clock,
         header.settings,
         records,
     )

@@ -168,6 +168,11 @@ impl ServicesState {
                 CommandResponse::Records(Vec::new())
             }
             Command::Tick { .. } => CommandResponse::Empty,
+            Command::ClockRate { rate, .. } => {
+                // The time up to this entry counted at the old rate (`advance`).
+                self.clock.rate = *rate;
+                CommandResponse::Empty
+            }
         }
     }
 
@@ -388,6 +393,7 @@ impl ServicesState {
         self.next_id.hash(&mut h);
         self.settings.hash(&mut h);
         self.clock.now.map(|t| t.timestamp_micros()).hash(&mut h);
+        self.clock.rate.hash(&mut h);
         for r in self.services.values() {
             (&r.host, &r.binary, r.id, &r.topic, r.report_count).hash(&mut h);
             (r.disabled, &r.disabled_reason, &r.availability_zone).hash(&mut h);

@@ -1,5 +1,5 @@
 //! Golden files of each storage format version, made by the code that introduced it
-//! (`tests/fixtures/v1/`, `tests/fixtures/v2/`, `tests/fixtures/v3/`): a small store (the sled directory and its
+//! (`tests/fixtures/v1/` to `tests/fixtures/v4/`): a small store (the sled directory and its
 //! snapshot file), a backup, and stored values. Every run decodes them, so a change that
 //! cannot read data written in an older format fails the suite. They are never rewritten; a
 //! new format version adds a directory of its own beside them, made with
@@ -15,8 +15,8 @@ use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftS
 use registry_storage::codec::{decode, decode_record, encode, FORMAT_VERSION};
 use registry_storage::types::{Entry, LogId, Vote};
 use registry_storage::{
-    open_store_with, AdminAction, ClusterId, Command, Heartbeat, Incarnation, LivenessSettings,
-    RegistryNode, ServiceKey, ServiceRecord, ServicesState, StoreOptions,
+    open_store_with, AdminAction, ClockRate, ClusterId, Command, Heartbeat, Incarnation,
+    LivenessSettings, RegistryNode, ServiceKey, ServiceRecord, ServicesState, StoreOptions,
 };
 
 /// The cluster of the fixture store.
@@ -36,7 +36,9 @@ fn log_id(term: u64, index: u64) -> LogId {
 /// Entry `i` of the fixture log of `format`: the membership first, then heartbeats of four
 /// services, an admin change every seventh, a tick every ninth; from format 2, the admin
 /// changes say who made them, and every eleventh freezes or thaws a host; from format 3, the
-/// second sets a `service_down_time` of 3 s, under which services go silent and come back.
+/// second sets a `service_down_time` of 3 s, under which services go silent and come back;
+/// from format 4, the third slows the registry clock to a quarter and the 33rd sets it to a
+/// half.
 fn entry(format: u8, i: u64) -> Entry {
     let at = DateTime::from_timestamp(1_800_000_000 + i as i64, 0).unwrap_or_default();
     let payload = match i {
@@ -54,6 +56,10 @@ fn entry(format: u8, i: u64) -> Entry {
         2 if format >= 3 => EntryPayload::Normal(Command::Settings {
             at,
             settings: LivenessSettings::new(std::time::Duration::from_secs(3), 0.55),
+        }),
+        3 | 33 if format >= 4 => EntryPayload::Normal(Command::ClockRate {
+            at,
+            rate: ClockRate::from_permille(if i == 3 { 250 } else { 500 }).unwrap_or_default(),
         }),
         i if i % 7 == 0 => {
             let (key, action) = (
@@ -164,6 +170,7 @@ async fn write_fixtures() -> anyhow::Result<()> {
     std::fs::write(dir.join("record.bin"), encode(&record(format)?)?)?;
     std::fs::write(dir.join("entry.bin"), encode(&entry(format, VALUE_ENTRY))?)?;
     std::fs::write(dir.join("settings-entry.bin"), encode(&entry(format, 2))?)?;
+    std::fs::write(dir.join("clock-rate-entry.bin"), encode(&entry(format, 3))?)?;
     Ok(())
 }
 
@@ -183,6 +190,11 @@ async fn the_format_2_store_reads_back() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_format_3_store_reads_back() -> anyhow::Result<()> {
     store_reads_back(3).await
+}
+
+#[tokio::test]
+async fn the_format_4_store_reads_back() -> anyhow::Result<()> {
+    store_reads_back(4).await
 }
 
 /// The fixture store of `format` opens with its identity, vote, committed index, log and
@@ -315,33 +327,79 @@ fn the_format_2_values_read_back() -> anyhow::Result<()> {
 }
 
 /// The values of format 3 decode to what was encoded, and today's encoding of the same values
-/// is byte for byte the same (a change of encoding needs a new format version).
+/// is byte for byte the same payload (format 4 added a command and a field of the snapshot
+/// header, and changed no encoding).
 #[test]
 fn the_format_3_values_read_back() -> anyhow::Result<()> {
     let dir = fixtures(3);
     let record_bytes = std::fs::read(dir.join("record.bin"))?;
     let record = decode_record(&record_bytes)?;
     ensure!(record == self::record(3)?, "the record");
-    ensure!(encode(&record)? == record_bytes, "the record's encoding");
+    ensure!(
+        encode(&record)?[PAYLOAD..] == record_bytes[PAYLOAD..],
+        "the record's encoding"
+    );
     let entry_bytes = std::fs::read(dir.join("entry.bin"))?;
     let entry = decode::<Entry>(&entry_bytes)?;
     ensure!(entry == self::entry(3, VALUE_ENTRY), "the entry");
-    ensure!(encode(&entry)? == entry_bytes, "the entry's encoding");
+    ensure!(
+        encode(&entry)?[PAYLOAD..] == entry_bytes[PAYLOAD..],
+        "the entry's encoding"
+    );
     let settings_bytes = std::fs::read(dir.join("settings-entry.bin"))?;
     let settings = decode::<Entry>(&settings_bytes)?;
     ensure!(settings == self::entry(3, 2), "the settings entry");
-    ensure!(encode(&settings)? == settings_bytes, "its encoding");
+    ensure!(
+        encode(&settings)?[PAYLOAD..] == settings_bytes[PAYLOAD..],
+        "its encoding"
+    );
     Ok(())
 }
 
-/// The fixture state of format 3 went through silences and zone changes: the events it
-/// yields are the same applied entry by entry and derived again from the state at any index
-/// (what a snapshot install does).
+/// The values of format 4 decode to what was encoded, and today's encoding of the same values
+/// is byte for byte the same (a change of encoding needs a new format version).
+#[test]
+fn the_format_4_values_read_back() -> anyhow::Result<()> {
+    let dir = fixtures(4);
+    let record_bytes = std::fs::read(dir.join("record.bin"))?;
+    let record = decode_record(&record_bytes)?;
+    ensure!(record == self::record(4)?, "the record");
+    ensure!(encode(&record)? == record_bytes, "the record's encoding");
+    for (file, i) in [
+        ("entry.bin", VALUE_ENTRY),
+        ("settings-entry.bin", 2),
+        ("clock-rate-entry.bin", 3),
+    ] {
+        let bytes = std::fs::read(dir.join(file))?;
+        let entry = decode::<Entry>(&bytes)?;
+        ensure!(entry == self::entry(4, i), "the entry of {file}");
+        ensure!(encode(&entry)? == bytes, "the encoding of {file}");
+    }
+    let rate = expected_state(4).clock.rate;
+    ensure!(
+        rate.permille() == 500,
+        "the fixture state's clock rate: {rate:?}"
+    );
+    Ok(())
+}
+
+/// The fixture states of formats 3 and 4 went through silences and zone changes (format 4's
+/// at a slower clock): the events they yield are the same applied entry by entry and
+/// derived again from the state at any index (what a snapshot install does).
 #[test]
 fn the_format_3_state_derives_the_same_from_any_index() -> anyhow::Result<()> {
+    derives_the_same_from_any_index(3)
+}
+
+#[test]
+fn the_format_4_state_derives_the_same_from_any_index() -> anyhow::Result<()> {
+    derives_the_same_from_any_index(4)
+}
+
+fn derives_the_same_from_any_index(format: u8) -> anyhow::Result<()> {
     let mut s = ServicesState::default();
     let mut events = Vec::new();
-    for e in entries(3, 1..=APPLIED) {
+    for e in entries(format, 1..=APPLIED) {
         s.apply_entry_with_events(&e, &mut Vec::new(), &mut events);
         let again = ServicesState::from_parts(
             s.last_applied,

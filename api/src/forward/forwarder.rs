@@ -16,6 +16,8 @@
 //! answered at once with [`RelayError::Connect`] (nothing was sent for them), and the batches
 //! on the way are waited for.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use registry_storage::{NodeId, RegistryNode};
 use serde::Deserialize;
@@ -27,6 +29,7 @@ use warp::http::{Method, StatusCode};
 
 use crate::group_commit::{group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS};
 use crate::routes::MAX_BODY_BYTES;
+use crate::shedding::{ShedMeter, LOAD_HEADER};
 use crate::transport::peer::{Peer, RelayError, Relayed};
 
 /// Requests that may wait for a batch.
@@ -78,7 +81,11 @@ impl Forwarder {
     /// Starts the forwarding task, sending as `peer`; it ends when `stop` is cancelled (or
     /// every handle is dropped) and the batches on the way are answered. Returns the handle
     /// and the task.
-    pub fn spawn(peer: Peer, stop: CancellationToken) -> (Self, JoinHandle<()>) {
+    pub fn spawn(
+        peer: Peer,
+        shed: Arc<ShedMeter>,
+        stop: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let limits = Limits {
             max_size: FORWARD_MAX_HEARTBEATS,
@@ -88,7 +95,7 @@ impl Forwarder {
             max_in_flight: FORWARDS_IN_FLIGHT,
         };
         let task = tokio::spawn(group(rx, limits, stop, move |batch| {
-            send(peer.clone(), batch)
+            send(peer.clone(), Arc::clone(&shed), batch)
         }));
         (Self { tx }, task)
     }
@@ -117,7 +124,7 @@ impl Forwarder {
 }
 
 /// Sends one batch and answers each of its requests.
-async fn send(peer: Peer, batch: Vec<Pending>) {
+async fn send(peer: Peer, shed: Arc<ShedMeter>, batch: Vec<Pending>) {
     let total: usize = batch.iter().map(|p| p.count).sum();
     let (leader, node) = batch[0].leader.clone();
     let addr = node.addr.clone();
@@ -129,15 +136,18 @@ async fn send(peer: Peer, batch: Vec<Pending>) {
         tracing::debug!(requests = ?ids, heartbeats = total, leader = %addr, "forwarding as one request");
     }
     let body = join_bodies(batch.iter().map(|p| &p.body[..]));
+    // The leader sets the registry clock's rate from every node's counts.
+    let load = shed.take().header_value();
     let answer = async {
         let resp = peer
-            .send(
+            .send_with(
                 Method::POST,
                 (leader, &node),
                 HEARTBEATS_PATH,
                 body.into(),
                 batch[0].request_id.as_deref(),
                 None,
+                Some((LOAD_HEADER, load)),
             )
             .await?;
         Relayed::read(resp).await

@@ -6,17 +6,18 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use super::body::{self, GatedBody};
-use super::route::{gate, name, Access, Gate, Route, RouteKind};
+use super::route::{gate, name, Access, Gate, Route, RouteKind, HEARTBEATS_TEMPLATE};
 use super::{parse_query, raw_query, with_app, MAX_BODY_BYTES};
 use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::read::ReadAt;
+use crate::shedding::{refused_for_load, Load};
 use crate::transport::tls::ClientCert;
 use crate::wire::{parse_heartbeats, ServicesQuery, WhoAmIOut};
 use crate::write::Written;
 
-const HEARTBEATS: Route = Route::public("/v1/heartbeats", Access::Client(Role::Reporter));
+const HEARTBEATS: Route = Route::public(HEARTBEATS_TEMPLATE, Access::Client(Role::Reporter));
 const SERVICES: Route = Route::public("/v1/services", Access::Client(Role::Reader));
 const CLUSTER: Route = Route::public("/v1/cluster", Access::Client(Role::Reader));
 /// Open: the handler itself finds the highest role the credentials have.
@@ -75,6 +76,21 @@ async fn post_heartbeats(gated: GatedBody, app: RegistryApp) -> warp::reply::Res
     let (pass, body) = match gated {
         Ok(g) => g,
         Err(e) => return failed(e, 1),
+    };
+    let shed = &app.shared().shed;
+    if pass.forwarded() {
+        // The load its follower received, counted there.
+        if let Some(load) = Load::from_headers(&pass.headers) {
+            shed.add(load);
+        }
+    } else {
+        shed.admitted();
+    }
+    let failed = |e: ApiError, n: usize| {
+        if !pass.forwarded() && refused_for_load(&e) {
+            shed.refused(true);
+        }
+        failed(e, n)
     };
     let beats = match parse_heartbeats(&body) {
         Ok(b) => b,

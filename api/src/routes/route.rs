@@ -88,7 +88,16 @@ impl Route {
             access,
         }
     }
+
+    /// Whether reporters send heartbeats on it (their refusals slow the registry clock:
+    /// [`crate::shedding`]).
+    pub fn takes_heartbeats(&self) -> bool {
+        self.template == HEARTBEATS_TEMPLATE
+    }
 }
+
+/// The template of the heartbeats route.
+pub const HEARTBEATS_TEMPLATE: &str = "/v1/heartbeats";
 
 /// The route a request matched, in the request's extensions: put there empty by the server
 /// layer ([`crate::server`]), filled by [`name`]. Empty after routing means no route matched.
@@ -171,6 +180,9 @@ async fn admit(
             Ok(p) => Some(p),
             Err(e) => {
                 app.shared().metrics.overloaded();
+                if route.takes_heartbeats() && !headers.contains_key(FORWARDED_HEADER) {
+                    app.shared().shed.refused(false);
+                }
                 tracing::debug!("refused: too many requests");
                 return Err(e);
             }

@@ -344,6 +344,13 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
          network or the registry than every service; fencing must not act on it",
         suspect,
     );
+    g.float(
+        "clock_rate",
+        "How fast registry time runs against the leader's clock as of the applied index: 1 \
+         normally, less while the registry refuses heartbeats for overload (a refused \
+         heartbeat could not have landed, so that time counts against services only in part)",
+        f64::from(view.read(|s| s.clock.rate.permille())) / 1000.0,
+    );
     let (events_held, events_kept) = view.events().len_and_capacity();
     g.int(
         "events_held",

@@ -185,6 +185,22 @@ impl Peer {
         request_id: Option<&str>,
         actor: Option<&Actor>,
     ) -> Result<reqwest::Response, RelayError> {
+        self.send_with(method, to, path_and_query, body, request_id, actor, None)
+            .await
+    }
+
+    /// [`send`](Self::send) with one more header.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_with(
+        &self,
+        method: Method,
+        to: (NodeId, &RegistryNode),
+        path_and_query: &str,
+        body: Bytes,
+        request_id: Option<&str>,
+        actor: Option<&Actor>,
+        extra: Option<(&'static str, String)>,
+    ) -> Result<reqwest::Response, RelayError> {
         let (id, node) = to;
         let mut req = self
             .request(method, &node.addr, path_and_query)
@@ -196,6 +212,9 @@ impl Peer {
         }
         if let Some(v) = actor.and_then(Actor::header_value) {
             req = req.header(ACTOR_HEADER, v);
+        }
+        if let Some((name, value)) = extra {
+            req = req.header(name, value);
         }
         let resp = req
             .body(body)

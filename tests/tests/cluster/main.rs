@@ -10,6 +10,7 @@ mod t40_registryctl;
 mod t41_reporter;
 mod t42_settings;
 mod t43_events;
+mod t44_overload;
 mod t50_auth;
 mod t60_observability;
 mod t65_connections;

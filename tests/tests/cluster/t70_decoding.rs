@@ -235,6 +235,11 @@ fn command() -> impl Strategy<Value = Command> {
             }
         }),
         time().prop_map(|at| Command::Tick { at }),
+        (time(), 1u16..=1000).prop_map(|(at, permille)| Command::ClockRate {
+            at,
+            rate: registry_storage::ClockRate::from_permille(permille)
+                .unwrap_or(registry_storage::ClockRate::FULL),
+        }),
     ]
 }
 

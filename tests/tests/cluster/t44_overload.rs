@@ -1,0 +1,149 @@
+//! Overload must not make a healthy service look dead: while the registry refuses heartbeats
+//! for load, registry time runs slower (the log's clock rate), so a heartbeat that could not
+//! land counts against its service only in part; a service that really stopped still goes
+//! `down` once the registry takes what it is sent again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use registry_tests::inproc::{ClusterSpec, InProcCluster};
+use registry_tests::{init_test_tracing, wait};
+
+use crate::t60_observability::scrape;
+
+const WAIT: Duration = Duration::from_secs(15);
+const DOWN_TIME: Duration = Duration::from_secs(3);
+
+/// What the flood's requests were answered.
+#[derive(Default)]
+struct Answers {
+    accepted: AtomicU64,
+    overloaded: AtomicU64,
+    other: AtomicU64,
+}
+
+/// Every node's `/metrics` value of `name`.
+async fn values(c: &InProcCluster, name: &str) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.push(scrape(c, i).await?.value(name));
+    }
+    Ok(out)
+}
+
+/// With every node bounded to 2 requests at once and 24 reporters sending heartbeats as fast
+/// as they are answered, most are refused (503 `overloaded`): the leader slows the registry
+/// clock to at most a quarter on every node. A service whose last heartbeat landed just
+/// before the flood is still `up` on every node after twice `service_down_time` of wall
+/// time under it; once the flood ends the clock runs at full rate again and the service goes
+/// `down` within `service_down_time`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn time_under_load_shedding_counts_in_part() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec {
+        max_concurrent_requests: 2,
+        service_down_time: DOWN_TIME,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let leader = c.wait_for_leader(WAIT).await?;
+    for i in 0..3 {
+        wait::until("the log's settings", WAIT, || async {
+            let s = c.client_of(i).settings().await.ok()?;
+            (s.source == "log").then_some(())
+        })
+        .await?;
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let first = http
+        .post(format!("http://{}/v1/heartbeats", c.configs[leader].listen))
+        .json(&serde_json::json!({"host": "victim", "binary": "cinder-volume"}))
+        .send()
+        .await?;
+    assert_eq!(first.status(), 200, "the victim's last heartbeat lands");
+    let silent_since = Instant::now();
+    assert_eq!(values(&c, "registry_clock_rate").await?, vec![1.0; 3]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Answers::default());
+    let flood: Vec<_> = (0..24)
+        .map(|r| {
+            let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
+            let (http, url) = (
+                http.clone(),
+                format!("http://{}/v1/heartbeats", c.configs[r % 3].listen),
+            );
+            let body = serde_json::json!({"host": format!("flood-{r}"), "binary": "cinder-volume"});
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = http.post(&url).json(&body).send().await;
+                    let counter = match sent.map(|r| r.status().as_u16()) {
+                        Ok(200) => &answers.accepted,
+                        Ok(503) => &answers.overloaded,
+                        _ => &answers.other,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+
+    let slowed = wait::until("the clock slowed on every node", WAIT, || async {
+        let rates = values(&c, "registry_clock_rate").await.ok()?;
+        rates.iter().all(|r| *r <= 0.25).then_some(rates)
+    })
+    .await?;
+    let silent_at_slowdown = silent_since.elapsed();
+    tokio::time::sleep((2 * DOWN_TIME).saturating_sub(silent_since.elapsed())).await;
+    let silent_for = silent_since.elapsed();
+    let downs = values(&c, "registry_services_down").await?;
+    let rates = values(&c, "registry_clock_rate").await?;
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.await?;
+    }
+    let (accepted, overloaded, other) = (
+        answers.accepted.load(Ordering::Relaxed),
+        answers.overloaded.load(Ordering::Relaxed),
+        answers.other.load(Ordering::Relaxed),
+    );
+    tracing::info!(
+        accepted,
+        overloaded,
+        other,
+        ?slowed,
+        ?silent_at_slowdown,
+        ?rates,
+        "flood over"
+    );
+    assert!(
+        overloaded > accepted,
+        "the flood was mostly refused: {accepted} accepted, {overloaded} overloaded, {other} other"
+    );
+    assert!(accepted > 0, "some of the flood landed");
+    assert!(silent_for >= 2 * DOWN_TIME);
+    assert_eq!(
+        downs,
+        vec![0.0; 3],
+        "no node lists the victim down after {silent_for:?} of silence under the flood \
+         (clock rates {rates:?})"
+    );
+
+    wait::until("the clock back at full rate", WAIT, || async {
+        let rates = values(&c, "registry_clock_rate").await.ok()?;
+        rates.iter().all(|r| *r == 1.0).then_some(())
+    })
+    .await?;
+    let back = Instant::now();
+    wait::until("the victim down on every node", WAIT, || async {
+        let downs = values(&c, "registry_services_down").await.ok()?;
+        (downs == vec![1.0; 3]).then_some(())
+    })
+    .await?;
+    tracing::info!(took = ?back.elapsed(), "the victim went down after the clock ran at full rate again");
+    c.shutdown().await
+}
