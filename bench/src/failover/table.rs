@@ -148,7 +148,7 @@ impl FailoverOutcome {
              unequal: one survivor lacks an entry the dead leader had sent the other, so a \
              candidate with the shorter log is refused (and openraft 0.9 then adds 2 × \
              election_timeout_max to that node's election timeout until it next starts an \
-             election)"
+             election or restarts)"
         );
         let _ = writeln!(
             out,
