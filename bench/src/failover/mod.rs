@@ -56,6 +56,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(1);
 const EXIT_WITHIN: Duration = Duration::from_secs(10);
 /// How long the restart command may take to return.
 const RESTART_WITHIN: Duration = Duration::from_secs(30);
+/// How long after a kill the survivors' last log indexes are read: what the dead leader sent
+/// before it died has arrived by then, and no new leader can have appended anything yet
+/// (no election starts before `election_timeout_max` has passed).
+const LOGS_AFTER: Duration = Duration::from_millis(20);
 
 /// One kill and what followed it.
 #[derive(Debug, Clone)]
@@ -79,7 +83,7 @@ pub struct KillRow {
     pub term_elected: Option<u64>,
     /// Candidacies (node, term) the polls saw before the new leader, besides the winner's.
     pub failed_candidacies: usize,
-    /// The survivors' last log indexes during the election (in endpoint order): a candidate
+    /// The survivors' last log indexes just after the kill (in endpoint order): a candidate
     /// with a shorter log than the other survivor's is refused.
     pub survivor_logs: Vec<Option<u64>>,
     /// From the restart command to the group being whole again.
@@ -245,7 +249,7 @@ async fn kill_and_measure(
     let deadline = killed_at + a.failover_deadline;
     let (ack, election) = tokio::join!(
         writers.first_ack(deadline),
-        watch_for_leader(probe, bases, before, a.poll_every, deadline)
+        watch_for_leader(probe, bases, before, a.poll_every, killed_at, deadline)
     );
     let leader = election.leader;
     let winner = leader.map(|(_, id, term)| (id, term));
@@ -312,18 +316,19 @@ struct Election {
     leader: Option<(Instant, u64, u64)>,
     /// Every (node, term) seen in the `Candidate` role.
     candidacies: BTreeSet<(u64, u64)>,
-    /// The survivors' last log indexes at the last poll before the new leader was seen
-    /// (what the candidates compared: nothing is appended between the kill and a leader).
+    /// The survivors' last log indexes at the first poll [`LOGS_AFTER`] the kill (what the
+    /// candidates compare).
     logs: Vec<Option<u64>>,
 }
 
-/// Polls the survivors every `every` until one is `Leader` in a term above `before.term`,
-/// or `deadline`.
+/// Polls the survivors every `every` from `killed_at` until one is `Leader` in a term above
+/// `before.term`, or `deadline`.
 async fn watch_for_leader(
     probe: &reqwest::Client,
     bases: &[String],
     before: Whole,
     every: Duration,
+    killed_at: Instant,
     deadline: Instant,
 ) -> Election {
     let survivors: Vec<String> = bases
@@ -337,14 +342,17 @@ async fn watch_for_leader(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < deadline {
         tick.tick().await;
+        let polled_at = Instant::now();
         let view = cluster::read(probe, &survivors).await;
         seen.candidacies.extend(view.candidates());
+        if seen.logs.is_empty() && polled_at >= killed_at + LOGS_AFTER {
+            seen.logs = view.last_log_indexes();
+        }
         // `usize::MAX`: no survivor is excluded (the killed leader is not among them).
         if let Some((_, id, term)) = view.new_leader(usize::MAX, before.term) {
             seen.leader = Some((Instant::now(), id, term));
             break;
         }
-        seen.logs = view.last_log_indexes();
     }
     seen
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{FailoverOutcome, KillRow};
+use super::{FailoverOutcome, KillRow, LOGS_AFTER};
 use crate::report::{ms, opt, table};
 
 /// The value at quantile `q` of `sorted` (nearest rank: the smallest value with at least
@@ -51,7 +51,7 @@ impl FailoverOutcome {
             "new leader",
             "term changes to the new leader",
             "failed candidacies seen",
-            "survivors' last log index in the election",
+            "survivors' last log index after the kill",
             "restart to caught up s",
             "term changes while rejoining",
         ]);
@@ -144,11 +144,12 @@ impl FailoverOutcome {
         );
         let _ = writeln!(
             out,
-            "- survivors' last log index: at the last poll before the new leader was seen; \
-             unequal: one survivor lacks an entry the dead leader had sent the other, so a \
-             candidate with the shorter log is refused (and openraft 0.9 then adds 2 × \
+            "- survivors' last log index: at the first poll {} ms after the kill; unequal: \
+             one survivor lacks entries the dead leader had sent the other, so a candidate \
+             with the shorter log is refused (and openraft 0.9 then adds 2 × \
              election_timeout_max to that node's election timeout until it next starts an \
-             election or restarts)"
+             election or restarts)",
+            LOGS_AFTER.as_millis()
         );
         let _ = writeln!(
             out,
