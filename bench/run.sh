@@ -64,7 +64,7 @@
 #              etcd ports move with it, so that two runs can share a machine); the
 #              registry's Raft settings, for experiments (defaults as in
 #              the configs registryctl init-cluster writes): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
-#              (150ms), RAFT_ELECTION_MAX (300ms), RAFT_SNAPSHOT_LOGS (5000),
+#              (150ms), RAFT_ELECTION_MAX (300ms), RAFT_SNAPSHOT_LOGS (1000000),
 #              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios;
 #              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario;
 #              FAILOVER_KILLS (20) for the failover scenario.
@@ -337,7 +337,7 @@ start_registry() {
       printf 'heartbeat_interval = "%s"\n' "${RAFT_HEARTBEAT:-50ms}"
       printf 'election_timeout_min = "%s"\n' "${RAFT_ELECTION_MIN:-150ms}"
       printf 'election_timeout_max = "%s"\n' "${RAFT_ELECTION_MAX:-300ms}"
-      printf 'snapshot_logs_since_last = %s\n' "${RAFT_SNAPSHOT_LOGS:-5000}"
+      printf 'snapshot_logs_since_last = %s\n' "${RAFT_SNAPSHOT_LOGS:-1000000}"
       printf 'max_in_snapshot_log_to_keep = %s\n' "${RAFT_KEEP_LOGS:-1000}"
       for j in 1 2 3; do
         printf '\n[[peers]]\nid = %d\naddr = "%s"\n' "$j" "$(reg_addr "$j")"

@@ -34,7 +34,10 @@ pub struct RaftSettings {
     /// Upper bound of the randomised election timeout.
     #[serde(with = "humantime_serde")]
     pub election_timeout_max: Duration,
-    /// Build a snapshot once this many entries were applied since the last one.
+    /// Build a snapshot once this many entries were applied since the last one, at the
+    /// latest. A node also builds one, sooner, once the log it applied since the last one
+    /// holds about as many bytes as that snapshot (`registry_storage::snapshot_policy`),
+    /// which is what decides at the default.
     pub snapshot_logs_since_last: u64,
     /// Entries kept in the log behind the latest snapshot (so a briefly lagging follower
     /// catches up from the log rather than by a snapshot install).
@@ -56,7 +59,7 @@ impl Default for RaftSettings {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout_min: Duration::from_millis(150),
             election_timeout_max: Duration::from_millis(300),
-            snapshot_logs_since_last: 5000,
+            snapshot_logs_since_last: 1_000_000,
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout: Duration::from_secs(10),
             max_payload_entries: 8,

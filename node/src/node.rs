@@ -166,6 +166,10 @@ impl Node {
             view.clone(),
             app.settings_keeper(),
             app.clock_keeper(),
+            crate::ticker::Snapshots {
+                sm: store.sm.clone(),
+                node_id: config.node_id,
+            },
             stages.background(),
         ));
         let addr = listener.local_addr().map_err(NodeError::Listener)?;

@@ -33,6 +33,7 @@ pub mod settings;
 mod sm_disk;
 pub mod snapshot;
 mod snapshot_file;
+pub mod snapshot_policy;
 pub mod state;
 pub mod state_machine;
 pub mod store;

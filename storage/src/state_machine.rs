@@ -37,6 +37,7 @@ use crate::persister::{Persist, Persister, PersisterWatch};
 use crate::sm_disk;
 use crate::snapshot::{self, decode_state, encode_state};
 use crate::snapshot_file::SnapshotFile;
+use crate::snapshot_policy::SnapshotPolicy;
 use crate::state::{lock, ServicesState, StateView};
 use crate::trees::TREE_SERVICES;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -83,6 +84,8 @@ struct Inner {
     persister: Mutex<Option<Persister>>,
     /// A watch on that thread, kept after it is stopped.
     persister_watch: Mutex<PersisterWatch>,
+    /// What tells when the next snapshot is due.
+    policy: SnapshotPolicy,
 }
 
 impl StateMachineStore {
@@ -104,7 +107,9 @@ impl StateMachineStore {
         let mut state = sm_disk::load(&services)?;
         let mut snapshot_last = None;
         let mut needs_fresh = false;
+        let policy = SnapshotPolicy::default();
         if let Some(bytes) = file.read()? {
+            policy.sized(bytes.len() as u64);
             match snapshot::decode(&bytes) {
                 Ok((info, records)) => {
                     snapshot_last = info.header.last_log_id;
@@ -159,6 +164,7 @@ impl StateMachineStore {
                 needs_fresh: std::sync::atomic::AtomicBool::new(needs_fresh),
                 persister: Mutex::new(None),
                 persister_watch: Mutex::new(PersisterWatch::default()),
+                policy,
             }),
         };
         if let Some(every) = persist_interval {
@@ -199,6 +205,11 @@ impl StateMachineStore {
         lock(&self.inner.persister_watch).clone()
     }
 
+    /// Whether this node (`node_id`) should build a snapshot now (see [`SnapshotPolicy`]).
+    pub fn snapshot_due(&self, node_id: u64) -> bool {
+        self.inner.policy.due_for(node_id)
+    }
+
     /// A read handle on the in-memory services table, for the API.
     pub fn view(&self) -> StateView {
         self.inner.view.clone()
@@ -234,6 +245,7 @@ impl StateMachineStore {
             if let Some(last) = state.last_applied {
                 inner.view.events().append(last.index, events);
             }
+            inner.policy.applied(&entries);
             responses
         }))
     }
@@ -241,7 +253,10 @@ impl StateMachineStore {
     /// Copies the state with its applied log id, encodes it, and stores it as the current
     /// snapshot (flushed).
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        let state = self.inner.view.read(ServicesState::clone);
+        let state = self.inner.view.read(|s| {
+            self.inner.policy.taken();
+            s.clone()
+        });
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match state.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
@@ -262,6 +277,7 @@ impl StateMachineStore {
             .spawn_blocking(move || {
                 let data = encode_state(&state, cluster_id, snapshot_id)?;
                 write_snapshot_file(&inner, &data, last)?;
+                inner.policy.sized(data.len() as u64);
                 Ok::<_, StoreError>(data)
             })
             .await??;
@@ -330,6 +346,8 @@ impl StateMachineStore {
                 inner.disk.write(|| inner.services.apply_batch(replace))?;
                 inner.disk.flush_blocking()?;
                 write_snapshot_file(&inner, &data, meta.last_log_id)?;
+                inner.policy.taken();
+                inner.policy.sized(data.len() as u64);
                 inner.view.install(state);
                 lock(&inner.dirty).clear();
                 Ok::<(), StoreError>(())

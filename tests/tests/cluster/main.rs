@@ -3,6 +3,7 @@
 
 mod cinderclient;
 mod t10_replication;
+mod t12_snapshot_policy;
 mod t20_restart;
 mod t25_shutdown;
 mod t30_cinder_api;
