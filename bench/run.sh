@@ -38,6 +38,11 @@
 #                 the killed node's rejoin; registry-bench restarts the killed node
 #                 ($WORK/registry/restart.sh N) and waits for it to catch up before the
 #                 next kill
+#        million  (registry only, not in the default set; about 3 minutes) MILLION_SERVICES
+#                 (1000000) services heartbeating every 10 s from per-host reporters with
+#                 MILLION_BATCH (10) services per request, MILLION_DURATION (60s) measured
+#                 after 30 s of warm-up (the first interval registers every service), with
+#                 the timeline of p99, RSS and data size per node
 #   4. prints every table (Markdown) with the command that reproduces it, and keeps them in
 #      RESULTS (printed at the end);
 #   5. stops every process it started, by its recorded PID (never by name), also on error
@@ -46,7 +51,7 @@
 # Options:
 #   --soak              the `open` scenario for 600 s instead of 60 s
 #   --scenarios LIST    comma-separated subset of single,batch,open,open4,list,tls,watch,
-#                       failover (default: all but tls, watch and failover; `tls` runs single
+#                       failover,million (default: all but tls, watch, failover and million; `tls` runs single
 #                       heartbeats against the registry over plain HTTP and then over mutual
 #                       TLS, registry only, in the same run)
 #   --no-etcd           registry only
@@ -157,6 +162,10 @@ WATCH_DURATION=20s
 WATCH_COST_DURATION=10s
 WATCH_COST_WARMUP=3s
 FAILOVER_KILLS="${FAILOVER_KILLS:-20}"
+MILLION_SERVICES="${MILLION_SERVICES:-1000000}"
+MILLION_BATCH="${MILLION_BATCH:-10}"
+MILLION_DURATION="${MILLION_DURATION:-60s}"
+MILLION_WARMUP=30s
 if ((SOAK)); then
   OPEN_DURATION=600s
   OPEN_SAMPLE=60s
@@ -173,6 +182,9 @@ if ((QUICK)); then
   OPEN4_SAMPLE=2s
   LIST_SIZES=100,1000
   LIST_REPEAT=3
+  MILLION_SERVICES=5000
+  MILLION_DURATION=4s
+  MILLION_WARMUP=2s
   WATCH_SERVICES=2000
   WATCH_WATCHERS=10
   WATCH_DURATION=3s
@@ -647,6 +659,14 @@ scenario_failover() {
   NO_ETCD=$saved_no_etcd
 }
 
+scenario_million() {
+  fresh_clusters
+  start_perf 15 million 40
+  bench --targets registry --prefix million \
+    open --services "$MILLION_SERVICES" --interval "$OPEN_INTERVAL" --batch "$MILLION_BATCH" \
+    --duration "$MILLION_DURATION" --warmup "$MILLION_WARMUP" --sample-every "$OPEN_SAMPLE"
+  report_perf million
+}
 scenario_list() {
   fresh_clusters
   bench --targets "$(targets registry,etcd-put)" --prefix list \
@@ -674,11 +694,11 @@ check_ports
 IFS=, read -r -a selected <<<"$SCENARIOS"
 for s in "${selected[@]}"; do
   case "$s" in
-  single | batch | open | open4 | list | tls | watch | failover)
+  single | batch | open | open4 | list | tls | watch | failover | million)
     CURRENT=$s
     "scenario_$s"
     ;;
-  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls, watch, failover)" ;;
+  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls, watch, failover, million)" ;;
   esac
 done
 
