@@ -9,6 +9,8 @@
 //!   fixed schedule, latency from the scheduled send time);
 //! - [`list`]: service-list timing at 1k, 10k, 100k services;
 //! - [`watch`]: events streamed to watchers, and what watching costs the write path;
+//! - [`overload`]: an open loop past capacity, counting the services that kept heartbeating
+//!   but were listed `down`, with a control group that stops and must go `down`;
 //! - [`stats`], [`procs`], [`report`]: histograms, RSS and disk, Markdown tables.
 //!
 //! [`run`] is the entry point; the binary only parses the command line and prints.
@@ -17,6 +19,7 @@
 pub mod driver;
 pub mod list;
 pub mod opts;
+pub mod overload;
 pub mod procs;
 pub mod report;
 pub mod stats;
@@ -156,6 +159,26 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
             }
             if c.targets.contains(&TargetKind::Registry) {
                 watch::registry(c, a, &mut report).await?;
+            }
+        }
+        Command::Overload(a) => {
+            let load = match a.services {
+                Some(n) => format!("of {n} services"),
+                None => format!("at {:.2} × the measured capacity", a.overload),
+            };
+            report.title = format!(
+                "overload: an open loop {load}, one heartbeat per request every {} s, with \
+                 a false-down observer and a control group of {}",
+                a.interval.as_secs_f64(),
+                a.control
+            );
+            if c.targets.iter().any(|t| *t != TargetKind::Registry) {
+                report.notes.push(
+                    "etcd: no overload scenario (it lists no service up or down): skipped".into(),
+                );
+            }
+            if c.targets.contains(&TargetKind::Registry) {
+                overload::registry(c, a, &mut report).await?;
             }
         }
     }

@@ -102,6 +102,8 @@ pub struct Report {
     pub lists: Vec<ListRow>,
     /// The watch scenario's streaming and write-path figures.
     pub watch: Option<crate::watch::WatchOutcome>,
+    /// The overload scenario's false downs, refusals and control group.
+    pub overload: Option<crate::overload::OverloadOutcome>,
     /// Remarks printed under the tables.
     pub notes: Vec<String>,
 }
@@ -136,6 +138,9 @@ impl Report {
         }
         if let Some(w) = &self.watch {
             w.render(&mut out);
+        }
+        if let Some(o) = &self.overload {
+            o.render(&mut out);
         }
         if !self.runs.is_empty() {
             self.render_runs(&mut out);
