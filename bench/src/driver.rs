@@ -2,6 +2,7 @@
 //! as its previous request is answered) and an open loop (every group of services on a fixed
 //! schedule, latency counted from the scheduled send time).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,55 @@ pub struct OpenSpec {
     pub sample_every: Duration,
     /// Bound on each request.
     pub timeout: Duration,
+    /// `None`: with `max_in_flight` requests outstanding, the schedule waits for one to end
+    /// (the wait counts as latency). `Some`: it does not wait, so every later send still
+    /// goes out on time; the send that found no slot is skipped, counted as `not sent` and
+    /// recorded here for its group.
+    pub skip_when_full: Option<Arc<Skipped>>,
+}
+
+/// The sends an open loop skipped because `max_in_flight` requests were outstanding: per
+/// group, how many and the scheduled time of the last one.
+#[derive(Debug)]
+pub struct Skipped {
+    base: Instant,
+    /// Per group: nanoseconds from `base` to the last skipped send's scheduled time, plus
+    /// one (0: none skipped).
+    last: Vec<AtomicU64>,
+    count: AtomicU64,
+}
+
+impl Skipped {
+    /// For `groups` groups whose schedule starts after `base`.
+    pub fn new(groups: usize, base: Instant) -> Self {
+        Self {
+            base,
+            last: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, group: usize, scheduled: Instant) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.last.get(group) {
+            let ns = scheduled.saturating_duration_since(self.base).as_nanos();
+            slot.fetch_max(
+                u64::try_from(ns).unwrap_or(u64::MAX - 1) + 1,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The scheduled time of group `group`'s last skipped send, if one was.
+    pub fn last(&self, group: usize) -> Option<Instant> {
+        let ns = self.last.get(group)?.load(Ordering::Relaxed);
+        (ns > 0).then(|| self.base + Duration::from_nanos(ns - 1))
+    }
+
+    /// Sends skipped, every group.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
 }
 
 async fn send_bounded<T: Target>(
@@ -189,7 +239,8 @@ struct Sample {
 /// `g × interval / G` and then every `interval`, through endpoint `g` (modulo the
 /// endpoints), each send in its own task; a send scheduled during the warm-up is not
 /// counted. Latency runs from the scheduled time, so a late send (the schedule waiting for
-/// `max_in_flight`) counts as latency.
+/// `max_in_flight`) counts as latency; with [`OpenSpec::skip_when_full`], the schedule never
+/// waits for a slot, and a send that finds none is skipped instead.
 pub async fn open<T: Target>(
     target: Arc<T>,
     spec: &OpenSpec,
@@ -265,15 +316,41 @@ pub async fn open<T: Target>(
         if scheduled > now {
             tokio::time::sleep_until(scheduled).await;
         }
-        let permit = match tokio::time::timeout_at(stop_at, permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            _ => break,
+        let group = (k % groups) as usize;
+        let permit = if let Some(skipped) = &spec.skip_when_full {
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    if Instant::now() >= stop_at {
+                        break;
+                    }
+                    skipped.record(group, scheduled);
+                    let _ = tx.send(Sample {
+                        scheduled,
+                        latency: Duration::ZERO,
+                        beats: target.beats_in(group),
+                        result: Err(Failure::new(
+                            "not sent",
+                            format!(
+                                "skipped: {} requests already in flight (--max-in-flight)",
+                                spec.max_in_flight
+                            ),
+                        )),
+                    });
+                    k += 1;
+                    continue;
+                }
+            }
+        } else {
+            match tokio::time::timeout_at(stop_at, permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => break,
+            }
         };
         if Instant::now() >= stop_at {
             break;
         }
         max_lag = max_lag.max(Instant::now().saturating_duration_since(scheduled));
-        let group = (k % groups) as usize;
         let target = target.clone();
         let tx = tx.clone();
         let timeout = spec.timeout;
@@ -351,5 +428,25 @@ pub async fn open<T: Target>(
         wall: t0.elapsed(),
         client_cpu_ticks: cpu_delta(client_before, own_cpu()),
         window_cpu_ticks: window_cpu.await.ok().flatten(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_sends_are_kept_per_group() {
+        let base = Instant::now();
+        let skipped = Skipped::new(3, base);
+        assert_eq!((skipped.last(0), skipped.count()), (None, 0));
+        skipped.record(1, base + Duration::from_secs(2));
+        skipped.record(1, base + Duration::from_secs(1));
+        skipped.record(2, base);
+        skipped.record(7, base);
+        assert_eq!(skipped.last(1), Some(base + Duration::from_secs(2)));
+        assert_eq!(skipped.last(2), Some(base));
+        assert_eq!((skipped.last(0), skipped.last(7)), (None, None));
+        assert_eq!(skipped.count(), 4);
     }
 }

@@ -101,6 +101,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
                 max_in_flight: a.max_in_flight,
                 sample_every,
                 timeout: c.timeout,
+                skip_when_full: None,
             };
             let mode = format!(
                 "open n={} i={}s b={}",

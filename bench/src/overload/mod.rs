@@ -32,7 +32,7 @@ use registry_api::wire::ClusterOut;
 use registry_client::wire::SettingsOut;
 use tokio::time::Instant;
 
-use crate::driver::{self, ClosedSpec, OpenSpec};
+use crate::driver::{self, ClosedSpec, OpenSpec, Skipped};
 use crate::list::get_json;
 use crate::opts::{ClusterArgs, OverloadArgs};
 use crate::procs::NodeProc;
@@ -57,7 +57,8 @@ pub struct Refusals {
     pub unavailable: u64,
     /// Not answered within the request timeout.
     pub timeout: u64,
-    /// Not sent: the schedule was behind with `--max-in-flight` requests outstanding.
+    /// Not sent: skipped by the load generator, `--max-in-flight` requests being
+    /// outstanding at its scheduled time.
     pub not_sent: u64,
     /// Anything else (connections refused or broken, other statuses).
     pub other: u64,
@@ -144,6 +145,8 @@ pub struct OverloadOutcome {
     pub refused: Refusals,
     /// The longest a send started after its scheduled time.
     pub max_dispatch_lag: Option<Duration>,
+    /// Most load requests in flight (past it a send is skipped).
+    pub max_in_flight: usize,
     /// Per node, the requests its admission bound refused during the run (its
     /// `/metrics` counter: the observer's refused reads and forwarded batches included).
     pub node_overloaded: Vec<(String, Option<u64>)>,
@@ -267,6 +270,9 @@ pub async fn registry(
     };
     observer.check_nodes().await?;
     let overloaded_before = overloaded_counts(&http, &bases).await;
+    // The driver starts its schedule 50 ms after it is called.
+    let start = Instant::now() + Duration::from_millis(50);
+    let skipped = Arc::new(Skipped::new(services, Instant::now()));
     let spec = OpenSpec {
         interval: a.interval,
         duration,
@@ -274,15 +280,17 @@ pub async fn registry(
         max_in_flight: a.max_in_flight,
         sample_every,
         timeout: c.timeout,
+        // Every load service keeps sending on schedule, whatever the registry's latency.
+        skip_when_full: Some(Arc::clone(&skipped)),
     };
-    // The driver starts its schedule 50 ms after it is called.
-    let start = Instant::now() + Duration::from_millis(50);
     let watched = Watched {
         load_prefix: Arc::from(format!("{}-ovl-h", c.prefix)),
         load: services,
         control: Arc::clone(&control),
         control_stop: start + control_stop,
         start,
+        skipped,
+        down_time,
     };
     let observing = tokio::spawn(observer.run(watched, start + duration + margin));
     let controlling =
@@ -330,6 +338,7 @@ pub async fn registry(
         ],
         refused: Refusals::of(&run.stats),
         max_dispatch_lag: run.max_dispatch_lag,
+        max_in_flight: a.max_in_flight,
         node_overloaded: names
             .iter()
             .zip(overloaded_before.iter().zip(&overloaded_after))

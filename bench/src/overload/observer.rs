@@ -3,6 +3,9 @@
 //! for a margin after, and judges every load service in each list. Every load service's
 //! sender keeps sending on schedule to the end of the run, so a load service listed `down`
 //! is a **false down**, whatever the reason (its heartbeats refused, or a node behind).
+//! One exception keeps the count honest about the load generator: a service one of whose
+//! sends the generator itself skipped (every request slot busy) within the
+//! `service_down_time` before the list is counted apart, not as a false down.
 //!
 //! It counts what it looked at as well as what it found, so that a run cannot pass having
 //! looked at nothing: per node the lists read, the reads refused by the node's admission
@@ -27,6 +30,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::control::Control;
+use crate::driver::Skipped;
 use crate::stats::{Failure, Stats};
 use crate::target::registry::{check_answer, transport_failure, OVERLOADED};
 use crate::workload::{BINARIES, PER_HOST};
@@ -67,7 +71,7 @@ pub struct WindowDowns {
     pub lists: u64,
     /// Load services judged.
     pub judged: u64,
-    /// Load services listed `down` (occurrences).
+    /// False downs (occurrences).
     pub down: u64,
     /// Most load services `down` in one list.
     pub most_in_one_list: usize,
@@ -88,7 +92,12 @@ pub struct Observed {
     pub distinct: usize,
     /// (service, node, list) occurrences of a load service listed `down`.
     pub occurrences: u64,
-    /// Most load services `down` in one list.
+    /// Load services listed `down` within a service_down_time of a send the load generator
+    /// skipped (distinct): not counted as false downs.
+    pub skipped_distinct: usize,
+    /// Their occurrences.
+    pub skipped_occurrences: u64,
+    /// Most false downs in one list.
     pub most_in_one_list: usize,
     /// When the first false down was read, from the start of the load.
     pub first_at: Option<Duration>,
@@ -105,6 +114,7 @@ pub struct Observed {
     /// (sent, answered).
     pub control_downs: Vec<Vec<(Instant, Instant)>>,
     ever_down: Vec<bool>,
+    ever_skipped_down: Vec<bool>,
     control_early_seen: Vec<bool>,
 }
 
@@ -139,6 +149,10 @@ pub struct Watched {
     pub control_stop: Instant,
     /// Start of the load (time zero of the timeline).
     pub start: Instant,
+    /// The load's skipped sends.
+    pub skipped: Arc<Skipped>,
+    /// The service_down_time in force.
+    pub down_time: Duration,
 }
 
 /// The observer, configured.
@@ -199,6 +213,7 @@ impl Observer {
             window: self.window,
             control_downs: vec![Vec::new(); watched.control.services()],
             ever_down: vec![false; watched.load],
+            ever_skipped_down: vec![false; watched.load],
             control_early_seen: vec![false; watched.control.services()],
             ..Observed::default()
         };
@@ -266,24 +281,36 @@ impl Observed {
         node.lists += 1;
         node.judged += judged.load_rows as u64;
         node.down += judged.load_down.len() as u64;
+        let mut false_downs = 0;
         for &s in &judged.load_down {
-            if let Some(seen) = self.ever_down.get_mut(s) {
+            let skipped_lately = watched
+                .skipped
+                .last(s)
+                .is_some_and(|at| sent.saturating_duration_since(at) <= watched.down_time);
+            let (ever, distinct) = if skipped_lately {
+                self.skipped_occurrences += 1;
+                (&mut self.ever_skipped_down, &mut self.skipped_distinct)
+            } else {
+                false_downs += 1;
+                if self.examples.len() < EXAMPLES {
+                    self.examples.push(format!(
+                        "{} listed load service {s} down at {:.1} s",
+                        node.name,
+                        since_start.as_secs_f64()
+                    ));
+                }
+                (&mut self.ever_down, &mut self.distinct)
+            };
+            if let Some(seen) = ever.get_mut(s) {
                 if !*seen {
                     *seen = true;
-                    self.distinct += 1;
+                    *distinct += 1;
                 }
             }
-            if self.examples.len() < EXAMPLES {
-                self.examples.push(format!(
-                    "{} listed load service {s} down at {:.1} s",
-                    node.name,
-                    since_start.as_secs_f64()
-                ));
-            }
         }
-        self.occurrences += judged.load_down.len() as u64;
-        self.most_in_one_list = self.most_in_one_list.max(judged.load_down.len());
-        if !judged.load_down.is_empty() && self.first_at.is_none() {
+        self.occurrences += false_downs as u64;
+        self.most_in_one_list = self.most_in_one_list.max(false_downs);
+        if false_downs > 0 && self.first_at.is_none() {
             self.first_at = Some(since_start);
         }
         for &j in &judged.control_down {
@@ -304,8 +331,8 @@ impl Observed {
             let win = &mut self.windows[w.min(last)];
             win.lists += 1;
             win.judged += judged.load_rows as u64;
-            win.down += judged.load_down.len() as u64;
-            win.most_in_one_list = win.most_in_one_list.max(judged.load_down.len());
+            win.down += false_downs as u64;
+            win.most_in_one_list = win.most_in_one_list.max(false_downs);
             win.control_down = judged.control_down.len();
         }
     }

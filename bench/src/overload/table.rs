@@ -29,6 +29,7 @@ impl OverloadOutcome {
             "p99 ms",
             "false downs: services",
             "false downs: occurrences",
+            "downs after skipped sends: services / occurrences",
             "lists read per node",
             "control down delay min / median / max s",
         ]);
@@ -49,6 +50,7 @@ impl OverloadOutcome {
             ms(self.latency[1]),
             o.distinct.to_string(),
             o.occurrences.to_string(),
+            format!("{} / {}", o.skipped_distinct, o.skipped_occurrences),
             o.nodes
                 .iter()
                 .map(|n| n.lists.to_string())
@@ -64,7 +66,7 @@ impl OverloadOutcome {
             "reads refused 503 (retried)",
             "rounds failed",
             "load services judged",
-            "listed down",
+            "load services listed down (all)",
             "read p50 ms",
             "read p99 ms",
             "last list MiB",
@@ -137,8 +139,8 @@ impl OverloadOutcome {
             "t s",
             "lists",
             "load services judged",
-            "listed down",
-            "most down in one list",
+            "false downs",
+            "most false downs in one list",
             "control down in the last list",
         ]);
         for (w, win) in o.windows.iter().enumerate() {
@@ -160,7 +162,9 @@ impl OverloadOutcome {
                 "overload: {} load services, one heartbeat per request every {} s, for {} s \
                  (offered {:.0} requests/s{}); capacity from a closed loop of {} reporters \
                  sending single heartbeats; latency from the scheduled send (p99.9 {} ms, max \
-                 {} ms); the longest a send started behind its schedule: {} ms",
+                 {} ms); the longest a send started behind its schedule: {} ms; at most {} \
+                 requests in flight, a send finding them all busy skipped (`not sent`) so that \
+                 the schedule never waits",
                 self.services,
                 secs(self.interval),
                 secs(self.duration),
@@ -173,11 +177,14 @@ impl OverloadOutcome {
                 ms(self.latency[2]),
                 ms(self.latency[3]),
                 ms(self.max_dispatch_lag),
+                self.max_in_flight,
             ),
             format!(
                 "overload: a false down is a load service listed `down` by any node (stale \
                  reads) during the run or up to {} s after it: each one's sender kept sending on \
-                 schedule to the end, so none could rightly be down then; the observer read {} \
+                 schedule to the end, so none could rightly be down then (a service with a send \
+                 skipped by the load generator within a service_down_time before the list is \
+                 counted apart, under `downs after skipped sends`); the observer read {} \
                  every {} ms ({} lists, {} load services judged in them{})",
                 secs(self.margin),
                 if o.all_per_round {
@@ -212,7 +219,9 @@ impl OverloadOutcome {
                 "overload: control group: {} services heartbeating like the load until {} s, \
                  then silent; delay from the answer of a service's last acknowledged heartbeat \
                  to the answer of the first list (of any node) showing it `down`: an upper \
-                 bound, to the observer's resolution ({} ms per round)",
+                 bound, to the observer's resolution ({} ms per round); the leader stamps a \
+                 heartbeat before its answer reaches the sender, so a delay a little under \
+                 service_down_time is no error",
                 c.services,
                 secs(c.stop_after),
                 o.pace.as_millis()
