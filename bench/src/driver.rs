@@ -51,52 +51,93 @@ pub struct OpenSpec {
     pub timeout: Duration,
     /// `None`: with `max_in_flight` requests outstanding, the schedule waits for one to end
     /// (the wait counts as latency). `Some`: it does not wait, so every later send still
-    /// goes out on time; the send that found no slot is skipped, counted as `not sent` and
-    /// recorded here for its group.
-    pub skip_when_full: Option<Arc<Skipped>>,
+    /// goes out on time; the send that found no slot is skipped and counted as `not sent`;
+    /// the log records, per group, when its last send went out and when one was last
+    /// skipped.
+    pub skip_when_full: Option<Arc<SendLog>>,
 }
 
-/// The sends an open loop skipped because `max_in_flight` requests were outstanding: per
-/// group, how many and the scheduled time of the last one.
+/// Per group of an open loop: when its last request was dispatched, and when its last send
+/// was skipped (`max_in_flight` requests outstanding). Times are kept as nanoseconds from a
+/// base, plus one (0: never).
 #[derive(Debug)]
-pub struct Skipped {
+pub struct SendLog {
     base: Instant,
-    /// Per group: nanoseconds from `base` to the last skipped send's scheduled time, plus
-    /// one (0: none skipped).
-    last: Vec<AtomicU64>,
-    count: AtomicU64,
+    sent: Vec<AtomicU64>,
+    skipped: Vec<AtomicU64>,
+    skips: AtomicU64,
 }
 
-impl Skipped {
+impl SendLog {
     /// For `groups` groups whose schedule starts after `base`.
     pub fn new(groups: usize, base: Instant) -> Self {
+        let zeros = || (0..groups).map(|_| AtomicU64::new(0)).collect();
         Self {
             base,
-            last: (0..groups).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
+            sent: zeros(),
+            skipped: zeros(),
+            skips: AtomicU64::new(0),
         }
     }
 
-    fn record(&self, group: usize, scheduled: Instant) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        if let Some(slot) = self.last.get(group) {
-            let ns = scheduled.saturating_duration_since(self.base).as_nanos();
-            slot.fetch_max(
-                u64::try_from(ns).unwrap_or(u64::MAX - 1) + 1,
-                Ordering::Relaxed,
-            );
+    fn stamp(&self, at: Instant) -> u64 {
+        let ns = at.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(ns).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Records that group `group`'s request was dispatched at `at`.
+    pub fn record_sent(&self, group: usize, at: Instant) {
+        if let Some(slot) = self.sent.get(group) {
+            slot.fetch_max(self.stamp(at), Ordering::Relaxed);
         }
     }
 
-    /// The scheduled time of group `group`'s last skipped send, if one was.
-    pub fn last(&self, group: usize) -> Option<Instant> {
-        let ns = self.last.get(group)?.load(Ordering::Relaxed);
-        (ns > 0).then(|| self.base + Duration::from_nanos(ns - 1))
+    /// Records that group `group`'s send scheduled at `at` was skipped.
+    pub fn record_skipped(&self, group: usize, at: Instant) {
+        self.skips.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.skipped.get(group) {
+            slot.fetch_max(self.stamp(at), Ordering::Relaxed);
+        }
     }
 
     /// Sends skipped, every group.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+    pub fn skips(&self) -> u64 {
+        self.skips.load(Ordering::Relaxed)
+    }
+
+    /// The log as it is now.
+    pub fn snapshot(&self) -> SendLogAt {
+        let read = |v: &[AtomicU64]| v.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        SendLogAt {
+            base: self.base,
+            sent: read(&self.sent),
+            skipped: read(&self.skipped),
+        }
+    }
+}
+
+/// A [`SendLog`] at one time.
+#[derive(Debug, Clone)]
+pub struct SendLogAt {
+    base: Instant,
+    sent: Vec<u64>,
+    skipped: Vec<u64>,
+}
+
+impl SendLogAt {
+    fn at(&self, v: &[u64], group: usize) -> Option<Instant> {
+        let ns = *v.get(group)?;
+        (ns > 0).then(|| self.base + Duration::from_nanos(ns - 1))
+    }
+
+    /// When group `group`'s last request was dispatched.
+    pub fn last_sent(&self, group: usize) -> Option<Instant> {
+        self.at(&self.sent, group)
+    }
+
+    /// The scheduled time of group `group`'s last skipped send.
+    pub fn last_skipped(&self, group: usize) -> Option<Instant> {
+        self.at(&self.skipped, group)
     }
 }
 
@@ -317,14 +358,14 @@ pub async fn open<T: Target>(
             tokio::time::sleep_until(scheduled).await;
         }
         let group = (k % groups) as usize;
-        let permit = if let Some(skipped) = &spec.skip_when_full {
+        let permit = if let Some(log) = &spec.skip_when_full {
             match permits.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
                     if Instant::now() >= stop_at {
                         break;
                     }
-                    skipped.record(group, scheduled);
+                    log.record_skipped(group, scheduled);
                     let _ = tx.send(Sample {
                         scheduled,
                         latency: Duration::ZERO,
@@ -350,7 +391,11 @@ pub async fn open<T: Target>(
         if Instant::now() >= stop_at {
             break;
         }
-        max_lag = max_lag.max(Instant::now().saturating_duration_since(scheduled));
+        let now = Instant::now();
+        max_lag = max_lag.max(now.saturating_duration_since(scheduled));
+        if let Some(log) = &spec.skip_when_full {
+            log.record_sent(group, now);
+        }
         let target = target.clone();
         let tx = tx.clone();
         let timeout = spec.timeout;
@@ -436,17 +481,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skipped_sends_are_kept_per_group() {
+    fn sends_and_skips_are_kept_per_group() {
         let base = Instant::now();
-        let skipped = Skipped::new(3, base);
-        assert_eq!((skipped.last(0), skipped.count()), (None, 0));
-        skipped.record(1, base + Duration::from_secs(2));
-        skipped.record(1, base + Duration::from_secs(1));
-        skipped.record(2, base);
-        skipped.record(7, base);
-        assert_eq!(skipped.last(1), Some(base + Duration::from_secs(2)));
-        assert_eq!(skipped.last(2), Some(base));
-        assert_eq!((skipped.last(0), skipped.last(7)), (None, None));
-        assert_eq!(skipped.count(), 4);
+        let log = SendLog::new(3, base);
+        let at = |s: u64| base + Duration::from_secs(s);
+        assert_eq!(log.snapshot().last_sent(0), None);
+        log.record_sent(1, at(2));
+        log.record_sent(1, at(1));
+        log.record_skipped(2, at(3));
+        log.record_skipped(7, at(3));
+        let snap = log.snapshot();
+        log.record_sent(0, at(5));
+        assert_eq!(snap.last_sent(1), Some(at(2)));
+        assert_eq!(snap.last_skipped(2), Some(at(3)));
+        assert_eq!((snap.last_sent(0), snap.last_skipped(1)), (None, None));
+        assert_eq!((snap.last_sent(7), log.skips()), (None, 2));
     }
 }

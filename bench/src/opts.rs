@@ -280,10 +280,9 @@ pub struct OverloadArgs {
     #[arg(long, value_parser = parse_duration)]
     pub margin: Option<Duration>,
     /// Most load requests in flight (each holds a connection). The schedule never waits for
-    /// one to end: a send that finds them all busy is skipped and counted as `not sent`,
-    /// and a service listed `down` soon after is not counted as a false down. The default
-    /// stays under the nodes' default `max_connections` (4096 each) when spread over three.
-    #[arg(long, default_value_t = 10_000)]
+    /// one to end: a send that finds them all busy is skipped and counted as `not sent`.
+    /// The default stays just under three nodes' default `max_connections` (4096 each).
+    #[arg(long, default_value_t = 12_000)]
     pub max_in_flight: usize,
     /// Period of the timeline (default: half the service_down_time).
     #[arg(long, value_parser = parse_duration)]

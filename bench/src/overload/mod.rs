@@ -32,7 +32,7 @@ use registry_api::wire::ClusterOut;
 use registry_client::wire::SettingsOut;
 use tokio::time::Instant;
 
-use crate::driver::{self, ClosedSpec, OpenSpec, Skipped};
+use crate::driver::{self, ClosedSpec, OpenSpec, SendLog};
 use crate::list::get_json;
 use crate::opts::{ClusterArgs, OverloadArgs};
 use crate::procs::NodeProc;
@@ -105,6 +105,8 @@ pub struct ControlOutcome {
     /// Per service that went `down` after its last acknowledged heartbeat: the delay from
     /// that acknowledgement to the answer of the first list showing it `down`, sorted.
     pub delays: Vec<Duration>,
+    /// The same, to the time that list was asked for (a lower bound), sorted.
+    pub delays_to_ask: Vec<Duration>,
     /// Services never listed `down` after their last acknowledged heartbeat, within the
     /// observation.
     pub never_down: usize,
@@ -137,6 +139,8 @@ pub struct OverloadOutcome {
     pub services: usize,
     /// Requests per second the schedule offered.
     pub offered: f64,
+    /// Requests per second sent (offered, less those the load generator skipped).
+    pub sent: f64,
     /// Requests per second acknowledged.
     pub accepted: f64,
     /// Latency of the acknowledged requests from their scheduled send: p50, p99, p99.9, max.
@@ -272,7 +276,7 @@ pub async fn registry(
     let overloaded_before = overloaded_counts(&http, &bases).await;
     // The driver starts its schedule 50 ms after it is called.
     let start = Instant::now() + Duration::from_millis(50);
-    let skipped = Arc::new(Skipped::new(services, Instant::now()));
+    let sends = Arc::new(SendLog::new(services, Instant::now()));
     let spec = OpenSpec {
         interval: a.interval,
         duration,
@@ -281,7 +285,7 @@ pub async fn registry(
         sample_every,
         timeout: c.timeout,
         // Every load service keeps sending on schedule, whatever the registry's latency.
-        skip_when_full: Some(Arc::clone(&skipped)),
+        skip_when_full: Some(Arc::clone(&sends)),
     };
     let watched = Watched {
         load_prefix: Arc::from(format!("{}-ovl-h", c.prefix)),
@@ -289,7 +293,7 @@ pub async fn registry(
         control: Arc::clone(&control),
         control_stop: start + control_stop,
         start,
-        skipped,
+        sends,
         down_time,
     };
     let observing = tokio::spawn(observer.run(watched, start + duration + margin));
@@ -310,6 +314,7 @@ pub async fn registry(
     let leader_after = leadership(&http, &bases).await;
 
     let control_outcome = control_outcome(&control, &observed, control_stop);
+    let refused = Refusals::of(&run.stats);
     let outcome = OverloadOutcome {
         down_time,
         settings: settings
@@ -329,6 +334,9 @@ pub async fn registry(
         asked_factor: a.overload,
         services,
         offered: services as f64 / a.interval.as_secs_f64().max(1e-9),
+        sent: (run.stats.requests + run.stats.error_count()).saturating_sub(refused.not_sent)
+            as f64
+            / duration.as_secs_f64().max(1e-9),
         accepted: run.requests_per_sec(),
         latency: [
             run.stats.quantile(0.5),
@@ -336,7 +344,7 @@ pub async fn registry(
             run.stats.quantile(0.999),
             run.stats.max(),
         ],
-        refused: Refusals::of(&run.stats),
+        refused,
         max_dispatch_lag: run.max_dispatch_lag,
         max_in_flight: a.max_in_flight,
         node_overloaded: names
@@ -379,11 +387,15 @@ fn control_outcome(control: &Control, observed: &Observed, stop_after: Duration)
             .get(j)
             .and_then(|downs| downs.iter().find(|(sent, _)| *sent > last));
         match first {
-            Some((_, answered)) => out.delays.push(answered.saturating_duration_since(last)),
+            Some((sent, answered)) => {
+                out.delays.push(answered.saturating_duration_since(last));
+                out.delays_to_ask.push(sent.saturating_duration_since(last));
+            }
             None => out.never_down += 1,
         }
     }
     out.delays.sort();
+    out.delays_to_ask.sort();
     out
 }
 

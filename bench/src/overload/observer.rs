@@ -3,9 +3,15 @@
 //! for a margin after, and judges every load service in each list. Every load service's
 //! sender keeps sending on schedule to the end of the run, so a load service listed `down`
 //! is a **false down**, whatever the reason (its heartbeats refused, or a node behind).
-//! One exception keeps the count honest about the load generator: a service one of whose
-//! sends the generator itself skipped (every request slot busy) within the
-//! `service_down_time` before the list is counted apart, not as a false down.
+//!
+//! The load generator may itself skip sends (every request slot busy, see
+//! [`crate::driver::SendLog`]), so the rule is made exact: a load service listed `down` in
+//! a list answered at `t` is a false down when its sender dispatched a heartbeat after
+//! `t − service_down_time` (and before the list was asked for): had the registry accepted
+//! that heartbeat, the service would have been `up` at `t`. False downs are split by whether
+//! every send of that window went out or some were skipped by the generator; a service
+//! `down` with no heartbeat dispatched in the window is counted apart, as the generator's
+//! doing, not as a false down.
 //!
 //! It counts what it looked at as well as what it found, so that a run cannot pass having
 //! looked at nothing: per node the lists read, the reads refused by the node's admission
@@ -30,7 +36,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::control::Control;
-use crate::driver::Skipped;
+use crate::driver::{SendLog, SendLogAt};
 use crate::stats::{Failure, Stats};
 use crate::target::registry::{check_answer, transport_failure, OVERLOADED};
 use crate::workload::{BINARIES, PER_HOST};
@@ -90,13 +96,17 @@ pub struct Observed {
     pub pace: Duration,
     /// Load services ever listed `down` (distinct).
     pub distinct: usize,
-    /// (service, node, list) occurrences of a load service listed `down`.
+    /// (service, node, list) occurrences of a false down.
     pub occurrences: u64,
-    /// Load services listed `down` within a service_down_time of a send the load generator
-    /// skipped (distinct): not counted as false downs.
-    pub skipped_distinct: usize,
+    /// Of the false downs, those whose every send in the window went out (distinct).
+    pub strict_distinct: usize,
     /// Their occurrences.
-    pub skipped_occurrences: u64,
+    pub strict_occurrences: u64,
+    /// Load services listed `down` with no heartbeat dispatched in the window, all of its
+    /// sends skipped by the load generator (distinct): not false downs.
+    pub unsent_distinct: usize,
+    /// Their occurrences.
+    pub unsent_occurrences: u64,
     /// Most false downs in one list.
     pub most_in_one_list: usize,
     /// When the first false down was read, from the start of the load.
@@ -114,7 +124,8 @@ pub struct Observed {
     /// (sent, answered).
     pub control_downs: Vec<Vec<(Instant, Instant)>>,
     ever_down: Vec<bool>,
-    ever_skipped_down: Vec<bool>,
+    ever_strict: Vec<bool>,
+    ever_unsent: Vec<bool>,
     control_early_seen: Vec<bool>,
 }
 
@@ -149,8 +160,8 @@ pub struct Watched {
     pub control_stop: Instant,
     /// Start of the load (time zero of the timeline).
     pub start: Instant,
-    /// The load's skipped sends.
-    pub skipped: Arc<Skipped>,
+    /// The load's sends, dispatched and skipped.
+    pub sends: Arc<SendLog>,
     /// The service_down_time in force.
     pub down_time: Duration,
 }
@@ -198,25 +209,11 @@ impl Observer {
             .as_nanos()
             .div_ceil(self.window.as_nanos().max(1))
             .max(1) as usize;
-        let mut seen = Observed {
-            nodes: self
-                .names
-                .iter()
-                .map(|n| NodeReads {
-                    name: n.clone(),
-                    ..NodeReads::default()
-                })
-                .collect(),
-            all_per_round: self.all_per_round,
-            pace: self.pace,
-            windows: vec![WindowDowns::default(); windows],
-            window: self.window,
-            control_downs: vec![Vec::new(); watched.control.services()],
-            ever_down: vec![false; watched.load],
-            ever_skipped_down: vec![false; watched.load],
-            control_early_seen: vec![false; watched.control.services()],
-            ..Observed::default()
-        };
+        let mut seen = Observed::new(&self.names, watched.load, watched.control.services());
+        seen.all_per_round = self.all_per_round;
+        seen.pace = self.pace;
+        seen.windows = vec![WindowDowns::default(); windows];
+        seen.window = self.window;
         let n = self.bases.len().max(1);
         let mut round = 0usize;
         let mut next = Instant::now();
@@ -231,6 +228,7 @@ impl Observer {
                 let Some(base) = self.bases.get(i) else {
                     continue;
                 };
+                let sends = watched.sends.snapshot();
                 let sent = Instant::now();
                 let mut refused = 0;
                 let read = match read_list(&self.http, base, round_end, &mut refused).await {
@@ -244,7 +242,7 @@ impl Observer {
                     Ok((judged, bytes)) => {
                         node.latency.record_ok(answered - sent, 0);
                         node.last_bytes = bytes;
-                        seen.record(i, &judged, sent, answered, &watched);
+                        seen.record(i, &judged, (sent, answered), &sends, &watched);
                     }
                     Err(f) => {
                         node.failed += 1;
@@ -267,45 +265,63 @@ impl Observer {
 }
 
 impl Observed {
-    /// Adds one list of node `i`, sent at `sent` and parsed at `answered`.
+    /// Nothing seen yet of the nodes `names`, `load` load services and `control` control
+    /// services.
+    fn new(names: &[String], load: usize, control: usize) -> Self {
+        Observed {
+            nodes: names
+                .iter()
+                .map(|n| NodeReads {
+                    name: n.clone(),
+                    ..NodeReads::default()
+                })
+                .collect(),
+            control_downs: vec![Vec::new(); control],
+            ever_down: vec![false; load],
+            ever_strict: vec![false; load],
+            ever_unsent: vec![false; load],
+            control_early_seen: vec![false; control],
+            ..Observed::default()
+        }
+    }
+
+    /// Adds one list of node `i`, asked for at `sent` and parsed at `answered`; `sends` is
+    /// the load's send log as it was at `sent`.
     fn record(
         &mut self,
         i: usize,
         judged: &Judged,
-        sent: Instant,
-        answered: Instant,
+        (sent, answered): (Instant, Instant),
+        sends: &SendLogAt,
         watched: &Watched,
     ) {
         let since_start = sent.saturating_duration_since(watched.start);
+        let window_start = answered.checked_sub(watched.down_time);
+        let in_window =
+            |at: Option<Instant>| at.is_some_and(|at| window_start.is_none_or(|from| at > from));
         let node = &mut self.nodes[i];
         node.lists += 1;
         node.judged += judged.load_rows as u64;
         node.down += judged.load_down.len() as u64;
         let mut false_downs = 0;
         for &s in &judged.load_down {
-            let skipped_lately = watched
-                .skipped
-                .last(s)
-                .is_some_and(|at| sent.saturating_duration_since(at) <= watched.down_time);
-            let (ever, distinct) = if skipped_lately {
-                self.skipped_occurrences += 1;
-                (&mut self.ever_skipped_down, &mut self.skipped_distinct)
-            } else {
-                false_downs += 1;
-                if self.examples.len() < EXAMPLES {
-                    self.examples.push(format!(
-                        "{} listed load service {s} down at {:.1} s",
-                        node.name,
-                        since_start.as_secs_f64()
-                    ));
-                }
-                (&mut self.ever_down, &mut self.distinct)
-            };
-            if let Some(seen) = ever.get_mut(s) {
-                if !*seen {
-                    *seen = true;
-                    *distinct += 1;
-                }
+            if !in_window(sends.last_sent(s)) {
+                self.unsent_occurrences += 1;
+                mark(&mut self.ever_unsent, s, &mut self.unsent_distinct);
+                continue;
+            }
+            false_downs += 1;
+            mark(&mut self.ever_down, s, &mut self.distinct);
+            if !in_window(sends.last_skipped(s)) {
+                self.strict_occurrences += 1;
+                mark(&mut self.ever_strict, s, &mut self.strict_distinct);
+            }
+            if self.examples.len() < EXAMPLES {
+                self.examples.push(format!(
+                    "{} listed load service {s} down at {:.1} s",
+                    node.name,
+                    since_start.as_secs_f64()
+                ));
             }
         }
         self.occurrences += false_downs as u64;
@@ -334,6 +350,16 @@ impl Observed {
             win.down += false_downs as u64;
             win.most_in_one_list = win.most_in_one_list.max(false_downs);
             win.control_down = judged.control_down.len();
+        }
+    }
+}
+
+/// Marks service `s` in `ever`, counting it in `distinct` the first time.
+fn mark(ever: &mut [bool], s: usize, distinct: &mut usize) {
+    if let Some(seen) = ever.get_mut(s) {
+        if !*seen {
+            *seen = true;
+            *distinct += 1;
         }
     }
 }
@@ -455,6 +481,56 @@ mod tests {
         }
         assert_eq!(index_of(&host("b-ctl", 5), binary(5), "b-ovl-h"), None);
         assert_eq!(index_of("b-ovl-h0000001", "other", "b-ovl-h"), None);
+    }
+
+    /// A load service down is a false down when a heartbeat of it was dispatched within a
+    /// service_down_time of the list's answer, strict when none of that window was skipped;
+    /// with none dispatched in the window it is counted apart.
+    #[test]
+    fn downs_are_false_when_a_heartbeat_was_sent_in_the_window() -> anyhow::Result<()> {
+        use clap::Parser;
+        let opts = crate::Options::try_parse_from([
+            "registry-bench",
+            "--registry",
+            "127.0.0.1:1",
+            "overload",
+        ])?;
+        let control = Arc::new(Control::new(&opts.cluster, "b-ctl", 2)?);
+        let base = Instant::now();
+        let at = |s: u64| base + Duration::from_secs(s);
+        let sends = Arc::new(SendLog::new(4, base));
+        sends.record_sent(0, at(10));
+        sends.record_sent(1, at(10));
+        sends.record_skipped(1, at(12));
+        sends.record_sent(2, at(5));
+        let watched = Watched {
+            load_prefix: Arc::from("b-ovl-h"),
+            load: 4,
+            control,
+            control_stop: at(30),
+            start: base,
+            sends: Arc::clone(&sends),
+            down_time: Duration::from_secs(12),
+        };
+        let mut seen = Observed::new(&["n1".to_string()], 4, 2);
+        let judged = Judged {
+            load_rows: 4,
+            load_down: vec![0, 1, 2, 3],
+            control_down: vec![1],
+        };
+        // Answered at 20 s: the window starts at 8 s.
+        let snap = sends.snapshot();
+        seen.record(0, &judged, (at(19), at(20)), &snap, &watched);
+        seen.record(0, &judged, (at(19), at(20)), &snap, &watched);
+        assert_eq!((seen.distinct, seen.occurrences), (2, 4));
+        assert_eq!((seen.strict_distinct, seen.strict_occurrences), (1, 2));
+        assert_eq!((seen.unsent_distinct, seen.unsent_occurrences), (2, 4));
+        assert_eq!((seen.nodes[0].lists, seen.nodes[0].down), (2, 8));
+        // Before the control group's stop: an early down, not a delay.
+        assert_eq!(seen.control_early, 1);
+        assert!(seen.control_downs.iter().all(Vec::is_empty));
+        assert!(seen.looked());
+        Ok(())
     }
 
     #[test]

@@ -18,18 +18,21 @@ impl OverloadOutcome {
             "services (load + control)",
             "capacity heartbeats/s",
             "offered requests/s",
+            "sent requests/s",
             "accepted requests/s",
             "overload (offered ÷ capacity)",
+            "accepted ÷ capacity",
             "refused: 503 overloaded",
             "503 other",
             "timeouts",
-            "not sent",
+            "not sent (skipped by the load generator)",
             "other",
             "p50 ms",
             "p99 ms",
             "false downs: services",
             "false downs: occurrences",
-            "downs after skipped sends: services / occurrences",
+            "of which every send out: services / occurrences",
+            "down with no send in the window (not false): services / occurrences",
             "lists read per node",
             "control down delay min / median / max s",
         ]);
@@ -39,8 +42,12 @@ impl OverloadOutcome {
             self.capacity
                 .map_or("not measured".into(), |v| format!("{v:.0}")),
             format!("{:.0}", self.offered),
+            format!("{:.0}", self.sent),
             format!("{:.0}", self.accepted),
             self.factor().map_or("-".into(), |f| format!("{f:.2}")),
+            self.capacity
+                .filter(|c| *c > 0.0)
+                .map_or("-".into(), |c| format!("{:.2}", self.accepted / c)),
             r.overloaded.to_string(),
             r.unavailable.to_string(),
             r.timeout.to_string(),
@@ -50,7 +57,8 @@ impl OverloadOutcome {
             ms(self.latency[1]),
             o.distinct.to_string(),
             o.occurrences.to_string(),
-            format!("{} / {}", o.skipped_distinct, o.skipped_occurrences),
+            format!("{} / {}", o.strict_distinct, o.strict_occurrences),
+            format!("{} / {}", o.unsent_distinct, o.unsent_occurrences),
             o.nodes
                 .iter()
                 .map(|n| n.lists.to_string())
@@ -105,6 +113,7 @@ impl OverloadOutcome {
             "delay median s",
             "delay max s",
             "median ÷ service_down_time",
+            "delay to the list's request min / median / max s",
         ]);
         let median = median(&c.delays);
         t.add_row(vec![
@@ -124,6 +133,7 @@ impl OverloadOutcome {
                     m.as_secs_f64() / self.down_time.as_secs_f64().max(1e-9)
                 )
             }),
+            delays(&c.delays_to_ask),
         ]);
         let _ = writeln!(out, "{t}\n");
 
@@ -182,9 +192,13 @@ impl OverloadOutcome {
             format!(
                 "overload: a false down is a load service listed `down` by any node (stale \
                  reads) during the run or up to {} s after it: each one's sender kept sending on \
-                 schedule to the end, so none could rightly be down then (a service with a send \
-                 skipped by the load generator within a service_down_time before the list is \
-                 counted apart, under `downs after skipped sends`); the observer read {} \
+                 schedule to the end, so none could rightly be down then. Exactly: a service \
+                 listed `down` by a list answered at t is a false down when its sender \
+                 dispatched a heartbeat after t − service_down_time (had the registry \
+                 accepted it, the service would have been up at t); `every send out`: no send \
+                 of that window skipped by the load generator; a service down with none \
+                 dispatched in the window is the generator's doing and counted apart. The \
+                 observer read {} \
                  every {} ms ({} lists, {} load services judged in them{})",
                 secs(self.margin),
                 if o.all_per_round {
@@ -231,6 +245,21 @@ impl OverloadOutcome {
                 self.leadership.0, self.leadership.1
             ),
         ];
+        let scheduled = self.offered * self.duration.as_secs_f64();
+        if scheduled > 0.0 && r.not_sent as f64 > 0.01 * scheduled {
+            notes.push(format!(
+                "overload: WARNING: the load generator skipped {:.0}% of the scheduled sends \
+                 ({} of {:.0}: {} requests were in flight, most waiting on the nodes): the \
+                 registry was sent {:.0} requests/s, not the {:.0} offered; false downs count \
+                 only services whose sender dispatched a heartbeat in the window",
+                100.0 * r.not_sent as f64 / scheduled,
+                r.not_sent,
+                scheduled,
+                self.max_in_flight,
+                self.sent,
+                self.offered
+            ));
+        }
         if !o.examples.is_empty() {
             notes.push(format!(
                 "overload: first false downs: {}{}",
