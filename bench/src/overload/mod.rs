@@ -105,8 +105,9 @@ pub struct ControlOutcome {
     /// Per service that went `down` after its last acknowledged heartbeat: the delay from
     /// that acknowledgement to the answer of the first list showing it `down`, sorted.
     pub delays: Vec<Duration>,
-    /// The same, to the time that list was asked for (a lower bound), sorted.
-    pub delays_to_ask: Vec<Duration>,
+    /// A lower bound of each delay: to the request of the last list (after that
+    /// acknowledgement) that still listed it `up`, 0 when none did; sorted.
+    pub delays_lower: Vec<Duration>,
     /// Services never listed `down` after their last acknowledged heartbeat, within the
     /// observation.
     pub never_down: usize,
@@ -386,16 +387,22 @@ fn control_outcome(control: &Control, observed: &Observed, stop_after: Duration)
             .control_downs
             .get(j)
             .and_then(|downs| downs.iter().find(|(sent, _)| *sent > last));
-        match first {
-            Some((sent, answered)) => {
-                out.delays.push(answered.saturating_duration_since(last));
-                out.delays_to_ask.push(sent.saturating_duration_since(last));
-            }
-            None => out.never_down += 1,
-        }
+        let Some((down_sent, answered)) = first else {
+            out.never_down += 1;
+            continue;
+        };
+        let last_up = observed.control_ups.get(j).and_then(|ups| {
+            ups.iter()
+                .filter(|u| **u > last && *u < down_sent)
+                .max()
+                .copied()
+        });
+        out.delays.push(answered.saturating_duration_since(last));
+        out.delays_lower
+            .push(last_up.map_or(Duration::ZERO, |u| u.saturating_duration_since(last)));
     }
     out.delays.sort();
-    out.delays_to_ask.sort();
+    out.delays_lower.sort();
     out
 }
 

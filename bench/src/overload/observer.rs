@@ -123,6 +123,9 @@ pub struct Observed {
     /// Per control service, the reads sent after the group's stop that listed it `down`:
     /// (sent, answered).
     pub control_downs: Vec<Vec<(Instant, Instant)>>,
+    /// Per control service, when the reads sent after the group's stop that listed it `up`
+    /// were sent.
+    pub control_ups: Vec<Vec<Instant>>,
     ever_down: Vec<bool>,
     ever_strict: Vec<bool>,
     ever_unsent: Vec<bool>,
@@ -277,6 +280,7 @@ impl Observed {
                 })
                 .collect(),
             control_downs: vec![Vec::new(); control],
+            control_ups: vec![Vec::new(); control],
             ever_down: vec![false; load],
             ever_strict: vec![false; load],
             ever_unsent: vec![false; load],
@@ -328,6 +332,13 @@ impl Observed {
         self.most_in_one_list = self.most_in_one_list.max(false_downs);
         if false_downs > 0 && self.first_at.is_none() {
             self.first_at = Some(since_start);
+        }
+        if sent >= watched.control_stop {
+            for &j in &judged.control_up {
+                if let Some(ups) = self.control_ups.get_mut(j) {
+                    ups.push(sent);
+                }
+            }
         }
         for &j in &judged.control_down {
             if sent >= watched.control_stop {
@@ -400,6 +411,8 @@ struct Judged {
     load_down: Vec<usize>,
     /// Control services listed `down`, by index.
     control_down: Vec<usize>,
+    /// Control services listed `up`, by index.
+    control_up: Vec<usize>,
 }
 
 /// [`judge`] on a blocking thread; answers the judgement and the list's size in bytes.
@@ -453,8 +466,9 @@ fn judge(
         } else if let Some(j) =
             index_of(&row.host, &row.binary, control_prefix).filter(|j| *j < control)
         {
-            if row.state == State::Down {
-                out.control_down.push(j);
+            match row.state {
+                State::Down => out.control_down.push(j),
+                State::Up => out.control_up.push(j),
             }
         }
     }
@@ -517,6 +531,7 @@ mod tests {
             load_rows: 4,
             load_down: vec![0, 1, 2, 3],
             control_down: vec![1],
+            control_up: vec![0],
         };
         // Answered at 20 s: the window starts at 8 s.
         let snap = sends.snapshot();
@@ -529,6 +544,7 @@ mod tests {
         // Before the control group's stop: an early down, not a delay.
         assert_eq!(seen.control_early, 1);
         assert!(seen.control_downs.iter().all(Vec::is_empty));
+        assert!(seen.control_ups.iter().all(Vec::is_empty));
         assert!(seen.looked());
         Ok(())
     }
@@ -549,8 +565,8 @@ mod tests {
         let j = judge(body.as_bytes(), "b-ovl-h", 4, "b-ctl-h", 3).expect("parses");
         // Service 9 is past the 4 load services: not one of them.
         assert_eq!(
-            (j.load_rows, j.load_down, j.control_down),
-            (2, vec![1], vec![2])
+            (j.load_rows, j.load_down, j.control_down, j.control_up),
+            (2, vec![1], vec![2], vec![])
         );
         assert!(judge(b"not json", "b-ovl-h", 4, "b-ctl-h", 3).is_err());
     }

@@ -113,7 +113,7 @@ impl OverloadOutcome {
             "delay median s",
             "delay max s",
             "median ÷ service_down_time",
-            "delay to the list's request min / median / max s",
+            "lower bound (last list still up) min / median / max s",
         ]);
         let median = median(&c.delays);
         t.add_row(vec![
@@ -133,7 +133,7 @@ impl OverloadOutcome {
                     m.as_secs_f64() / self.down_time.as_secs_f64().max(1e-9)
                 )
             }),
-            delays(&c.delays_to_ask),
+            delays(&c.delays_lower),
         ]);
         let _ = writeln!(out, "{t}\n");
 
@@ -232,10 +232,11 @@ impl OverloadOutcome {
             format!(
                 "overload: control group: {} services heartbeating like the load until {} s, \
                  then silent; delay from the answer of a service's last acknowledged heartbeat \
-                 to the answer of the first list (of any node) showing it `down`: an upper \
-                 bound, to the observer's resolution ({} ms per round); the leader stamps a \
-                 heartbeat before its answer reaches the sender, so a delay a little under \
-                 service_down_time is no error",
+                 to the answer of the first list (of any node) showing it `down`, an upper \
+                 bound; its lower bound runs to the request of the last list before that still \
+                 showing it `up` (rounds every {} ms, a list taking the read time above); the \
+                 leader stamps a heartbeat before its answer reaches the sender, so a delay a \
+                 little under service_down_time is no error",
                 c.services,
                 secs(c.stop_after),
                 o.pace.as_millis()
