@@ -98,6 +98,9 @@ pub struct Observed {
     pub distinct: usize,
     /// (service, node, list) occurrences of a false down.
     pub occurrences: u64,
+    /// False downs (distinct) by the node the service sends its heartbeats to (service `i`
+    /// sends to endpoint `i` mod the endpoints), in endpoint order.
+    pub distinct_by_endpoint: Vec<usize>,
     /// Of the false downs, those whose every send in the window went out (distinct).
     pub strict_distinct: usize,
     /// Their occurrences.
@@ -281,6 +284,7 @@ impl Observed {
                 .collect(),
             control_downs: vec![Vec::new(); control],
             control_ups: vec![Vec::new(); control],
+            distinct_by_endpoint: vec![0; names.len()],
             ever_down: vec![false; load],
             ever_strict: vec![false; load],
             ever_unsent: vec![false; load],
@@ -315,7 +319,12 @@ impl Observed {
                 continue;
             }
             false_downs += 1;
+            let before = self.distinct;
             mark(&mut self.ever_down, s, &mut self.distinct);
+            let endpoints = self.distinct_by_endpoint.len();
+            if self.distinct > before && endpoints > 0 {
+                self.distinct_by_endpoint[s % endpoints] += 1;
+            }
             if !in_window(sends.last_skipped(s)) {
                 self.strict_occurrences += 1;
                 mark(&mut self.ever_strict, s, &mut self.strict_distinct);
@@ -538,6 +547,7 @@ mod tests {
         seen.record(0, &judged, (at(19), at(20)), &snap, &watched);
         seen.record(0, &judged, (at(19), at(20)), &snap, &watched);
         assert_eq!((seen.distinct, seen.occurrences), (2, 4));
+        assert_eq!(seen.distinct_by_endpoint, vec![2]);
         assert_eq!((seen.strict_distinct, seen.strict_occurrences), (1, 2));
         assert_eq!((seen.unsent_distinct, seen.unsent_occurrences), (2, 4));
         assert_eq!((seen.nodes[0].lists, seen.nodes[0].down), (2, 8));

@@ -79,6 +79,7 @@ impl OverloadOutcome {
             "read p99 ms",
             "last list MiB",
             "requests its admission refused during the run",
+            "load services sending here: falsely down (distinct)",
         ]);
         for (i, n) in o.nodes.iter().enumerate() {
             let refused = self
@@ -97,6 +98,11 @@ impl OverloadOutcome {
                 ms(n.latency.quantile(0.99)),
                 format!("{:.1}", n.last_bytes as f64 / 1048576.0),
                 refused,
+                format!(
+                    "{} of {}",
+                    o.distinct_by_endpoint.get(i).copied().unwrap_or(0),
+                    sending_to(self.services, o.nodes.len(), i)
+                ),
             ]);
         }
         let _ = writeln!(out, "{t}\n");
@@ -286,6 +292,15 @@ impl OverloadOutcome {
     }
 }
 
+/// How many of `services` services send to endpoint `i` of `endpoints` (service `s` sends
+/// to `s mod endpoints`).
+fn sending_to(services: usize, endpoints: usize, i: usize) -> usize {
+    if endpoints == 0 || i >= endpoints {
+        return 0;
+    }
+    services / endpoints + usize::from(i < services % endpoints)
+}
+
 /// Seconds, with one decimal below 100.
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -306,5 +321,19 @@ fn delays(sorted: &[Duration]) -> String {
     match (sorted.first(), median(sorted), sorted.last()) {
         (Some(a), Some(m), Some(b)) => format!("{} / {} / {}", secs(*a), secs(m), secs(*b)),
         _ => "none seen down".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sending_to;
+
+    #[test]
+    fn services_are_spread_over_the_endpoints() {
+        assert_eq!(
+            (0..3).map(|i| sending_to(8, 3, i)).collect::<Vec<_>>(),
+            vec![3, 3, 2]
+        );
+        assert_eq!((sending_to(8, 0, 0), sending_to(8, 3, 3)), (0, 0));
     }
 }
