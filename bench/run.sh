@@ -43,6 +43,16 @@
 #                 MILLION_BATCH (10) services per request, MILLION_DURATION (60s) measured
 #                 after 30 s of warm-up (the first interval registers every service), with
 #                 the timeline of p99, RSS and data size per node
+#        overload (registry only, not in the default set; about 90 s) does overload make a
+#                 healthy service look dead? The capacity (a 10 s closed loop of single
+#                 heartbeats, 256 reporters), then an open loop at OVERLOAD_FACTOR (2) × that
+#                 capacity, one heartbeat per request every 2 s, for 4 × service_down_time;
+#                 an observer lists the services on the nodes every 500 ms (stale reads,
+#                 one node per round) and counts the load services listed `down` although
+#                 they kept heartbeating (false downs), and a control group of 50 services
+#                 stops after a quarter of the run: its delay to `down` is reported. The
+#                 nodes run with service_down_time 12 s and report_interval 2 s, and their
+#                 default max_concurrent_requests
 #   4. prints every table (Markdown) with the command that reproduces it, and keeps them in
 #      RESULTS (printed at the end);
 #   5. stops every process it started, by its recorded PID (never by name), also on error
@@ -51,7 +61,8 @@
 # Options:
 #   --soak              the `open` scenario for 600 s instead of 60 s
 #   --scenarios LIST    comma-separated subset of single,batch,open,open4,list,tls,watch,
-#                       failover,million (default: all but tls, watch, failover and million; `tls` runs single
+#                       failover,million,overload (default: single,batch,open,open4,list;
+#                       `tls` runs single
 #                       heartbeats against the registry over plain HTTP and then over mutual
 #                       TLS, registry only, in the same run)
 #   --no-etcd           registry only
@@ -73,6 +84,7 @@
 #              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios;
 #              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario;
 #              FAILOVER_KILLS (20) for the failover scenario.
+#              OVERLOAD_FACTOR (2) for the overload scenario.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -104,8 +116,11 @@ CURRENT=none
 AUTH_SECTION=1
 # 1 while the registry cluster serves HTTPS (scenario tls): certificates under $WORK/tls.
 TLS=0
-# The nodes' service_down_time (scenario watch raises it).
+# The nodes' service_down_time (scenario watch raises it, overload lowers it) and
+# report_interval (overload lowers it: the nodes correct a service_down_time not above it
+# to 2.5 × it).
 DOWN_TIME=60s
+REPORT_INTERVAL=10s
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
@@ -166,6 +181,12 @@ MILLION_SERVICES="${MILLION_SERVICES:-1000000}"
 MILLION_BATCH="${MILLION_BATCH:-10}"
 MILLION_DURATION="${MILLION_DURATION:-60s}"
 MILLION_WARMUP=30s
+OVERLOAD_FACTOR="${OVERLOAD_FACTOR:-2}"
+OVERLOAD_DOWN_TIME=12s
+OVERLOAD_REPORT_INTERVAL=2s
+OVERLOAD_INTERVAL=2s
+OVERLOAD_CAPACITY=10s
+OVERLOAD_CONTROL=50
 if ((SOAK)); then
   OPEN_DURATION=600s
   OPEN_SAMPLE=60s
@@ -191,6 +212,9 @@ if ((QUICK)); then
   WATCH_COST_DURATION=2s
   WATCH_COST_WARMUP=1s
   FAILOVER_KILLS=2
+  OVERLOAD_DOWN_TIME=6s
+  OVERLOAD_CAPACITY=2s
+  OVERLOAD_CONTROL=10
 fi
 
 # --- Processes: started here, recorded, stopped by PID ------------------------------------
@@ -344,7 +368,7 @@ start_registry() {
     mkdir -p "$dir"
     {
       printf 'node_id = %d\nlisten = "%s"\ndata_dir = "data"\n' "$i" "$(reg_addr "$i")"
-      printf 'service_down_time = "%s"\nreport_interval = "10s"\n' "$DOWN_TIME"
+      printf 'service_down_time = "%s"\nreport_interval = "%s"\n' "$DOWN_TIME" "$REPORT_INTERVAL"
       printf 'write_timeout = "5s"\nread_timeout = "2s"\n\n[raft]\n'
       printf 'heartbeat_interval = "%s"\n' "${RAFT_HEARTBEAT:-50ms}"
       printf 'election_timeout_min = "%s"\n' "${RAFT_ELECTION_MIN:-150ms}"
@@ -667,6 +691,24 @@ scenario_million() {
     --duration "$MILLION_DURATION" --warmup "$MILLION_WARMUP" --sample-every "$OPEN_SAMPLE"
   report_perf million
 }
+# Overload, registry only: an open loop at OVERLOAD_FACTOR × the measured capacity for
+# 4 × service_down_time, a false-down observer and a control group; the nodes run with a short
+# service_down_time so that a few of them pass in about a minute.
+scenario_overload() {
+  local saved_no_etcd=$NO_ETCD
+  NO_ETCD=1
+  DOWN_TIME=$OVERLOAD_DOWN_TIME
+  REPORT_INTERVAL=$OVERLOAD_REPORT_INTERVAL
+  fresh_clusters
+  bench --targets registry --prefix overload \
+    overload --overload "$OVERLOAD_FACTOR" --interval "$OVERLOAD_INTERVAL" \
+    --capacity-duration "$OVERLOAD_CAPACITY" --control "$OVERLOAD_CONTROL"
+  DOWN_TIME=60s
+  REPORT_INTERVAL=10s
+  stop_registry
+  NO_ETCD=$saved_no_etcd
+}
+
 scenario_list() {
   fresh_clusters
   bench --targets "$(targets registry,etcd-put)" --prefix list \
@@ -694,11 +736,11 @@ check_ports
 IFS=, read -r -a selected <<<"$SCENARIOS"
 for s in "${selected[@]}"; do
   case "$s" in
-  single | batch | open | open4 | list | tls | watch | failover | million)
+  single | batch | open | open4 | list | tls | watch | failover | million | overload)
     CURRENT=$s
     "scenario_$s"
     ;;
-  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls, watch, failover, million)" ;;
+  *) die "unknown scenario '$s' (single, batch, open, open4, list, tls, watch, failover, million, overload)" ;;
   esac
 done
 

@@ -2,6 +2,7 @@
 //! as its previous request is answered) and an open loop (every group of services on a fixed
 //! schedule, latency counted from the scheduled send time).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,96 @@ pub struct OpenSpec {
     pub sample_every: Duration,
     /// Bound on each request.
     pub timeout: Duration,
+    /// `None`: with `max_in_flight` requests outstanding, the schedule waits for one to end
+    /// (the wait counts as latency). `Some`: it does not wait, so every later send still
+    /// goes out on time; the send that found no slot is skipped and counted as `not sent`;
+    /// the log records, per group, when its last send went out and when one was last
+    /// skipped.
+    pub skip_when_full: Option<Arc<SendLog>>,
+}
+
+/// Per group of an open loop: when its last request was dispatched, and when its last send
+/// was skipped (`max_in_flight` requests outstanding). Times are kept as nanoseconds from a
+/// base, plus one (0: never).
+#[derive(Debug)]
+pub struct SendLog {
+    base: Instant,
+    sent: Vec<AtomicU64>,
+    skipped: Vec<AtomicU64>,
+    skips: AtomicU64,
+}
+
+impl SendLog {
+    /// For `groups` groups whose schedule starts after `base`.
+    pub fn new(groups: usize, base: Instant) -> Self {
+        let zeros = || (0..groups).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            base,
+            sent: zeros(),
+            skipped: zeros(),
+            skips: AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self, at: Instant) -> u64 {
+        let ns = at.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(ns).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Records that group `group`'s request was dispatched at `at`.
+    pub fn record_sent(&self, group: usize, at: Instant) {
+        if let Some(slot) = self.sent.get(group) {
+            slot.fetch_max(self.stamp(at), Ordering::Relaxed);
+        }
+    }
+
+    /// Records that group `group`'s send scheduled at `at` was skipped.
+    pub fn record_skipped(&self, group: usize, at: Instant) {
+        self.skips.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.skipped.get(group) {
+            slot.fetch_max(self.stamp(at), Ordering::Relaxed);
+        }
+    }
+
+    /// Sends skipped, every group.
+    pub fn skips(&self) -> u64 {
+        self.skips.load(Ordering::Relaxed)
+    }
+
+    /// The log as it is now.
+    pub fn snapshot(&self) -> SendLogAt {
+        let read = |v: &[AtomicU64]| v.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        SendLogAt {
+            base: self.base,
+            sent: read(&self.sent),
+            skipped: read(&self.skipped),
+        }
+    }
+}
+
+/// A [`SendLog`] at one time.
+#[derive(Debug, Clone)]
+pub struct SendLogAt {
+    base: Instant,
+    sent: Vec<u64>,
+    skipped: Vec<u64>,
+}
+
+impl SendLogAt {
+    fn at(&self, v: &[u64], group: usize) -> Option<Instant> {
+        let ns = *v.get(group)?;
+        (ns > 0).then(|| self.base + Duration::from_nanos(ns - 1))
+    }
+
+    /// When group `group`'s last request was dispatched.
+    pub fn last_sent(&self, group: usize) -> Option<Instant> {
+        self.at(&self.sent, group)
+    }
+
+    /// The scheduled time of group `group`'s last skipped send.
+    pub fn last_skipped(&self, group: usize) -> Option<Instant> {
+        self.at(&self.skipped, group)
+    }
 }
 
 async fn send_bounded<T: Target>(
@@ -205,7 +296,8 @@ struct Sample {
 /// `g × interval / G` and then every `interval`, through endpoint `g` (modulo the
 /// endpoints), each send in its own task; a send scheduled during the warm-up is not
 /// counted. Latency runs from the scheduled time, so a late send (the schedule waiting for
-/// `max_in_flight`) counts as latency.
+/// `max_in_flight`) counts as latency; with [`OpenSpec::skip_when_full`], the schedule never
+/// waits for a slot, and a send that finds none is skipped instead.
 pub async fn open<T: Target>(
     target: Arc<T>,
     spec: &OpenSpec,
@@ -290,15 +382,45 @@ pub async fn open<T: Target>(
         if scheduled > now {
             tokio::time::sleep_until(scheduled).await;
         }
-        let permit = match tokio::time::timeout_at(stop_at, permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            _ => break,
+        let group = (k % groups) as usize;
+        let permit = if let Some(log) = &spec.skip_when_full {
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    if Instant::now() >= stop_at {
+                        break;
+                    }
+                    log.record_skipped(group, scheduled);
+                    let _ = tx.send(Sample {
+                        scheduled,
+                        latency: Duration::ZERO,
+                        beats: target.beats_in(group),
+                        result: Err(Failure::new(
+                            "not sent",
+                            format!(
+                                "skipped: {} requests already in flight (--max-in-flight)",
+                                spec.max_in_flight
+                            ),
+                        )),
+                    });
+                    k += 1;
+                    continue;
+                }
+            }
+        } else {
+            match tokio::time::timeout_at(stop_at, permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => break,
+            }
         };
         if Instant::now() >= stop_at {
             break;
         }
-        max_lag = max_lag.max(Instant::now().saturating_duration_since(scheduled));
-        let group = (k % groups) as usize;
+        let now = Instant::now();
+        max_lag = max_lag.max(now.saturating_duration_since(scheduled));
+        if let Some(log) = &spec.skip_when_full {
+            log.record_sent(group, now);
+        }
         let target = target.clone();
         let tx = tx.clone();
         let timeout = spec.timeout;
@@ -380,5 +502,28 @@ pub async fn open<T: Target>(
         wall: t0.elapsed(),
         client_cpu_ticks: cpu_delta(client_before, own_cpu()),
         window_cpu_ticks: window_cpu.await.ok().flatten(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_and_skips_are_kept_per_group() {
+        let base = Instant::now();
+        let log = SendLog::new(3, base);
+        let at = |s: u64| base + Duration::from_secs(s);
+        assert_eq!(log.snapshot().last_sent(0), None);
+        log.record_sent(1, at(2));
+        log.record_sent(1, at(1));
+        log.record_skipped(2, at(3));
+        log.record_skipped(7, at(3));
+        let snap = log.snapshot();
+        log.record_sent(0, at(5));
+        assert_eq!(snap.last_sent(1), Some(at(2)));
+        assert_eq!(snap.last_skipped(2), Some(at(3)));
+        assert_eq!((snap.last_sent(0), snap.last_skipped(1)), (None, None));
+        assert_eq!((snap.last_sent(7), log.skips()), (None, 2));
     }
 }

@@ -11,6 +11,8 @@
 //! - [`watch`]: events streamed to watchers, and what watching costs the write path;
 //! - [`failover`]: leader kills under steady writes: time to the first acknowledged write,
 //!   Raft term changes;
+//! - [`overload`]: an open loop past capacity, counting the services that kept heartbeating
+//!   but were listed `down`, with a control group that stops and must go `down`;
 //! - [`stats`], [`procs`], [`report`]: histograms, RSS and disk, Markdown tables.
 //!
 //! [`run`] is the entry point; the binary only parses the command line and prints.
@@ -20,6 +22,7 @@ pub mod driver;
 pub mod failover;
 pub mod list;
 pub mod opts;
+pub mod overload;
 pub mod procs;
 pub mod report;
 pub mod stats;
@@ -101,6 +104,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
                 max_in_flight: a.max_in_flight,
                 sample_every,
                 timeout: c.timeout,
+                skip_when_full: None,
             };
             let mode = format!(
                 "open n={} i={}s b={}",
@@ -173,6 +177,26 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
             }
             if c.targets.contains(&TargetKind::Registry) {
                 failover::registry(c, a, &mut report).await?;
+            }
+        }
+        Command::Overload(a) => {
+            let load = match a.services {
+                Some(n) => format!("of {n} services"),
+                None => format!("at {:.2} × the measured capacity", a.overload),
+            };
+            report.title = format!(
+                "overload: an open loop {load}, one heartbeat per request every {} s, with \
+                 a false-down observer and a control group of {}",
+                a.interval.as_secs_f64(),
+                a.control
+            );
+            if c.targets.iter().any(|t| *t != TargetKind::Registry) {
+                report.notes.push(
+                    "etcd: no overload scenario (it lists no service up or down): skipped".into(),
+                );
+            }
+            if c.targets.contains(&TargetKind::Registry) {
+                overload::registry(c, a, &mut report).await?;
             }
         }
     }

@@ -118,6 +118,10 @@ pub enum Command {
     /// acknowledges, and the Raft term changes it took; restarts the killed node with
     /// `--restart-cmd` and waits for it to catch up before the next kill.
     Failover(FailoverArgs),
+    /// Overload (registry only): an open loop at a multiple of the measured capacity for a
+    /// few `service_down_time`s, with an observer counting the services that kept
+    /// heartbeating but were listed `down`, and a control group that stops and must go down.
+    Overload(OverloadArgs),
 }
 
 /// Closed-loop workload.
@@ -271,6 +275,66 @@ pub struct FailoverArgs {
     /// leader became visible).
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub poll_every: Duration,
+}
+
+/// Overload: false downs under an open loop past capacity.
+#[derive(Debug, Clone, Args)]
+pub struct OverloadArgs {
+    /// Each service's heartbeat interval (load and control group), one heartbeat per
+    /// request.
+    #[arg(long, short = 'i', default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Offered heartbeats per second as a multiple of the measured capacity: the load has
+    /// `overload × capacity × interval` services.
+    #[arg(long, default_value_t = 2.0)]
+    pub overload: f64,
+    /// Load services, instead of `overload × capacity × interval`.
+    #[arg(long, short = 'n')]
+    pub services: Option<usize>,
+    /// Time of the overload run (default: 4 × the cluster's service_down_time in force).
+    #[arg(long, short = 'd', value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Measured time of the capacity run, a closed loop of single heartbeats (0: no
+    /// capacity run; `--services` is then needed).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub capacity_duration: Duration,
+    /// Unmeasured time before the capacity run's measured time.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub capacity_warmup: Duration,
+    /// Reporters of the capacity run.
+    #[arg(long, default_value_t = 256)]
+    pub capacity_concurrency: usize,
+    /// Services of the control group: they heartbeat like the load, stop at
+    /// `--control-stop`, and must then be listed `down`.
+    #[arg(long, default_value_t = 50)]
+    pub control: usize,
+    /// When the control group stops, from the start of the overload run (default: a
+    /// quarter of the run).
+    #[arg(long, value_parser = parse_duration)]
+    pub control_stop: Option<Duration>,
+    /// Period of the observer's rounds of reads.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub observe_every: Duration,
+    /// Read every node at each round (default: one node per round, in rotation: a full
+    /// list at 100k services is tens of MiB).
+    #[arg(long)]
+    pub observe_all: bool,
+    /// Bound on each of the observer's list reads.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub observe_timeout: Duration,
+    /// How long the observer keeps reading after the run (default: half the
+    /// service_down_time; at most service_down_time − interval, so that no load service
+    /// can rightly be `down` yet).
+    #[arg(long, value_parser = parse_duration)]
+    pub margin: Option<Duration>,
+    /// Most load requests in flight (each holds a connection). The schedule never waits for
+    /// one to end: a send that finds them all busy is skipped and counted as `not sent`.
+    /// The default stays just under three nodes' default `max_connections` (4096 each).
+    #[arg(long, default_value_t = 12_000)]
+    pub max_in_flight: usize,
+    /// Period of the timeline (default: half the service_down_time).
+    #[arg(long, value_parser = parse_duration)]
+    pub sample_every: Option<Duration>,
 }
 
 /// Parses `250ms`, `10s`, `10m`, `1h` or a number of seconds (`1.5`).

@@ -118,6 +118,8 @@ pub struct Report {
     pub watch: Option<crate::watch::WatchOutcome>,
     /// The failover scenario's kills.
     pub failover: Option<crate::failover::FailoverOutcome>,
+    /// The overload scenario's false downs, refusals and control group.
+    pub overload: Option<crate::overload::OverloadOutcome>,
     /// Remarks printed under the tables.
     pub notes: Vec<String>,
 }
@@ -155,6 +157,9 @@ impl Report {
         }
         if let Some(f) = &self.failover {
             f.render(&mut out);
+        }
+        if let Some(o) = &self.overload {
+            o.render(&mut out);
         }
         if !self.runs.is_empty() {
             self.render_runs(&mut out);

@@ -2,6 +2,9 @@
 //! a one-second closed loop with a few reporters (and the Raft term read at both ends of
 //! it), a list run on 100 services, and a watch run with three watchers. Nothing here
 //! asserts a timing.
+//! a one-second closed loop with a few reporters, a list run on 100 services, and a watch
+//! run with three watchers; and, on a cluster of its own with a short service_down_time, an
+//! overload run of a few services. Nothing here asserts a timing.
 
 use std::time::Duration;
 
@@ -137,6 +140,76 @@ async fn bench_runs_on_a_tiny_workload() -> anyhow::Result<()> {
         "a watcher missed acknowledged events:\n{report}"
     );
     assert!(report.render().contains("events delivered/s"));
+
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+/// The overload scenario, tiny: a one-second capacity run, 8 load services and 3 control
+/// services for a couple of seconds. Only that it runs and reports what it looked at: no
+/// count of false downs or delay is asserted (the machine may be busy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_runs_on_a_tiny_workload() -> anyhow::Result<()> {
+    registry_tests::init_test_tracing();
+    let mut cluster = InProcCluster::start(ClusterSpec {
+        service_down_time: Duration::from_secs(3),
+        ..ClusterSpec::default()
+    })
+    .await?;
+    cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    let endpoints = cluster
+        .configs
+        .iter()
+        .map(|c| c.listen.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let opts = bench::Options::try_parse_from([
+        "registry-bench",
+        "--registry",
+        endpoints.as_str(),
+        "overload",
+        "--capacity-duration",
+        "1s",
+        "--capacity-warmup",
+        "200ms",
+        "--capacity-concurrency",
+        "2",
+        "--services",
+        "8",
+        "--interval",
+        "500ms",
+        "--duration",
+        "2s",
+        "--control",
+        "3",
+        "--control-stop",
+        "500ms",
+        "--margin",
+        "2500ms",
+        "--observe-every",
+        "200ms",
+    ])?;
+    let report = bench::run(&opts).await?;
+    println!("{report}");
+    let o = report
+        .overload
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no overload figures:\n{report}"))?;
+    assert_eq!((o.services, o.control.services), (8, 3), "{report}");
+    assert_eq!(o.down_time, Duration::from_secs(3), "{report}");
+    assert!(o.capacity.is_some_and(|c| c > 0.0), "{report}");
+    assert_eq!(o.observed.nodes.len(), 3, "{report}");
+    assert!(
+        o.observed.looked(),
+        "the observer did not list every node, or judged no load service:\n{report}"
+    );
+    assert_eq!(
+        report.runs.len(),
+        2,
+        "capacity and overload runs:\n{report}"
+    );
+    let text = report.render();
+    assert!(text.contains("false downs: services") && text.contains("control group"));
 
     cluster.shutdown().await?;
     Ok(())

@@ -119,9 +119,13 @@ pub fn transport_failure(e: &reqwest::Error) -> Failure {
     Failure::new(kind, e)
 }
 
-/// Reads an answer: `Ok` on 2xx, else the status and the error message of the body.
+/// Reads an answer: `Ok` on 2xx, else the status and the error message of the body. A 503
+/// with `Retry-After` (a node's admission bound: `max_concurrent_requests` in flight) is
+/// its own kind, `HTTP 503 overloaded`, named with the node that refused when the message
+/// says (a follower relays the leader's refusal of a forwarded batch as it is).
 pub async fn check_answer(resp: reqwest::Response) -> Result<Bytes, Failure> {
     let status = resp.status();
+    let retry_after = resp.headers().contains_key(reqwest::header::RETRY_AFTER);
     let body = resp.bytes().await.map_err(|e| transport_failure(&e))?;
     if status.is_success() {
         return Ok(body);
@@ -129,7 +133,29 @@ pub async fn check_answer(resp: reqwest::Response) -> Result<Bytes, Failure> {
     let message = serde_json::from_slice::<ErrorBody>(&body)
         .map(|b| b.error.message)
         .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-    Err(Failure::new(format!("HTTP {}", status.as_u16()), message))
+    let kind = if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && retry_after {
+        match refusing_node(&message) {
+            Some(id) => format!("{OVERLOADED} (node {id})"),
+            None => OVERLOADED.to_string(),
+        }
+    } else {
+        format!("HTTP {}", status.as_u16())
+    };
+    Err(Failure::new(kind, message))
+}
+
+/// The kind (or the start of the kind) of a refusal by a node's admission bound.
+pub const OVERLOADED: &str = "HTTP 503 overloaded";
+
+/// The node id in an admission refusal's message (`node 2 is serving its maximum of ...`).
+fn refusing_node(message: &str) -> Option<u64> {
+    let rest = message.strip_prefix("node ")?;
+    let id = rest.split_whitespace().next()?;
+    rest[id.len()..]
+        .trim_start()
+        .starts_with("is serving its maximum")
+        .then(|| id.parse().ok())
+        .flatten()
 }
 
 impl Target for RegistryTarget {
@@ -181,5 +207,22 @@ impl Target for RegistryTarget {
             .into_iter()
             .flatten()
             .max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusing_node;
+
+    #[test]
+    fn the_refusing_node_is_read_from_the_message() {
+        assert_eq!(
+            refusing_node(
+                "node 2 is serving its maximum of 1024 concurrent requests; retry shortly"
+            ),
+            Some(2)
+        );
+        assert_eq!(refusing_node("no leader elected in time"), None);
+        assert_eq!(refusing_node("node x is serving its maximum"), None);
     }
 }
