@@ -7,7 +7,8 @@
 //! - [`name`] records the route in the request's [`Matched`] slot (the server layer reads it
 //!   to time and log the request) and in the request's span;
 //! - [`gate`] admits the request under the node's bound on concurrent requests (public
-//!   routes), then checks its credentials: a client token of the route's role, or the
+//!   routes, except requests another node forwarded: that node admitted them under its own
+//!   bound), then checks its credentials: a client token of the route's role, or the
 //!   cluster secret and the identity headers of another node (on a node with TLS, also a
 //!   client certificate the cluster CA signed). It never rejects: it hands the
 //!   handler a [`Gate`], so that a refused request is answered by its own route, in that
@@ -175,12 +176,17 @@ async fn admit(
     headers: HeaderMap,
     cert: Option<&ClientCert>,
 ) -> Gate {
+    let forwarded = headers.contains_key(FORWARDED_HEADER);
     let permit = match route.kind {
+        // A request another node forwarded carries requests that node admitted under its
+        // own bound (a batch of heartbeats: refusing it would refuse every one of them), and
+        // each node has at most a few on the way; it is authenticated as a peer's below.
+        RouteKind::Public if forwarded => None,
         RouteKind::Public => match app.shared().admission.try_admit() {
             Ok(p) => Some(p),
             Err(e) => {
                 app.shared().metrics.overloaded();
-                if route.takes_heartbeats() && !headers.contains_key(FORWARDED_HEADER) {
+                if route.takes_heartbeats() {
                     app.shared().shed.refused(false);
                 }
                 tracing::debug!("refused: too many requests");
@@ -189,7 +195,6 @@ async fn admit(
         },
         RouteKind::Probe | RouteKind::RaftRpc => None,
     };
-    let forwarded = headers.contains_key(FORWARDED_HEADER);
     let actor = match route.access {
         Access::Open => Actor::anonymous(),
         Access::Client(role) => {

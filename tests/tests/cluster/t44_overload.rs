@@ -147,3 +147,66 @@ async fn time_under_load_shedding_counts_in_part() -> anyhow::Result<()> {
     tracing::info!(took = ?back.elapsed(), "the victim went down after the clock ran at full rate again");
     c.shutdown().await
 }
+
+/// A leader serving its maximum of requests at once still takes the heartbeats a follower
+/// forwards: the follower admitted each of them under its own bound, and refusing the batch
+/// would refuse every one. Two uploads the leader is still reading (their bodies sent in
+/// part) hold its bound of 2; a heartbeat sent straight to it is refused with 503, one sent
+/// to a follower is forwarded and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_at_its_bound_takes_forwarded_heartbeats() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec {
+        max_concurrent_requests: 2,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let leader = c.wait_for_leader(WAIT).await?;
+    let follower = (leader + 1) % 3;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(c.configs[leader].listen).await?;
+        s.write_all(
+            b"POST /v1/heartbeats HTTP/1.1\r\nhost: registry\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{\"host\": \"slow\", ",
+        )
+        .await?;
+        held.push(s);
+    }
+    wait::until("two uploads held on the leader", WAIT, || async {
+        let m = scrape(&c, leader).await.ok()?;
+        (m.value("registry_http_requests_in_flight") == 2.0).then_some(())
+    })
+    .await?;
+    let http = reqwest::Client::new();
+    let beat = serde_json::json!({"host": "h1", "binary": "cinder-volume"});
+    let direct = http
+        .post(format!("http://{}/v1/heartbeats", c.configs[leader].listen))
+        .json(&beat)
+        .send()
+        .await?;
+    assert_eq!(direct.status(), 503, "the leader is at its bound");
+    let forwarded = http
+        .post(format!(
+            "http://{}/v1/heartbeats",
+            c.configs[follower].listen
+        ))
+        .json(&beat)
+        .send()
+        .await?;
+    let status = forwarded.status();
+    let body = forwarded.text().await?;
+    assert_eq!(
+        status, 200,
+        "forwarded through the leader at its bound: {body}"
+    );
+    let m = scrape(&c, leader).await?;
+    assert_eq!(
+        m.value("registry_http_requests_in_flight"),
+        2.0,
+        "the uploads still hold the bound"
+    );
+    drop(held);
+    c.shutdown().await
+}
