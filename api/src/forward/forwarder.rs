@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warp::http::{Method, StatusCode};
 
-use crate::group_commit::{group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS};
+use crate::group_commit::{
+    group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS, LINGER,
+};
 use crate::routes::MAX_BODY_BYTES;
 use crate::shedding::{ShedMeter, LOAD_HEADER};
 use crate::transport::peer::{Peer, RelayError, Relayed};
@@ -93,6 +95,7 @@ impl Forwarder {
             // leader's limit on a body.
             max_bytes: MAX_BODY_BYTES as usize - 1,
             max_in_flight: FORWARDS_IN_FLIGHT,
+            linger: LINGER,
         };
         let task = tokio::spawn(group(rx, limits, stop, move |batch| {
             send(peer.clone(), Arc::clone(&shed), batch)

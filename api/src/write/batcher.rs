@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::group_commit::{
-    group, Join, Limits, ENTRY_MAX_BYTES, ENTRY_MAX_HEARTBEATS, PROPOSALS_IN_FLIGHT,
+    group, Join, Limits, ENTRY_MAX_BYTES, ENTRY_MAX_HEARTBEATS, LINGER, PROPOSALS_IN_FLIGHT,
 };
 
 /// The error a proposal can fail with.
@@ -129,6 +129,7 @@ async fn run(
         max_size: ENTRY_MAX_HEARTBEATS,
         max_bytes: ENTRY_MAX_BYTES,
         max_in_flight: PROPOSALS_IN_FLIGHT,
+        linger: LINGER,
     };
     group(rx, limits, stop, |batch| {
         propose(raft.clone(), batch, batch_sizes.clone())
