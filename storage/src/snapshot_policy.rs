@@ -9,7 +9,7 @@
 //! log on disk within a few snapshots' size, whatever the rate or the batch size.
 //!
 //! Each node decides for itself (openraft's own entry-count policy stays as a bound), and
-//! the nodes' thresholds differ a little ([`SnapshotPolicy::for_node`]) so the three do not
+//! the nodes' thresholds differ a little ([`SnapshotPolicy::due_for`]) so the three do not
 //! encode the table at the same moment.
 
 use std::sync::atomic::{AtomicU64, Ordering};
