@@ -329,9 +329,14 @@ async fn a_position_no_longer_kept_is_gone_and_a_relist_resumes() -> anyhow::Res
         let message = body["error"]["message"].as_str().unwrap_or_default().to_string();
         assert!(floor.is_some(), "the 410 names the oldest position kept");
         assert!(message.contains("list the services again"), "{message}");
-        let list = c.client_of(0).services(None, None, Consistency::Stale).await?;
+        // A stale list is node 1's own state: the last acknowledged create may still be on
+        // its way to node 1 (the leader acknowledges once a majority has it).
+        let list = wait::until("node 1 lists the 12 services", Duration::from_secs(20), || async {
+            let list = c.client_of(0).services(None, None, Consistency::Stale).await.ok()?;
+            (list.services.len() == 12).then_some(list)
+        })
+        .await?;
         let applied = list.applied_index.ok_or_else(|| anyhow::anyhow!("the list's applied index"))?;
-        assert_eq!(list.services.len(), 12);
         create(&client, "after-list").await?;
         let seen = read_until(
             &c.client_of(0),
