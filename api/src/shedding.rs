@@ -156,17 +156,17 @@ impl ClockKeeper {
         }
     }
 
-    /// Takes the counts of the last `interval` and returns the command that sets the rate
-    /// they call for, when this node leads, the rate differs from the log's and every member
-    /// decodes the command; `None` otherwise.
+    /// On the leader, takes the counts of the last `interval` and returns the command that
+    /// sets the rate they call for, when it differs from the log's and every member decodes
+    /// the command; `None` otherwise. Elsewhere the counts are left to the forwarder, which
+    /// hands them to the leader.
     pub fn check(&self, interval: Duration) -> Option<Command> {
-        let load = self.shared.shed.take();
         let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         if self.shared.raft.metrics().borrow().state != ServerState::Leader {
             window.clear();
             return None;
         }
-        window.push_back((interval, load));
+        window.push_back((interval, self.shared.shed.take()));
         let mut covered: Duration = window.iter().map(|(d, _)| *d).sum();
         while covered > WINDOW && window.len() > 1 {
             if let Some((d, _)) = window.pop_front() {

@@ -23,6 +23,63 @@ struct Answers {
     other: AtomicU64,
 }
 
+/// 24 reporters sending heartbeats to `nodes` (in turn) as fast as they are answered.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Answers>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(c: &InProcCluster, http: &reqwest::Client, nodes: &[usize]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Answers::default());
+        let tasks = (0..24)
+            .map(|r| {
+                let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
+                let node = nodes[r % nodes.len()];
+                let (http, url) = (
+                    http.clone(),
+                    format!("http://{}/v1/heartbeats", c.configs[node].listen),
+                );
+                let body =
+                    serde_json::json!({"host": format!("flood-{r}"), "binary": "cinder-volume"});
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = http.post(&url).json(&body).send().await;
+                        let counter = match sent.map(|r| r.status().as_u16()) {
+                            Ok(200) => &answers.accepted,
+                            Ok(503) => &answers.overloaded,
+                            _ => &answers.other,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            answers,
+            tasks,
+        }
+    }
+
+    /// Stops it; what its requests were answered: accepted, overloaded, other.
+    async fn stop(self) -> anyhow::Result<(u64, u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await?;
+        }
+        let a = &self.answers;
+        Ok((
+            a.accepted.load(Ordering::Relaxed),
+            a.overloaded.load(Ordering::Relaxed),
+            a.other.load(Ordering::Relaxed),
+        ))
+    }
+}
+
 /// Every node's `/metrics` value of `name`.
 async fn values(c: &InProcCluster, name: &str) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::new();
@@ -67,30 +124,7 @@ async fn time_under_load_shedding_counts_in_part() -> anyhow::Result<()> {
     let silent_since = Instant::now();
     assert_eq!(values(&c, "registry_clock_rate").await?, vec![1.0; 3]);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers = Arc::new(Answers::default());
-    let flood: Vec<_> = (0..24)
-        .map(|r| {
-            let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
-            let (http, url) = (
-                http.clone(),
-                format!("http://{}/v1/heartbeats", c.configs[r % 3].listen),
-            );
-            let body = serde_json::json!({"host": format!("flood-{r}"), "binary": "cinder-volume"});
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let sent = http.post(&url).json(&body).send().await;
-                    let counter = match sent.map(|r| r.status().as_u16()) {
-                        Ok(200) => &answers.accepted,
-                        Ok(503) => &answers.overloaded,
-                        _ => &answers.other,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
-        })
-        .collect();
+    let flood = Flood::start(&c, &http, &[0, 1, 2]);
 
     let slowed = wait::until("the clock slowed on every node", WAIT, || async {
         let rates = values(&c, "registry_clock_rate").await.ok()?;
@@ -102,15 +136,7 @@ async fn time_under_load_shedding_counts_in_part() -> anyhow::Result<()> {
     let silent_for = silent_since.elapsed();
     let downs = values(&c, "registry_services_down").await?;
     let rates = values(&c, "registry_clock_rate").await?;
-    stop.store(true, Ordering::Relaxed);
-    for f in flood {
-        f.await?;
-    }
-    let (accepted, overloaded, other) = (
-        answers.accepted.load(Ordering::Relaxed),
-        answers.overloaded.load(Ordering::Relaxed),
-        answers.other.load(Ordering::Relaxed),
-    );
+    let (accepted, overloaded, other) = flood.stop().await?;
     tracing::info!(
         accepted,
         overloaded,
@@ -145,6 +171,52 @@ async fn time_under_load_shedding_counts_in_part() -> anyhow::Result<()> {
     })
     .await?;
     tracing::info!(took = ?back.elapsed(), "the victim went down after the clock ran at full rate again");
+    c.shutdown().await
+}
+
+/// The counts of a follower that refuses reach the leader with the heartbeats it forwards:
+/// a flood of one follower only (the leader refuses nothing of its own) slows the clock on
+/// every node, and it runs at full rate again once the flood ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_refuses_slows_the_clock() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec {
+        max_concurrent_requests: 2,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let leader = c.wait_for_leader(WAIT).await?;
+    let follower = (leader + 1) % 3;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let before = scrape(&c, leader)
+        .await?
+        .value("registry_http_requests_overloaded_total");
+    let flood = Flood::start(&c, &http, &[follower]);
+    let slowed = wait::until("the clock slowed on every node", WAIT, || async {
+        let rates = values(&c, "registry_clock_rate").await.ok()?;
+        rates.iter().all(|r| *r <= 0.25).then_some(rates)
+    })
+    .await?;
+    let (accepted, overloaded, other) = flood.stop().await?;
+    let after = scrape(&c, leader)
+        .await?
+        .value("registry_http_requests_overloaded_total");
+    tracing::info!(
+        accepted,
+        overloaded,
+        other,
+        ?slowed,
+        "flood of one follower over"
+    );
+    assert!(overloaded > 0, "the follower refused some of the flood");
+    assert_eq!(after, before, "the leader refused nothing itself");
+    wait::until("the clock back at full rate", WAIT, || async {
+        let rates = values(&c, "registry_clock_rate").await.ok()?;
+        rates.iter().all(|r| *r == 1.0).then_some(())
+    })
+    .await?;
     c.shutdown().await
 }
 
