@@ -74,8 +74,6 @@ impl Load {
 pub struct ShedMeter {
     received: AtomicU64,
     refused: AtomicU64,
-    /// Refused since the node started (for `/metrics`).
-    refused_total: AtomicU64,
 }
 
 impl ShedMeter {
@@ -91,7 +89,6 @@ impl ShedMeter {
             self.received.fetch_add(1, Ordering::Relaxed);
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
-        self.refused_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds the counts another node handed over.
@@ -106,11 +103,6 @@ impl ShedMeter {
             received: self.received.swap(0, Ordering::Relaxed),
             refused: self.refused.swap(0, Ordering::Relaxed),
         }
-    }
-
-    /// Heartbeat requests this node refused for overload since it started.
-    pub fn refused_total(&self) -> u64 {
-        self.refused_total.load(Ordering::Relaxed)
     }
 }
 
@@ -249,6 +241,5 @@ mod tests {
         m.add(load(10, 1));
         assert_eq!(m.take(), load(13, 3));
         assert_eq!(m.take(), load(0, 0));
-        assert_eq!(m.refused_total(), 2);
     }
 }

@@ -58,8 +58,9 @@ impl SnapshotPolicy {
         self.since.load(Ordering::Relaxed) >= base / 4 * quarters
     }
 
-    /// Log bytes applied since the last snapshot (for the node's metrics).
-    pub fn since(&self) -> u64 {
+    /// Log bytes applied since the last snapshot.
+    #[cfg(test)]
+    fn since(&self) -> u64 {
         self.since.load(Ordering::Relaxed)
     }
 }
