@@ -98,12 +98,34 @@ struct HeaderV2 {
 
 /// Decodes the header of a snapshot of format `version`.
 fn decode_header(version: u8, bytes: &[u8]) -> Result<SnapshotHeader, StoreError> {
-    if version >= 4 {
-        return decode_plain(bytes);
+    match version {
+        4.. => decode_plain(bytes),
+        3 => decode_plain::<HeaderV3>(bytes).map(SnapshotHeader::from),
+        _ => decode_plain::<HeaderV2>(bytes).map(|h| HeaderV3::from(h).into()),
     }
-    if version == 3 {
-        let h: HeaderV3 = decode_plain(bytes)?;
-        return Ok(SnapshotHeader {
+}
+
+impl From<HeaderV2> for HeaderV3 {
+    /// Format 2's header: no settings.
+    fn from(h: HeaderV2) -> Self {
+        HeaderV3 {
+            cluster_id: h.cluster_id,
+            snapshot_id: h.snapshot_id,
+            last_log_id: h.last_log_id,
+            last_membership: h.last_membership,
+            next_id: h.next_id,
+            clock: h.clock,
+            records: h.records,
+            created_at: h.created_at,
+            settings: None,
+        }
+    }
+}
+
+impl From<HeaderV3> for SnapshotHeader {
+    /// Format 3's header: the clock at full rate.
+    fn from(h: HeaderV3) -> Self {
+        SnapshotHeader {
             cluster_id: h.cluster_id,
             snapshot_id: h.snapshot_id,
             last_log_id: h.last_log_id,
@@ -114,21 +136,8 @@ fn decode_header(version: u8, bytes: &[u8]) -> Result<SnapshotHeader, StoreError
             created_at: h.created_at,
             settings: h.settings,
             clock_rate: ClockRate::FULL,
-        });
+        }
     }
-    let h: HeaderV2 = decode_plain(bytes)?;
-    Ok(SnapshotHeader {
-        cluster_id: h.cluster_id,
-        snapshot_id: h.snapshot_id,
-        last_log_id: h.last_log_id,
-        last_membership: h.last_membership,
-        next_id: h.next_id,
-        clock: h.clock,
-        records: h.records,
-        created_at: h.created_at,
-        settings: None,
-        clock_rate: ClockRate::FULL,
-    })
 }
 
 impl SnapshotHeader {
