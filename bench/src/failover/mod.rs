@@ -216,20 +216,28 @@ async fn settled(
     probe: &reqwest::Client,
     bases: &[String],
 ) -> anyhow::Result<Whole> {
-    let deadline = Instant::now() + a.recover_deadline;
-    cluster::wait_whole(probe, bases, a.max_lag, deadline)
+    whole_within(a, probe, bases, Instant::now(), "").await?;
+    tokio::time::sleep(a.settle).await;
+    whole_within(a, probe, bases, Instant::now(), " after settling").await
+}
+
+/// The group once it is whole, waiting up to `--recover-deadline` from `from`; the error
+/// says how long it waited and since what (`since`).
+async fn whole_within(
+    a: &FailoverArgs,
+    probe: &reqwest::Client,
+    bases: &[String],
+    from: Instant,
+    since: &str,
+) -> anyhow::Result<Whole> {
+    cluster::wait_whole(probe, bases, a.max_lag, from + a.recover_deadline)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "the group is not whole within {:?}: {e}",
+                "the group is not whole within {:?}{since}: {e}",
                 a.recover_deadline
             )
-        })?;
-    tokio::time::sleep(a.settle).await;
-    let deadline = Instant::now() + a.recover_deadline;
-    cluster::wait_whole(probe, bases, a.max_lag, deadline)
-        .await
-        .map_err(|e| anyhow::anyhow!("the group is not whole after settling: {e}"))
+        })
 }
 
 /// SIGKILLs the leader of `before` and measures the failover: the first acknowledged write
@@ -292,15 +300,7 @@ async fn rejoin(
         restart_at + RESTART_WITHIN,
     )
     .await?;
-    let deadline = restart_at + a.recover_deadline;
-    cluster::wait_whole(probe, bases, a.max_lag, deadline)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the group is not whole within {:?} of the restart: {e}",
-                a.recover_deadline
-            )
-        })?;
+    whole_within(a, probe, bases, restart_at, " of the restart").await?;
     row.recovered = Some(restart_at.elapsed());
     let whole = settled(a, probe, bases).await?;
     row.term_after = Some(whole.term);
