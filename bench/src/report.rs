@@ -322,27 +322,11 @@ impl Report {
         }
         let _ = writeln!(out, "{t}\n");
 
-        let mut t = table(&["target", "error", "count", "example"]);
-        let mut any = false;
-        for r in &self.runs {
-            for (kind, e) in &r.stats.errors {
-                any = true;
-                let mut example = e.example.replace('|', "/");
-                if example.len() > 120 {
-                    let cut = (0..=120).rev().find(|&i| example.is_char_boundary(i));
-                    example.truncate(cut.unwrap_or(0));
-                }
-                t.add_row(vec![
-                    r.target.clone(),
-                    kind.clone(),
-                    e.count.to_string(),
-                    example,
-                ]);
-            }
-        }
-        if any {
-            let _ = writeln!(out, "{t}\n");
-        }
+        render_errors(
+            out,
+            "target",
+            self.runs.iter().map(|r| (r.target.clone(), &r.stats)),
+        );
 
         for r in self.runs.iter().filter(|r| !r.timeline.is_empty()) {
             let names: Vec<_> = r.nodes.iter().map(|n| n.name.clone()).collect();
@@ -433,6 +417,17 @@ impl Report {
             ]);
         }
         let _ = writeln!(out, "{t}\n");
+        render_errors(
+            out,
+            "list",
+            self.lists.iter().map(|l| {
+                let name = format!(
+                    "{} {} {} on the {}",
+                    l.target, l.services, l.variant, l.served_by
+                );
+                (name, &l.stats)
+            }),
+        );
         let pairs: Vec<_> = self
             .lists
             .iter()
@@ -529,5 +524,35 @@ fn ratio_d(a: Option<Duration>, b: Option<Duration>) -> String {
     match (a, b) {
         (Some(a), Some(b)) => ratio(a.as_secs_f64(), b.as_secs_f64()),
         _ => "-".into(),
+    }
+}
+
+/// The failed requests of `rows` (each named by its first column, headed `what`) by kind,
+/// with an example of each; nothing when none failed.
+fn render_errors<'a>(
+    out: &mut String,
+    what: &str,
+    rows: impl IntoIterator<Item = (String, &'a Stats)>,
+) {
+    let mut t = table(&[what, "error", "count", "example"]);
+    let mut any = false;
+    for (name, stats) in rows {
+        for (kind, e) in &stats.errors {
+            any = true;
+            let mut example = e.example.replace('|', "/");
+            if example.len() > 120 {
+                let cut = (0..=120).rev().find(|&i| example.is_char_boundary(i));
+                example.truncate(cut.unwrap_or(0));
+            }
+            t.add_row(vec![
+                name.clone(),
+                kind.clone(),
+                e.count.to_string(),
+                example,
+            ]);
+        }
+    }
+    if any {
+        let _ = writeln!(out, "{t}\n");
     }
 }
