@@ -150,6 +150,20 @@ pub fn encode_plain<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
+/// [`encode_plain`] appended to `out`, which grows once, by exactly the encoding's size
+/// (measured first) and `then` bytes to follow: a snapshot's records are encoded in place, not
+/// into a buffer of their own that is then copied. Returns the encoding's size.
+pub fn encode_plain_into<T: Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+    then: usize,
+) -> Result<usize, StoreError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())?;
+    out.reserve_exact(size.bytes_written.saturating_add(then));
+    Ok(bincode::serde::encode_into_std_write(value, out, config())?)
+}
+
 /// Refuses a format `version` newer than this build's (or 0, which none writes); `what` is
 /// the thing read.
 pub fn check_version(version: u8, what: Stored) -> Result<(), StoreError> {

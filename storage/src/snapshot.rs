@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{ClockRate, RegistryClock};
 use crate::codec::{
-    check_version, decode_plain, decode_records_plain, encode_plain, FORMAT_VERSION,
+    check_version, decode_plain, decode_records_plain, encode_plain, encode_plain_into,
+    FORMAT_VERSION,
 };
 use crate::error::{DamageKind, StoreError, Stored};
 use crate::identity::ClusterId;
@@ -183,16 +184,19 @@ pub fn encode_state(
         clock_rate: state.clock.rate,
     };
     let header = encode_plain(&header)?;
-    let records = encode_plain(&state.records().collect::<Vec<&ServiceRecord>>())?;
     let header_len = u32::try_from(header.len())
         .map_err(|_| StoreError::SnapshotHeaderTooLarge { len: header.len() })?;
-    let mut out = Vec::with_capacity(FIXED + header.len() + records.len());
+    let mut out = Vec::with_capacity(FIXED - 4 + header.len());
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&header_len.to_le_bytes());
     out.extend_from_slice(&header);
-    out.extend_from_slice(&(records.len() as u64).to_le_bytes());
-    out.extend_from_slice(&records);
+    // The records' length goes before them: a place for it, filled once they are written.
+    let records_len_at = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let records = state.records().collect::<Vec<&ServiceRecord>>();
+    let records_len = encode_plain_into(&records, &mut out, 4)?;
+    out[records_len_at..records_len_at + 8].copy_from_slice(&(records_len as u64).to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
