@@ -144,6 +144,21 @@ pub enum StoreError {
     /// [`crate::state_machine`]).
     #[error(transparent)]
     NeededSnapshotDamaged(Box<NeededSnapshotDamaged>),
+    /// The records on disk are of a write that did not finish, and the snapshot file (or the
+    /// empty state, without one) is older than the log's purge point: the state cannot be
+    /// rebuilt here (see `sm_disk`).
+    #[error(
+        "corrupt store: the records on disk are of a write that did not finish, and the \
+         snapshot file reflects {snapshot_at:?} while the log is purged up to {purged_to:?}. \
+         Move the data directory aside and start the node again: it returns as a new \
+         incarnation and gets the state from the leader"
+    )]
+    RecordsIncomplete {
+        /// Log id the snapshot file reflects (`None`: no snapshot file).
+        snapshot_at: Option<crate::types::LogId>,
+        /// Log id the log is purged up to.
+        purged_to: Option<crate::types::LogId>,
+    },
     /// Written by a newer format than this build reads.
     #[error(
         "{what} was written in format version {found}, newer than this build reads \

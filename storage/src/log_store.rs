@@ -225,10 +225,10 @@ impl LogStore {
     async fn purge_upto(&self, log_id: LogId) -> Result<(), StoreError> {
         // The purge point is durable first, and with it what the state machine needs to catch
         // up after a crash: openraft purges only what the snapshot file covers (a start loads
-        // the snapshot when the records are older); a purge beyond it persists the records
-        // first.
+        // the snapshot when the records are older or unfinished); a purge beyond it writes a
+        // snapshot file of the state first.
         if !self.sm.snapshot_covers(&log_id) {
-            self.sm.persist()?;
+            self.sm.cover_with_snapshot(&log_id).await?;
         }
         let value = encode(&log_id)?;
         self.disk

@@ -3,12 +3,27 @@
 //! atomic `apply_batch` writes records and the log id they reflect together, without the cost
 //! of a multi-tree transaction.
 //!
+//! But a sled batch holds a lock that every other read and write of the process waits for,
+//! the log's appends included, for as long as it takes: about 12 µs a record, so more than a
+//! second for the 100,000 records a bulk registration changes within one persist, during
+//! which a node neither appends nor answers its leader and the group holds elections. So a
+//! write of more than [`RECORDS_PER_BATCH`] records ([`write`]) goes in batches of that many,
+//! between a marker that is made durable before the first of them and removed, with the
+//! metadata, by the last one. A store found with the marker holds records of two different
+//! log ids: its records are not used, and the state is loaded from the snapshot file, whose
+//! log the store keeps (see `StateMachineStore::open`). The marker's value is empty, which no
+//! record decodes from, so a build older than it refuses such a store as damaged instead of
+//! reading it.
+//!
 //! A record's key is its encoded (host, binary), which starts with the host's encoded length
 //! and holds the binary's length before the binary; the metadata keys are a zero byte and a
 //! name, which no such encoding equals (the test below checks the near misses).
 
+use std::collections::HashSet;
+
 use crate::clock::{ClockRate, RegistryClock};
 use crate::codec::{decode, decode_record, encode, encode_key};
+use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::model::{ServiceKey, ServiceRecord};
 use crate::settings::LivenessSettings;
@@ -23,16 +38,22 @@ const KEY_CLOCK: &[u8] = b"\0clock";
 const KEY_SETTINGS: &[u8] = b"\0settings";
 /// The registry clock's rate (format 4; absent while it runs at full rate).
 const KEY_CLOCK_RATE: &[u8] = b"\0clock_rate";
+/// Present while a write in several batches is under way (see the module doc).
+const KEY_INCOMPLETE: &[u8] = b"\0incomplete";
 
 /// Every metadata key.
-const META_KEYS: [&[u8]; 6] = [
+const META_KEYS: [&[u8]; 7] = [
     KEY_LAST_APPLIED,
     KEY_MEMBERSHIP,
     KEY_NEXT_ID,
     KEY_CLOCK,
     KEY_SETTINGS,
     KEY_CLOCK_RATE,
+    KEY_INCOMPLETE,
 ];
+
+/// Most records written in one sled batch (a few milliseconds of sled's lock).
+pub(crate) const RECORDS_PER_BATCH: usize = 512;
 
 /// Whether `key` is one of the metadata keys (else it is a record's).
 fn is_meta(key: &[u8]) -> bool {
@@ -75,6 +96,12 @@ pub(crate) fn add_to_batch<'a>(
     for r in records {
         batch.insert(record_key(&r.key())?, encode(r)?);
     }
+    add_meta(batch, meta)
+}
+
+/// Adds `meta` to `batch`, and the removal of the marker: the records are whole as of it.
+fn add_meta(batch: &mut sled::Batch, meta: &Meta) -> Result<(), StoreError> {
+    batch.remove(KEY_INCOMPLETE);
     batch.insert(KEY_LAST_APPLIED, encode(&meta.last_applied)?);
     batch.insert(KEY_MEMBERSHIP, encode(&meta.membership)?);
     batch.insert(KEY_NEXT_ID, encode(&meta.next_id)?);
@@ -84,10 +111,90 @@ pub(crate) fn add_to_batch<'a>(
     } else {
         batch.insert(KEY_CLOCK_RATE, encode(&meta.clock.rate)?);
     }
-    if let Some(settings) = &meta.settings {
-        batch.insert(KEY_SETTINGS, encode(settings)?);
+    match &meta.settings {
+        Some(settings) => batch.insert(KEY_SETTINGS, encode(settings)?),
+        None => batch.remove(KEY_SETTINGS),
     }
     Ok(())
+}
+
+/// What [`write`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// Records written.
+    pub records: usize,
+    /// The sled batches they went in (the marker's and the metadata's not counted).
+    pub batches: usize,
+}
+
+/// Writes `records` and `meta` to `tree` through `disk`, in one batch when there are at most
+/// [`RECORDS_PER_BATCH`], else in batches of that many between the marker (see the module
+/// doc). When `replace`, every other record in the tree is removed as well. Not flushed,
+/// but for the marker.
+pub(crate) fn write(
+    disk: &Disk,
+    tree: &sled::Tree,
+    meta: &Meta,
+    records: &[&ServiceRecord],
+    replace: bool,
+) -> Result<Written, StoreError> {
+    let mut stale = Vec::new();
+    if replace {
+        let keep = records
+            .iter()
+            .map(|r| record_key(&r.key()))
+            .collect::<Result<HashSet<_>, _>>()?;
+        for key in tree.iter().keys() {
+            let key = key?;
+            if !is_meta(&key) && !keep.contains(&key[..]) {
+                stale.push(key);
+            }
+        }
+    }
+    if records.len() + stale.len() <= RECORDS_PER_BATCH {
+        let mut batch = sled::Batch::default();
+        for key in stale {
+            batch.remove(key);
+        }
+        add_to_batch(&mut batch, meta, records.iter().copied())?;
+        disk.write(|| tree.apply_batch(batch))?;
+        return Ok(Written {
+            records: records.len(),
+            batches: 1,
+        });
+    }
+    disk.write(|| tree.insert(KEY_INCOMPLETE, Vec::new()))?;
+    disk.flush_blocking()?;
+    let mut batches = 0;
+    for keys in stale.chunks(RECORDS_PER_BATCH) {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key);
+        }
+        disk.write(|| tree.apply_batch(batch))?;
+        batches += 1;
+    }
+    for chunk in records.chunks(RECORDS_PER_BATCH) {
+        let mut batch = sled::Batch::default();
+        for r in chunk {
+            batch.insert(record_key(&r.key())?, encode(*r)?);
+        }
+        disk.write(|| tree.apply_batch(batch))?;
+        batches += 1;
+    }
+    let mut batch = sled::Batch::default();
+    add_meta(&mut batch, meta)?;
+    disk.write(|| tree.apply_batch(batch))?;
+    Ok(Written {
+        records: records.len(),
+        batches,
+    })
+}
+
+/// Whether `tree` holds the marker of a write in several batches that did not finish: its
+/// records are of two log ids.
+pub(crate) fn is_incomplete(tree: &sled::Tree) -> Result<bool, StoreError> {
+    Ok(tree.contains_key(KEY_INCOMPLETE)?)
 }
 
 /// A batch that replaces everything in `tree` with `state`.
@@ -171,5 +278,91 @@ mod tests {
                 "({host:?}, {binary:?}) encodes to a metadata key"
             );
         }
+    }
+
+    fn record(i: usize) -> ServiceRecord {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        ServiceRecord {
+            id: i as u64,
+            host: format!("host-{i}"),
+            binary: "cinder-volume".into(),
+            topic: "cinder-volume".into(),
+            report_count: i as u64,
+            disabled: false,
+            disabled_reason: None,
+            availability_zone: "nova".into(),
+            created_at: at,
+            updated_at: Some(at),
+            modified_at: None,
+            modified_by: None,
+            deleted: false,
+            deleted_at: None,
+            rpc_current_version: None,
+            object_current_version: None,
+            replication_status: "disabled".into(),
+            frozen: false,
+            active_backend_id: None,
+            cluster_name: None,
+            forced_down: false,
+            last_seen: at,
+        }
+    }
+
+    /// A write of many records goes in batches of at most `RECORDS_PER_BATCH` and leaves no
+    /// marker; one of a few goes in one; a replacing write removes the records it does not
+    /// hold (in batches as well). What is loaded is what was written.
+    #[test]
+    fn many_records_are_written_in_short_batches() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(StoreError::io("tempdir", ""))?;
+        let disk = Disk::new(sled::Config::new().path(dir.path()).open()?);
+        let tree = disk.db().open_tree("services")?;
+        let records: Vec<ServiceRecord> = (0..2000).map(record).collect();
+        let all: Vec<&ServiceRecord> = records.iter().collect();
+        let mut state = ServicesState::default();
+        state.next_id = 2000;
+        let meta = Meta::of(&state);
+
+        let w = write(&disk, &tree, &meta, &all, false)?;
+        assert_eq!(
+            w,
+            Written {
+                records: 2000,
+                batches: 4
+            },
+            "2000 in batches of 512"
+        );
+        assert!(!is_incomplete(&tree)?, "the last batch removes the marker");
+        let loaded = load(&tree)?;
+        assert_eq!(loaded.len(), 2000);
+        assert_eq!(loaded.next_id, 2000);
+
+        let w = write(&disk, &tree, &meta, &all[..10], false)?;
+        assert_eq!(
+            w,
+            Written {
+                records: 10,
+                batches: 1
+            },
+            "a few in one batch"
+        );
+
+        let w = write(&disk, &tree, &meta, &all[..100], true)?;
+        assert_eq!(
+            w,
+            Written {
+                records: 100,
+                batches: 5
+            },
+            "1900 removed in 4 batches, 100 written in 1"
+        );
+        assert!(!is_incomplete(&tree)?);
+        let loaded = load(&tree)?;
+        assert_eq!(
+            loaded.len(),
+            100,
+            "only the replacing write's records are left"
+        );
+        assert!(loaded.records().all(|r| r.report_count < 100));
+        Ok(())
     }
 }

@@ -1,24 +1,27 @@
 //! The state machine: the services table in memory, persisted to sled in the background.
 //!
 //! An apply changes the table in memory ([`StateView`]) and notes which records changed; it
-//! writes nothing to disk. The changed records and the applied log id are written together, in
-//! one atomic sled batch, by [`StateMachineStore::persist`]: every [`PERSIST_INTERVAL`] from
-//! a background thread, before the log is purged, and on shutdown (a last one as the thread
-//! is stopped, [`StateMachineStore::stop_persister`]). A service that heartbeats many times
-//! between two persists is written once. The disk therefore always
-//! holds the table exactly as of the log id stored with it, possibly behind memory; after a
-//! crash openraft applies the log again from there, each entry once. Nothing acknowledged
-//! depends on it: acknowledged entries are in the flushed log, and the log is purged only
-//! up to a point the disk (records or the flushed snapshot) already covers.
+//! writes nothing to disk. The changed records and the applied log id are written together by
+//! [`StateMachineStore::persist`]: every [`PERSIST_INTERVAL`] from a background thread, and on
+//! shutdown (a last one as the thread is stopped, [`StateMachineStore::stop_persister`]). A
+//! service that heartbeats many times between two persists is written once. Up to
+//! `sm_disk::RECORDS_PER_BATCH` records go in one atomic sled batch; more go in several,
+//! under a marker (see `sm_disk`), so that no batch holds sled's lock, and with it the log's
+//! appends, for long. The disk therefore holds the table exactly as of the log id stored with
+//! it, possibly behind memory, or records marked unfinished; after a crash openraft applies
+//! the log again from that log id, or from the snapshot file's when the records are
+//! unfinished, each entry once. Nothing acknowledged depends on it: acknowledged entries are
+//! in the flushed log, and the log is purged only up to a point the snapshot file covers (a
+//! purge beyond it writes a snapshot file first).
 //!
 //! A snapshot copies the table under the lock that applies take, so records and log id
 //! always belong together even when applies continue while the snapshot is written.
 //!
 //! Snapshots check themselves ([`crate::snapshot`]): one whose bytes changed is never
-//! installed, served or loaded. The records on disk are always at least as new as the log's
-//! purge point, except for at most one [`PERSIST_INTERVAL`] after a purge that the snapshot
-//! file covered: only then does a start need the snapshot file, and only then can a damaged
-//! one not be done without (the store then refuses to open and says so).
+//! installed, served or loaded. A start needs the snapshot file when the records on disk are
+//! older than the log's purge point (for at most one [`PERSIST_INTERVAL`] after a purge) or
+//! unfinished: only then can a damaged one not be done without (the store then refuses to
+//! open and says so).
 
 use std::collections::HashSet;
 use std::io::Cursor;
@@ -105,6 +108,19 @@ impl StateMachineStore {
         let services = disk.db().open_tree(TREE_SERVICES)?;
         let file = SnapshotFile::new(dir);
         let mut state = sm_disk::load(&services)?;
+        // Records of a write in several batches that did not finish are of two log ids: the
+        // state comes from the snapshot file (or is the empty one) and the log after it.
+        let incomplete = sm_disk::is_incomplete(&services)?;
+        let records_at = state.last_applied;
+        if incomplete {
+            tracing::warn!(
+                records_at = ?records_at,
+                "the records on disk are of a write that did not finish: the state is loaded \
+                 from the snapshot file, and the log after it is applied again"
+            );
+            state = ServicesState::default();
+        }
+        let mut rewrite = incomplete;
         let mut snapshot_last = None;
         let mut needs_fresh = false;
         let policy = SnapshotPolicy::default();
@@ -113,17 +129,15 @@ impl StateMachineStore {
             match snapshot::decode(&bytes) {
                 Ok((info, records)) => {
                     snapshot_last = info.header.last_log_id;
-                    if info.header.last_log_id > state.last_applied {
+                    if incomplete || info.header.last_log_id > state.last_applied {
                         state = snapshot::into_state(info.header, records);
-                        let replace = sm_disk::replace_batch(&services, &state)?;
-                        disk.write(|| services.apply_batch(replace))?;
-                        disk.flush_blocking()?;
+                        rewrite = true;
                     }
                 }
                 // The store itself is of this build's format (checked before): a snapshot file
                 // that claims a newer one is damaged too.
                 Err(e @ (StoreError::Damaged { .. } | StoreError::NewerFormat { .. }))
-                    if state.last_applied >= last_purged =>
+                    if !incomplete && state.last_applied >= last_purged =>
                 {
                     needs_fresh = true;
                     let moved = file.quarantine()?;
@@ -138,7 +152,7 @@ impl StateMachineStore {
                     return Err(StoreError::NeededSnapshotDamaged(Box::new(
                         NeededSnapshotDamaged {
                             path: file.path(),
-                            records_at: state.last_applied,
+                            records_at: (!incomplete).then_some(records_at).flatten(),
                             purged_to: last_purged,
                             source: e,
                         },
@@ -146,6 +160,17 @@ impl StateMachineStore {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if incomplete && state.last_applied < last_purged {
+            return Err(StoreError::RecordsIncomplete {
+                snapshot_at: snapshot_last,
+                purged_to: last_purged,
+            });
+        }
+        if rewrite {
+            let records: Vec<&ServiceRecord> = state.records().collect();
+            sm_disk::write(disk, &services, &sm_disk::Meta::of(&state), &records, true)?;
+            disk.flush_blocking()?;
         }
         let seq = chrono::Utc::now().timestamp_millis().unsigned_abs();
         let store = Self {
@@ -222,10 +247,26 @@ impl StateMachineStore {
         persist(&self.inner)
     }
 
-    /// Whether the log up to `log_id` may go without persisting the records first: the
-    /// snapshot file covers it (a start loads the snapshot when it is newer than the records).
+    /// Whether the log up to `log_id` may go: the snapshot file covers it (a start loads the
+    /// snapshot when it is newer than the records, or the records are unfinished).
     pub(crate) fn snapshot_covers(&self, log_id: &LogId) -> bool {
         lock(&self.inner.snapshot_last).is_some_and(|s| s >= *log_id)
+    }
+
+    /// Writes a snapshot file of the state now, so that the log up to `log_id` may go (see
+    /// [`Self::snapshot_covers`]). A `log_id` not applied yet (openraft purges only applied
+    /// entries; its storage test suite purges a log without a state machine) cannot be
+    /// covered: the records are persisted, as the most there is to keep.
+    pub(crate) async fn cover_with_snapshot(&self, log_id: &LogId) -> Result<(), StoreError> {
+        self.build().await?;
+        if !self.snapshot_covers(log_id) {
+            tracing::warn!(
+                purge = %log_id,
+                "the log is purged past what the state machine applied"
+            );
+            self.persist()?;
+        }
+        Ok(())
     }
 
     /// Applies a batch in memory and notes the records it changed (written by the next
@@ -327,11 +368,11 @@ impl StateMachineStore {
             .await?
     }
 
-    /// Replaces the whole state with a snapshot's: the records on disk first (one batch,
-    /// flushed), then the snapshot file (unless it was staged), then memory. A crash between
-    /// the first two leaves records newer than the snapshot file, which the next start keeps.
-    /// A snapshot that is damaged, or of another cluster, is refused before anything is
-    /// written.
+    /// Replaces the whole state with a snapshot's: the snapshot file first (unless it was
+    /// staged), then the records on disk (flushed), then memory. A crash between the first
+    /// two leaves the snapshot file newer than the records, or the records unfinished: the
+    /// next start loads the file either way. A snapshot that is damaged, or of another
+    /// cluster, is refused before anything is written.
     async fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
         // Decoding, writing and syncing tens of megabytes: off the async workers, like build.
         let inner = Arc::clone(&self.inner);
@@ -341,11 +382,21 @@ impl StateMachineStore {
             .spawn_blocking(move || {
                 let (state, theirs) = decode_state(&meta, &data)?;
                 check_cluster(&inner, theirs, &meta.snapshot_id)?;
-                let _persisting = lock(&inner.persisting);
-                let replace = sm_disk::replace_batch(&inner.services, &state)?;
-                inner.disk.write(|| inner.services.apply_batch(replace))?;
-                inner.disk.flush_blocking()?;
+                // The file first: the records are written in several batches, and a start
+                // that finds them unfinished loads the file (see `sm_disk`).
                 write_snapshot_file(&inner, &data, meta.last_log_id)?;
+                let _persisting = lock(&inner.persisting);
+                let records: Vec<&ServiceRecord> = state.records().collect();
+                let written = sm_disk::write(
+                    &inner.disk,
+                    &inner.services,
+                    &sm_disk::Meta::of(&state),
+                    &records,
+                    true,
+                );
+                drop(records);
+                written?;
+                inner.disk.flush_blocking()?;
                 inner.policy.taken();
                 inner.policy.sized(data.len() as u64);
                 inner.view.install(state);
@@ -501,14 +552,13 @@ fn persist(inner: &Inner) -> Result<(), StoreError> {
             .collect();
         (keys, records, sm_disk::Meta::of(state))
     });
-    let mut batch = sled::Batch::default();
-    let written = sm_disk::add_to_batch(&mut batch, &meta, records.iter().map(|r| &**r))
-        .and_then(|()| inner.disk.write(|| inner.services.apply_batch(batch)));
+    let records: Vec<&ServiceRecord> = records.iter().map(|r| &**r).collect();
+    let written = sm_disk::write(&inner.disk, &inner.services, &meta, &records, false);
     if written.is_err() {
         // Due again: the next persist writes them (with whatever changed since).
         lock(&inner.dirty).extend(keys);
     }
-    written
+    written.map(|_| ())
 }
 
 impl Persist for Inner {

@@ -331,3 +331,123 @@ async fn an_adopted_cluster_id_is_kept() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Marks the records of the closed store in `dir` as written by a multi-batch write that did
+/// not finish, as a crash in the middle of one leaves them (see `sm_disk`): the marker, and
+/// the first record, if there is one, changed as a later batch would have (whether there was).
+fn leave_an_unfinished_write(dir: &Path) -> anyhow::Result<bool> {
+    // sled's threads of the closed store let go of its lock a moment after it is dropped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).context("opening the closed store's database"),
+        }
+    };
+    let services = db.open_tree("services")?;
+    services.insert(b"\0incomplete", Vec::<u8>::new())?;
+    let first = services
+        .iter()
+        .filter_map(Result::ok)
+        .find(|(k, _)| k.first() != Some(&0));
+    let changed = first.is_some();
+    if let Some((key, value)) = first {
+        let mut record = registry_storage::codec::decode_record(&value)?;
+        record.report_count += 1000;
+        services.insert(key, registry_storage::codec::encode(&record)?)?;
+    }
+    db.flush()?;
+    Ok(changed)
+}
+
+/// Records marked as of a write that did not finish are never loaded: the state comes from
+/// the snapshot file, and applying the log after the file's index again gives the state the
+/// records were written from, each entry applied once.
+#[tokio::test]
+async fn records_of_an_unfinished_write_are_not_loaded() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let dir = tmp.path().join("db");
+    {
+        let (_log, mut sm) = open_quiet(&dir).await?;
+        sm.apply(entries(30)).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        sm.apply(entries(60).split_off(30)).await?;
+        sm.persist()?;
+        ensure!(state_of(&sm) == expected(60), "60 entries applied");
+    }
+    ensure!(
+        leave_an_unfinished_write(&dir)?,
+        "a record on disk was changed"
+    );
+    {
+        let (_log, mut sm) = open_quiet(&dir).await?;
+        let (applied, _) = sm.applied_state().await?;
+        ensure!(
+            applied == Some(log_id(30)) && state_of(&sm) == expected(30),
+            "the state is the snapshot file's (30), not the records' (60): applied {applied:?}"
+        );
+        sm.apply(entries(60).split_off(30)).await?;
+        ensure!(
+            state_of(&sm) == expected(60),
+            "entries 31..=60 applied again give the state of 60, each applied once"
+        );
+        sm.persist()?;
+    }
+    let (_log, sm) = open_quiet(&dir).await?;
+    let got = state_of(&sm);
+    ensure!(
+        got == expected(60),
+        "the records were written again, whole: the next start loads them (applied {:?})",
+        got.last_applied
+    );
+    Ok(())
+}
+
+/// A purge beyond the snapshot file writes a snapshot file of the state first, so that the
+/// file always reaches the log's purge point; records of an unfinished write in a store whose
+/// file does not reach it (here: the file is gone) are refused with a message saying what to
+/// do, never loaded.
+#[tokio::test]
+async fn a_purge_past_the_snapshot_file_writes_one_first() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let dir = tmp.path().join("db");
+    {
+        let (mut log, mut sm) = open_quiet(&dir).await?;
+        sm.apply(entries(30)).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        sm.apply(entries(60).split_off(30)).await?;
+        log.purge(log_id(40)).await?;
+        let file = std::fs::read(dir.join("raft-snapshot"))?;
+        let info = registry_storage::snapshot::check(&file)?;
+        ensure!(
+            info.header.last_log_id == Some(log_id(60)),
+            "the purge to 40 wrote a snapshot file of the state (60) first: {:?}",
+            info.header.last_log_id
+        );
+    }
+    std::fs::remove_file(dir.join("raft-snapshot"))?;
+    leave_an_unfinished_write(&dir)?;
+    let e = match try_open(&dir).await {
+        Err(e) => e,
+        Ok(_) => anyhow::bail!("a store with unfinished records and no snapshot file opened"),
+    };
+    let StoreError::RecordsIncomplete {
+        snapshot_at,
+        purged_to,
+    } = &e
+    else {
+        anyhow::bail!("refused, but not for unfinished records: {e}");
+    };
+    ensure!(
+        snapshot_at.is_none() && *purged_to == Some(log_id(40)),
+        "the refusal says there is no snapshot file and the log is purged to 40: {e:?}"
+    );
+    ensure!(
+        e.to_string().contains("new incarnation"),
+        "the refusal says what to do: {e}"
+    );
+    Ok(())
+}

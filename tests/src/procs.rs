@@ -846,6 +846,13 @@ impl ProcCluster {
         .await
     }
 
+    /// How many lines of the log of node index `i` (over all its starts) contain `needle`.
+    pub fn log_count(&self, i: usize, needle: &str) -> usize {
+        std::fs::read_to_string(&self.nodes[i].log)
+            .map(|text| text.lines().filter(|l| l.contains(needle)).count())
+            .unwrap_or(0)
+    }
+
     /// The last lines of every node's log, for failure messages.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
