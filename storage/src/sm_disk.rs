@@ -191,6 +191,17 @@ pub(crate) fn write(
     })
 }
 
+/// [`write`] of the whole of `state`, removing every other record: what a start from the
+/// snapshot file and an installed snapshot leave on disk.
+pub(crate) fn replace(
+    disk: &Disk,
+    tree: &sled::Tree,
+    state: &ServicesState,
+) -> Result<Written, StoreError> {
+    let records: Vec<&ServiceRecord> = state.records().collect();
+    write(disk, tree, &Meta::of(state), &records, true)
+}
+
 /// Whether `tree` holds the marker of a write in several batches that did not finish: its
 /// records are of two log ids.
 pub(crate) fn is_incomplete(tree: &sled::Tree) -> Result<bool, StoreError> {
@@ -282,30 +293,10 @@ mod tests {
 
     fn record(i: usize) -> ServiceRecord {
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        ServiceRecord {
-            id: i as u64,
-            host: format!("host-{i}"),
-            binary: "cinder-volume".into(),
-            topic: "cinder-volume".into(),
-            report_count: i as u64,
-            disabled: false,
-            disabled_reason: None,
-            availability_zone: "nova".into(),
-            created_at: at,
-            updated_at: Some(at),
-            modified_at: None,
-            modified_by: None,
-            deleted: false,
-            deleted_at: None,
-            rpc_current_version: None,
-            object_current_version: None,
-            replication_status: "disabled".into(),
-            frozen: false,
-            active_backend_id: None,
-            cluster_name: None,
-            forced_down: false,
-            last_seen: at,
-        }
+        let key = ServiceKey::new(format!("host-{i}"), "cinder-volume");
+        let mut r = crate::state::fresh_record(&mut (i as u64), &key, at, at);
+        r.report_count = i as u64;
+        r
     }
 
     /// A write of many records goes in batches of at most `RECORDS_PER_BATCH` and leaves no

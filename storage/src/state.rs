@@ -430,7 +430,7 @@ impl ServicesState {
 
 /// A new record for a service's first heartbeat (or its first after removal), taking the next
 /// id from the replicated counter.
-fn fresh_record(
+pub(crate) fn fresh_record(
     next_id: &mut u64,
     key: &ServiceKey,
     at: DateTime<Utc>,

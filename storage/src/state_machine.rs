@@ -168,8 +168,7 @@ impl StateMachineStore {
             });
         }
         if rewrite {
-            let records: Vec<&ServiceRecord> = state.records().collect();
-            sm_disk::write(disk, &services, &sm_disk::Meta::of(&state), &records, true)?;
+            sm_disk::replace(disk, &services, &state)?;
             disk.flush_blocking()?;
         }
         let seq = chrono::Utc::now().timestamp_millis().unsigned_abs();
@@ -386,16 +385,7 @@ impl StateMachineStore {
                 // that finds them unfinished loads the file (see `sm_disk`).
                 write_snapshot_file(&inner, &data, meta.last_log_id)?;
                 let _persisting = lock(&inner.persisting);
-                let records: Vec<&ServiceRecord> = state.records().collect();
-                let written = sm_disk::write(
-                    &inner.disk,
-                    &inner.services,
-                    &sm_disk::Meta::of(&state),
-                    &records,
-                    true,
-                );
-                drop(records);
-                written?;
+                sm_disk::replace(&inner.disk, &inner.services, &state)?;
                 inner.disk.flush_blocking()?;
                 inner.policy.taken();
                 inner.policy.sized(data.len() as u64);
