@@ -6,7 +6,7 @@ use crate::error::ClientError;
 use crate::tls::ClientTls;
 use crate::wire::{
     AddLearnerIn, ClusterOut, Consistency, ErrorBody, HeartbeatIn, PromoteIn, ServiceAction,
-    ServiceActionIn, ServicesOut,
+    ServiceActionIn, ServicesOut, MISSED_HEADER,
 };
 
 /// How long a client keeps an idle connection to a node for reuse. Nodes close idle
@@ -86,8 +86,25 @@ impl RegistryClient {
 
     /// Sends heartbeats; answers the records as committed.
     pub async fn heartbeat(&self, beats: &[HeartbeatIn]) -> Result<ServicesOut, ClientError> {
-        self.send(|base| self.http.post(format!("{base}/v1/heartbeats")).json(beats))
-            .await
+        self.heartbeat_after_missed(beats, 0).await
+    }
+
+    /// [`heartbeat`](Self::heartbeat) from a reporter that `missed` heartbeats since its last
+    /// acknowledged one (sent in [`MISSED_HEADER`] when not zero).
+    pub async fn heartbeat_after_missed(
+        &self,
+        beats: &[HeartbeatIn],
+        missed: u32,
+    ) -> Result<ServicesOut, ClientError> {
+        self.send(|base| {
+            let req = self.http.post(format!("{base}/v1/heartbeats")).json(beats);
+            if missed == 0 {
+                req
+            } else {
+                req.header(MISSED_HEADER, missed)
+            }
+        })
+        .await
     }
 
     /// Lists services.

@@ -48,6 +48,19 @@ pub const MAX_FIELD_CHARS: usize = 255;
 /// Most heartbeats accepted in one request.
 pub const MAX_BATCH: usize = 1000;
 
+/// The header of a heartbeat request in which a reporter says how many of its heartbeats
+/// since its last acknowledged one did not land: refused, failed, timed out, or never sent
+/// because the one before was still unanswered at their time. Absent means none. A registry
+/// that is itself refusing heartbeats for load counts them as refused heartbeats it never
+/// saw, so that the registry clock slows as much as heartbeats are lost, not only as much as
+/// the share it refused of those it read.
+pub const MISSED_HEADER: &str = "x-registry-missed-heartbeats";
+
+/// The most missed heartbeats one request is counted for: a reporter cut off for longer
+/// than that many intervals was cut off for longer than `service_down_time` (six intervals
+/// by default) anyway, and one reporter must not weigh like many.
+pub const MAX_MISSED_COUNTED: u32 = 8;
+
 /// A heartbeat as reporters send it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

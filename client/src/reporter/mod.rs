@@ -9,6 +9,10 @@
 //! - before each heartbeat an optional [`HealthCheck`] runs; when it fails, that heartbeat is
 //!   skipped (logged at warn with the reason), so the registry lists the service `down` once
 //!   `service_down_time` has passed;
+//! - each heartbeat says how many since the last acknowledged one did not land
+//!   ([`MISSED_HEADER`](crate::wire::MISSED_HEADER): failed, or never sent because a
+//!   heartbeat was still in flight at their tick), so that a registry shedding load knows
+//!   how many heartbeats it lost, not only how many it read and refused;
 //! - every endpoint is tried (by [`RegistryClient`]); any node forwards the write to the
 //!   leader; after an answer that another node may not give (a timeout, a 5xx) the next tick
 //!   starts with the next endpoint, so a node that is up but cut off is not asked forever;
@@ -134,6 +138,9 @@ pub struct ReporterStats {
     pub failed: u64,
     /// Ticks on which the health check failed, so no heartbeat was sent.
     pub skipped: u64,
+    /// Heartbeats missed since the last acknowledged one: failed, or due while one was in
+    /// flight (the registry is told with the next heartbeat; zero again once one lands).
+    pub missed: u32,
     /// Whether the latest heartbeat reached the registry; `None` before the first.
     pub connected: Option<bool>,
     /// How many times the registry was lost (each logged once, at error).
@@ -403,13 +410,19 @@ impl Loop {
             s.first_sent_at.get_or_insert(now);
         });
         let client = &self.clients[self.start];
-        match client.heartbeat(std::slice::from_ref(&self.beat)).await {
-            Ok(out) => self.acknowledged(out.services.first().map(|s| s.report_count)),
-            Err(e) => self.failed(e),
+        let missed = self.stats.borrow().missed;
+        let answer = client
+            .heartbeat_after_missed(std::slice::from_ref(&self.beat), missed)
+            .await;
+        // Ticks that came while it was in flight were delayed, not sent: missed as well.
+        let overdue = due_while_in_flight(now.elapsed(), self.config.interval);
+        match answer {
+            Ok(out) => self.acknowledged(out.services.first().map(|s| s.report_count), overdue),
+            Err(e) => self.failed(e, overdue),
         }
     }
 
-    fn acknowledged(&mut self, report_count: Option<u64>) {
+    fn acknowledged(&mut self, report_count: Option<u64>, overdue: u32) {
         let recovered = self.link == Link::Lost;
         if recovered {
             tracing::warn!(
@@ -423,6 +436,7 @@ impl Loop {
         self.failures_in_outage = 0;
         self.stats.send_modify(|s| {
             s.acknowledged += 1;
+            s.missed = overdue;
             s.connected = Some(true);
             s.recoveries += u64::from(recovered);
             if report_count.is_some() {
@@ -431,7 +445,7 @@ impl Loop {
         });
     }
 
-    fn failed(&mut self, e: ClientError) {
+    fn failed(&mut self, e: ClientError, overdue: u32) {
         let lost = self.link != Link::Lost;
         if lost {
             let what = match &e {
@@ -466,8 +480,14 @@ impl Loop {
         if move_on {
             self.start = (self.start + 1) % self.clients.len();
         }
+        // A heartbeat the registry refused as invalid (4xx) is the reporter's own doing.
+        let lost_to_registry = !matches!(&e, ClientError::Api { status, .. } if *status < 500);
         self.stats.send_modify(|s| {
             s.failed += 1;
+            s.missed = s
+                .missed
+                .saturating_add(u32::from(lost_to_registry))
+                .saturating_add(overdue);
             s.connected = Some(false);
             s.outages += u64::from(lost);
             s.last_error = Some(e.to_string());
@@ -475,9 +495,26 @@ impl Loop {
     }
 }
 
+/// The ticks of `interval` that fell due while a heartbeat took `took`: with
+/// [`MissedTickBehavior::Delay`] each is delayed to the end of the heartbeat, and all but
+/// the next are lost.
+fn due_while_in_flight(took: Duration, interval: Duration) -> u32 {
+    let whole = took.as_nanos() / interval.as_nanos().max(1);
+    u32::try_from(whole).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_due_while_a_heartbeat_was_in_flight_are_missed() {
+        let i = Duration::from_secs(10);
+        assert_eq!(due_while_in_flight(Duration::from_millis(30), i), 0);
+        assert_eq!(due_while_in_flight(Duration::from_millis(9_999), i), 0);
+        assert_eq!(due_while_in_flight(Duration::from_secs(10), i), 1);
+        assert_eq!(due_while_in_flight(Duration::from_secs(35), i), 3);
+    }
 
     #[test]
     fn config_is_validated_before_start() {
@@ -546,6 +583,10 @@ mod tests {
             .await
             .expect("the loop keeps ticking");
         assert_eq!(stats.outages, 1, "one outage however many failures");
+        assert!(
+            stats.missed as u64 >= stats.failed,
+            "every failed heartbeat is missed: {stats:?}"
+        );
         assert_eq!(stats.connected, Some(false));
         let end = tokio::time::timeout(Duration::from_secs(2), handle.stop())
             .await
