@@ -58,6 +58,8 @@ pub struct Metrics {
     heartbeats_forwarded: Counter,
     /// Heartbeats answered with an error by this node, by reason.
     heartbeats_failed: Family<ReasonLabels, Counter>,
+    /// Heartbeats reporters said they missed, told with heartbeats that landed here.
+    heartbeats_missed: Counter,
     /// Heartbeats per log entry the batcher proposed.
     batch_sizes: Histogram,
     /// Request latency by method, route and status.
@@ -111,6 +113,15 @@ impl Metrics {
              before its body was read counts as one)",
             heartbeats_failed.clone(),
         );
+        let heartbeats_missed = Counter::default();
+        registry.register(
+            "heartbeats_missed_reported",
+            "Heartbeats reporters said they had missed since their last acknowledged one \
+             (x-registry-missed-heartbeats, at most 8 per request), counted when a heartbeat \
+             sent to this node landed: heartbeats lost before this node could read them, or \
+             refused",
+            heartbeats_missed.clone(),
+        );
         let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register(
             "heartbeat_batch_size",
@@ -145,6 +156,7 @@ impl Metrics {
             heartbeats_accepted,
             heartbeats_forwarded,
             heartbeats_failed,
+            heartbeats_missed,
             batch_sizes,
             requests,
             overloaded,
@@ -166,6 +178,11 @@ impl Metrics {
         self.heartbeats_failed
             .get_or_create(&ReasonLabels { reason })
             .inc_by(n as u64);
+    }
+
+    /// Counts `n` heartbeats a reporter said it missed.
+    pub fn heartbeats_missed(&self, n: u32) {
+        self.heartbeats_missed.inc_by(u64::from(n));
     }
 
     /// The histogram of heartbeats per proposed entry, for the batcher to observe.

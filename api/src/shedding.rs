@@ -15,8 +15,17 @@
 //! `service_down_time` by default) is listed `down` only if 48 of its heartbeats in a row
 //! were refused.
 //!
-//! Requests a client gave up on before the node read them (kernel queues full) are not
-//! counted: the node never saw them.
+//! Heartbeats the node never read (waiting in kernel or client queues, or never sent
+//! because the reporter's previous heartbeat was still unanswered) are invisible to these
+//! counts, and at twice its capacity they outnumber the ones it refuses. So a reporter says,
+//! with the next heartbeat that lands, how many it missed since its last acknowledged one
+//! ([`MISSED_HEADER`], at most [`MAX_MISSED_COUNTED`] per request); they count as heartbeats
+//! received and refused. A registry that queues rather than refuses (the requests wait in
+//! kernel and client queues, and its own bound is not reached) refuses nothing for seconds at
+//! a time while most heartbeats are lost, so missed heartbeats alone slow the clock too, but
+//! only when there are many: at least [`MISSED_FLOOR`] in the window and 1% of the requests
+//! read. A few reporters back from a network fault tell a few missed heartbeats each, which
+//! must not slow the clock for every other service.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use openraft::ServerState;
+use registry_client::wire::{MAX_MISSED_COUNTED, MISSED_HEADER};
 use registry_storage::{ClockRate, Command};
 use warp::http::HeaderMap;
 
@@ -32,11 +42,20 @@ use crate::shared::Shared;
 /// The header a follower's forwarded heartbeats carry its counts in: `received,refused`.
 pub const LOAD_HEADER: &str = "x-registry-heartbeat-load";
 
+/// The header a follower's forwarded heartbeats carry the heartbeats its reporters said
+/// they missed in, when there were any (a header of its own: a leader of an older build
+/// ignores it and still reads [`LOAD_HEADER`]).
+pub const MISSED_LOAD_HEADER: &str = "x-registry-heartbeat-missed";
+
 /// The first storage format that decodes `Command::ClockRate`.
 const CLOCK_RATE_FORMAT: u8 = 4;
 
 /// The window the refused share is taken over.
 const WINDOW: Duration = Duration::from_secs(1);
+
+/// The fewest missed heartbeats in a [`WINDOW`] that slow the clock when the registry
+/// refused none: at least 13 reporters (8 counted per request) late in the same second.
+pub const MISSED_FLOOR: u64 = 100;
 
 /// Heartbeat requests received and refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,20 +64,32 @@ pub struct Load {
     pub received: u64,
     /// Of them, refused for overload.
     pub refused: u64,
+    /// Heartbeats reporters said they missed (not among `received`).
+    pub missed: u64,
 }
 
 impl Load {
-    /// The header value carrying it.
-    pub fn header_value(self) -> String {
-        format!("{},{}", self.received, self.refused)
+    /// The headers carrying it.
+    pub fn headers(self) -> Vec<(&'static str, String)> {
+        let mut h = vec![(LOAD_HEADER, format!("{},{}", self.received, self.refused))];
+        if self.missed > 0 {
+            h.push((MISSED_LOAD_HEADER, self.missed.to_string()));
+        }
+        h
     }
 
-    /// The load a [`LOAD_HEADER`] carries, if it is well formed.
+    /// The load the headers [`LOAD_HEADER`] and [`MISSED_LOAD_HEADER`] carry, if the first
+    /// is there and well formed (a malformed second counts as none missed).
     pub fn from_headers(headers: &HeaderMap) -> Option<Load> {
         let (received, refused) = headers.get(LOAD_HEADER)?.to_str().ok()?.split_once(',')?;
+        let missed = headers
+            .get(MISSED_LOAD_HEADER)
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+            .unwrap_or(0);
         let load = Load {
             received: received.trim().parse().ok()?,
             refused: refused.trim().parse().ok()?,
+            missed,
         };
         (load.refused <= load.received).then_some(load)
     }
@@ -66,7 +97,27 @@ impl Load {
     fn add(&mut self, other: Load) {
         self.received = self.received.saturating_add(other.received);
         self.refused = self.refused.saturating_add(other.refused);
+        self.missed = self.missed.saturating_add(other.missed);
     }
+}
+
+/// The missed heartbeats a reporter's request says (its [`MISSED_HEADER`]), counted up to
+/// [`MAX_MISSED_COUNTED`]; `Err` with what is wrong when the header is not a whole number.
+pub fn missed_of(headers: &HeaderMap) -> Result<u32, String> {
+    let Some(v) = headers.get(MISSED_HEADER) else {
+        return Ok(0);
+    };
+    let n: u64 = v
+        .to_str()
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "{MISSED_HEADER} must be a whole number of heartbeats, got {:?}",
+                String::from_utf8_lossy(v.as_bytes())
+            )
+        })?;
+    Ok(n.min(u64::from(MAX_MISSED_COUNTED)) as u32)
 }
 
 /// This node's counts of heartbeat requests from reporters since they were last taken.
@@ -74,6 +125,7 @@ impl Load {
 pub struct ShedMeter {
     received: AtomicU64,
     refused: AtomicU64,
+    missed: AtomicU64,
 }
 
 impl ShedMeter {
@@ -91,10 +143,16 @@ impl ShedMeter {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A heartbeat that landed came with `n` its reporter said it missed before it.
+    pub fn missed(&self, n: u32) {
+        self.missed.fetch_add(u64::from(n), Ordering::Relaxed);
+    }
+
     /// Adds the counts another node handed over.
     pub fn add(&self, load: Load) {
         self.received.fetch_add(load.received, Ordering::Relaxed);
         self.refused.fetch_add(load.refused, Ordering::Relaxed);
+        self.missed.fetch_add(load.missed, Ordering::Relaxed);
     }
 
     /// The counts since they were last taken, and starts again from zero.
@@ -102,6 +160,7 @@ impl ShedMeter {
         Load {
             received: self.received.swap(0, Ordering::Relaxed),
             refused: self.refused.swap(0, Ordering::Relaxed),
+            missed: self.missed.swap(0, Ordering::Relaxed),
         }
     }
 }
@@ -115,15 +174,21 @@ pub fn refused_for_load(e: &crate::error::ApiError) -> bool {
     )
 }
 
-/// The rate registry time runs at when `load` is what the registry received and refused over
-/// the last second: full while under 1% is refused; else `1 − 2 × refused share`, rounded
-/// down to a half, a quarter or [`ClockRate::SLOWEST`], so that the fewer heartbeats get
-/// through, the more of them in a row must fail before a service is judged silent.
+/// The rate registry time runs at when `load` is what the registry received, refused and
+/// was told was missed over the last second: full while under 1% of the requests it read is
+/// refused and fewer than [`MISSED_FLOOR`] (or 1% of the requests read) were missed; else
+/// `1 − 2 × the share lost` (refused and missed, of received and missed), rounded down to a
+/// half, a quarter or [`ClockRate::SLOWEST`], so that the fewer heartbeats get through, the
+/// more of them in a row must fail before a service is judged silent.
 pub fn rate_for(load: Load) -> ClockRate {
-    if load.refused == 0 || load.refused * 100 < load.received {
+    let refusing = load.refused > 0 && load.refused.saturating_mul(100) >= load.received;
+    let losing = load.missed >= MISSED_FLOOR && load.missed.saturating_mul(100) >= load.received;
+    if !(refusing || losing) {
         return ClockRate::FULL;
     }
-    let permille = 1000u64.saturating_sub(2000 * load.refused / load.received.max(1));
+    let lost = u128::from(load.refused) + u128::from(load.missed);
+    let offered = (u128::from(load.received) + u128::from(load.missed)).max(1);
+    let permille = 1000u128.saturating_sub(2000 * lost / offered);
     let rate = match permille {
         500.. => 500,
         250.. => 250,
@@ -179,6 +244,7 @@ impl ClockKeeper {
             to_per_mille = want.permille(),
             received = total.received,
             refused = total.refused,
+            missed = total.missed,
             "heartbeat requests refused for load in the last second: setting the registry \
              clock's rate"
         );
@@ -194,7 +260,67 @@ mod tests {
     use super::*;
 
     fn load(received: u64, refused: u64) -> Load {
-        Load { received, refused }
+        Load {
+            received,
+            refused,
+            missed: 0,
+        }
+    }
+
+    fn with_missed(received: u64, refused: u64, missed: u64) -> Load {
+        Load {
+            missed,
+            ..load(received, refused)
+        }
+    }
+
+    /// Missed heartbeats count as lost ones; with nothing refused, only when there are many.
+    #[test]
+    fn missed_heartbeats_slow_the_clock_when_there_are_many() {
+        let rate = |r, f, m| rate_for(with_missed(r, f, m)).permille();
+        assert_eq!(
+            rate(10, 0, 99),
+            1000,
+            "a few reporters back from a network fault"
+        );
+        assert_eq!(rate(20_000, 0, 199), 1000, "under 1% of what was read");
+        assert_eq!(rate(10, 0, 100), 125, "the floor, most lost");
+        assert_eq!(
+            rate(6_930, 0, 9_081),
+            125,
+            "nothing refused, more lost than read: a registry that queues (a window of the \
+             overload bench)"
+        );
+        assert_eq!(rate(10_000, 0, 200), 500, "2% lost unseen");
+        assert_eq!(rate(10_000, 1_000, 0), 500, "10% refused alone: a half");
+        assert_eq!(
+            rate(10_000, 1_000, 3_000),
+            250,
+            "4,000 of 13,000 lost: a quarter"
+        );
+        assert_eq!(
+            rate(10_000, 1_500, 30_000),
+            125,
+            "the overload of the bench: most heartbeats never read"
+        );
+        assert_eq!(rate(0, 0, 0), 1000);
+        assert_eq!(rate(u64::MAX, u64::MAX, u64::MAX), 125, "no overflow");
+    }
+
+    /// A reporter's header is counted up to the cap; a malformed one is an error to answer.
+    #[test]
+    fn a_reporters_missed_heartbeats_are_read_and_capped() {
+        let mut h = HeaderMap::new();
+        assert_eq!(missed_of(&h), Ok(0), "absent: none");
+        for (v, n) in [("0", 0), ("3", 3), (" 8 ", 8), ("9", 8), ("99999999999", 8)] {
+            h.insert(MISSED_HEADER, v.parse().expect("a header value"));
+            assert_eq!(missed_of(&h), Ok(n), "{v:?}");
+        }
+        for bad in ["", "-1", "two", "1.5"] {
+            h.insert(MISSED_HEADER, bad.parse().expect("a header value"));
+            let e = missed_of(&h).expect_err(bad);
+            assert!(e.contains(MISSED_HEADER), "{e}");
+        }
     }
 
     /// The rate falls with the share refused, never to zero, and is full when nothing (or
@@ -218,12 +344,23 @@ mod tests {
     #[test]
     fn the_header_round_trips() {
         let mut h = HeaderMap::new();
-        let l = load(1234, 56);
-        h.insert(
-            LOAD_HEADER,
-            l.header_value().parse().expect("a header value"),
+        let put = |h: &mut HeaderMap, l: Load| {
+            h.clear();
+            for (name, value) in l.headers() {
+                h.insert(name, value.parse().expect("a header value"));
+            }
+        };
+        for l in [load(1234, 56), with_missed(1234, 56, 789)] {
+            put(&mut h, l);
+            assert_eq!(Load::from_headers(&h), Some(l));
+        }
+        assert_eq!(load(1, 0).headers().len(), 1, "no missed header when none");
+        h.insert(MISSED_LOAD_HEADER, "x".parse().expect("a header value"));
+        assert_eq!(
+            Load::from_headers(&h),
+            Some(load(1234, 56)),
+            "a malformed missed count is none"
         );
-        assert_eq!(Load::from_headers(&h), Some(l));
         for bad in ["", "1", "a,b", "1,2", "-1,0"] {
             h.insert(LOAD_HEADER, bad.parse().expect("a header value"));
             assert_eq!(Load::from_headers(&h), None, "{bad:?}");
@@ -238,8 +375,9 @@ mod tests {
         m.admitted();
         m.refused(true);
         m.refused(false);
-        m.add(load(10, 1));
-        assert_eq!(m.take(), load(13, 3));
+        m.add(with_missed(10, 1, 4));
+        m.missed(3);
+        assert_eq!(m.take(), with_missed(13, 3, 7));
         assert_eq!(m.take(), load(0, 0));
     }
 }

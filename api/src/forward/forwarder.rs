@@ -31,7 +31,7 @@ use crate::group_commit::{
     group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS, LINGER,
 };
 use crate::routes::MAX_BODY_BYTES;
-use crate::shedding::{ShedMeter, LOAD_HEADER};
+use crate::shedding::ShedMeter;
 use crate::transport::peer::{Peer, RelayError, Relayed};
 
 /// Requests that may wait for a batch.
@@ -140,7 +140,7 @@ async fn send(peer: Peer, shed: Arc<ShedMeter>, batch: Vec<Pending>) {
     }
     let body = join_bodies(batch.iter().map(|p| &p.body[..]));
     // The leader sets the registry clock's rate from every node's counts.
-    let load = shed.take().header_value();
+    let load = shed.take().headers();
     let answer = async {
         let resp = peer
             .send_with(
@@ -150,7 +150,7 @@ async fn send(peer: Peer, shed: Arc<ShedMeter>, batch: Vec<Pending>) {
                 body.into(),
                 batch[0].request_id.as_deref(),
                 None,
-                Some((LOAD_HEADER, load)),
+                &load,
             )
             .await?;
         Relayed::read(resp).await

@@ -12,7 +12,7 @@ use crate::app::RegistryApp;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::read::ReadAt;
-use crate::shedding::{refused_for_load, Load};
+use crate::shedding::{missed_of, refused_for_load, Load};
 use crate::transport::tls::ClientCert;
 use crate::wire::{parse_heartbeats, ServicesQuery, WhoAmIOut};
 use crate::write::Written;
@@ -96,13 +96,33 @@ async fn post_heartbeats(gated: GatedBody, app: RegistryApp) -> warp::reply::Res
         Ok(b) => b,
         Err(e) => return failed(e, 1),
     };
+    // What the reporter missed before this one (a forwarded batch carries its follower's
+    // counts instead, in the load headers).
+    let missed = if pass.forwarded() {
+        0
+    } else {
+        match missed_of(&pass.headers) {
+            Ok(m) => m,
+            Err(why) => return failed(ApiError::BadRequest(why), 1),
+        }
+    };
+    let landed = || {
+        if missed > 0 {
+            shed.missed(missed);
+            app.shared().metrics.heartbeats_missed(missed);
+        }
+    };
     let n = beats.len();
     match app.write().heartbeats(beats, body, pass.forwarded()).await {
         Ok(Written::Here(records)) => {
+            landed();
             app.shared().metrics.heartbeats_accepted(n);
             app.write().written_response(&records)
         }
         Ok(Written::Forwarded(resp)) => {
+            if resp.status().is_success() {
+                landed();
+            }
             app.shared().metrics.heartbeats_forwarded(n);
             resp
         }

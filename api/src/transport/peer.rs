@@ -185,11 +185,11 @@ impl Peer {
         request_id: Option<&str>,
         actor: Option<&Actor>,
     ) -> Result<reqwest::Response, RelayError> {
-        self.send_with(method, to, path_and_query, body, request_id, actor, None)
+        self.send_with(method, to, path_and_query, body, request_id, actor, &[])
             .await
     }
 
-    /// [`send`](Self::send) with one more header.
+    /// [`send`](Self::send) with more headers.
     #[allow(clippy::too_many_arguments)]
     pub async fn send_with(
         &self,
@@ -199,7 +199,7 @@ impl Peer {
         body: Bytes,
         request_id: Option<&str>,
         actor: Option<&Actor>,
-        extra: Option<(&'static str, String)>,
+        extra: &[(&'static str, String)],
     ) -> Result<reqwest::Response, RelayError> {
         let (id, node) = to;
         let mut req = self
@@ -213,8 +213,8 @@ impl Peer {
         if let Some(v) = actor.and_then(Actor::header_value) {
             req = req.header(ACTOR_HEADER, v);
         }
-        if let Some((name, value)) = extra {
-            req = req.header(name, value);
+        for (name, value) in extra {
+            req = req.header(*name, value);
         }
         let resp = req
             .body(body)

@@ -281,6 +281,10 @@ async fn a_registry_outage_is_one_outage_and_is_survived() -> anyhow::Result<()>
         "however many heartbeats fail, the registry is lost once: {down:?}"
     );
     assert_eq!(down.connected, Some(false));
+    assert!(
+        u64::from(down.missed) >= down.failed - before.failed,
+        "every failed heartbeat is missed: {down:?}"
+    );
     assert!(!handle.is_finished(), "the loop survives registry errors");
 
     restart_all(&mut c).await?;
@@ -298,6 +302,17 @@ async fn a_registry_outage_is_one_outage_and_is_survived() -> anyhow::Result<()>
     assert!(
         back.last_report_count > before.last_report_count,
         "the count goes on from before the outage: {back:?} vs {before:?}"
+    );
+    // The heartbeat that landed told the registry how many had not (at most 8 counted).
+    let mut told = 0.0;
+    for i in 0..3 {
+        told += crate::t60_observability::scrape(&c, i)
+            .await?
+            .value("registry_heartbeats_missed_reported_total");
+    }
+    assert!(
+        told >= 3.0,
+        "the missed heartbeats were told with the first one that landed: {told}"
     );
 
     stop_promptly(handle).await?;

@@ -282,3 +282,166 @@ async fn a_leader_at_its_bound_takes_forwarded_heartbeats() -> anyhow::Result<()
     drop(held);
     c.shutdown().await
 }
+
+/// Heartbeats a reporter says it missed (`x-registry-missed-heartbeats`) count as lost ones.
+/// A few (one reporter telling of 8 every 250 ms) leave every node's clock at full rate. With
+/// the leader's bound held by two unfinished uploads, nine heartbeats land through a
+/// follower for each one the leader refuses: 10% refused alone slows the clock to a half;
+/// with each landed heartbeat telling of 8 missed, 73 of 82 are lost and the clock goes to
+/// an eighth. Many missed with nothing refused (a registry that queues instead of refusing)
+/// slow it to an eighth as well. A malformed count is answered 400 and nothing of it counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missed_heartbeats_slow_the_clock_when_there_are_many() -> anyhow::Result<()> {
+    use registry_client::wire::MISSED_HEADER;
+    use tokio::io::AsyncWriteExt;
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec {
+        max_concurrent_requests: 2,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let leader = c.wait_for_leader(WAIT).await?;
+    let follower = (leader + 1) % 3;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let via_follower = format!("http://{}/v1/heartbeats", c.configs[follower].listen);
+    let to_leader = format!("http://{}/v1/heartbeats", c.configs[leader].listen);
+    let beat = |i: usize| serde_json::json!({"host": format!("m-{i}"), "binary": "cinder-volume"});
+    let missed_told = || async {
+        anyhow::Ok(
+            scrape(&c, follower)
+                .await?
+                .value("registry_heartbeats_missed_reported_total"),
+        )
+    };
+    // `k` heartbeats through the follower, each telling of `missed` (none: no header).
+    let through_follower = |k: usize, missed: u32| {
+        let (http, url) = (http.clone(), via_follower.clone());
+        async move {
+            for i in 0..k {
+                let mut req = http.post(&url).json(&beat(i));
+                if missed > 0 {
+                    req = req.header(MISSED_HEADER, missed);
+                }
+                let resp = req.send().await?;
+                anyhow::ensure!(resp.status() == 200, "a heartbeat did not land: {resp:?}");
+            }
+            anyhow::Ok(())
+        }
+    };
+    let rates_are = |want: f64| {
+        let c = &c;
+        async move {
+            let rates = values(c, "registry_clock_rate").await.ok()?;
+            rates.iter().all(|r| *r == want).then_some(rates)
+        }
+    };
+
+    let bad = http
+        .post(&via_follower)
+        .header(MISSED_HEADER, "many")
+        .json(&beat(0))
+        .send()
+        .await?;
+    assert_eq!(bad.status(), 400);
+    let body = bad.text().await?;
+    assert!(
+        body.contains(MISSED_HEADER),
+        "the error names the header: {body}"
+    );
+    assert_eq!(
+        missed_told().await?,
+        0.0,
+        "nothing of a refused request is counted"
+    );
+
+    // A few missed, nothing refused: for over two of the leader's one-second windows (at
+    // most 40 missed in each, under the floor of 100), every clock stays at full rate.
+    let quiet_until = Instant::now() + Duration::from_millis(2500);
+    let mut told = 0;
+    while Instant::now() < quiet_until {
+        let next = tokio::time::Instant::now() + Duration::from_millis(250);
+        through_follower(1, 8).await?;
+        told += 8;
+        let rates = values(&c, "registry_clock_rate").await?;
+        assert_eq!(
+            rates,
+            vec![1.0; 3],
+            "after {told} missed told, none refused"
+        );
+        tokio::time::sleep_until(next).await;
+    }
+    assert_eq!(
+        missed_told().await?,
+        f64::from(told),
+        "every missed heartbeat told was counted"
+    );
+
+    // The leader's bound held: each round, one heartbeat refused by it, nine landed.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(c.configs[leader].listen).await?;
+        s.write_all(
+            b"POST /v1/heartbeats HTTP/1.1\r\nhost: registry\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{\"host\": \"slow\", ",
+        )
+        .await?;
+        held.push(s);
+    }
+    wait::until("two uploads held on the leader", WAIT, || async {
+        let m = scrape(&c, leader).await.ok()?;
+        (m.value("registry_http_requests_in_flight") == 2.0).then_some(())
+    })
+    .await?;
+    let round = |missed: u32| {
+        let (http, to_leader) = (http.clone(), to_leader.clone());
+        let nine = through_follower(9, missed);
+        async move {
+            let refused = http.post(&to_leader).json(&beat(99)).send().await?;
+            anyhow::ensure!(refused.status() == 503, "the leader refuses: {refused:?}");
+            nine.await
+        }
+    };
+    wait::until("a half on every node: 1 of 10 refused", WAIT, || async {
+        round(0).await.ok()?;
+        rates_are(0.5).await
+    })
+    .await?;
+    wait::until("an eighth on every node: 73 of 82 lost", WAIT, || async {
+        round(8).await.ok()?;
+        rates_are(0.125).await
+    })
+    .await?;
+    assert_eq!(
+        scrape(&c, leader)
+            .await?
+            .value("registry_http_requests_in_flight"),
+        2.0,
+        "the uploads held the leader's bound to the end"
+    );
+    drop(held);
+
+    // Nothing refused any more: full rate, then many missed alone slow it again.
+    wait::until("the clock back at full rate", WAIT, || async {
+        through_follower(9, 0).await.ok()?;
+        rates_are(1.0).await
+    })
+    .await?;
+    // 240 missed told per round, over the floor whatever the round's pace.
+    wait::until(
+        "an eighth on every node: many missed, none refused",
+        WAIT,
+        || async {
+            through_follower(30, 8).await.ok()?;
+            rates_are(0.125).await
+        },
+    )
+    .await?;
+    wait::until("the clock back at full rate", WAIT, || async {
+        through_follower(9, 0).await.ok()?;
+        rates_are(1.0).await
+    })
+    .await?;
+    c.shutdown().await
+}
