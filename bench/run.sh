@@ -84,7 +84,8 @@
 #              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios;
 #              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario;
 #              FAILOVER_KILLS (20) for the failover scenario.
-#              OVERLOAD_FACTOR (2) for the overload scenario.
+#              OVERLOAD_FACTOR (2) and OVERLOAD_DURATION (4 × its service_down_time of
+#              12 s) for the overload scenario.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -702,7 +703,8 @@ scenario_overload() {
   fresh_clusters
   bench --targets registry --prefix overload \
     overload --overload "$OVERLOAD_FACTOR" --interval "$OVERLOAD_INTERVAL" \
-    --capacity-duration "$OVERLOAD_CAPACITY" --control "$OVERLOAD_CONTROL"
+    --capacity-duration "$OVERLOAD_CAPACITY" --control "$OVERLOAD_CONTROL" \
+    ${OVERLOAD_DURATION:+--duration "$OVERLOAD_DURATION"}
   DOWN_TIME=60s
   REPORT_INTERVAL=10s
   stop_registry

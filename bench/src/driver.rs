@@ -391,6 +391,7 @@ pub async fn open<T: Target>(
                         break;
                     }
                     log.record_skipped(group, scheduled);
+                    target.skipped(group);
                     let _ = tx.send(Sample {
                         scheduled,
                         latency: Duration::ZERO,

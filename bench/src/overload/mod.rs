@@ -46,6 +46,11 @@ use observer::{Observed, Observer, Watched};
 /// The counter of requests a node refused at its admission bound, in `/metrics`.
 const OVERLOADED_METRIC: &str = "registry_http_requests_overloaded_total";
 
+/// How many times slower than the leader's clock registry time runs at the slowest rate a
+/// leader sets under overload (`ClockRate::SLOWEST`, an eighth): a stopped service goes
+/// `down` within this many `service_down_time`s of wall time.
+const SLOWEST_CLOCK_DIVISOR: u32 = 8;
+
 /// Requests of the overload run that were not acknowledged, by kind.
 #[derive(Debug, Clone, Default)]
 pub struct Refusals {
@@ -297,7 +302,11 @@ pub async fn registry(
         sends,
         down_time,
     };
-    let observing = tokio::spawn(observer.run(watched, start + duration + margin));
+    // The control group is watched past the margin while one of its services is not yet
+    // seen `down`, up to the bound a stopped service goes `down` within under overload
+    // (the clock at its slowest: an eighth) and a round of the observer more.
+    let control_until = start + control_stop + down_time * SLOWEST_CLOCK_DIVISOR + margin;
+    let observing = tokio::spawn(observer.run(watched, start + duration + margin, control_until));
     let controlling =
         tokio::spawn(Arc::clone(&control).run(start, a.interval, start + control_stop));
     let mode = format!(

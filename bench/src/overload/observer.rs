@@ -129,6 +129,9 @@ pub struct Observed {
     /// Per control service, when the reads sent after the group's stop that listed it `up`
     /// were sent.
     pub control_ups: Vec<Vec<Instant>>,
+    /// How long, from the start of the load, the control group was watched (past the load
+    /// services' margin while some control service was not yet seen `down`).
+    pub control_watched_to: Duration,
     ever_down: Vec<bool>,
     ever_strict: Vec<bool>,
     ever_unsent: Vec<bool>,
@@ -208,8 +211,10 @@ impl Observer {
         Ok(())
     }
 
-    /// Reads lists until `stop_at` and returns what was seen.
-    pub async fn run(self, watched: Watched, stop_at: Instant) -> Observed {
+    /// Reads lists until `stop_at`, judging the load services in them, and then, for the
+    /// control group alone, until every control service was listed `down` after its last
+    /// acknowledged heartbeat or `control_until`; returns what was seen.
+    pub async fn run(self, watched: Watched, stop_at: Instant, control_until: Instant) -> Observed {
         let windows = stop_at
             .saturating_duration_since(watched.start)
             .as_nanos()
@@ -223,8 +228,13 @@ impl Observer {
         let n = self.bases.len().max(1);
         let mut round = 0usize;
         let mut next = Instant::now();
-        while Instant::now() < stop_at {
-            let round_end = (next + self.pace).min(stop_at);
+        let until = stop_at.max(control_until);
+        loop {
+            let now = Instant::now();
+            if now >= until || (now >= stop_at && seen.control_all_down(&watched)) {
+                break;
+            }
+            let round_end = (next + self.pace).min(until);
             let which: Vec<usize> = if self.all_per_round {
                 (0..self.bases.len()).collect()
             } else {
@@ -248,7 +258,7 @@ impl Observer {
                     Ok((judged, bytes)) => {
                         node.latency.record_ok(answered - sent, 0);
                         node.last_bytes = bytes;
-                        seen.record(i, &judged, (sent, answered), &sends, &watched);
+                        seen.record(i, &judged, (sent, answered), &sends, &watched, stop_at);
                     }
                     Err(f) => {
                         node.failed += 1;
@@ -264,8 +274,9 @@ impl Observer {
                 // Behind (a slow list): the next round starts now, not in a burst.
                 next = now;
             }
-            tokio::time::sleep_until(next.min(stop_at)).await;
+            tokio::time::sleep_until(next.min(until)).await;
         }
+        seen.control_watched_to = Instant::now().saturating_duration_since(watched.start);
         seen
     }
 }
@@ -293,8 +304,20 @@ impl Observed {
         }
     }
 
+    /// Whether every control service with an acknowledged heartbeat was listed `down` by a
+    /// read sent after that heartbeat's acknowledgement.
+    fn control_all_down(&self, watched: &Watched) -> bool {
+        self.control_downs.iter().enumerate().all(|(j, downs)| {
+            watched
+                .control
+                .last_ack(j)
+                .is_none_or(|last| downs.iter().any(|(sent, _)| *sent > last))
+        })
+    }
+
     /// Adds one list of node `i`, asked for at `sent` and parsed at `answered`; `sends` is
-    /// the load's send log as it was at `sent`.
+    /// the load's send log as it was at `sent`. A list sent after `stop_at` (the load's
+    /// margin) counts for the control group only.
     fn record(
         &mut self,
         i: usize,
@@ -302,7 +325,12 @@ impl Observed {
         (sent, answered): (Instant, Instant),
         sends: &SendLogAt,
         watched: &Watched,
+        stop_at: Instant,
     ) {
+        if sent >= stop_at {
+            self.record_control(judged, sent, answered, watched);
+            return;
+        }
         let since_start = sent.saturating_duration_since(watched.start);
         let window_start = answered.checked_sub(watched.down_time);
         let in_window =
@@ -342,6 +370,27 @@ impl Observed {
         if false_downs > 0 && self.first_at.is_none() {
             self.first_at = Some(since_start);
         }
+        self.record_control(judged, sent, answered, watched);
+        if !self.windows.is_empty() {
+            let w = (since_start.as_nanos() / self.window.as_nanos().max(1)) as usize;
+            let last = self.windows.len() - 1;
+            let win = &mut self.windows[w.min(last)];
+            win.lists += 1;
+            win.judged += judged.load_rows as u64;
+            win.down += false_downs as u64;
+            win.most_in_one_list = win.most_in_one_list.max(false_downs);
+            win.control_down = judged.control_down.len();
+        }
+    }
+
+    /// Adds what one list showed of the control group.
+    fn record_control(
+        &mut self,
+        judged: &Judged,
+        sent: Instant,
+        answered: Instant,
+        watched: &Watched,
+    ) {
         if sent >= watched.control_stop {
             for &j in &judged.control_up {
                 if let Some(ups) = self.control_ups.get_mut(j) {
@@ -360,16 +409,6 @@ impl Observed {
                     self.control_early += 1;
                 }
             }
-        }
-        if !self.windows.is_empty() {
-            let w = (since_start.as_nanos() / self.window.as_nanos().max(1)) as usize;
-            let last = self.windows.len() - 1;
-            let win = &mut self.windows[w.min(last)];
-            win.lists += 1;
-            win.judged += judged.load_rows as u64;
-            win.down += false_downs as u64;
-            win.most_in_one_list = win.most_in_one_list.max(false_downs);
-            win.control_down = judged.control_down.len();
         }
     }
 }
@@ -544,8 +583,9 @@ mod tests {
         };
         // Answered at 20 s: the window starts at 8 s.
         let snap = sends.snapshot();
-        seen.record(0, &judged, (at(19), at(20)), &snap, &watched);
-        seen.record(0, &judged, (at(19), at(20)), &snap, &watched);
+        let stop_at = at(60);
+        seen.record(0, &judged, (at(19), at(20)), &snap, &watched, stop_at);
+        seen.record(0, &judged, (at(19), at(20)), &snap, &watched, stop_at);
         assert_eq!((seen.distinct, seen.occurrences), (2, 4));
         assert_eq!(seen.distinct_by_endpoint, vec![2]);
         assert_eq!((seen.strict_distinct, seen.strict_occurrences), (1, 2));
@@ -556,6 +596,13 @@ mod tests {
         assert!(seen.control_downs.iter().all(Vec::is_empty));
         assert!(seen.control_ups.iter().all(Vec::is_empty));
         assert!(seen.looked());
+        // After the load's margin a list counts for the control group only: a control
+        // service down then is a delay, and no load service is judged.
+        seen.record(0, &judged, (at(61), at(62)), &snap, &watched, stop_at);
+        assert_eq!((seen.distinct, seen.occurrences), (2, 4));
+        assert_eq!((seen.nodes[0].lists, seen.nodes[0].down), (2, 8));
+        assert_eq!(seen.control_downs[1], vec![(at(61), at(62))]);
+        assert_eq!(seen.control_ups[0], vec![at(61)]);
         Ok(())
     }
 

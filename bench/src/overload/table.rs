@@ -242,10 +242,13 @@ impl OverloadOutcome {
                  bound; its lower bound runs to the request of the last list before that still \
                  showing it `up` (rounds every {} ms, a list taking the read time above); the \
                  leader stamps a heartbeat before its answer reaches the sender, so a delay a \
-                 little under service_down_time is no error",
+                 little under service_down_time is no error; watched to {} s from the start of \
+                 the load (past the load services' margin while one was not yet seen `down`, \
+                 at most to 8 × service_down_time after the stop, the bound of an overload)",
                 c.services,
                 secs(c.stop_after),
-                o.pace.as_millis()
+                o.pace.as_millis(),
+                secs(o.control_watched_to)
             ),
             format!(
                 "overload: leadership before the run: {}; after: {}",

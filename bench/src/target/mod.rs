@@ -34,6 +34,11 @@ pub trait Target: Send + Sync + 'static {
         group: usize,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 
+    /// The load generator skipped request `group` at its scheduled time (every request
+    /// slot busy): its services missed a heartbeat, as a reporter whose previous heartbeat
+    /// is still in flight at its tick does.
+    fn skipped(&self, _group: usize) {}
+
     /// The Raft term of the system now: the highest any of its nodes reports (`None` when
     /// the system tells none or no node answered). Read at the window boundaries of a run,
     /// so that elections during it show.

@@ -1,12 +1,18 @@
 //! The registry over HTTP: `POST /v1/heartbeats` with prepared bodies, through a pooled
 //! HTTP/1.1 client (one connection per concurrent request, kept alive).
+//!
+//! Like the reporter of `registry-client`, each request group counts the heartbeats it
+//! missed since its last acknowledged one (failed, or skipped by the load generator) and
+//! sends them in `x-registry-missed-heartbeats` with the next one, when there are any.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use registry_api::error::ErrorBody;
 use registry_api::wire::ClusterOut;
+use registry_client::wire::MISSED_HEADER;
 
 use super::Target;
 use crate::stats::Failure;
@@ -22,6 +28,8 @@ pub struct RegistryTarget {
     cluster_urls: Vec<String>,
     groups: Groups,
     bodies: Vec<Bytes>,
+    /// Per group, heartbeats missed since its last acknowledged one.
+    missed: Vec<AtomicU32>,
 }
 
 impl RegistryTarget {
@@ -59,6 +67,7 @@ impl RegistryTarget {
                 .map(|e| format!("{}/v1/cluster", base_url(e)))
                 .collect(),
             groups,
+            missed: (0..groups.count()).map(|_| AtomicU32::new(0)).collect(),
             bodies: registry_bodies(prefix, groups),
         })
     }
@@ -176,15 +185,44 @@ impl Target for RegistryTarget {
     }
 
     async fn send(&self, _lane: usize, endpoint: usize, group: usize) -> Result<(), Failure> {
-        let resp = self
+        let missed = self.missed.get(group);
+        let told = missed.map_or(0, |m| m.load(Ordering::Relaxed));
+        let mut req = self
             .http
             .post(&self.urls[endpoint % self.urls.len()])
-            .header("content-type", "application/json")
-            .body(self.bodies[group].clone())
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e))?;
-        check_answer(resp).await.map(|_| ())
+            .header("content-type", "application/json");
+        if told > 0 {
+            req = req.header(MISSED_HEADER, told);
+        }
+        let sent = async {
+            let resp = req
+                .body(self.bodies[group].clone())
+                .send()
+                .await
+                .map_err(|e| transport_failure(&e))?;
+            check_answer(resp).await.map(|_| ())
+        };
+        let result = sent.await;
+        if let Some(m) = missed {
+            match &result {
+                // The ones it told of are told; any missed meanwhile are still to tell.
+                Ok(()) => {
+                    let _ = m.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        Some(v.saturating_sub(told))
+                    });
+                }
+                Err(_) => {
+                    m.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        result
+    }
+
+    fn skipped(&self, group: usize) {
+        if let Some(m) = self.missed.get(group) {
+            m.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The highest `term` of `GET /v1/cluster` among the nodes that answer.
