@@ -53,7 +53,7 @@ const CLOCK_RATE_FORMAT: u8 = 4;
 /// The window the refused share is taken over.
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// The fewest missed heartbeats in a [`WINDOW`] that slow the clock when the registry
+/// The fewest missed heartbeats in the window (a second) that slow the clock when the registry
 /// refused none: at least 13 reporters (8 counted per request) late in the same second.
 pub const MISSED_FLOOR: u64 = 100;
 

@@ -80,6 +80,40 @@ impl Flood {
     }
 }
 
+/// A cluster whose nodes take at most 2 requests at once, its leader and a follower.
+async fn bounded_cluster() -> anyhow::Result<(InProcCluster, usize, usize)> {
+    init_test_tracing();
+    let c = InProcCluster::start(ClusterSpec {
+        max_concurrent_requests: 2,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let leader = c.wait_for_leader(WAIT).await?;
+    Ok((c, leader, (leader + 1) % 3))
+}
+
+/// Holds node `i`'s bound of 2 with two uploads whose bodies are sent in part; it is free
+/// again once they are dropped.
+async fn hold_the_bound(c: &InProcCluster, i: usize) -> anyhow::Result<Vec<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(c.configs[i].listen).await?;
+        s.write_all(
+            b"POST /v1/heartbeats HTTP/1.1\r\nhost: registry\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{\"host\": \"slow\", ",
+        )
+        .await?;
+        held.push(s);
+    }
+    wait::until("two uploads held on the node", WAIT, || async {
+        let m = scrape(c, i).await.ok()?;
+        (m.value("registry_http_requests_in_flight") == 2.0).then_some(())
+    })
+    .await?;
+    Ok(held)
+}
+
 /// Every node's `/metrics` value of `name`.
 async fn values(c: &InProcCluster, name: &str) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::new();
@@ -179,14 +213,7 @@ async fn time_under_load_shedding_counts_in_part() -> anyhow::Result<()> {
 /// every node, and it runs at full rate again once the flood ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_that_refuses_slows_the_clock() -> anyhow::Result<()> {
-    init_test_tracing();
-    let mut c = InProcCluster::start(ClusterSpec {
-        max_concurrent_requests: 2,
-        ..ClusterSpec::default()
-    })
-    .await?;
-    let leader = c.wait_for_leader(WAIT).await?;
-    let follower = (leader + 1) % 3;
+    let (mut c, leader, follower) = bounded_cluster().await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -227,30 +254,8 @@ async fn a_follower_that_refuses_slows_the_clock() -> anyhow::Result<()> {
 /// to a follower is forwarded and acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_at_its_bound_takes_forwarded_heartbeats() -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    init_test_tracing();
-    let mut c = InProcCluster::start(ClusterSpec {
-        max_concurrent_requests: 2,
-        ..ClusterSpec::default()
-    })
-    .await?;
-    let leader = c.wait_for_leader(WAIT).await?;
-    let follower = (leader + 1) % 3;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(c.configs[leader].listen).await?;
-        s.write_all(
-            b"POST /v1/heartbeats HTTP/1.1\r\nhost: registry\r\ncontent-type: application/json\r\n\
-              content-length: 1000\r\n\r\n{\"host\": \"slow\", ",
-        )
-        .await?;
-        held.push(s);
-    }
-    wait::until("two uploads held on the leader", WAIT, || async {
-        let m = scrape(&c, leader).await.ok()?;
-        (m.value("registry_http_requests_in_flight") == 2.0).then_some(())
-    })
-    .await?;
+    let (mut c, leader, follower) = bounded_cluster().await?;
+    let held = hold_the_bound(&c, leader).await?;
     let http = reqwest::Client::new();
     let beat = serde_json::json!({"host": "h1", "binary": "cinder-volume"});
     let direct = http
@@ -293,15 +298,7 @@ async fn a_leader_at_its_bound_takes_forwarded_heartbeats() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn missed_heartbeats_slow_the_clock_when_there_are_many() -> anyhow::Result<()> {
     use registry_client::wire::MISSED_HEADER;
-    use tokio::io::AsyncWriteExt;
-    init_test_tracing();
-    let mut c = InProcCluster::start(ClusterSpec {
-        max_concurrent_requests: 2,
-        ..ClusterSpec::default()
-    })
-    .await?;
-    let leader = c.wait_for_leader(WAIT).await?;
-    let follower = (leader + 1) % 3;
+    let (mut c, leader, follower) = bounded_cluster().await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -379,21 +376,7 @@ async fn missed_heartbeats_slow_the_clock_when_there_are_many() -> anyhow::Resul
     );
 
     // The leader's bound held: each round, one heartbeat refused by it, nine landed.
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(c.configs[leader].listen).await?;
-        s.write_all(
-            b"POST /v1/heartbeats HTTP/1.1\r\nhost: registry\r\ncontent-type: application/json\r\n\
-              content-length: 1000\r\n\r\n{\"host\": \"slow\", ",
-        )
-        .await?;
-        held.push(s);
-    }
-    wait::until("two uploads held on the leader", WAIT, || async {
-        let m = scrape(&c, leader).await.ok()?;
-        (m.value("registry_http_requests_in_flight") == 2.0).then_some(())
-    })
-    .await?;
+    let held = hold_the_bound(&c, leader).await?;
     let round = |missed: u32| {
         let (http, to_leader) = (http.clone(), to_leader.clone());
         let nine = through_follower(9, missed);
