@@ -81,7 +81,8 @@
 #              registry's Raft settings, for experiments (defaults as in
 #              the configs registryctl init-cluster writes): RAFT_HEARTBEAT (50ms), RAFT_ELECTION_MIN
 #              (150ms), RAFT_ELECTION_MAX (300ms), RAFT_SNAPSHOT_LOGS (1000000),
-#              RAFT_KEEP_LOGS (1000); OPEN_SERVICES (100000) for the open-loop scenarios;
+#              RAFT_KEEP_LOGS (1000); GROUP_COMMIT_LINGER (unset: the nodes' default, 2ms;
+#              written to the configs only when set); OPEN_SERVICES (100000) for the open-loop scenarios;
 #              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario;
 #              FAILOVER_KILLS (20) for the failover scenario.
 #              OVERLOAD_FACTOR (2) and OVERLOAD_DURATION (4 × its service_down_time of
@@ -370,7 +371,10 @@ start_registry() {
     {
       printf 'node_id = %d\nlisten = "%s"\ndata_dir = "data"\n' "$i" "$(reg_addr "$i")"
       printf 'service_down_time = "%s"\nreport_interval = "%s"\n' "$DOWN_TIME" "$REPORT_INTERVAL"
-      printf 'write_timeout = "5s"\nread_timeout = "2s"\n\n[raft]\n'
+      printf 'write_timeout = "5s"\nread_timeout = "2s"\n'
+      # Only when set: a node binary older than the setting (--node-bin) refuses it.
+      [[ -z ${GROUP_COMMIT_LINGER:-} ]] || printf 'group_commit_linger = "%s"\n' "$GROUP_COMMIT_LINGER"
+      printf '\n[raft]\n'
       printf 'heartbeat_interval = "%s"\n' "${RAFT_HEARTBEAT:-50ms}"
       printf 'election_timeout_min = "%s"\n' "${RAFT_ELECTION_MIN:-150ms}"
       printf 'election_timeout_max = "%s"\n' "${RAFT_ELECTION_MAX:-300ms}"
@@ -731,6 +735,7 @@ check_ports
   echo "- machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
     "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
   if ((NO_ETCD)); then echo "- etcd: none"; else echo "- $(etcd --version | head -1)"; fi
+  echo "- registry group_commit_linger: ${GROUP_COMMIT_LINGER:-the nodes' default}"
   echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
 } | tee "$RESULTS"

@@ -107,11 +107,16 @@ impl RegistryApp {
             .build()
             .map_err(NetworkSetupError::from)?;
         let peer = Peer::new(http, Scheme::of(tls.as_deref()), identity, auth.clone());
+        let linger = settings.group_commit_linger;
         let (forwarder, forwarder_task) =
-            Forwarder::spawn(peer.clone(), Arc::clone(&shared.shed), stop.clone());
+            Forwarder::spawn(peer.clone(), Arc::clone(&shared.shed), linger, stop.clone());
         let forwarding = Forwarding::new(Arc::clone(&shared), peer.clone(), forwarder);
-        let (batcher, batcher_task) =
-            Batcher::spawn(shared.raft.clone(), shared.metrics.batch_sizes(), stop);
+        let (batcher, batcher_task) = Batcher::spawn(
+            shared.raft.clone(),
+            shared.metrics.batch_sizes(),
+            linger,
+            stop,
+        );
         let tasks = AppTasks {
             batcher: batcher_task,
             forwarder: forwarder_task,

@@ -41,6 +41,9 @@ pub struct ApiSettings {
     /// Most requests on public routes served at once; beyond it a request is answered 503
     /// with `Retry-After` at once (Raft RPCs and probes are not counted).
     pub max_concurrent_requests: usize,
+    /// How long a batch of heartbeats waits for company under load (see
+    /// [`crate::group_commit::LINGER`], its default).
+    pub group_commit_linger: Duration,
     /// Bounds on open connections and on how long a request's head may take.
     pub connections: ConnectionLimits,
     /// Largest Raft RPC bodies accepted.

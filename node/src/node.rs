@@ -144,6 +144,7 @@ impl Node {
             write_timeout: config.write_timeout,
             read_timeout: config.read_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
+            group_commit_linger: config.group_commit_linger,
             connections: ConnectionLimits {
                 max_connections: config.max_connections,
                 header_timeout: config.http_header_timeout,

@@ -40,6 +40,20 @@ mode = "disabled"
     );
     let e = parse("max_concurrent_requests = 0").unwrap_err();
     assert!(e.contains("max_concurrent_requests must be 1 to"), "{e}");
+    assert_eq!(
+        parse("").expect("valid").group_commit_linger,
+        std::time::Duration::from_millis(2),
+        "a config without group_commit_linger gets the default"
+    );
+    for (linger, ms) in [("\"0ms\"", 0), ("\"10ms\"", 10), ("\"50ms\"", 50)] {
+        let c = parse(&format!("group_commit_linger = {linger}")).expect("accepted");
+        assert_eq!(c.group_commit_linger, std::time::Duration::from_millis(ms));
+    }
+    let e = parse("group_commit_linger = \"51ms\"").unwrap_err();
+    assert!(
+        e.contains("group_commit_linger must be at most 50ms"),
+        "{e}"
+    );
     let text = base.replace("node_id = 1", "node_id = 7");
     let c: NodeConfig = toml::from_str(&text).expect("parses");
     let e = c.validate().unwrap_err().to_string();

@@ -121,6 +121,7 @@ impl InProcCluster {
                     max_concurrent_requests: spec.max_concurrent_requests,
                     max_connections: spec.max_connections,
                     http_header_timeout: spec.http_header_timeout,
+                    group_commit_linger: registry_node::config::DEFAULT_GROUP_COMMIT_LINGER,
                     raft: spec.raft.clone(),
                     auth: spec.auth.clone(),
                     tls: spec.tls.as_ref().map(|t| t.node_config(i as u64 + 1)),

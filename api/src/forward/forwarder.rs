@@ -17,6 +17,7 @@
 //! on the way are waited for.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use registry_storage::{NodeId, RegistryNode};
@@ -27,9 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warp::http::{Method, StatusCode};
 
-use crate::group_commit::{
-    group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS, LINGER,
-};
+use crate::group_commit::{group, Join, Limits, FORWARDS_IN_FLIGHT, FORWARD_MAX_HEARTBEATS};
 use crate::routes::MAX_BODY_BYTES;
 use crate::shedding::ShedMeter;
 use crate::transport::peer::{Peer, RelayError, Relayed};
@@ -80,12 +79,14 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts the forwarding task, sending as `peer`; it ends when `stop` is cancelled (or
-    /// every handle is dropped) and the batches on the way are answered. Returns the handle
-    /// and the task.
+    /// Starts the forwarding task, sending as `peer`, a batch lingering up to `linger` under
+    /// load ([`crate::group_commit::LINGER`]); it ends when `stop` is cancelled (or every
+    /// handle is dropped) and the batches on the way are answered. Returns the handle and
+    /// the task.
     pub fn spawn(
         peer: Peer,
         shed: Arc<ShedMeter>,
+        linger: Duration,
         stop: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -95,7 +96,7 @@ impl Forwarder {
             // leader's limit on a body.
             max_bytes: MAX_BODY_BYTES as usize - 1,
             max_in_flight: FORWARDS_IN_FLIGHT,
-            linger: LINGER,
+            linger,
         };
         let task = tokio::spawn(group(rx, limits, stop, move |batch| {
             send(peer.clone(), Arc::clone(&shed), batch)

@@ -13,6 +13,8 @@
 //! `Fatal::Stopped` (nothing of them was proposed), later ones are refused by the closed
 //! queue, and the proposals being committed are waited for, so every request gets an answer.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::Raft;
@@ -23,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::group_commit::{
-    group, Join, Limits, ENTRY_MAX_BYTES, ENTRY_MAX_HEARTBEATS, LINGER, PROPOSALS_IN_FLIGHT,
+    group, Join, Limits, ENTRY_MAX_BYTES, ENTRY_MAX_HEARTBEATS, PROPOSALS_IN_FLIGHT,
 };
 
 /// The error a proposal can fail with.
@@ -54,15 +56,17 @@ pub struct BatcherStopped;
 
 impl Batcher {
     /// Starts the batching task for `raft`, recording the heartbeats of each entry it
-    /// commits in `batch_sizes`; it ends when `stop` is cancelled (or every handle is
-    /// dropped) and the proposals it made are answered. Returns the handle and the task.
+    /// commits in `batch_sizes`, a batch lingering up to `linger` under load
+    /// ([`crate::group_commit::LINGER`]); it ends when `stop` is cancelled (or every handle
+    /// is dropped) and the proposals it made are answered. Returns the handle and the task.
     pub fn spawn(
         raft: Raft<TypeConfig>,
         batch_sizes: Histogram,
+        linger: Duration,
         stop: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(raft, rx, batch_sizes, stop));
+        let task = tokio::spawn(run(raft, rx, batch_sizes, linger, stop));
         (Self { tx }, task)
     }
 
@@ -123,13 +127,14 @@ async fn run(
     raft: Raft<TypeConfig>,
     rx: mpsc::Receiver<Pending>,
     batch_sizes: Histogram,
+    linger: Duration,
     stop: CancellationToken,
 ) {
     let limits = Limits {
         max_size: ENTRY_MAX_HEARTBEATS,
         max_bytes: ENTRY_MAX_BYTES,
         max_in_flight: PROPOSALS_IN_FLIGHT,
-        linger: LINGER,
+        linger,
     };
     group(rx, limits, stop, |batch| {
         propose(raft.clone(), batch, batch_sizes.clone())
