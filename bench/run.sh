@@ -735,7 +735,7 @@ check_ports
   echo "- machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
     "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
   if ((NO_ETCD)); then echo "- etcd: none"; else echo "- $(etcd --version | head -1)"; fi
-  echo "- registry group_commit_linger: ${GROUP_COMMIT_LINGER:-the nodes' default}"
+  echo "- registry group_commit_linger: ${GROUP_COMMIT_LINGER:-unset (the default)}"
   echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
 } | tee "$RESULTS"
