@@ -99,6 +99,13 @@ impl RegistryApp {
             streams_stop: stop.child_token(),
             shed: Arc::default(),
         });
+        let flushes = shared.metrics.flush_durations();
+        if !store
+            .sm
+            .observe_flushes(Box::new(move |took| flushes.observe(took.as_secs_f64())))
+        {
+            tracing::warn!("the store's flushes are already observed: registry_disk_flush_duration_seconds stays empty");
+        }
         let http = peer_client_builder(tls.as_deref())
             .local_address(local_ip)
             .pool_max_idle_per_host(64)

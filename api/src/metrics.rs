@@ -3,7 +3,8 @@
 //!
 //! Two kinds:
 //! - counters and histograms updated as things happen ([`Metrics`]): heartbeats accepted,
-//!   forwarded and failed, heartbeats per proposed log entry, request latency per route,
+//!   forwarded and failed, heartbeats per proposed log entry, database flush times, request
+//!   latency per route,
 //!   requests refused for load;
 //! - gauges computed at scrape time ([`crate::status::prometheus::render`]) from openraft's metrics, the node's Raft
 //!   state and its in-memory services table, so they are never stale: term, leader, log
@@ -62,6 +63,8 @@ pub struct Metrics {
     heartbeats_missed: Counter,
     /// Heartbeats per log entry the batcher proposed.
     batch_sizes: Histogram,
+    /// Time of each flush of the node's database.
+    flush_durations: Histogram,
     /// Request latency by method, route and status.
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
     /// Requests refused at once because the node had its maximum in flight.
@@ -129,6 +132,14 @@ impl Metrics {
              (group commit: requests that arrive while earlier entries commit share one)",
             batch_sizes.clone(),
         );
+        let flush_durations = latency_histogram();
+        registry.register(
+            "disk_flush_duration_seconds",
+            "Time of each flush of the node's database that a write waited for (log appends, \
+             votes, the state machine's persists): an entry is acknowledged once its flush is \
+             done (etcd: disk_wal_fsync_duration_seconds)",
+            flush_durations.clone(),
+        );
         let requests = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register(
             "http_request_duration_seconds",
@@ -158,6 +169,7 @@ impl Metrics {
             heartbeats_failed,
             heartbeats_missed,
             batch_sizes,
+            flush_durations,
             requests,
             overloaded,
         }
@@ -188,6 +200,11 @@ impl Metrics {
     /// The histogram of heartbeats per proposed entry, for the batcher to observe.
     pub fn batch_sizes(&self) -> Histogram {
         self.batch_sizes.clone()
+    }
+
+    /// The histogram of database flush times, for the store to observe.
+    pub fn flush_durations(&self) -> Histogram {
+        self.flush_durations.clone()
     }
 
     /// Records one answered request.

@@ -15,6 +15,12 @@
 //! process exits: a node stops on a storage error, and starts again as a new process). Nothing
 //! acknowledged needs a flush after the failure: it was flushed before it was acknowledged.
 //!
+//! Every flush is timed: the time goes to the observer the node sets
+//! ([`Disk::observe_flushes`], its `registry_disk_flush_duration_seconds`), and a flush slower
+//! than [`SLOW_FLUSH`] is logged as a warning, as etcd warns of a slow fdatasync: an entry is
+//! acknowledged only once its flush is done, so a slow disk (or a long hold of sled's write
+//! lock) is latency for every write.
+//!
 //! Blocking work on the database (encoding and writing snapshots, removing purged log
 //! entries) runs on tokio's blocking threads through `Disk::spawn_blocking`, which keeps
 //! it in one set per database, so that a node's shutdown can wait for it
@@ -22,7 +28,7 @@
 //! whose caller gave up, must not go on writing to a database the node has let go of.
 
 use std::sync::{mpsc, Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -33,13 +39,19 @@ use crate::error::StoreError;
 /// cannot write any more (see the module doc), or a disk that does not answer.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(30);
 
+/// A flush that takes longer than this is logged as a warning (etcd's threshold for a slow
+/// fdatasync).
+pub const SLOW_FLUSH: Duration = Duration::from_secs(1);
+
+/// What is told the time of each flush.
+pub type FlushObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
 /// The database and its first failure. Cloning gives another handle on the same.
 #[derive(Debug, Clone)]
 pub(crate) struct Disk {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     /// The database.
     db: sled::Db,
@@ -47,6 +59,19 @@ struct Inner {
     failed: OnceLock<sled::Error>,
     /// The blocking work started on the database (see [`Disk::spawn_blocking`]).
     background: TaskTracker,
+    /// Told the time of each flush, once set.
+    flushes: OnceLock<FlushObserver>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("db", &self.db)
+            .field("failed", &self.failed)
+            .field("background", &self.background)
+            .field("flushes", &self.flushes.get().map(|_| "set"))
+            .finish()
+    }
 }
 
 /// Whether anything still holds a store's database; holds nothing of it, so it answers after
@@ -83,6 +108,7 @@ impl Disk {
                 db,
                 failed: OnceLock::new(),
                 background: TaskTracker::new(),
+                flushes: OnceLock::new(),
             }),
         }
     }
@@ -125,10 +151,34 @@ impl Disk {
         write().map_err(|e| self.fail(e))
     }
 
+    /// Tells `observer` the time of every later flush; false (and nothing changes) when an
+    /// observer is already set.
+    pub(crate) fn observe_flushes(&self, observer: FlushObserver) -> bool {
+        self.inner.flushes.set(observer).is_ok()
+    }
+
+    /// Hands a flush's time to the observer, and warns when it was slow.
+    fn flushed_in(&self, took: Duration) {
+        if let Some(observe) = self.inner.flushes.get() {
+            observe(took);
+        }
+        if took > SLOW_FLUSH {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                "a flush of the database took longer than {SLOW_FLUSH:?}: every write waits \
+                 for its flush, so the disk is slow or overloaded (or a large batch held \
+                 sled's write lock)"
+            );
+        }
+    }
+
     /// Makes everything written durable, within [`FLUSH_DEADLINE`].
     pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         self.check()?;
-        match tokio::time::timeout(FLUSH_DEADLINE, self.inner.db.flush_async()).await {
+        let start = Instant::now();
+        let flushed = tokio::time::timeout(FLUSH_DEADLINE, self.inner.db.flush_async()).await;
+        self.flushed_in(start.elapsed());
+        match flushed {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(self.fail(e)),
             Err(_) => Err(self.fail(deadline_passed())),
@@ -138,6 +188,8 @@ impl Disk {
     /// The same, blocking the calling thread.
     pub(crate) fn flush_blocking(&self) -> Result<(), StoreError> {
         self.check()?;
+        // What the caller waits: the thread's start included.
+        let start = Instant::now();
         let (done, flushed) = mpsc::channel();
         let db = self.inner.db.clone();
         let thread = std::thread::Builder::new()
@@ -147,6 +199,7 @@ impl Disk {
             })
             .map_err(StoreError::Spawn)?;
         let flushed = flushed.recv_timeout(FLUSH_DEADLINE);
+        self.flushed_in(start.elapsed());
         if flushed.is_ok() {
             // It has sent its answer: joining it takes no longer than its return (a thread
             // that did not answer in time is left to the process's exit, see the module doc).
@@ -197,9 +250,23 @@ mod tests {
         let dir = tempfile::tempdir().map_err(io)?;
         let disk = Disk::new(sled::Config::new().path(dir.path()).open()?);
         let tree = disk.db().open_tree("t")?;
+        let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&times);
+        assert!(disk.observe_flushes(Box::new(move |took| {
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(took)
+        })));
+        assert!(
+            !disk.observe_flushes(Box::new(|_| {})),
+            "one observer, the first"
+        );
         disk.write(|| tree.insert(b"a", b"1".to_vec()))?;
         disk.flush().await?;
         disk.flush_blocking()?;
+        assert_eq!(
+            times.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            2,
+            "each flush is timed"
+        );
 
         let failure = disk.write(|| -> sled::Result<()> {
             Err(sled::Error::Io(std::io::Error::from_raw_os_error(28)))

@@ -239,6 +239,12 @@ impl StateMachineStore {
         self.inner.view.clone()
     }
 
+    /// Tells `observer` the time of every later flush of the node's database (the log's and
+    /// the state machine's: they share it); false when one is already set.
+    pub fn observe_flushes(&self, observer: crate::disk::FlushObserver) -> bool {
+        self.inner.disk.observe_flushes(observer)
+    }
+
     /// Writes the records changed since the last persist, with the applied log id, in one
     /// atomic batch (not flushed: sled flushes on its own within half a second, and the
     /// log purge and shutdown flush). On failure the records stay due for the next one.

@@ -139,6 +139,24 @@ async fn metrics_parse_and_move_with_the_load() -> anyhow::Result<()> {
         after.value("registry_heartbeat_batch_size_count") >= (n + m) as f64,
         "sequential requests are one entry each"
     );
+    // The leader appends each sequential request's entry on its own; a follower may get two
+    // in one AppendEntries when it is the slower one.
+    let flushes = |x: &Exposition| x.value("registry_disk_flush_duration_seconds_count");
+    for (node, was, now, least) in [
+        ("leader", &before, &after, (n + m) as f64),
+        ("follower", &before_f, &after_f, 1.0),
+    ] {
+        assert!(
+            flushes(now) - flushes(was) >= least,
+            "the {node} flushed its log for the entries it appended: {} -> {} flushes",
+            flushes(was),
+            flushes(now)
+        );
+        assert!(
+            now.value("registry_disk_flush_duration_seconds_sum") > 0.0,
+            "the {node}'s flushes took time"
+        );
+    }
     assert!(
         after.value("registry_raft_applied_index") >= applied0 + (n + m) as f64,
         "the applied index grows by at least one entry per sequential request: {} -> {}",
