@@ -16,10 +16,11 @@
 //! acknowledged needs a flush after the failure: it was flushed before it was acknowledged.
 //!
 //! Every flush is timed: the time goes to the observer the node sets
-//! ([`Disk::observe_flushes`], its `registry_disk_flush_duration_seconds`), and a flush slower
-//! than [`SLOW_FLUSH`] is logged as a warning, as etcd warns of a slow fdatasync: an entry is
-//! acknowledged only once its flush is done, so a slow disk (or a long hold of sled's write
-//! lock) is latency for every write.
+//! ([`crate::StateMachineStore::observe_flushes`]: its
+//! `registry_disk_flush_duration_seconds`), and a flush slower than [`SLOW_FLUSH`] is logged
+//! as a warning, as etcd warns of a slow fdatasync: an entry is acknowledged only once its
+//! flush is done, so a slow disk (or a long hold of sled's write lock) is latency for every
+//! write.
 //!
 //! Blocking work on the database (encoding and writing snapshots, removing purged log
 //! entries) runs on tokio's blocking threads through `Disk::spawn_blocking`, which keeps
