@@ -22,7 +22,7 @@
 #        open4    the same, with one request per simulated host (its 4 services' heartbeats
 #                 in one request, as a per-host reporter agent would send them)
 #        list     service list at 1k, 10k and 100k services: full (linearizable, stale) and
-#                 host-filtered
+#                 host-filtered, with the Raft term changes around each row
 #        watch    (registry only, not in the default set; about 2 minutes) 100 event
 #                 streams (GET /v1/events) on one follower at 100k services: the events/s
 #                 streamed while new services are created 4 × 1000 per request, their lag,

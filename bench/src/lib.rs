@@ -7,7 +7,8 @@
 //! - [`target`]: the systems under test behind one interface ([`target::Target`]);
 //! - [`driver`]: the closed loop (C reporters at max rate) and the open loop (N services on a
 //!   fixed schedule, latency from the scheduled send time);
-//! - [`list`]: service-list timing at 1k, 10k, 100k services;
+//! - [`list`]: service-list timing at 1k, 10k, 100k services, with the term changes around
+//!   each timed list;
 //! - [`watch`]: events streamed to watchers, and what watching costs the write path;
 //! - [`failover`]: leader kills under steady writes: time to the first acknowledged write,
 //!   Raft term changes;

@@ -40,6 +40,7 @@ pub async fn registry(
 
     let mut rows = Vec::new();
     let mut registered = 0;
+    let mut term = highest_term(&http, &bases).await;
     for &size in &args.sizes {
         if size > registered {
             register(
@@ -85,10 +86,34 @@ pub async fn registry(
             query,
         });
         for v in variants {
-            rows.push(time_registry_list(&http, size, &v, args.repeat).await?);
+            let mut row = time_registry_list(&http, size, &v, args.repeat).await?;
+            let now = highest_term(&http, &bases).await;
+            row.term_changes = changes(term, now);
+            term = now.or(term);
+            rows.push(row);
         }
     }
     Ok(rows)
+}
+
+/// The highest Raft term the nodes at `bases` report (`None` when none answered).
+async fn highest_term(http: &reqwest::Client, bases: &[String]) -> Option<u64> {
+    let reads = bases.iter().map(|b| async move {
+        get_json::<ClusterOut>(http, &format!("{b}/v1/cluster"))
+            .await
+            .ok()
+            .map(|c| c.term)
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .max()
+}
+
+/// How far the term moved from `before` to `after`, when both are known.
+fn changes(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(after?.saturating_sub(before?))
 }
 
 /// The base URLs of the leader and of a follower (the first of `bases` that is not the
@@ -221,6 +246,7 @@ async fn time_registry_list(
         count,
         bytes,
         stats,
+        term_changes: None,
     })
 }
 
@@ -233,7 +259,7 @@ pub async fn etcd(
     args: &ListArgs,
     timeout: Duration,
 ) -> anyhow::Result<Vec<ListRow>> {
-    use crate::target::etcd::{connect, members, range, register};
+    use crate::target::etcd::{connect, members, raft_term, range, register};
     use crate::workload::{etcd_host_prefix, ETCD_PREFIX};
 
     let clients = connect(endpoints, 1, timeout.max(Duration::from_secs(60))).await?;
@@ -242,9 +268,11 @@ pub async fn etcd(
     let follower_i = (0..clients.len()).find(|i| *i != leader_i).unwrap_or(0);
     let leader = &clients[leader_i][0];
     let follower = &clients[follower_i][0];
+    let maintenance: Vec<_> = clients.iter().map(|c| c[0].maintenance_client()).collect();
 
     let mut rows = Vec::new();
     let mut registered = 0;
+    let mut term = raft_term(&maintenance).await;
     for &size in &args.sizes {
         if size > registered {
             register(
@@ -284,6 +312,7 @@ pub async fn etcd(
                     Err(f) => stats.record_err(f),
                 }
             }
+            let now = raft_term(&maintenance).await;
             rows.push(ListRow {
                 target: "etcd".into(),
                 services: size,
@@ -292,7 +321,9 @@ pub async fn etcd(
                 count,
                 bytes,
                 stats,
+                term_changes: changes(term, now),
             });
+            term = now.or(term);
         }
     }
     Ok(rows)

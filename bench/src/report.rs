@@ -101,6 +101,9 @@ pub struct ListRow {
     pub bytes: usize,
     /// Latency of the timed requests (failures included).
     pub stats: Stats,
+    /// Raft term changes since the row before (the first row of a size: since before its
+    /// services were registered); `None` when the term could not be read.
+    pub term_changes: Option<u64>,
 }
 
 /// What one invocation measured.
@@ -401,6 +404,7 @@ impl Report {
             "p99 ms",
             "max ms",
             "errors",
+            "term changes",
         ]);
         for l in &self.lists {
             t.add_row(vec![
@@ -414,9 +418,15 @@ impl Report {
                 ms(l.stats.quantile(0.99)),
                 ms(l.stats.max()),
                 l.stats.error_count().to_string(),
+                opt(l.term_changes),
             ]);
         }
         let _ = writeln!(out, "{t}\n");
+        let _ = writeln!(
+            out,
+            "- term changes: of the highest Raft term any node reports, since the row before; \
+             the first row of each size counts its registration too\n"
+        );
         render_errors(
             out,
             "list",

@@ -89,6 +89,12 @@ async fn bench_runs_on_a_tiny_workload() -> anyhow::Result<()> {
             .all(|l| l.count == 104),
         "unexpected list sizes:\n{report}"
     );
+    // The term was read around every row (not whether it moved: the machine may be busy).
+    assert!(
+        report.lists.iter().all(|l| l.term_changes.is_some()),
+        "a row without its term changes:\n{report}"
+    );
+    assert!(report.render().contains("term changes"));
 
     // Watching: a few streams, services created 20 per request; every stream must have
     // every acknowledged event by the end (a deadline, not a timing).

@@ -73,7 +73,7 @@ fn maintenance(clients: &[Vec<Client>]) -> Vec<MaintenanceClient> {
 }
 
 /// The highest `raft_term` of the members' status answers (`None` when none answered).
-async fn raft_term(members: &[MaintenanceClient]) -> Option<u64> {
+pub(crate) async fn raft_term(members: &[MaintenanceClient]) -> Option<u64> {
     let reads = members.iter().map(|m| {
         let mut m = m.clone();
         async move { m.status().await.ok().map(|s| s.raft_term()) }
