@@ -10,7 +10,9 @@ use registry_api::wire::{ClusterOut, ServicesOut};
 use crate::opts::ListArgs;
 use crate::report::ListRow;
 use crate::stats::{Failure, Stats};
-use crate::target::registry::{base_url, check_answer, http_client, transport_failure};
+use crate::target::registry::{
+    base_url, check_answer, highest_term, http_client, transport_failure,
+};
 use crate::workload::{host, registry_bodies, Groups};
 
 /// How long the nodes may take to apply what was registered.
@@ -40,7 +42,8 @@ pub async fn registry(
 
     let mut rows = Vec::new();
     let mut registered = 0;
-    let mut term = highest_term(&http, &bases).await;
+    let cluster_urls: Vec<String> = bases.iter().map(|b| format!("{b}/v1/cluster")).collect();
+    let mut term = highest_term(&http, &cluster_urls).await;
     for &size in &args.sizes {
         if size > registered {
             register(
@@ -87,28 +90,13 @@ pub async fn registry(
         });
         for v in variants {
             let mut row = time_registry_list(&http, size, &v, args.repeat).await?;
-            let now = highest_term(&http, &bases).await;
+            let now = highest_term(&http, &cluster_urls).await;
             row.term_changes = changes(term, now);
             term = now.or(term);
             rows.push(row);
         }
     }
     Ok(rows)
-}
-
-/// The highest Raft term the nodes at `bases` report (`None` when none answered).
-async fn highest_term(http: &reqwest::Client, bases: &[String]) -> Option<u64> {
-    let reads = bases.iter().map(|b| async move {
-        get_json::<ClusterOut>(http, &format!("{b}/v1/cluster"))
-            .await
-            .ok()
-            .map(|c| c.term)
-    });
-    futures::future::join_all(reads)
-        .await
-        .into_iter()
-        .flatten()
-        .max()
 }
 
 /// How far the term moved from `before` to `after`, when both are known.

@@ -227,25 +227,25 @@ impl Target for RegistryTarget {
 
     /// The highest `term` of `GET /v1/cluster` among the nodes that answer.
     async fn raft_term(&self) -> Option<u64> {
-        let reads = self.cluster_urls.iter().map(|url| async move {
-            let resp = self
-                .http
-                .get(url)
-                .timeout(TERM_READ_TIMEOUT)
-                .send()
-                .await
-                .ok()?;
-            let body = check_answer(resp).await.ok()?;
-            serde_json::from_slice::<ClusterOut>(&body)
-                .ok()
-                .map(|c| c.term)
-        });
-        futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .flatten()
-            .max()
+        highest_term(&self.http, &self.cluster_urls).await
     }
+}
+
+/// The highest `term` of the `GET /v1/cluster` answers at `cluster_urls` (`None` when no
+/// node answered).
+pub(crate) async fn highest_term(http: &reqwest::Client, cluster_urls: &[String]) -> Option<u64> {
+    let reads = cluster_urls.iter().map(|url| async move {
+        let resp = http.get(url).timeout(TERM_READ_TIMEOUT).send().await.ok()?;
+        let body = check_answer(resp).await.ok()?;
+        serde_json::from_slice::<ClusterOut>(&body)
+            .ok()
+            .map(|c| c.term)
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .max()
 }
 
 #[cfg(test)]
