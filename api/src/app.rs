@@ -104,7 +104,10 @@ impl RegistryApp {
             .sm
             .observe_flushes(Box::new(move |took| flushes.observe(took.as_secs_f64())))
         {
-            tracing::warn!("the store's flushes are already observed: registry_disk_flush_duration_seconds stays empty");
+            tracing::warn!(
+                "the store's flushes are already observed: \
+                 registry_disk_flush_duration_seconds stays empty"
+            );
         }
         let http = peer_client_builder(tls.as_deref())
             .local_address(local_ip)

@@ -4,8 +4,7 @@
 //! Two kinds:
 //! - counters and histograms updated as things happen ([`Metrics`]): heartbeats accepted,
 //!   forwarded and failed, heartbeats per proposed log entry, database flush times, request
-//!   latency per route,
-//!   requests refused for load;
+//!   latency per route, requests refused for load;
 //! - gauges computed at scrape time ([`crate::status::prometheus::render`]) from openraft's metrics, the node's Raft
 //!   state and its in-memory services table, so they are never stale: term, leader, log
 //!   indexes, replication lag per follower, services up/down/disabled/forced down/frozen

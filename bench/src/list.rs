@@ -8,7 +8,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use registry_api::wire::{ClusterOut, ServicesOut};
 
 use crate::opts::ListArgs;
-use crate::report::ListRow;
+use crate::report::{term_changes, ListRow};
 use crate::stats::{Failure, Stats};
 use crate::target::registry::{
     base_url, check_answer, highest_term, http_client, transport_failure,
@@ -91,17 +91,12 @@ pub async fn registry(
         for v in variants {
             let mut row = time_registry_list(&http, size, &v, args.repeat).await?;
             let now = highest_term(&http, &cluster_urls).await;
-            row.term_changes = changes(term, now);
+            row.term_changes = term_changes(term, now);
             term = now.or(term);
             rows.push(row);
         }
     }
     Ok(rows)
-}
-
-/// How far the term moved from `before` to `after`, when both are known.
-fn changes(before: Option<u64>, after: Option<u64>) -> Option<u64> {
-    Some(after?.saturating_sub(before?))
 }
 
 /// The base URLs of the leader and of a follower (the first of `bases` that is not the
@@ -309,7 +304,7 @@ pub async fn etcd(
                 count,
                 bytes,
                 stats,
-                term_changes: changes(term, now),
+                term_changes: term_changes(term, now),
             });
             term = now.or(term);
         }

@@ -80,8 +80,13 @@ impl RunResult {
     /// least one election: a split vote or a failed round makes it more than one per new
     /// leader).
     pub fn term_changes(&self) -> Option<u64> {
-        Some(self.term_at_end?.saturating_sub(self.term_at_start?))
+        term_changes(self.term_at_start, self.term_at_end)
     }
+}
+
+/// How far the Raft term moved from `before` to `after`, when both are known.
+pub(crate) fn term_changes(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(after?.saturating_sub(before?))
 }
 
 /// One service-list timing.
