@@ -17,6 +17,8 @@
 //! A blob is refused whole when any byte changed, when it is cut short, when it was written in
 //! a newer format, or when its header does not describe its records.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -165,41 +167,93 @@ pub struct SnapshotInfo {
     pub size: usize,
 }
 
+/// What a snapshot is made of, copied out of a [`ServicesState`] while its lock is held:
+/// the header's fields and one pointer to each shared record, in key order. Neither the maps
+/// nor what is derived from the records are copied, so taking one for a 100k table costs a
+/// vector of 100k pointers rather than a second copy of every key.
+#[derive(Debug, Clone)]
+pub struct SnapshotSource {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    next_id: u64,
+    clock: RegistryClock,
+    settings: Option<LivenessSettings>,
+    records: Vec<Arc<ServiceRecord>>,
+}
+
+impl SnapshotSource {
+    /// The parts of `state` a snapshot holds.
+    pub fn of(state: &ServicesState) -> Self {
+        Self {
+            last_applied: state.last_applied,
+            membership: state.membership.clone(),
+            next_id: state.next_id,
+            clock: state.clock,
+            settings: state.settings,
+            records: state.shared_records().cloned().collect(),
+        }
+    }
+
+    /// The log id of the last entry the copy reflects.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.last_applied
+    }
+
+    /// The membership the copy reflects.
+    pub fn membership(&self) -> &StoredMembership {
+        &self.membership
+    }
+
+    /// Encodes the copy as a snapshot of cluster `cluster_id` named `snapshot_id`.
+    pub fn encode(
+        &self,
+        cluster_id: Option<ClusterId>,
+        snapshot_id: String,
+    ) -> Result<Vec<u8>, StoreError> {
+        let header = SnapshotHeader {
+            cluster_id,
+            snapshot_id,
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            next_id: self.next_id,
+            clock: self.clock,
+            records: self.records.len() as u64,
+            created_at: Utc::now(),
+            settings: self.settings,
+            clock_rate: self.clock.rate,
+        };
+        let header = encode_plain(&header)?;
+        let header_len = u32::try_from(header.len())
+            .map_err(|_| StoreError::SnapshotHeaderTooLarge { len: header.len() })?;
+        let mut out = Vec::with_capacity(FIXED - 4 + header.len());
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&header_len.to_le_bytes());
+        out.extend_from_slice(&header);
+        // The records' length goes before them: a place for it, filled once they are written.
+        let records_len_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let records = self
+            .records
+            .iter()
+            .map(|r| &**r)
+            .collect::<Vec<&ServiceRecord>>();
+        let records_len = encode_plain_into(&records, &mut out, 4)?;
+        out[records_len_at..records_len_at + 8]
+            .copy_from_slice(&(records_len as u64).to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+}
+
 /// Encodes `state` as a snapshot of cluster `cluster_id` named `snapshot_id`.
 pub fn encode_state(
     state: &ServicesState,
     cluster_id: Option<ClusterId>,
     snapshot_id: String,
 ) -> Result<Vec<u8>, StoreError> {
-    let header = SnapshotHeader {
-        cluster_id,
-        snapshot_id,
-        last_log_id: state.last_applied,
-        last_membership: state.membership.clone(),
-        next_id: state.next_id,
-        clock: state.clock,
-        records: state.len() as u64,
-        created_at: Utc::now(),
-        settings: state.settings,
-        clock_rate: state.clock.rate,
-    };
-    let header = encode_plain(&header)?;
-    let header_len = u32::try_from(header.len())
-        .map_err(|_| StoreError::SnapshotHeaderTooLarge { len: header.len() })?;
-    let mut out = Vec::with_capacity(FIXED - 4 + header.len());
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
-    out.extend_from_slice(&header_len.to_le_bytes());
-    out.extend_from_slice(&header);
-    // The records' length goes before them: a place for it, filled once they are written.
-    let records_len_at = out.len();
-    out.extend_from_slice(&0u64.to_le_bytes());
-    let records = state.records().collect::<Vec<&ServiceRecord>>();
-    let records_len = encode_plain_into(&records, &mut out, 4)?;
-    out[records_len_at..records_len_at + 8].copy_from_slice(&(records_len as u64).to_le_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    SnapshotSource::of(state).encode(cluster_id, snapshot_id)
 }
 
 /// Checks a snapshot's bytes (magic, version, checksum, lengths, header) without decoding

@@ -38,7 +38,7 @@ use crate::identity::StoreIdentity;
 use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
 use crate::persister::{Persist, Persister, PersisterWatch};
 use crate::sm_disk;
-use crate::snapshot::{self, decode_state, encode_state};
+use crate::snapshot::{self, decode_state, SnapshotSource};
 use crate::snapshot_file::SnapshotFile;
 use crate::snapshot_policy::SnapshotPolicy;
 use crate::state::{lock, ServicesState, StateView};
@@ -296,21 +296,21 @@ impl StateMachineStore {
         }))
     }
 
-    /// Copies the state with its applied log id, encodes it, and stores it as the current
-    /// snapshot (flushed).
+    /// Copies the state's records (shared) with its applied log id, encodes them, and stores
+    /// them as the current snapshot (flushed).
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        let state = self.inner.view.read(|s| {
+        let source = self.inner.view.read(|s| {
             self.inner.policy.taken();
-            s.clone()
+            SnapshotSource::of(s)
         });
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match state.last_applied {
+        let snapshot_id = match source.last_applied() {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
             None => format!("0-0-{seq}"),
         };
         let meta = SnapshotMeta {
-            last_log_id: state.last_applied,
-            last_membership: state.membership.clone(),
+            last_log_id: source.last_applied(),
+            last_membership: source.membership().clone(),
             snapshot_id: snapshot_id.clone(),
         };
         // Encoding and writing tens of megabytes: off the async workers.
@@ -321,7 +321,7 @@ impl StateMachineStore {
             .inner
             .disk
             .spawn_blocking(move || {
-                let data = encode_state(&state, cluster_id, snapshot_id)?;
+                let data = source.encode(cluster_id, snapshot_id)?;
                 write_snapshot_file(&inner, &data, last)?;
                 inner.policy.sized(data.len() as u64);
                 Ok::<_, StoreError>(data)
@@ -336,17 +336,17 @@ impl StateMachineStore {
     /// The current state as a backup: a snapshot blob of it, encoded now (not stored), and
     /// the index of the last entry it reflects.
     pub async fn backup(&self) -> Result<(Vec<u8>, Option<u64>), StoreError> {
-        let state = self.inner.view.read(ServicesState::clone);
+        let source = self.inner.view.read(SnapshotSource::of);
         let cluster_id = self.inner.identity.cluster_id();
-        let snapshot_id = match state.last_applied {
+        let snapshot_id = match source.last_applied() {
             Some(l) => format!("backup-{}-{}", l.leader_id.term, l.index),
             None => "backup-0-0".into(),
         };
-        let index = state.last_applied.map(|l| l.index);
+        let index = source.last_applied().map(|l| l.index);
         let blob = self
             .inner
             .disk
-            .spawn_blocking(move || encode_state(&state, cluster_id, snapshot_id))
+            .spawn_blocking(move || source.encode(cluster_id, snapshot_id))
             .await??;
         Ok((blob, index))
     }
