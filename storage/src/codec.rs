@@ -150,17 +150,19 @@ pub fn encode_plain<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
-/// [`encode_plain`] appended to `out`, which grows once, by exactly the encoding's size
-/// (measured first) and `then` bytes to follow: a snapshot's records are encoded in place, not
-/// into a buffer of their own that is then copied. Returns the encoding's size.
-pub fn encode_plain_into<T: Serialize>(
-    value: &T,
-    out: &mut Vec<u8>,
-    then: usize,
-) -> Result<usize, StoreError> {
+/// The size of [`encode_plain`]'s encoding of `value`, measured without keeping it.
+pub fn encoded_size<T: Serialize>(value: &T) -> Result<usize, StoreError> {
     let mut size = bincode::enc::write::SizeWriter::default();
     bincode::serde::encode_into_writer(value, &mut size, config())?;
-    out.reserve_exact(size.bytes_written.saturating_add(then));
+    Ok(size.bytes_written)
+}
+
+/// [`encode_plain`] written to `out` as it is made, without a buffer of its own: a
+/// snapshot's records go straight into its file. Returns the encoding's size.
+pub fn encode_plain_to<T: Serialize, W: std::io::Write>(
+    value: &T,
+    out: &mut W,
+) -> Result<usize, StoreError> {
     Ok(bincode::serde::encode_into_std_write(value, out, config())?)
 }
 

@@ -113,6 +113,25 @@ pub enum StoreError {
         /// The encoded header's length.
         len: usize,
     },
+    /// A snapshot's records encoded to another size than was measured just before and
+    /// written in front of them; the snapshot is not used.
+    #[error("a snapshot's records measured {measured} bytes but encoded to {written}")]
+    SnapshotSizeChanged {
+        /// The size measured first.
+        measured: usize,
+        /// The size written.
+        written: usize,
+    },
+    /// Writing or reading a snapshot's data failed where it has no path of its own (an
+    /// encoder's output, a received snapshot's unnamed file); a named file's error is
+    /// [`StoreError::Io`].
+    #[error("{what} a snapshot's data failed: {source}")]
+    SnapshotData {
+        /// `writing`, `reading`.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
     /// Snapshot data whose header describes another snapshot than the metadata it was stored
     /// or received with.
     #[error(
@@ -405,6 +424,11 @@ impl StoreError {
     pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| StoreError::Io { what, path, source }
+    }
+
+    /// [`StoreError::SnapshotData`] of `what`.
+    pub fn snapshot_data(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| StoreError::SnapshotData { what, source }
     }
 
     /// Whether the error comes from a full disk (ENOSPC), directly or through sled.

@@ -17,6 +17,7 @@
 //! A blob is refused whole when any byte changed, when it is cut short, when it was written in
 //! a newer format, or when its header does not describe its records.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{ClockRate, RegistryClock};
 use crate::codec::{
-    check_version, decode_plain, decode_records_plain, encode_plain, encode_plain_into,
+    check_version, decode_plain, decode_records_plain, encode_plain, encode_plain_to, encoded_size,
     FORMAT_VERSION,
 };
 use crate::error::{DamageKind, StoreError, Stored};
@@ -204,12 +205,39 @@ impl SnapshotSource {
         &self.membership
     }
 
-    /// Encodes the copy as a snapshot of cluster `cluster_id` named `snapshot_id`.
+    /// Encodes the copy as a snapshot of cluster `cluster_id` named `snapshot_id`, in memory
+    /// (a backup; the node's own snapshots go straight to their file, [`Self::encode_to`]).
     pub fn encode(
         &self,
         cluster_id: Option<ClusterId>,
         snapshot_id: String,
     ) -> Result<Vec<u8>, StoreError> {
+        let encoding = self.prepare(cluster_id, snapshot_id)?;
+        let mut out = Vec::with_capacity(encoding.len());
+        encoding.write_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// Encodes the copy as a snapshot of cluster `cluster_id` named `snapshot_id` into `out`
+    /// as it is made: the only copy of the records is the one `out` holds. Returns the
+    /// snapshot's size in bytes.
+    pub fn encode_to<W: Write>(
+        &self,
+        out: W,
+        cluster_id: Option<ClusterId>,
+        snapshot_id: String,
+    ) -> Result<u64, StoreError> {
+        let encoding = self.prepare(cluster_id, snapshot_id)?;
+        encoding.write_to(out)?;
+        Ok(encoding.len() as u64)
+    }
+
+    /// The header, encoded, and the records' encoded size (measured without keeping it).
+    fn prepare(
+        &self,
+        cluster_id: Option<ClusterId>,
+        snapshot_id: String,
+    ) -> Result<Encoding<'_>, StoreError> {
         let header = SnapshotHeader {
             cluster_id,
             snapshot_id,
@@ -223,27 +251,93 @@ impl SnapshotSource {
             clock_rate: self.clock.rate,
         };
         let header = encode_plain(&header)?;
-        let header_len = u32::try_from(header.len())
-            .map_err(|_| StoreError::SnapshotHeaderTooLarge { len: header.len() })?;
-        let mut out = Vec::with_capacity(FIXED - 4 + header.len());
-        out.extend_from_slice(MAGIC);
-        out.push(FORMAT_VERSION);
-        out.extend_from_slice(&header_len.to_le_bytes());
-        out.extend_from_slice(&header);
-        // The records' length goes before them: a place for it, filled once they are written.
-        let records_len_at = out.len();
-        out.extend_from_slice(&0u64.to_le_bytes());
+        if u32::try_from(header.len()).is_err() {
+            return Err(StoreError::SnapshotHeaderTooLarge { len: header.len() });
+        }
         let records = self
             .records
             .iter()
             .map(|r| &**r)
             .collect::<Vec<&ServiceRecord>>();
-        let records_len = encode_plain_into(&records, &mut out, 4)?;
-        out[records_len_at..records_len_at + 8]
-            .copy_from_slice(&(records_len as u64).to_le_bytes());
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        Ok(out)
+        let records_len = encoded_size(&records)?;
+        Ok(Encoding {
+            header,
+            records,
+            records_len,
+        })
+    }
+}
+
+/// A snapshot about to be written: everything before the records is known, and so is the
+/// records' size, which goes before them.
+struct Encoding<'a> {
+    header: Vec<u8>,
+    records: Vec<&'a ServiceRecord>,
+    records_len: usize,
+}
+
+impl Encoding<'_> {
+    /// The snapshot's size in bytes.
+    fn len(&self) -> usize {
+        FIXED + self.header.len() + self.records_len
+    }
+
+    /// Writes the snapshot to `out`, the checksum computed as the bytes pass.
+    fn write_to<W: Write>(&self, out: W) -> Result<(), StoreError> {
+        let mut out = Checksummed::new(out);
+        // `prepare` checked that the length fits.
+        let header_len = self.header.len() as u32;
+        let put = |out: &mut Checksummed<W>, bytes: &[u8]| {
+            out.write_all(bytes)
+                .map_err(StoreError::snapshot_data("writing"))
+        };
+        put(&mut out, MAGIC)?;
+        put(&mut out, &[FORMAT_VERSION])?;
+        put(&mut out, &header_len.to_le_bytes())?;
+        put(&mut out, &self.header)?;
+        put(&mut out, &(self.records_len as u64).to_le_bytes())?;
+        let written = encode_plain_to(&self.records, &mut out)?;
+        if written != self.records_len {
+            return Err(StoreError::SnapshotSizeChanged {
+                measured: self.records_len,
+                written,
+            });
+        }
+        let (mut out, crc) = out.finish();
+        out.write_all(&crc.to_le_bytes())
+            .map_err(StoreError::snapshot_data("writing"))
+    }
+}
+
+/// A writer that computes the CRC-32 of every byte written through it.
+struct Checksummed<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: Write> Checksummed<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// The inner writer and the checksum of what went through.
+    fn finish(self) -> (W, u32) {
+        (self.inner, self.hasher.finalize())
+    }
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -421,6 +515,48 @@ mod tests {
             ),
             "metadata of another"
         );
+        Ok(())
+    }
+
+    /// A writer that takes `room` bytes, then fails as a full disk does.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_snapshot_written_as_it_is_made_is_the_one_made_in_memory() -> Result<(), StoreError> {
+        let source = SnapshotSource::of(&state());
+        let mut streamed = Vec::new();
+        let size = source.encode_to(&mut streamed, Some(ClusterId(5)), "3-7-1".into())?;
+        assert_eq!(size, streamed.len() as u64, "the size it reports");
+        let in_memory = source.encode(Some(ClusterId(5)), "3-7-1".into())?;
+        let (a, ra) = decode(&streamed)?;
+        let (b, rb) = decode(&in_memory)?;
+        assert_eq!(ra, rb);
+        assert_eq!((a.size, a.header.records), (b.size, b.header.records));
+        for room in [0, 5, 30, streamed.len() / 2, streamed.len() - 1] {
+            let full = source.encode_to(Full { room }, Some(ClusterId(5)), "3-7-1".into());
+            assert!(
+                matches!(&full, Err(StoreError::SnapshotData { source, .. }) if source.raw_os_error() == Some(28))
+                    || matches!(&full, Err(StoreError::Encode(_))),
+                "a full writer after {room} bytes fails the encode: {full:?}"
+            );
+        }
         Ok(())
     }
 

@@ -24,7 +24,7 @@
 //! open and says so).
 
 use std::collections::HashSet;
-use std::io::Cursor;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -296,8 +296,9 @@ impl StateMachineStore {
         }))
     }
 
-    /// Copies the state's records (shared) with its applied log id, encodes them, and stores
-    /// them as the current snapshot (flushed).
+    /// Copies the state's records (shared) with its applied log id and encodes them straight
+    /// into the snapshot file (flushed); the snapshot's data is that file, never a copy of
+    /// it in memory.
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
         let source = self.inner.view.read(|s| {
             self.inner.policy.taken();
@@ -317,19 +318,20 @@ impl StateMachineStore {
         let inner = Arc::clone(&self.inner);
         let cluster_id = self.inner.identity.cluster_id();
         let last = meta.last_log_id;
-        let data = self
+        let file = self
             .inner
             .disk
             .spawn_blocking(move || {
-                let data = source.encode(cluster_id, snapshot_id)?;
-                write_snapshot_file(&inner, &data, last)?;
-                inner.policy.sized(data.len() as u64);
-                Ok::<_, StoreError>(data)
+                let (file, size) = store_snapshot(&inner, last, |out| {
+                    source.encode_to(out, cluster_id, snapshot_id)
+                })?;
+                inner.policy.sized(size);
+                Ok::<_, StoreError>(file)
             })
             .await??;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 
@@ -359,18 +361,25 @@ impl StateMachineStore {
     /// (tens of megabytes to decode and write) left a log purged past both the records and
     /// the snapshot file, and the node could never start again. With it, the purge is covered
     /// by the file, and a start after such a crash loads it. `data` must be a whole snapshot
-    /// of this store's cluster (checked again here). Hands `data` back, for the install.
-    pub async fn stage_snapshot(&self, data: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    /// of this store's cluster (checked again here). Returns the snapshot's file, for the
+    /// install, so that `data` can be dropped before it.
+    pub async fn stage_snapshot(&self, data: Vec<u8>) -> Result<tokio::fs::File, StoreError> {
         let inner = Arc::clone(&self.inner);
-        self.inner
+        let file = self
+            .inner
             .disk
             .spawn_blocking(move || {
                 let header = snapshot::check(&data)?.header;
                 check_cluster(&inner, header.cluster_id, &header.snapshot_id)?;
-                write_snapshot_file(&inner, &data, header.last_log_id)?;
-                Ok(data)
+                let (file, _) = store_snapshot(&inner, header.last_log_id, |out| {
+                    out.write_all(&data)
+                        .map_err(StoreError::snapshot_data("writing"))?;
+                    Ok(data.len() as u64)
+                })?;
+                Ok::<_, StoreError>(file)
             })
-            .await?
+            .await??;
+        Ok(tokio::fs::File::from_std(file))
     }
 
     /// Replaces the whole state with a snapshot's: the snapshot file first (unless it was
@@ -411,11 +420,19 @@ impl StateMachineStore {
             .inner
             .disk
             .spawn_blocking(move || {
-                let Some(data) = inner.snapshot.read()? else {
+                let Some(mut file) = inner.snapshot.open()? else {
                     return Ok(None);
                 };
+                // Checked whole before it is served; only the file is handed on.
+                let mut data = Vec::new();
+                file.read_to_end(&mut data)
+                    .map_err(StoreError::io("read", inner.snapshot.path()))?;
                 match snapshot::check(&data) {
-                    Ok(info) => Ok(Some(Ok((info.header.meta(), data)))),
+                    Ok(info) => {
+                        file.seek(SeekFrom::Start(0))
+                            .map_err(StoreError::io("seek", inner.snapshot.path()))?;
+                        Ok(Some(Ok((info.header.meta(), file))))
+                    }
                     Err(e @ (StoreError::Damaged { .. } | StoreError::NewerFormat { .. })) => {
                         let _writes = lock(&inner.snapshot_writes);
                         let moved = inner.snapshot.quarantine()?;
@@ -432,9 +449,9 @@ impl StateMachineStore {
                 self.build().await.map(Some)
             }
             None => Ok(None),
-            Some(Ok((meta, data))) => Ok(Some(Snapshot {
+            Some(Ok((meta, file))) => Ok(Some(Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(data)),
+                snapshot: Box::new(tokio::fs::File::from_std(file)),
             })),
             Some(Err((e, moved))) => {
                 tracing::error!(
@@ -484,18 +501,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = self.inner.snapshot.clone();
+        let file = self
+            .inner
+            .disk
+            .spawn_blocking(move || file.receiving())
+            .await
+            .map_err(StoreError::from)
+            .and_then(|made| made)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        self.install(meta, snapshot.into_inner())
+        let signature = meta.signature();
+        let data = read_snapshot_data(*snapshot)
             .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+            .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), &e))?;
+        self.install(meta, data)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -520,6 +550,45 @@ fn check_cluster(
             theirs,
         }))),
     }
+}
+
+/// Every byte of a snapshot's data (its file), from its start, whatever was read of it
+/// before.
+pub async fn read_snapshot_data(mut file: tokio::fs::File) -> Result<Vec<u8>, StoreError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    file.seek(SeekFrom::Start(0))
+        .await
+        .map_err(StoreError::snapshot_data("reading"))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .await
+        .map_err(StoreError::snapshot_data("reading"))?;
+    Ok(data)
+}
+
+/// Writes a snapshot ending at `last` with `write` (which returns its size) and makes it the
+/// snapshot file, durably (blocking), unless the file already covers `last`: then it is
+/// written all the same, for the caller to read, but under no name. Returns the snapshot's
+/// file, open at its start, and its size. Snapshots are written one at a time, and the file
+/// never goes back to an older snapshot than it holds: what covers a purge of the log stays
+/// covered.
+fn store_snapshot(
+    inner: &Inner,
+    last: Option<LogId>,
+    write: impl FnOnce(&mut dyn Write) -> Result<u64, StoreError>,
+) -> Result<(std::fs::File, u64), StoreError> {
+    let _writes = lock(&inner.snapshot_writes);
+    let staged = inner.snapshot.stage(write)?;
+    if *lock(&inner.snapshot_last) >= last && inner.snapshot.exists() {
+        inner.snapshot.discard();
+        return Ok(staged);
+    }
+    if let Err(e) = inner.snapshot.commit() {
+        inner.snapshot.discard();
+        return Err(e);
+    }
+    *lock(&inner.snapshot_last) = last;
+    Ok(staged)
 }
 
 /// Makes `data`, a snapshot ending at `last`, the snapshot file (durably, blocking), unless

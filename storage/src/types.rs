@@ -1,7 +1,6 @@
 //! The Raft type configuration shared by every layer.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,13 +40,15 @@ impl fmt::Display for RegistryNode {
 openraft::declare_raft_types!(
     /// Raft types of the registry: log entries carry [`Command`]s, and applying one yields a
     /// [`CommandResponse`]. Members are [`RegistryNode`]s. Its tasks run on tokio, in the set
-    /// of the Raft they belong to ([`crate::raft_tasks`]).
+    /// of the Raft they belong to ([`crate::raft_tasks`]). A snapshot's data is a file
+    /// (the node's snapshot file, or an unnamed one), never a copy in memory.
     pub TypeConfig:
         D = Command,
         R = CommandResponse,
         NodeId = NodeId,
         Node = RegistryNode,
         AsyncRuntime = crate::raft_tasks::TrackedRuntime,
+        SnapshotData = tokio::fs::File,
 );
 
 /// Log id of this registry's Raft group.

@@ -28,10 +28,12 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine, Snapshot};
+use openraft::StorageIOError;
 use openraft::{
     CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftNetwork, RaftNetworkFactory,
     RaftSnapshotBuilder,
 };
+use registry_storage::state_machine::read_snapshot_data;
 use registry_storage::types::{Entry, LogId, SnapshotMeta, Vote};
 use registry_storage::{
     open_store, AdminAction, ClusterId, Command, CommandResponse, Heartbeat, LogStore,
@@ -820,13 +822,18 @@ async fn install(
     meta: &SnapshotMeta,
     data: Vec<u8>,
 ) -> Result<(), openraft::StorageError<u64>> {
-    let mut cursor = sm.begin_receiving_snapshot().await?;
-    std::io::Write::write_all(&mut *cursor, &data).expect("writing to a Vec cannot fail");
-    sm.install_snapshot(meta, cursor).await
+    let mut file = sm.begin_receiving_snapshot().await?;
+    let written = match tokio::io::AsyncWriteExt::write_all(&mut *file, &data).await {
+        Ok(()) => tokio::io::AsyncWriteExt::flush(&mut *file).await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+    sm.install_snapshot(meta, file).await
 }
 
-fn snapshot_bytes(snapshot: Snapshot<TypeConfig>) -> (SnapshotMeta, Vec<u8>) {
-    (snapshot.meta, snapshot.snapshot.into_inner())
+async fn snapshot_bytes(snapshot: Snapshot<TypeConfig>) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
+    let data = read_snapshot_data(*snapshot.snapshot).await?;
+    Ok((snapshot.meta, data))
 }
 
 /// Waits, up to a deadline, until `sm` has applied at least `index`.
@@ -879,7 +886,7 @@ async fn snapshot_during_applies_matches_its_log_id() -> anyhow::Result<()> {
     let mut snapshots = Vec::new();
     for _ in 0..SNAPSHOTS {
         let before = applied_up_to.load(Ordering::Acquire);
-        snapshots.push(snapshot_bytes(builder.build_snapshot().await?));
+        snapshots.push(snapshot_bytes(builder.build_snapshot().await?).await?);
         // Let the applier move on so the next snapshot is taken at another point.
         wait_applied(&src, before + 5).await?;
     }
@@ -949,7 +956,7 @@ async fn make_snapshot(dir: &Path) -> anyhow::Result<(SnapshotMeta, Vec<u8>)> {
     let (_log, mut sm) = open_test_store(dir).await?;
     sm.apply(gen_entries(1..=SNAP_INDEX)).await?;
     let mut builder = sm.get_snapshot_builder().await;
-    Ok(snapshot_bytes(builder.build_snapshot().await?))
+    snapshot_bytes(builder.build_snapshot().await?).await
 }
 
 /// A state machine that holds something the snapshot does not: membership at 1, then
@@ -974,7 +981,7 @@ async fn check_installed(
         .get_current_snapshot()
         .await?
         .ok_or_else(|| anyhow!("snapshot install {when}: no current snapshot"))?;
-    let (cur_meta, cur_data) = snapshot_bytes(current);
+    let (cur_meta, cur_data) = snapshot_bytes(current).await?;
     assert_eq!(
         &cur_meta, meta,
         "snapshot install {when}: current snapshot meta differs"
@@ -1062,7 +1069,8 @@ async fn installed_snapshot_survives_crash() -> anyhow::Result<()> {
         src.get_current_snapshot()
             .await?
             .ok_or_else(|| anyhow!("source lost its built snapshot in the crash"))?,
-    );
+    )
+    .await?;
     assert_eq!(src_data, data, "source snapshot changed");
     let (_log, mut sm) = open_test_store(&tmp.path().join("dst")).await?;
     check_installed(&mut sm, &meta, &data, "after a crash").await
@@ -1093,7 +1101,10 @@ async fn observe(
     Option<(SnapshotMeta, Vec<u8>)>,
 )> {
     let applied = sm.applied_state().await?;
-    let current = sm.get_current_snapshot().await?.map(snapshot_bytes);
+    let current = match sm.get_current_snapshot().await? {
+        Some(snapshot) => Some(snapshot_bytes(snapshot).await?),
+        None => None,
+    };
     Ok((snapshot_of_view(sm), applied, current))
 }
 

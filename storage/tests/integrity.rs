@@ -9,6 +9,7 @@ use anyhow::{ensure, Context};
 use chrono::DateTime;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder};
+use registry_storage::state_machine::read_snapshot_data;
 use registry_storage::types::{Entry, LogId};
 use registry_storage::{
     open_store, open_store_with, restore, ClusterId, Command, Heartbeat, LogStore, ServicesState,
@@ -112,7 +113,7 @@ async fn damaged_snapshot_the_records_cover_is_moved_aside() -> anyhow::Result<(
             .get_current_snapshot()
             .await?
             .context("a fresh snapshot")?;
-        let data = fresh.snapshot.into_inner();
+        let data = read_snapshot_data(*fresh.snapshot).await?;
         registry_storage::snapshot::check(&data)?;
         ensure!(
             fresh.meta.last_log_id == Some(log_id(30)),
@@ -448,6 +449,62 @@ async fn a_purge_past_the_snapshot_file_writes_one_first() -> anyhow::Result<()>
     ensure!(
         e.to_string().contains("new incarnation"),
         "the refusal says what to do: {e}"
+    );
+    Ok(())
+}
+
+/// A built snapshot's data is the snapshot file itself (encoded straight into it), and a
+/// build that the file already covers (a newer snapshot was staged meanwhile) still hands
+/// openraft its own state, while the file keeps the newer one and no unfinished file stays.
+#[tokio::test]
+async fn a_built_snapshot_is_its_file_and_never_replaces_a_newer_one() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let dir = tmp.path().join("db");
+    let newer = {
+        let (_log, mut sm) = open_quiet(&tmp.path().join("leader")).await?;
+        sm.apply(entries(30)).await?;
+        let built = sm.get_snapshot_builder().await.build_snapshot().await?;
+        read_snapshot_data(*built.snapshot).await?
+    };
+    let (_log, mut sm) = open_quiet(&dir).await?;
+    sm.apply(entries(10)).await?;
+    let built = sm.get_snapshot_builder().await.build_snapshot().await?;
+    ensure!(built.meta.last_log_id == Some(log_id(10)), "built at 10");
+    let data = read_snapshot_data(*built.snapshot).await?;
+    ensure!(
+        std::fs::read(dir.join("raft-snapshot"))? == data,
+        "the built snapshot's data is the snapshot file"
+    );
+    let (_, records) = registry_storage::snapshot::decode(&data)?;
+    ensure!(
+        records.len() == 4,
+        "every record is in it, not {}",
+        records.len()
+    );
+
+    sm.stage_snapshot(newer.clone()).await?;
+    sm.apply(entries(12).split_off(10)).await?;
+    let built = sm.get_snapshot_builder().await.build_snapshot().await?;
+    ensure!(built.meta.last_log_id == Some(log_id(12)), "built at 12");
+    let data = read_snapshot_data(*built.snapshot).await?;
+    let info = registry_storage::snapshot::check(&data)?;
+    ensure!(
+        info.header.last_log_id == Some(log_id(12)) && info.header.meta() == built.meta,
+        "the build's data is its own snapshot, at 12: {:?}",
+        info.header.last_log_id
+    );
+    ensure!(
+        std::fs::read(dir.join("raft-snapshot"))? == newer,
+        "the file still holds the newer snapshot (30)"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("raft-snapshot") && n != "raft-snapshot")
+        .collect();
+    ensure!(
+        left.is_empty(),
+        "no unfinished snapshot file stays: {left:?}"
     );
     Ok(())
 }

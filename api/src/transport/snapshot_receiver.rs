@@ -11,8 +11,6 @@
 //! node's snapshot file ([`StateMachineStore::stage_snapshot`]): openraft purges the log up to
 //! it as soon as the install starts.
 
-use std::io::Cursor;
-
 use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::{Raft, Snapshot, SnapshotSegmentId};
@@ -131,8 +129,9 @@ impl SnapshotReceiver {
                 return Err(restart(&id, req.offset));
             }
         };
-        let data = match sm.stage_snapshot(data).await {
-            Ok(data) => data,
+        let bytes = data.len();
+        let file = match sm.stage_snapshot(data).await {
+            Ok(file) => file,
             Err(e) => {
                 // It checked out, but this node cannot write its snapshot file (a full or
                 // failing disk, which its next log write will also meet): not installed;
@@ -141,10 +140,10 @@ impl SnapshotReceiver {
                 return Err(restart(&id, req.offset));
             }
         };
-        tracing::info!(snapshot = %id, bytes = data.len(), "received a whole snapshot; installing it");
+        tracing::info!(snapshot = %id, bytes, "received a whole snapshot; installing it");
         let snapshot = Snapshot {
             meta: req.meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         };
         let resp = raft
             .install_full_snapshot(req.vote, snapshot)
