@@ -20,6 +20,7 @@
 //! name, which no such encoding equals (the test below checks the near misses).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::clock::{ClockRate, RegistryClock};
 use crate::codec::{decode, decode_record, encode, encode_key};
@@ -249,7 +250,8 @@ pub(crate) fn load(tree: &sled::Tree) -> Result<ServicesState, StoreError> {
     for kv in tree.iter() {
         let (k, v) = kv?;
         if !is_meta(&k) {
-            records.push(decode_record(&v)?);
+            // Each into the `Arc` the state keeps (not a second, doubling vector of them).
+            records.push(Arc::new(decode_record(&v)?));
         }
     }
     Ok(ServicesState::from_parts(

@@ -357,7 +357,7 @@ pub fn check(bytes: &[u8]) -> Result<SnapshotInfo, StoreError> {
 }
 
 /// Checks a snapshot's bytes and decodes it whole: its header and every record.
-pub fn decode(bytes: &[u8]) -> Result<(SnapshotInfo, Vec<ServiceRecord>), StoreError> {
+pub fn decode(bytes: &[u8]) -> Result<(SnapshotInfo, Vec<Arc<ServiceRecord>>), StoreError> {
     let (info, records) = parse(bytes)?;
     let records = decode_records_plain(info.format_version, records)?;
     if records.len() as u64 != info.header.records {
@@ -436,7 +436,7 @@ fn parse(bytes: &[u8]) -> Result<(SnapshotInfo, &[u8]), StoreError> {
 }
 
 /// The state a decoded snapshot describes.
-pub fn into_state(header: SnapshotHeader, records: Vec<ServiceRecord>) -> ServicesState {
+pub fn into_state(header: SnapshotHeader, records: Vec<Arc<ServiceRecord>>) -> ServicesState {
     let clock = RegistryClock {
         rate: header.clock_rate,
         ..header.clock

@@ -73,11 +73,14 @@ impl ServicesState {
         next_id: u64,
         clock: RegistryClock,
         settings: Option<LivenessSettings>,
-        records: impl IntoIterator<Item = ServiceRecord>,
+        records: impl IntoIterator<Item = impl Into<Arc<ServiceRecord>>>,
     ) -> Self {
         let services = records
             .into_iter()
-            .map(|r| (r.key(), Arc::new(r)))
+            .map(|r| {
+                let r = r.into();
+                (r.key(), r)
+            })
             .collect();
         let mut state = Self {
             last_applied,
