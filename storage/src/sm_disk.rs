@@ -66,13 +66,15 @@ pub(crate) fn record_key(key: &ServiceKey) -> Result<Vec<u8>, StoreError> {
     encode_key(&(&key.host, &key.binary))
 }
 
-/// The state machine's metadata, as of some applied entry.
+/// The state machine's metadata, as of some applied entry (stored beside the records, and
+/// the header's fields of a snapshot).
+#[derive(Debug, Clone)]
 pub(crate) struct Meta {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    next_id: u64,
-    clock: RegistryClock,
-    settings: Option<LivenessSettings>,
+    pub(crate) last_applied: Option<LogId>,
+    pub(crate) membership: StoredMembership,
+    pub(crate) next_id: u64,
+    pub(crate) clock: RegistryClock,
+    pub(crate) settings: Option<LivenessSettings>,
 }
 
 impl Meta {

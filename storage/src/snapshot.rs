@@ -32,6 +32,7 @@ use crate::error::{DamageKind, StoreError, Stored};
 use crate::identity::ClusterId;
 use crate::model::ServiceRecord;
 use crate::settings::LivenessSettings;
+use crate::sm_disk::Meta;
 use crate::state::ServicesState;
 use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
@@ -174,11 +175,7 @@ pub struct SnapshotInfo {
 /// vector of 100k pointers rather than a second copy of every key.
 #[derive(Debug, Clone)]
 pub struct SnapshotSource {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    next_id: u64,
-    clock: RegistryClock,
-    settings: Option<LivenessSettings>,
+    meta: Meta,
     records: Vec<Arc<ServiceRecord>>,
 }
 
@@ -186,23 +183,19 @@ impl SnapshotSource {
     /// The parts of `state` a snapshot holds.
     pub fn of(state: &ServicesState) -> Self {
         Self {
-            last_applied: state.last_applied,
-            membership: state.membership.clone(),
-            next_id: state.next_id,
-            clock: state.clock,
-            settings: state.settings,
+            meta: Meta::of(state),
             records: state.shared_records().cloned().collect(),
         }
     }
 
     /// The log id of the last entry the copy reflects.
     pub fn last_applied(&self) -> Option<LogId> {
-        self.last_applied
+        self.meta.last_applied
     }
 
     /// The membership the copy reflects.
     pub fn membership(&self) -> &StoredMembership {
-        &self.membership
+        &self.meta.membership
     }
 
     /// Encodes the copy as a snapshot of cluster `cluster_id` named `snapshot_id`, in memory
@@ -241,14 +234,14 @@ impl SnapshotSource {
         let header = SnapshotHeader {
             cluster_id,
             snapshot_id,
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            next_id: self.next_id,
-            clock: self.clock,
+            last_log_id: self.meta.last_applied,
+            last_membership: self.meta.membership.clone(),
+            next_id: self.meta.next_id,
+            clock: self.meta.clock,
             records: self.records.len() as u64,
             created_at: Utc::now(),
-            settings: self.settings,
-            clock_rate: self.clock.rate,
+            settings: self.meta.settings,
+            clock_rate: self.meta.clock.rate,
         };
         let header = encode_plain(&header)?;
         if u32::try_from(header.len()).is_err() {
