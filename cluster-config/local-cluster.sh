@@ -90,7 +90,7 @@ Commands:
                  --tls, make a CA and certificates under run/tls/ (registryctl
                  init-cluster --tls) and serve HTTPS only, nodes talking to each
                  other over mutual TLS (every other command then uses HTTPS until a
-                 plain `start`); the configs come from registryctl init-cluster
+                 plain "start"); the configs come from registryctl init-cluster
   stop [N]       stop the reporter and the nodes, or node N only
                  (SIGTERM, SIGKILL after 10 s)
   status         each node's process and Raft state, then the service list
