@@ -608,6 +608,7 @@ fn write_snapshot_file(inner: &Inner, data: &[u8], last: Option<LogId>) -> Resul
 /// See [`StateMachineStore::persist`].
 fn persist(inner: &Inner) -> Result<(), StoreError> {
     let _persisting = lock(&inner.persisting);
+    let started = std::time::Instant::now();
     let (keys, records, meta) = inner.view.read(|state| {
         let keys = std::mem::take(&mut *lock(&inner.dirty));
         let records: Vec<Arc<ServiceRecord>> = keys
@@ -622,6 +623,16 @@ fn persist(inner: &Inner) -> Result<(), StoreError> {
     if written.is_err() {
         // Due again: the next persist writes them (with whatever changed since).
         lock(&inner.dirty).extend(keys);
+    }
+    let took = started.elapsed();
+    if took > PERSIST_INTERVAL {
+        // The records changed meanwhile wait for the next one: the persists fall behind,
+        // and a shutdown's last one takes as long.
+        tracing::warn!(
+            records = records.len(),
+            took_ms = took.as_millis() as u64,
+            "writing the changed records to disk took longer than the persist interval"
+        );
     }
     written.map(|_| ())
 }
