@@ -373,59 +373,136 @@ fn damaged(kind: DamageKind) -> StoreError {
 /// Checks everything but the records, which it returns undecoded.
 fn parse(bytes: &[u8]) -> Result<(SnapshotInfo, &[u8]), StoreError> {
     if bytes.len() < FIXED {
-        return Err(damaged(DamageKind::TooShort {
-            len: bytes.len(),
-            min: FIXED,
-        }));
+        return Err(too_short(bytes.len()));
     }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let (info, records) = check_framing(Framing {
+        size: bytes.len(),
+        head: body,
+        stored: u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]),
+        computed: crc32fast::hash(body),
+    })?;
+    Ok((info, &body[records]))
+}
+
+/// Checks a snapshot in `file`, from its start, as [`check`] checks bytes, reading it in
+/// pieces: only its header is held in memory, so a snapshot of any size can be checked
+/// before it is served. Leaves the file's position anywhere.
+pub fn check_file(file: &mut std::fs::File) -> Result<SnapshotInfo, StoreError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e| StoreError::snapshot_data("reading")(e);
+    let size = file.seek(SeekFrom::End(0)).map_err(io)?;
+    let size = usize::try_from(size).map_err(|_| damaged(DamageKind::LengthPastEnd))?;
+    if size < FIXED {
+        return Err(too_short(size));
+    }
+    let body_len = size - 4;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file.take(body_len as u64));
+    let mut hasher = crc32fast::Hasher::new();
+    // The head: up to the records' length, or the whole body when it is shorter.
+    let mut head = vec![0u8; 13.min(body_len)];
+    reader.read_exact(&mut head).map_err(io)?;
+    if head.len() == 13 {
+        let header_len = u32::from_le_bytes([head[9], head[10], head[11], head[12]]) as usize;
+        let rest = header_len
+            .min(MAX_HEADER + 1)
+            .saturating_add(8)
+            .min(body_len - head.len());
+        let at = head.len();
+        head.resize(at + rest, 0);
+        reader.read_exact(&mut head[at..]).map_err(io)?;
+    }
+    hasher.update(&head);
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut chunk).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+    }
+    let mut crc = [0u8; 4];
+    reader
+        .into_inner()
+        .into_inner()
+        .read_exact(&mut crc)
+        .map_err(io)?;
+    let (info, _) = check_framing(Framing {
+        size,
+        head: &head,
+        stored: u32::from_le_bytes(crc),
+        computed: hasher.finalize(),
+    })?;
+    Ok(info)
+}
+
+/// What the checks of a snapshot's framing need: its size, its first bytes (at least up to
+/// the records' length when the snapshot is that long, or all of its body), and its stored
+/// and computed checksums.
+struct Framing<'a> {
+    size: usize,
+    head: &'a [u8],
+    stored: u32,
+    computed: u32,
+}
+
+/// Checks a snapshot's magic, version, checksum, lengths and header; returns what it says
+/// of itself and where its records lie.
+fn check_framing(f: Framing<'_>) -> Result<(SnapshotInfo, std::ops::Range<usize>), StoreError> {
+    let bytes = f.head;
     if &bytes[..8] != MAGIC {
         return Err(damaged(DamageKind::WrongMagic));
     }
     check_version(bytes[8], Stored::Snapshot)?;
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    let computed = crc32fast::hash(body);
-    if stored != computed {
+    if f.stored != f.computed {
         return Err(damaged(DamageKind::ChecksumMismatch {
-            len: bytes.len(),
-            stored,
-            computed,
+            len: f.size,
+            stored: f.stored,
+            computed: f.computed,
         }));
     }
+    let body_len = f.size - 4;
     let mut at: usize = 9;
-    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+    let mut take = |n: usize| -> Result<std::ops::Range<usize>, StoreError> {
         let end = at
             .checked_add(n)
-            .filter(|end| *end <= body.len())
+            .filter(|end| *end <= body_len)
             .ok_or_else(|| damaged(DamageKind::LengthPastEnd))?;
-        let part = &body[at..end];
+        let part = at..end;
         at = end;
         Ok(part)
     };
-    let header_len = u32::from_le_bytes(take(4)?.try_into().unwrap_or_default()) as usize;
+    let header_len = take(4)?;
+    let header_len = u32::from_le_bytes(bytes[header_len].try_into().unwrap_or_default()) as usize;
     if header_len > MAX_HEADER {
         return Err(damaged(DamageKind::HeaderTooLarge {
             len: header_len,
             max: MAX_HEADER,
         }));
     }
-    let header = decode_header(bytes[8], take(header_len)?)?;
-    let records_len = u64::from_le_bytes(take(8)?.try_into().unwrap_or_default());
+    let header = decode_header(bytes[8], &bytes[take(header_len)?])?;
+    let records_len = u64::from_le_bytes(bytes[take(8)?].try_into().unwrap_or_default());
     let records_len = usize::try_from(records_len)
         .map_err(|_| damaged(DamageKind::RecordsTooLarge { len: records_len }))?;
     let records = take(records_len)?;
-    if at != body.len() {
+    if at != body_len {
         return Err(damaged(DamageKind::BytesAfterRecords {
-            extra: body.len() - at,
+            extra: body_len - at,
         }));
     }
     let info = SnapshotInfo {
         format_version: bytes[8],
         header,
-        checksum: stored,
-        size: bytes.len(),
+        checksum: f.stored,
+        size: f.size,
     };
     Ok((info, records))
+}
+
+/// A snapshot of `len` bytes, shorter than its fixed parts.
+fn too_short(len: usize) -> StoreError {
+    damaged(DamageKind::TooShort { len, min: FIXED })
 }
 
 /// The state a decoded snapshot describes.
@@ -549,6 +626,38 @@ mod tests {
                     || matches!(&full, Err(StoreError::Encode(_))),
                 "a full writer after {room} bytes fails the encode: {full:?}"
             );
+        }
+        Ok(())
+    }
+
+    /// `bytes` checked from a file as it is served.
+    fn check_as_file(bytes: &[u8]) -> Result<SnapshotInfo, StoreError> {
+        let mut file = tempfile::tempfile().map_err(StoreError::snapshot_data("writing"))?;
+        file.write_all(bytes)
+            .map_err(StoreError::snapshot_data("writing"))?;
+        check_file(&mut file)
+    }
+
+    /// A file is checked exactly as its bytes are: the same answer for the whole snapshot,
+    /// for every byte flipped and for every cut, so no damage that [`check`] refuses is
+    /// served from a file.
+    #[test]
+    fn a_file_is_checked_as_its_bytes_are() -> Result<(), StoreError> {
+        let bytes = encode_state(&state(), Some(ClusterId(5)), "3-7-1".into())?;
+        assert_eq!(check_as_file(&bytes)?, check(&bytes)?);
+        let same = |a: Result<SnapshotInfo, StoreError>, b: Result<SnapshotInfo, StoreError>| {
+            format!("{a:?}") == format!("{b:?}")
+        };
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(check(&bad).is_err(), "a flipped byte at {i} is refused");
+            assert!(same(check_as_file(&bad), check(&bad)), "byte {i} flipped");
+        }
+        for cut in 0..bytes.len() {
+            let short = &bytes[..cut];
+            assert!(check_as_file(short).is_err(), "cut at {cut} is refused");
+            assert!(same(check_as_file(short), check(short)), "cut at {cut}");
         }
         Ok(())
     }

@@ -24,7 +24,7 @@
 //! open and says so).
 
 use std::collections::HashSet;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -423,11 +423,9 @@ impl StateMachineStore {
                 let Some(mut file) = inner.snapshot.open()? else {
                     return Ok(None);
                 };
-                // Checked whole before it is served; only the file is handed on.
-                let mut data = Vec::new();
-                file.read_to_end(&mut data)
-                    .map_err(StoreError::io("read", inner.snapshot.path()))?;
-                match snapshot::check(&data) {
+                // Checked whole before it is served, read in pieces: only the file is
+                // handed on.
+                match snapshot::check_file(&mut file) {
                     Ok(info) => {
                         file.seek(SeekFrom::Start(0))
                             .map_err(StoreError::io("seek", inner.snapshot.path()))?;
