@@ -41,6 +41,8 @@ pub const MAGIC: &[u8; 8] = b"RGSNAP\r\n";
 
 /// Bytes of the fixed parts: magic, version, header length, records length, checksum.
 const FIXED: usize = 8 + 1 + 4 + 8 + 4;
+/// Bytes before the header: magic, version, header length.
+const HEAD_FIXED: usize = 8 + 1 + 4;
 
 /// Largest header accepted (it is a few hundred bytes).
 const MAX_HEADER: usize = 1024 * 1024;
@@ -398,36 +400,30 @@ pub fn check_file(file: &mut std::fs::File) -> Result<SnapshotInfo, StoreError> 
     }
     let body_len = size - 4;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file.take(body_len as u64));
+    let mut body = file.take(body_len as u64);
+    // The head: magic, version and header length, then the header and the records' length
+    // (as much of them as the body holds; a header past `MAX_HEADER` is refused unread).
+    let mut head = vec![0u8; HEAD_FIXED];
+    body.read_exact(&mut head).map_err(io)?;
+    let header_len = u32::from_le_bytes([head[9], head[10], head[11], head[12]]) as usize;
+    let rest = header_len
+        .min(MAX_HEADER + 1)
+        .saturating_add(8)
+        .min(body_len - HEAD_FIXED);
+    head.resize(HEAD_FIXED + rest, 0);
+    body.read_exact(&mut head[HEAD_FIXED..]).map_err(io)?;
     let mut hasher = crc32fast::Hasher::new();
-    // The head: up to the records' length, or the whole body when it is shorter.
-    let mut head = vec![0u8; 13.min(body_len)];
-    reader.read_exact(&mut head).map_err(io)?;
-    if head.len() == 13 {
-        let header_len = u32::from_le_bytes([head[9], head[10], head[11], head[12]]) as usize;
-        let rest = header_len
-            .min(MAX_HEADER + 1)
-            .saturating_add(8)
-            .min(body_len - head.len());
-        let at = head.len();
-        head.resize(at + rest, 0);
-        reader.read_exact(&mut head[at..]).map_err(io)?;
-    }
     hasher.update(&head);
     let mut chunk = vec![0u8; 256 * 1024];
     loop {
-        let n = reader.read(&mut chunk).map_err(io)?;
+        let n = body.read(&mut chunk).map_err(io)?;
         if n == 0 {
             break;
         }
         hasher.update(&chunk[..n]);
     }
     let mut crc = [0u8; 4];
-    reader
-        .into_inner()
-        .into_inner()
-        .read_exact(&mut crc)
-        .map_err(io)?;
+    body.into_inner().read_exact(&mut crc).map_err(io)?;
     let (info, _) = check_framing(Framing {
         size,
         head: &head,
