@@ -48,20 +48,8 @@ impl SnapshotFile {
 
     /// Makes `blob` the current snapshot, durably (blocking).
     pub(crate) fn write(&self, blob: &[u8]) -> Result<(), StoreError> {
-        let tmp = self.dir.join(TMP_NAME);
-        let written = write_synced(&tmp, blob);
-        if written.is_err() {
-            // A snapshot cut short by a full disk would go on holding tens of megabytes.
-            if let Err(e) = fs::remove_file(&tmp) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(error = %e, path = %tmp.display(), "removing an unfinished snapshot file failed");
-                }
-            }
-        }
-        written?;
-        let path = self.path();
-        fs::rename(&tmp, &path).map_err(StoreError::io("rename", &path))?;
-        self.sync_dir()
+        self.stage(bytes(blob))?;
+        self.commit()
     }
 
     /// Writes a new snapshot with `write` (which returns its size) to the temporary file and
@@ -213,11 +201,13 @@ impl<W> Recorded<W> {
     }
 }
 
-/// Writes `blob` to a new file at `path` and syncs it.
-fn write_synced(path: &Path, blob: &[u8]) -> Result<(), StoreError> {
-    let mut f = File::create(path).map_err(StoreError::io("create", path))?;
-    f.write_all(blob).map_err(StoreError::io("write", path))?;
-    f.sync_all().map_err(StoreError::io("sync", path))
+/// A writer of [`SnapshotFile::stage`] that writes `blob` as it is.
+pub(crate) fn bytes(blob: &[u8]) -> impl FnOnce(&mut dyn Write) -> Result<u64, StoreError> + '_ {
+    move |out| {
+        out.write_all(blob)
+            .map_err(StoreError::snapshot_data("writing"))?;
+        Ok(blob.len() as u64)
+    }
 }
 
 #[cfg(test)]

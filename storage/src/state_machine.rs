@@ -39,7 +39,7 @@ use crate::model::{CommandResponse, ServiceKey, ServiceRecord};
 use crate::persister::{Persist, Persister, PersisterWatch};
 use crate::sm_disk;
 use crate::snapshot::{self, decode_state, SnapshotSource};
-use crate::snapshot_file::SnapshotFile;
+use crate::snapshot_file::{self, SnapshotFile};
 use crate::snapshot_policy::SnapshotPolicy;
 use crate::state::{lock, ServicesState, StateView};
 use crate::trees::TREE_SERVICES;
@@ -89,6 +89,8 @@ struct Inner {
     persister_watch: Mutex<PersisterWatch>,
     /// What tells when the next snapshot is due.
     policy: SnapshotPolicy,
+    /// How often the background thread persists (`None`: it does not run).
+    persist_interval: Option<Duration>,
 }
 
 impl StateMachineStore {
@@ -189,6 +191,7 @@ impl StateMachineStore {
                 persister: Mutex::new(None),
                 persister_watch: Mutex::new(PersisterWatch::default()),
                 policy,
+                persist_interval,
             }),
         };
         if let Some(every) = persist_interval {
@@ -371,11 +374,8 @@ impl StateMachineStore {
             .spawn_blocking(move || {
                 let header = snapshot::check(&data)?.header;
                 check_cluster(&inner, header.cluster_id, &header.snapshot_id)?;
-                let (file, _) = store_snapshot(&inner, header.last_log_id, |out| {
-                    out.write_all(&data)
-                        .map_err(StoreError::snapshot_data("writing"))?;
-                    Ok(data.len() as u64)
-                })?;
+                let (file, _) =
+                    store_snapshot(&inner, header.last_log_id, snapshot_file::bytes(&data))?;
                 Ok::<_, StoreError>(file)
             })
             .await??;
@@ -577,7 +577,7 @@ fn store_snapshot(
 ) -> Result<(std::fs::File, u64), StoreError> {
     let _writes = lock(&inner.snapshot_writes);
     let staged = inner.snapshot.stage(write)?;
-    if *lock(&inner.snapshot_last) >= last && inner.snapshot.exists() {
+    if file_covers(inner, last) {
         inner.snapshot.discard();
         return Ok(staged);
     }
@@ -595,12 +595,18 @@ fn store_snapshot(
 /// purge of the log stays covered.
 fn write_snapshot_file(inner: &Inner, data: &[u8], last: Option<LogId>) -> Result<(), StoreError> {
     let _writes = lock(&inner.snapshot_writes);
-    if *lock(&inner.snapshot_last) >= last && inner.snapshot.exists() {
+    if file_covers(inner, last) {
         return Ok(());
     }
     inner.snapshot.write(data)?;
     *lock(&inner.snapshot_last) = last;
     Ok(())
+}
+
+/// Whether the snapshot file exists and covers `last` (the caller holds the snapshot
+/// writes' lock).
+fn file_covers(inner: &Inner, last: Option<LogId>) -> bool {
+    *lock(&inner.snapshot_last) >= last && inner.snapshot.exists()
 }
 
 /// See [`StateMachineStore::persist`].
@@ -623,7 +629,7 @@ fn persist(inner: &Inner) -> Result<(), StoreError> {
         lock(&inner.dirty).extend(keys);
     }
     let took = started.elapsed();
-    if took > PERSIST_INTERVAL {
+    if inner.persist_interval.is_some_and(|every| took > every) {
         // The records changed meanwhile wait for the next one: the persists fall behind,
         // and a shutdown's last one takes as long.
         tracing::warn!(
