@@ -78,7 +78,7 @@ mod tests {
                 beats: vec![Heartbeat::new("h", "cinder-volume")].into(),
             }),
         };
-        state.apply_entry(&entry, &mut Vec::new());
+        state.apply_entry(&entry);
         let record = state.records().next().cloned();
         record.expect("the heartbeat created a record")
     }

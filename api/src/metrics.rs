@@ -135,7 +135,7 @@ impl Metrics {
         registry.register(
             "disk_flush_duration_seconds",
             "Time of each flush of the node's database that a write waited for (log appends, \
-             votes, the state machine's persists): an entry is acknowledged once its flush is \
+             votes, purges): an entry is acknowledged once its flush is \
              done (etcd: disk_wal_fsync_duration_seconds)",
             flush_durations.clone(),
         );

@@ -307,7 +307,7 @@ fn main() -> Result<()> {
     let mut state = ServicesState::default();
     let mut changed = BTreeSet::new();
     for e in &entries {
-        state.apply_entry(e, &mut changed);
+        state.apply_entry(e);
     }
     let cluster = ClusterId(0x00c0_ffee_0000_0000_0000_0000_0000_0001);
     let data = snapshot_of(&state, Some(cluster), "1-4-1")?;
@@ -358,7 +358,7 @@ fn main() -> Result<()> {
     for e in &entries[2..] {
         let mut e = e.clone();
         e.log_id = log_id(1, 1);
-        fresh.apply_entry(&e, &mut changed);
+        fresh.apply_entry(&e);
     }
     let blob = snapshot_of(&fresh, Some(cluster), "1-1-1")?;
     let unsealed = |pick: u8, blob: &[u8]| {

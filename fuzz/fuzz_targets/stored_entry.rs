@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     {
         let mut state = ServicesState::default();
         let mut changed = BTreeSet::new();
-        let _ = state.apply_entry(&entry, &mut changed);
-        let _ = state.apply_entry(&entry, &mut changed);
+        let _ = state.apply_entry(&entry);
+        let _ = state.apply_entry(&entry);
     }
 });

@@ -46,7 +46,7 @@ pub enum NodeError {
     /// An HTTP client for requests between nodes (Raft RPCs, forwarding) could not be built.
     #[error(transparent)]
     Network(registry_api::transport::network::NetworkSetupError),
-    /// The storage could not be opened, persisted or flushed, or refused a restore (a damaged
+    /// The storage could not be opened, written or flushed, or refused a restore (a damaged
     /// backup, a data directory that is not empty).
     #[error("storage: {0}")]
     Storage(#[from] StoreError),

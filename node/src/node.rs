@@ -18,8 +18,7 @@ use registry_api::transport::identity::PeerIdentity;
 use registry_api::transport::rpc::RpcLimits;
 use registry_api::{ApiSettings, RegistryApp};
 use registry_storage::{
-    open_store_with, LogStore, NodeId, RaftTasks, StateMachineStore, StoreIdentity, StoreOptions,
-    TypeConfig,
+    open_store_with, LogStore, NodeId, RaftTasks, StoreIdentity, StoreOptions, TypeConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -55,8 +54,6 @@ pub struct Node {
     auth: SharedAuth,
     /// The log store, flushed last on shutdown.
     log: LogStore,
-    /// The state machine, whose persist thread the shutdown stops.
-    sm: StateMachineStore,
     /// The node's cancellation token, by stage of the shutdown.
     stages: Stages,
     /// Every task the node started.
@@ -88,7 +85,6 @@ impl Node {
             &config.data_dir,
             &StoreOptions {
                 events_kept: config.events.kept,
-                ..StoreOptions::default()
             },
         )?;
         let view = store.sm.view();
@@ -200,7 +196,6 @@ impl Node {
             app,
             auth,
             log: store.log,
-            sm: store.sm,
             stages,
             tasks: Tasks {
                 server,
@@ -270,7 +265,6 @@ impl Node {
     /// the node is shut down.
     pub fn task_watch(&self) -> TaskWatch {
         self.tasks.watch(StoreWatches {
-            persister: self.sm.persister_watch(),
             background: self.log.background_watch(),
             database: self.log.database_watch(),
         })
@@ -278,8 +272,7 @@ impl Node {
 
     /// Stops every task the node started, Raft and the storage, in the fixed order
     /// [`crate::shutdown`] describes: the HTTP server first, then the ticker and formation,
-    /// the write path, Raft with every task of it, the state machine's persist thread, and
-    /// the storage (its blocking work, then a flush). Once it returns, nothing the node
+    /// the write path, Raft with every task of it, and the storage (its blocking work, then a flush). Once it returns, nothing the node
     /// started runs, and nothing of the node holds its database.
     /// Each stage is bounded by [`SHUTDOWN_GRACE`] (a client that keeps a request open cannot
     /// hold the node up); returns once everything has ended or its wait expired (logged),
@@ -288,7 +281,6 @@ impl Node {
         let parts = Parts {
             id: self.id,
             raft: &self.raft,
-            sm: &self.sm,
             log: &self.log,
         };
         crate::shutdown::stop(&self.stages, &mut self.tasks, parts).await?;

@@ -12,8 +12,7 @@
 //!    and every other task of Raft is waited for (replication streams, snapshot sends and
 //!    builds, the state machine worker, RPCs sent in parallel: openraft detaches them, so
 //!    they run in the node's [`RaftTasks`], see [`registry_storage::raft_tasks`]);
-//! 5. the state machine's persist thread, after a last persist and a flush;
-//! 6. the storage: its blocking work ended (the removal of purged log entries, snapshot
+//! 5. the storage: its blocking work ended (the removal of purged log entries, snapshot
 //!    writes), then the whole database flushed.
 //!
 //! Once [`Node::shutdown`](crate::Node::shutdown) returns, the node is dropped, and with it
@@ -30,7 +29,7 @@
 //! what the write path finishes.
 //!
 //! A task that outlives its stage's wait is aborted, and waited for again briefly; the log
-//! names it. Raft, its tasks, the persist thread, the storage's blocking work or the flush
+//! names it. Raft, its tasks, the storage's blocking work or the flush
 //! outliving theirs fails the shutdown with [`NodeError::Stalled`] or the storage's error,
 //! and the steps after still run.
 
@@ -38,9 +37,7 @@ use std::time::Duration;
 
 use openraft::Raft;
 use registry_api::AppTasks;
-use registry_storage::{
-    DatabaseWatch, LogStore, NodeId, PersisterWatch, RaftTasks, StateMachineStore, TypeConfig,
-};
+use registry_storage::{DatabaseWatch, LogStore, NodeId, RaftTasks, TypeConfig};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -72,8 +69,6 @@ pub mod task {
     pub const REQUESTS: &str = "request tasks";
     /// Raft's tasks: RaftCore, its replication streams, state machine worker and the rest.
     pub const RAFT: &str = "raft tasks";
-    /// The state machine's persist thread.
-    pub const PERSISTER: &str = "persister";
     /// Blocking work on the database (the removal of purged log entries, snapshot writes).
     pub const STORAGE_WORK: &str = "storage work";
     /// The database, open (with sled's flush thread) while anything of the node holds it.
@@ -148,8 +143,6 @@ pub(crate) struct Tasks {
 /// The storage's part of a [`TaskWatch`]: watches that hold nothing of the store.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StoreWatches {
-    /// The state machine's persist thread.
-    pub(crate) persister: PersisterWatch,
     /// The blocking work on the database.
     pub(crate) background: TaskTracker,
     /// The database itself.
@@ -171,7 +164,6 @@ impl Tasks {
                 ),
                 (task::REQUESTS, Probe::Tracker(self.app.requests.clone())),
                 (task::RAFT, Probe::Tracker(self.raft.tracker())),
-                (task::PERSISTER, Probe::Thread(store.persister)),
                 (task::STORAGE_WORK, Probe::Tracker(store.background)),
                 (task::DATABASE, Probe::Database(store.database)),
             ],
@@ -195,8 +187,6 @@ enum Probe {
     Task(AbortHandle),
     /// A set of tokio tasks (running while it holds any).
     Tracker(TaskTracker),
-    /// A thread.
-    Thread(PersisterWatch),
     /// The database (open while anything holds it).
     Database(DatabaseWatch),
 }
@@ -214,7 +204,6 @@ impl TaskWatch {
             .filter(|(_, probe)| match probe {
                 Probe::Task(t) => !t.is_finished(),
                 Probe::Tracker(t) => !t.is_empty(),
-                Probe::Thread(t) => !t.is_finished(),
                 Probe::Database(d) => !d.is_closed(),
             })
             .map(|(name, _)| *name)
@@ -228,8 +217,6 @@ pub(crate) struct Parts<'a> {
     pub(crate) id: NodeId,
     /// Raft.
     pub(crate) raft: &'a Raft<TypeConfig>,
-    /// The state machine, whose persist thread is stopped.
-    pub(crate) sm: &'a StateMachineStore,
     /// The log store, flushed last.
     pub(crate) log: &'a LogStore,
 }
@@ -277,7 +264,7 @@ async fn stop_tasks(stages: &Stages, tasks: &mut Tasks) {
     }
 }
 
-/// Stages 4 to 6: Raft and its tasks, the persist thread, the storage; every step runs, and
+/// Stages 4 and 5: Raft and its tasks, then the storage; every step runs, and
 /// the first error is returned.
 async fn stop_raft_and_storage(
     stages: &Stages,
@@ -316,12 +303,7 @@ async fn stop_raft_and_storage(
         });
     }
 
-    // 5. The persist thread: a last persist, flushed.
-    if let Err(e) = parts.sm.stop_persister(SHUTDOWN_GRACE).await {
-        keep(NodeError::Storage(e));
-    }
-
-    // 6. The storage: its blocking work, then a flush of everything.
+    // 5. The storage: its blocking work, then a flush of everything.
     if tokio::time::timeout(SHUTDOWN_GRACE, parts.log.finish_background())
         .await
         .is_err()

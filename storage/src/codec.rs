@@ -28,7 +28,8 @@ mod borrowed;
 mod v1;
 
 /// The format version of everything this build writes: stored values, the store itself
-/// (its `format` key), snapshot and backup files. A build reads every version up to its own.
+/// (its `format` key), and (up to format 4) snapshot and backup files. A build reads every
+/// version up to its own.
 ///
 /// | version | change |
 /// | --- | --- |
@@ -36,7 +37,8 @@ mod v1;
 /// | 2 | records carry `modified_by`; commands `AdminBy` and `FreezeBy` |
 /// | 3 | the liveness settings in the log (command `Settings`), the state machine and snapshots |
 /// | 4 | the registry clock's rate (command `ClockRate`), in the state machine and snapshots |
-pub const FORMAT_VERSION: u8 = 4;
+/// | 5 | the store: no records tree, the state machine's state on disk is the snapshot file and the log (snapshots are still written in format 4, [`crate::snapshot::SNAPSHOT_FORMAT`]) |
+pub const FORMAT_VERSION: u8 = 5;
 
 /// Bytes in front of every stored value's payload: the version and the CRC-32.
 const ENVELOPE: usize = 5;

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::ids::ClusterId;
 use crate::types::{LogId, SnapshotMeta};
@@ -19,10 +18,6 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("decode: {0}")]
     Decode(#[from] bincode::error::DecodeError),
-    /// The state machine could not be written to disk (by the background persist); every
-    /// later apply fails with it.
-    #[error("persisting the state machine: {0}")]
-    Persist(#[source] Arc<StoreError>),
     /// The disk holding the data directory has no room for the node to start: it cannot
     /// hold the reserve that keeps room for opening the store (see [`crate::headroom`]).
     /// Nothing in the store was changed; the node starts once that much space is free.
@@ -60,21 +55,6 @@ pub enum StoreError {
     /// A thread of the store could not be started.
     #[error("starting a thread: {0}")]
     Spawn(#[source] std::io::Error),
-    /// A thread of the store did not stop within the time it was given (a write or a flush
-    /// that does not return, see [`crate::disk`]); it is left running.
-    #[error("the {thread} thread did not stop within {waited:?}")]
-    NotStopped {
-        /// The thread's name.
-        thread: &'static str,
-        /// How long it was waited for.
-        waited: std::time::Duration,
-    },
-    /// A thread of the store ended without finishing its work (it panicked).
-    #[error("the {thread} thread ended without finishing its work")]
-    ThreadEnded {
-        /// The thread's name.
-        thread: &'static str,
-    },
     /// A file of the store (the snapshot file) could not be read or written.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -158,14 +138,28 @@ pub enum StoreError {
         /// What is missing.
         field: IdentityField,
     },
-    /// The node's snapshot file is damaged and the records on disk are older than the log's
-    /// purge point, so the state cannot be rebuilt without it (see
+    /// The node's snapshot file is damaged, and the state cannot be rebuilt without it: the
+    /// log is purged, or the store was restored from a backup (see
     /// [`crate::state_machine`]).
     #[error(transparent)]
     NeededSnapshotDamaged(Box<NeededSnapshotDamaged>),
-    /// The records on disk are of a write that did not finish, and the snapshot file (or the
-    /// empty state, without one) is older than the log's purge point: the state cannot be
-    /// rebuilt here (see `sm_disk`).
+    /// The node's snapshot file is missing (nor can a store of format 4 or older make one of
+    /// its records), and the state cannot be rebuilt without it.
+    #[error(
+        "corrupt store: {} is missing, and this node's state cannot be rebuilt without it: \
+         {needed_for}. Move the data directory aside and start the node again: it returns as \
+         a new incarnation and gets the state from the leader",
+        path.display()
+    )]
+    NeededSnapshotMissing {
+        /// Where the snapshot file should be.
+        path: PathBuf,
+        /// Why the state needs it.
+        needed_for: NeededFor,
+    },
+    /// The records tree of a store of format 4 or older is of a write that did not finish,
+    /// and the snapshot file (or the empty state, without one) is older than the log's purge
+    /// point: the state cannot be rebuilt here (see `legacy_records`).
     #[error(
         "corrupt store: the records on disk are of a write that did not finish, and the \
          snapshot file reflects {snapshot_at:?} while the log is purged up to {purged_to:?}. \
@@ -253,21 +247,37 @@ pub struct UnknownCluster {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "corrupt store: {} is damaged ({source}), and this node's state cannot be rebuilt \
-     without it: the records on disk reflect {records_at:?} but the log is purged up to \
-     {purged_to:?}. Move the data directory aside and start the node again: it returns as \
-     a new incarnation and gets the state from the leader",
+     without it: {needed_for}. Move the data directory aside and start the node again: it \
+     returns as a new incarnation and gets the state from the leader",
     path.display()
 )]
 pub struct NeededSnapshotDamaged {
     /// The snapshot file.
     pub path: PathBuf,
-    /// Log id the records on disk reflect.
-    pub records_at: Option<LogId>,
-    /// Log id the log is purged up to.
-    pub purged_to: Option<LogId>,
+    /// Why the state needs it.
+    pub needed_for: NeededFor,
     /// How the file is damaged ([`StoreError::Damaged`] or [`StoreError::NewerFormat`]).
     #[source]
     pub source: StoreError,
+}
+
+/// Why a node's state cannot be rebuilt without its snapshot file: the state machine's
+/// state on disk is that file and the log after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeededFor {
+    /// The log is purged up to this log id: what it held is only in the file.
+    Purged(LogId),
+    /// The store was restored from a backup: the records restored are only in the file.
+    Restored,
+}
+
+impl fmt::Display for NeededFor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NeededFor::Purged(to) => write!(f, "the log is purged up to {to}"),
+            NeededFor::Restored => f.write_str("the store was restored from a backup"),
+        }
+    }
 }
 
 /// What was read when it was found damaged or of a newer format.
@@ -436,7 +446,6 @@ impl StoreError {
         match self {
             StoreError::Io { source, .. } => source.raw_os_error() == Some(ENOSPC),
             StoreError::Sled(sled::Error::Io(e)) => e.raw_os_error() == Some(ENOSPC),
-            StoreError::Persist(inner) => inner.is_no_space(),
             StoreError::DiskFull { .. } | StoreError::LowDiskSpace { .. } => true,
             _ => false,
         }

@@ -5,9 +5,9 @@
 //! implementations of openraft's [`RaftLogStorage`](openraft::storage::RaftLogStorage) and
 //! [`RaftStateMachine`](openraft::storage::RaftStateMachine).
 //!
-//! One sled database per node holds both the Raft log and the state machine, each in trees
-//! of its own. The state machine is also kept in memory ([`ServicesState`]) so reads never
-//! scan sled and snapshots copy the records together with their applied log id.
+//! One sled database per node holds the Raft log. The state machine is kept in memory
+//! ([`ServicesState`]), so reads never scan sled, and on disk as the snapshot file beside the
+//! database and the log after it ([`state_machine`]).
 //!
 //! Every value stored and every snapshot carries a format version and a checksum
 //! ([`codec`], [`snapshot`]); every store knows its cluster and its own incarnation
@@ -25,12 +25,11 @@ pub mod events;
 pub mod headroom;
 pub mod identity;
 pub mod ids;
+mod legacy_records;
 pub mod log_store;
 pub mod model;
-mod persister;
 pub mod raft_tasks;
 pub mod settings;
-mod sm_disk;
 pub mod snapshot;
 mod snapshot_file;
 pub mod snapshot_policy;
@@ -48,7 +47,6 @@ pub use event_log::EventLog;
 pub use identity::{ClusterId, Incarnation, RestoredFrom, StoreIdentity};
 pub use log_store::LogStore;
 pub use model::{AdminAction, Command, CommandResponse, Heartbeat, ServiceKey, ServiceRecord};
-pub use persister::PersisterWatch;
 pub use raft_tasks::RaftTasks;
 pub use settings::LivenessSettings;
 pub use state::{LastStamp, ServicesState, StateView};

@@ -34,7 +34,7 @@ pub struct LogStore {
     log: sled::Tree,
     /// Vote, last purged and committed log ids.
     meta: sled::Tree,
-    /// The state machine of the same database, persisted before the log is purged.
+    /// The state machine, whose snapshot file must cover a purge (built first when not).
     sm: StateMachineStore,
     /// The latest entries, so that applying and replicating them copies them instead of
     /// reading and decoding them again.
@@ -225,8 +225,8 @@ impl LogStore {
     async fn purge_upto(&self, log_id: LogId) -> Result<(), StoreError> {
         // The purge point is durable first, and with it what the state machine needs to catch
         // up after a crash: openraft purges only what the snapshot file covers (a start loads
-        // the snapshot when the records are older or unfinished); a purge beyond it writes a
-        // snapshot file of the state first.
+        // it and applies the log after it again); a purge beyond it writes a snapshot file of
+        // the state first.
         if !self.sm.snapshot_covers(&log_id) {
             self.sm.cover_with_snapshot(&log_id).await?;
         }
@@ -355,12 +355,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 impl LogStore {
-    /// Persists the state machine and flushes everything written to the node's database
-    /// (used on shutdown, so a restart has little of the log to apply again).
+    /// Flushes everything written to the node's database (used on shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.sm.persist()?;
-        self.disk.flush().await?;
-        Ok(())
+        self.disk.flush().await
     }
 }
 
@@ -418,13 +415,7 @@ mod tests {
     async fn a_purge_removal_is_waited_for_and_then_nothing_holds_the_database(
     ) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let store = crate::store::open_store_with(
-            dir.path(),
-            &crate::store::StoreOptions {
-                persist_interval: None,
-                ..Default::default()
-            },
-        )?;
+        let store = crate::store::open_store(dir.path())?;
         let log = store.log.clone();
         log.append_entries((1..=2000).map(entry)).await?;
         log.purge_upto(entry(1500).log_id).await?;
@@ -442,10 +433,6 @@ mod tests {
         );
         let database = log.database_watch();
         assert!(!database.is_closed(), "the store still holds its database");
-        store
-            .sm
-            .stop_persister(std::time::Duration::from_secs(5))
-            .await?;
         drop((store, log));
         assert!(
             database.is_closed(),

@@ -7,7 +7,7 @@
 //! | bytes | what |
 //! | --- | --- |
 //! | 8 | [`MAGIC`] |
-//! | 1 | format version ([`FORMAT_VERSION`]) |
+//! | 1 | format version ([`SNAPSHOT_FORMAT`] when written; up to [`FORMAT_VERSION`](crate::codec::FORMAT_VERSION) read) |
 //! | 4 | header length *h* |
 //! | *h* | [`SnapshotHeader`] (bincode) |
 //! | 8 | records length *r* |
@@ -26,15 +26,19 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{ClockRate, RegistryClock};
 use crate::codec::{
     check_version, decode_plain, decode_records_plain, encode_plain, encode_plain_to, encoded_size,
-    FORMAT_VERSION,
 };
 use crate::error::{DamageKind, StoreError, Stored};
 use crate::identity::ClusterId;
 use crate::model::ServiceRecord;
 use crate::settings::LivenessSettings;
-use crate::sm_disk::Meta;
 use crate::state::ServicesState;
 use crate::types::{LogId, SnapshotMeta, StoredMembership};
+
+/// The format version a snapshot is written in: the last format that changed a snapshot's
+/// layout or the encoding of what it holds. Format 5 changed only the store's layout (see
+/// [`crate::state_machine`]), so nodes of formats 4 and 5 send each other snapshots, and a
+/// backup taken by either restores with both.
+pub const SNAPSHOT_FORMAT: u8 = 4;
 
 /// A snapshot's first bytes. The CR LF catches a copy that mangled line ends.
 pub const MAGIC: &[u8; 8] = b"RGSNAP\r\n";
@@ -171,6 +175,30 @@ pub struct SnapshotInfo {
     pub size: usize,
 }
 
+/// The state machine's metadata as of some applied entry: the header's fields of a snapshot
+/// taken of it.
+#[derive(Debug, Clone)]
+struct Meta {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    next_id: u64,
+    clock: RegistryClock,
+    settings: Option<LivenessSettings>,
+}
+
+impl Meta {
+    /// The metadata of `state`.
+    fn of(state: &ServicesState) -> Self {
+        Self {
+            last_applied: state.last_applied,
+            membership: state.membership.clone(),
+            next_id: state.next_id,
+            clock: state.clock,
+            settings: state.settings,
+        }
+    }
+}
+
 /// What a snapshot is made of, copied out of a [`ServicesState`] while its lock is held:
 /// the header's fields and one pointer to each shared record, in key order. Neither the maps
 /// nor what is derived from the records are copied, so taking one for a 100k table costs a
@@ -287,7 +315,7 @@ impl Encoding<'_> {
                 .map_err(StoreError::snapshot_data("writing"))
         };
         put(&mut out, MAGIC)?;
-        put(&mut out, &[FORMAT_VERSION])?;
+        put(&mut out, &[SNAPSHOT_FORMAT])?;
         put(&mut out, &header_len.to_le_bytes())?;
         put(&mut out, &self.header)?;
         put(&mut out, &(self.records_len as u64).to_le_bytes())?;
@@ -538,6 +566,7 @@ pub fn decode_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::FORMAT_VERSION;
     use crate::model::{Command, Heartbeat};
     use crate::types::Entry;
     use openraft::{CommittedLeaderId, EntryPayload};
@@ -555,7 +584,7 @@ mod tests {
                 .into(),
             }),
         };
-        s.apply_entry(&entry, &mut Vec::new());
+        s.apply_entry(&entry);
         s
     }
 

@@ -1,8 +1,9 @@
 //! The services table in memory, and the deterministic rules that change it.
 //!
 //! [`ServicesState`] is the state machine's contents: the records and the log id they reflect.
-//! The sled trees persist it; this copy serves reads and snapshots, so a snapshot always pairs
-//! the records with exactly the applied log id they reflect.
+//! On disk it is the snapshot file and the log after it (see [`crate::state_machine`]); this
+//! copy serves reads and snapshots, so a snapshot always pairs the records with exactly the
+//! applied log id they reflect.
 //!
 //! Records are shared (`Arc`) and copied on write: a reader takes the `Arc`s it needs under
 //! the lock and works on them after releasing it, and an apply changes a record in place
@@ -95,22 +96,16 @@ impl ServicesState {
         state
     }
 
-    /// Applies one committed log entry, recording which keys changed in `changed` (any set);
-    /// the events it yields are dropped (see [`ServicesState::apply_entry_with_events`]).
-    pub fn apply_entry(
-        &mut self,
-        entry: &Entry,
-        changed: &mut impl Extend<ServiceKey>,
-    ) -> CommandResponse {
-        self.apply_entry_with_events(entry, changed, &mut Vec::new())
+    /// Applies one committed log entry; the events it yields are dropped (see
+    /// [`ServicesState::apply_entry_with_events`]).
+    pub fn apply_entry(&mut self, entry: &Entry) -> CommandResponse {
+        self.apply_entry_with_events(entry, &mut Vec::new())
     }
 
-    /// Applies one committed log entry, recording which keys changed in `changed` and
-    /// adding the events it yields to `events`, in order.
+    /// Applies one committed log entry, adding the events it yields to `events`, in order.
     pub fn apply_entry_with_events(
         &mut self,
         entry: &Entry,
-        changed: &mut impl Extend<ServiceKey>,
         events: &mut Vec<Event>,
     ) -> CommandResponse {
         self.last_applied = Some(entry.log_id);
@@ -128,7 +123,7 @@ impl ServicesState {
                 let reg = self.clock.advance(at);
                 let mut fx = Effects::new(entry.log_id.index, reg, events);
                 self.expire(reg, &mut fx);
-                let response = self.apply_command(cmd, at, reg, changed, &mut fx);
+                let response = self.apply_command(cmd, at, reg, &mut fx);
                 self.settle_zones(fx);
                 response
             }
@@ -140,31 +135,24 @@ impl ServicesState {
         cmd: &Command,
         at: DateTime<Utc>,
         reg: DateTime<Utc>,
-        changed: &mut impl Extend<ServiceKey>,
         fx: &mut Effects<'_>,
     ) -> CommandResponse {
         match cmd {
             Command::Heartbeats { beats, .. } => {
                 let records = beats
                     .iter()
-                    .map(|hb| {
-                        let key = hb.key();
-                        changed.extend([key.clone()]);
-                        self.heartbeat(key, hb, at, reg, fx)
-                    })
+                    .map(|hb| self.heartbeat(hb.key(), hb, at, reg, fx))
                     .collect();
                 CommandResponse::Records(records)
             }
-            Command::Admin { key, action, .. } => self.admin(key, action, at, None, changed, fx),
+            Command::Admin { key, action, .. } => self.admin(key, action, at, None, fx),
             Command::AdminBy {
                 key, action, by, ..
-            } => self.admin(key, action, at, Some(by), changed, fx),
-            Command::Freeze { host, frozen, .. } => {
-                self.freeze(host, *frozen, at, None, changed, fx)
-            }
+            } => self.admin(key, action, at, Some(by), fx),
+            Command::Freeze { host, frozen, .. } => self.freeze(host, *frozen, at, None, fx),
             Command::FreezeBy {
                 host, frozen, by, ..
-            } => self.freeze(host, *frozen, at, Some(by), changed, fx),
+            } => self.freeze(host, *frozen, at, Some(by), fx),
             Command::Settings { settings, .. } => {
                 self.apply_settings(*settings, reg, fx);
                 // Applied, changing no record.
@@ -186,7 +174,6 @@ impl ServicesState {
         action: &AdminAction,
         at: DateTime<Utc>,
         by: Option<&String>,
-        changed: &mut impl Extend<ServiceKey>,
         fx: &mut Effects<'_>,
     ) -> CommandResponse {
         let Some(shared) = self.services.get_mut(key).filter(|r| !r.deleted) else {
@@ -222,7 +209,6 @@ impl ServicesState {
         };
         r.modified_at = Some(at);
         r.modified_by = by.cloned();
-        changed.extend([key.clone()]);
         let record = Arc::clone(shared);
         if record.deleted {
             self.derived.forget(&record, before, fx);
@@ -243,7 +229,6 @@ impl ServicesState {
         frozen: bool,
         at: DateTime<Utc>,
         by: Option<&String>,
-        changed: &mut impl Extend<ServiceKey>,
         fx: &mut Effects<'_>,
     ) -> CommandResponse {
         let start = ServiceKey::new(host.clone(), String::new());
@@ -258,12 +243,11 @@ impl ServicesState {
             .range_mut(start..)
             .take_while(|(k, _)| &k.host == host)
             .filter(|(_, r)| !r.deleted)
-            .map(|(k, shared)| {
+            .map(|(_, shared)| {
                 let r = Arc::make_mut(shared);
                 r.frozen = frozen;
                 r.modified_at = Some(at);
                 r.modified_by = by.cloned();
-                changed.extend([k.clone()]);
                 fx.service(kind, shared, derived.share(shared).down);
                 Arc::clone(shared)
             })
@@ -619,7 +603,7 @@ mod tests {
     fn read_during_an_apply<R>(read: impl FnOnce(&StateView) -> R) -> (R, RegistryClock, Duration) {
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("a valid timestamp");
         let view = StateView::default();
-        view.write(|s| s.apply_entry(&tick(1, t0), &mut Vec::new()));
+        view.write(|s| s.apply_entry(&tick(1, t0)));
         std::thread::sleep(STAMP_AGE);
         let (moved_tx, moved_rx) = mpsc::channel();
         let applier = {
@@ -627,7 +611,7 @@ mod tests {
             let at = t0 + chrono::Duration::from_std(STAMP_AGE).expect("a short duration");
             std::thread::spawn(move || {
                 view.write(|s| {
-                    s.apply_entry(&tick(2, at), &mut Vec::new());
+                    s.apply_entry(&tick(2, at));
                     let _ = moved_tx.send(Instant::now());
                     std::thread::sleep(HOLD);
                 });

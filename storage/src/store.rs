@@ -10,17 +10,18 @@ use crate::disk::Disk;
 use crate::error::StoreError;
 use crate::headroom::Headroom;
 use crate::identity::{Incarnation, RestoredFrom, StoreIdentity};
+use crate::legacy_records;
 use crate::log_store::{self, LogStore};
-use crate::sm_disk;
-use crate::snapshot::{self, SnapshotInfo};
+use crate::snapshot::{self, SnapshotInfo, SnapshotSource};
+use crate::snapshot_file::SnapshotFile;
 use crate::state::ServicesState;
 use crate::state_machine::StateMachineStore;
-use crate::trees::{TREE_LOG, TREE_LOG_META, TREE_SERVICES};
+use crate::trees::{TREE_LOG, TREE_LOG_META};
 use crate::types::StoredMembership;
 
 /// sled's page cache per node (its default is 1 GiB). Reads never go to sled (the table is
-/// in memory, recent log entries too), so the cache only speeds up writes to the trees and
-/// a lagging follower's log reads.
+/// in memory, recent log entries too), so the cache only speeds up the log's writes and a
+/// lagging follower's log reads.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A node's opened storage.
@@ -117,9 +118,6 @@ fn remove_unfinished_sled_snapshots(dir: &Path) -> Result<(), StoreError> {
 /// How a store runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// How often changed records are written to disk in the background; `None` writes them
-    /// only before a purge and on shutdown (for tests that need the records behind).
-    pub persist_interval: Option<std::time::Duration>,
     /// How many derived events the node keeps for watchers (see [`crate::event_log`]).
     pub events_kept: usize,
 }
@@ -127,7 +125,6 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
-            persist_interval: Some(crate::state_machine::PERSIST_INTERVAL),
             events_kept: crate::event_log::DEFAULT_EVENTS_KEPT,
         }
     }
@@ -146,7 +143,7 @@ pub fn open_store_with(dir: &Path, options: &StoreOptions) -> Result<Store, Stor
     let meta = db.open_tree(TREE_LOG_META)?;
     let fresh = meta.is_empty()
         && db.open_tree(TREE_LOG)?.is_empty()
-        && db.open_tree(TREE_SERVICES)?.is_empty()
+        && legacy_records::open(&disk)?.is_none_or(|t| t.is_empty())
         && !StateMachineStore::has_snapshot_file(dir);
     let identity = StoreIdentity::open(&disk, &meta, dir, fresh)?;
     let last_purged = log_store::read_last_purged(&meta)?;
@@ -155,7 +152,6 @@ pub fn open_store_with(dir: &Path, options: &StoreOptions) -> Result<Store, Stor
         dir,
         identity.clone(),
         last_purged,
-        options.persist_interval,
         options.events_kept,
     )?;
     let log = LogStore::open(&disk, sm.clone())?;
@@ -202,9 +198,12 @@ pub fn restore(dir: &Path, bytes: &[u8]) -> Result<RestoreSummary, StoreError> {
         h.settings,
         records,
     );
-    let services = disk.db().open_tree(TREE_SERVICES)?;
-    let replace = sm_disk::replace_batch(&services, &state)?;
-    disk.write(|| services.apply_batch(replace))?;
+    // The state is the snapshot file's, of no cluster yet: it is served once it is rebuilt as
+    // a snapshot of the cluster the restored members bootstrap.
+    let source = SnapshotSource::of(&state);
+    let file = SnapshotFile::new(dir);
+    file.stage(|out| source.encode_to(out, None, format!("restored-{}", info.checksum)))?;
+    file.commit()?;
     let from = RestoredFrom {
         cluster_id: h.cluster_id,
         last_log_id: h.last_log_id,

@@ -166,9 +166,8 @@ fn beats_b(upto: u64) -> u64 {
 /// The state after applying entries `1..=upto` of the generated log, each exactly once.
 fn expected_state(upto: u64) -> ServicesState {
     let mut state = ServicesState::default();
-    let mut changed = BTreeSet::new();
     for entry in gen_entries(1..=upto) {
-        state.apply_entry(&entry, &mut changed);
+        state.apply_entry(&entry);
     }
     state
 }
@@ -613,62 +612,59 @@ fn wide_entry(index: u64) -> Entry {
     heartbeat_entry(gen_log_id(index), beats)
 }
 
-/// Crash child of [`crash_mid_apply_leaves_applied_id_and_records_together`]: applies
-/// [`WIDE_ENTRIES`] wide entries one batch each and persists after each (several megabytes,
-/// so sled's buffers roll to disk at arbitrary points of the persists), never flushes, and
-/// aborts.
+/// Wide entries between two snapshots the wide-apply crash child builds.
+const WIDE_PER_SNAPSHOT: u64 = 10;
+
+/// Crash child of [`a_snapshot_is_whole_and_durable_once_built`]: applies [`WIDE_ENTRIES`]
+/// wide entries one batch each, builds a snapshot after every [`WIDE_PER_SNAPSHOT`] of them
+/// (each replacing the last), applies a few more, and aborts.
 #[tokio::test]
-#[ignore = "crash child: run by crash_mid_apply_leaves_applied_id_and_records_together"]
+#[ignore = "crash child: run by a_snapshot_is_whole_and_durable_once_built"]
 async fn crash_child_wide_applies() -> anyhow::Result<()> {
     let Some(dir) = child_dir() else {
         return Ok(());
     };
     let (_log, mut sm) = open_test_store(&dir.join("db")).await?;
+    let mut built = 0;
     for index in 1..=WIDE_ENTRIES {
         sm.apply([wide_entry(index)]).await?;
-        // Applies write nothing; each persist writes the records an apply changed, with
-        // its log id, in one batch.
-        sm.persist()?;
+        if index % WIDE_PER_SNAPSHOT == 0 {
+            let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+            built = snapshot.meta.last_log_id.map_or(0, |l| l.index);
+        }
     }
-    write_marker(&dir, &[("applied", WIDE_ENTRIES)])?;
+    for index in WIDE_ENTRIES + 1..=WIDE_ENTRIES + WIDE_PER_SNAPSHOT / 2 {
+        sm.apply([wide_entry(index)]).await?;
+    }
+    write_marker(&dir, &[("built", built)])?;
     std::process::abort();
 }
 
-/// A persist reaches disk whole or not at all: after a crash in the middle of a stream of
-/// unflushed applies, each persisted at once with many records, the state machine on disk is
-/// exactly the entries up to its own `last_applied`, never the applied log id of one entry
-/// with only part of that entry's records (or records without their applied log id).
+/// A built snapshot is the node's state on disk, whole, once the build returns: after a
+/// crash right after a stream of builds (each replacing the last snapshot file) and a few
+/// applies after the last, a start loads exactly the state of the last build, never part
+/// of one, an older one, or the applies after it.
 #[tokio::test]
-async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Result<()> {
+async fn a_snapshot_is_whole_and_durable_once_built() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
     let marker = run_crash_child("crash_child_wide_applies", tmp.path())?;
-    let applied = marker_value(&marker, "applied")?;
+    let built = marker_value(&marker, "built")?;
+    assert_eq!(built, WIDE_ENTRIES, "the child's last build");
     let (_log, mut sm) = open_test_store(&tmp.path().join("db")).await?;
     let (last_applied, _) = sm.applied_state().await?;
-    let l = last_applied.map_or(0, |l| l.index);
-    eprintln!("wide applies: recovered last_applied={l} of {applied}");
-    assert!(l <= applied, "state machine ahead of what was applied");
-    let mut expected = ServicesState::default();
-    let mut changed = BTreeSet::new();
-    for index in 1..=l {
-        expected.apply_entry(&wide_entry(index), &mut changed);
-    }
-    let on_disk = snapshot_of_view(&sm);
-    let torn: Vec<_> = on_disk
-        .records()
-        .filter(|r| expected.get(&r.key()) != Some(*r))
-        .map(|r| (r.host.clone(), r.report_count))
-        .collect();
-    assert!(
-        torn.is_empty() && on_disk.len() == expected.len(),
-        "atomic persist: after a crash the records on disk do not match their applied log id \
-         {l}: {} of {} records differ ({torn:?})",
-        torn.len(),
-        expected.len()
-    );
     assert_eq!(
-        on_disk, expected,
-        "atomic persist: state differs from its log id {l}"
+        last_applied,
+        Some(gen_log_id(built)),
+        "a start loads the last snapshot built"
+    );
+    let mut expected = ServicesState::default();
+    for index in 1..=built {
+        expected.apply_entry(&wide_entry(index));
+    }
+    assert_eq!(
+        snapshot_of_view(&sm),
+        expected,
+        "the state loaded is exactly the entries up to the last build"
     );
     Ok(())
 }
@@ -677,11 +673,10 @@ async fn crash_mid_apply_leaves_applied_id_and_records_together() -> anyhow::Res
 const SNAPSHOT_CHILD_ENTRIES: u64 = 30;
 
 /// Crash child of [`snapshot_newer_than_records_is_loaded_after_crash`]: applies entries
-/// `1..=30` of the generated log, builds a snapshot (flushed) and aborts before the
-/// background persist (every second) has written the records.
+/// `1..=30` of the generated log, builds a snapshot (synced) and aborts at once.
 #[tokio::test]
 #[ignore = "crash child: run by snapshot_newer_than_records_is_loaded_after_crash"]
-async fn crash_child_snapshot_before_persist() -> anyhow::Result<()> {
+async fn crash_child_snapshot_then_abort() -> anyhow::Result<()> {
     let Some(dir) = child_dir() else {
         return Ok(());
     };
@@ -693,14 +688,13 @@ async fn crash_child_snapshot_before_persist() -> anyhow::Result<()> {
     std::process::abort();
 }
 
-/// openraft purges the log up to a flushed snapshot, and the records are persisted in the
-/// background: when a node crashes after a snapshot but before its records were written, it
-/// starts from the snapshot (records and log id as of the snapshot), never from older
-/// records whose log may be gone.
+/// openraft purges the log up to a snapshot once it is built: when a node crashes right
+/// after a build, it starts from that snapshot (records and log id as of it), never from an
+/// older state whose log may be gone; and a second start agrees.
 #[tokio::test]
 async fn snapshot_newer_than_records_is_loaded_after_crash() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
-    let marker = run_crash_child("crash_child_snapshot_before_persist", tmp.path())?;
+    let marker = run_crash_child("crash_child_snapshot_then_abort", tmp.path())?;
     let snapshot = marker_value(&marker, "snapshot")?;
     ensure!(
         snapshot == SNAPSHOT_CHILD_ENTRIES,
@@ -714,7 +708,7 @@ async fn snapshot_newer_than_records_is_loaded_after_crash() -> anyhow::Result<(
         "after a crash the state machine must start at least from its snapshot"
     );
     assert_eq!(snapshot_of_view(&sm), expected_state(snapshot));
-    // And the snapshot's state replaced the records on disk: a second start agrees.
+    // A second start agrees.
     drop((_log, sm));
     let (_log, mut sm) = reopen(&tmp.path().join("db")).await?;
     assert_eq!(sm.applied_state().await?.0, Some(gen_log_id(snapshot)));

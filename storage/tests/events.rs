@@ -37,8 +37,7 @@ impl Feed {
             payload: EntryPayload::Normal(cmd),
         };
         let mut events = Vec::new();
-        self.state
-            .apply_entry_with_events(&entry, &mut Vec::new(), &mut events);
+        self.state.apply_entry_with_events(&entry, &mut events);
         events
     }
 

@@ -1,6 +1,6 @@
-//! What a store does with damaged, foreign or newer data: its own snapshot file damaged (at
-//! several offsets), a store written by a newer format or by none, a snapshot of another
-//! cluster, a backup restored into a new store. Every case is refused with a clear error or
+//! What a store does with damaged, missing, foreign or newer data: its own snapshot file
+//! damaged (at several offsets) or missing, a store written by a newer format or by none, a
+//! snapshot of another cluster, a backup restored into a new store. Every case is refused with a clear error or
 //! handled without losing anything; none is decoded into something else.
 
 use std::path::Path;
@@ -9,11 +9,12 @@ use anyhow::{ensure, Context};
 use chrono::DateTime;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftSnapshotBuilder};
+use registry_storage::error::NeededFor;
 use registry_storage::state_machine::read_snapshot_data;
 use registry_storage::types::{Entry, LogId};
 use registry_storage::{
-    open_store, open_store_with, restore, ClusterId, Command, Heartbeat, LogStore, ServicesState,
-    StateMachineStore, StoreError, StoreOptions,
+    open_store, restore, ClusterId, Command, Heartbeat, LogStore, ServicesState, StateMachineStore,
+    StoreError,
 };
 use tempfile::TempDir;
 
@@ -47,19 +48,14 @@ fn entries(upto: u64) -> Vec<Entry> {
 fn expected(upto: u64) -> ServicesState {
     let mut s = ServicesState::default();
     for e in entries(upto) {
-        s.apply_entry(&e, &mut Vec::new());
+        s.apply_entry(&e);
     }
     s
 }
 
-/// Opens the store in `dir` with no background persist (so that its records on disk stay
-/// where a test leaves them).
+/// Opens the store in `dir`.
 async fn try_open(dir: &Path) -> Result<registry_storage::Store, StoreError> {
-    let opts = StoreOptions {
-        persist_interval: None,
-        ..Default::default()
-    };
-    open_store_with(dir, &opts)
+    open_store(dir)
 }
 
 /// [`try_open`], then the store joins [`CLUSTER`].
@@ -79,17 +75,17 @@ fn offsets(len: usize) -> [usize; 6] {
     [0, 8, 12, len / 2, len - 6, len - 1]
 }
 
-/// A damaged snapshot file that the records on disk do not need (they are as new as the
-/// log's purge point) is moved aside, the store opens with every record, and the snapshot
-/// it then serves is a fresh, whole one.
+/// A damaged snapshot file that the state does not need (the log was never purged, so it
+/// holds every entry from the first) is moved aside: the store opens with the empty state,
+/// which openraft's replay of the whole log makes whole again, and the snapshot it then
+/// serves is a fresh, whole one of that state.
 #[tokio::test]
-async fn damaged_snapshot_the_records_cover_is_moved_aside() -> anyhow::Result<()> {
+async fn a_damaged_snapshot_file_a_whole_log_does_without_is_moved_aside() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
     let dir = tmp.path().join("db");
     let len = {
         let (_log, mut sm) = open_quiet(&dir).await?;
         sm.apply(entries(30)).await?;
-        sm.persist()?;
         sm.get_snapshot_builder().await.build_snapshot().await?;
         std::fs::metadata(dir.join("raft-snapshot"))?.len() as usize
     };
@@ -101,14 +97,17 @@ async fn damaged_snapshot_the_records_cover_is_moved_aside() -> anyhow::Result<(
         let (_log, mut sm) = open_quiet(&dir)
             .await
             .with_context(|| format!("byte {at} flipped"))?;
+        let (applied, _) = sm.applied_state().await?;
         ensure!(
-            state_of(&sm) == expected(30),
-            "byte {at} flipped: the records are all there"
+            applied.is_none() && state_of(&sm) == ServicesState::default(),
+            "byte {at} flipped: nothing of the damaged file is loaded (applied {applied:?})"
         );
         ensure!(
             std::fs::read(dir.join("raft-snapshot.damaged"))? == bad,
             "byte {at} flipped: the damaged file is kept aside"
         );
+        // What openraft does at start: the committed log, applied again from its start.
+        sm.apply(entries(30)).await?;
         let fresh = sm
             .get_current_snapshot()
             .await?
@@ -127,18 +126,17 @@ async fn damaged_snapshot_the_records_cover_is_moved_aside() -> anyhow::Result<(
     Ok(())
 }
 
-/// When the records on disk are behind the log's purge point (a crash within a second of a
-/// purge the snapshot covered), the store needs its snapshot file: a damaged one is refused
-/// with a message saying what to do, never loaded, never ignored; the intact one is loaded.
+/// Once the log is purged, the snapshot file is the only copy of what the purged entries
+/// did: a damaged one is refused with a message saying what to do, never loaded, never
+/// ignored; so is a missing one; the intact one is loaded.
 #[tokio::test]
-async fn damaged_snapshot_the_records_need_is_refused() -> anyhow::Result<()> {
+async fn a_damaged_or_missing_snapshot_file_the_state_needs_is_refused() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
     let dir = tmp.path().join("db");
     {
         let (mut log, mut sm) = open_quiet(&dir).await?;
         sm.apply(entries(30)).await?;
         sm.get_snapshot_builder().await.build_snapshot().await?;
-        // Covered by the snapshot file: the records are not written first.
         log.purge(log_id(30)).await?;
     }
     let good = std::fs::read(dir.join("raft-snapshot"))?;
@@ -155,9 +153,8 @@ async fn damaged_snapshot_the_records_need_is_refused() -> anyhow::Result<()> {
         };
         ensure!(
             needed.path == dir.join("raft-snapshot")
-                && needed.purged_to == Some(log_id(30))
-                && needed.records_at < needed.purged_to,
-            "byte {at}: the refusal names the file, and records behind the purge point: {e:?}"
+                && needed.needed_for == NeededFor::Purged(log_id(30)),
+            "byte {at}: the refusal names the file and the purge point: {e:?}"
         );
         ensure!(
             matches!(
@@ -172,12 +169,53 @@ async fn damaged_snapshot_the_records_need_is_refused() -> anyhow::Result<()> {
             why.contains("cannot be rebuilt") && why.contains("new incarnation"),
             "byte {at}: the refusal says why and what to do: {why}"
         );
+        ensure!(
+            std::fs::read(dir.join("raft-snapshot"))? == bad,
+            "byte {at}: a refused file is left in place"
+        );
+    }
+    std::fs::remove_file(dir.join("raft-snapshot"))?;
+    match try_open(&dir).await {
+        Err(StoreError::NeededSnapshotMissing { path, needed_for }) => ensure!(
+            path == dir.join("raft-snapshot") && needed_for == NeededFor::Purged(log_id(30)),
+            "the refusal names the file and the purge point"
+        ),
+        Err(e) => anyhow::bail!("refused, but not as a needed snapshot that is missing: {e}"),
+        Ok(_) => anyhow::bail!("a store whose needed snapshot is missing opened"),
     }
     std::fs::write(dir.join("raft-snapshot"), &good)?;
     let (_log, sm) = open_quiet(&dir).await?;
     ensure!(
         state_of(&sm) == expected(30),
         "the intact snapshot is loaded"
+    );
+    Ok(())
+}
+
+/// What was applied after the last snapshot is not on disk: a start loads the snapshot
+/// file's state, for openraft to apply the log after it again (an acknowledged entry is in
+/// the log, flushed, before it is applied anywhere).
+#[tokio::test]
+async fn a_start_loads_the_last_snapshot_and_no_later_apply() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let dir = tmp.path().join("db");
+    {
+        let (_log, mut sm) = open_quiet(&dir).await?;
+        sm.apply(entries(30)).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        sm.apply(entries(60).split_off(30)).await?;
+        ensure!(state_of(&sm) == expected(60), "60 entries applied");
+    }
+    let (_log, mut sm) = open_quiet(&dir).await?;
+    let (applied, _) = sm.applied_state().await?;
+    ensure!(
+        applied == Some(log_id(30)) && state_of(&sm) == expected(30),
+        "the state is the snapshot file's (30): applied {applied:?}"
+    );
+    sm.apply(entries(60).split_off(30)).await?;
+    ensure!(
+        state_of(&sm) == expected(60),
+        "entries 31..=60 applied again give the state of 60, each applied once"
     );
     Ok(())
 }
@@ -290,7 +328,7 @@ async fn restore_prepares_a_new_store_from_a_backup() -> anyhow::Result<()> {
         .restored_from()
         .context("the backup is recorded")?;
     ensure!(from.cluster_id == Some(CLUSTER) && from.last_log_id == Some(log_id(25)));
-    let mut sm = store.sm;
+    let mut sm = store.sm.clone();
     let (applied, membership) = sm.applied_state().await?;
     ensure!(
         applied.is_none() && membership.membership().nodes().count() == 0,
@@ -303,6 +341,55 @@ async fn restore_prepares_a_new_store_from_a_backup() -> anyhow::Result<()> {
         state_of(&sm) == want,
         "every record, the clock and the id counter restored"
     );
+    drop((store, sm));
+
+    // The restored records are only in the snapshot file: damaged, it is refused.
+    let file = target.join("raft-snapshot");
+    let mut bad = std::fs::read(&file)?;
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&file, &bad)?;
+    match open_store(&target) {
+        Err(StoreError::NeededSnapshotDamaged(needed)) => ensure!(
+            needed.needed_for == NeededFor::Restored,
+            "the refusal says the store was restored: {needed}"
+        ),
+        Err(e) => anyhow::bail!("refused, but not as a needed snapshot that is damaged: {e}"),
+        Ok(_) => anyhow::bail!("a restored store whose snapshot file is damaged opened"),
+    }
+    Ok(())
+}
+
+/// The snapshot file a restore writes is of no cluster: once the restored members bootstrap
+/// a new one, the snapshot served is built anew, of that cluster (a follower refuses a
+/// snapshot of another one), from the restored records.
+#[tokio::test]
+async fn a_restored_store_serves_a_snapshot_of_its_new_cluster() -> anyhow::Result<()> {
+    let tmp = TempDir::new()?;
+    let (backup, _) = {
+        let store = open_store(&tmp.path().join("src"))?;
+        store.identity.adopt(CLUSTER).await?;
+        let mut sm = store.sm;
+        sm.apply(entries(25)).await?;
+        sm.backup().await?
+    };
+    let target = tmp.path().join("restored");
+    restore(&target, &backup)?;
+    let store = open_store(&target)?;
+    store.identity.adopt(ClusterId(0xd2)).await?;
+    let mut sm = store.sm;
+    let served = sm
+        .get_current_snapshot()
+        .await?
+        .context("a snapshot is served")?;
+    let data = read_snapshot_data(*served.snapshot).await?;
+    let (info, records) = registry_storage::snapshot::decode(&data)?;
+    ensure!(
+        info.header.cluster_id == Some(ClusterId(0xd2)),
+        "the snapshot served is of the new cluster: {:?}",
+        info.header.cluster_id
+    );
+    ensure!(records.len() == 4, "with the restored records");
     Ok(())
 }
 
@@ -333,84 +420,8 @@ async fn an_adopted_cluster_id_is_kept() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Marks the records of the closed store in `dir` as written by a multi-batch write that did
-/// not finish, as a crash in the middle of one leaves them (see `sm_disk`): the marker, and
-/// the first record, if there is one, changed as a later batch would have (whether there was).
-fn leave_an_unfinished_write(dir: &Path) -> anyhow::Result<bool> {
-    // sled's threads of the closed store let go of its lock a moment after it is dropped.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let db = loop {
-        match sled::open(dir) {
-            Ok(db) => break db,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => return Err(e).context("opening the closed store's database"),
-        }
-    };
-    let services = db.open_tree("services")?;
-    services.insert(b"\0incomplete", Vec::<u8>::new())?;
-    let first = services
-        .iter()
-        .filter_map(Result::ok)
-        .find(|(k, _)| k.first() != Some(&0));
-    let changed = first.is_some();
-    if let Some((key, value)) = first {
-        let mut record = registry_storage::codec::decode_record(&value)?;
-        record.report_count += 1000;
-        services.insert(key, registry_storage::codec::encode(&record)?)?;
-    }
-    db.flush()?;
-    Ok(changed)
-}
-
-/// Records marked as of a write that did not finish are never loaded: the state comes from
-/// the snapshot file, and applying the log after the file's index again gives the state the
-/// records were written from, each entry applied once.
-#[tokio::test]
-async fn records_of_an_unfinished_write_are_not_loaded() -> anyhow::Result<()> {
-    let tmp = TempDir::new()?;
-    let dir = tmp.path().join("db");
-    {
-        let (_log, mut sm) = open_quiet(&dir).await?;
-        sm.apply(entries(30)).await?;
-        sm.get_snapshot_builder().await.build_snapshot().await?;
-        sm.apply(entries(60).split_off(30)).await?;
-        sm.persist()?;
-        ensure!(state_of(&sm) == expected(60), "60 entries applied");
-    }
-    ensure!(
-        leave_an_unfinished_write(&dir)?,
-        "a record on disk was changed"
-    );
-    {
-        let (_log, mut sm) = open_quiet(&dir).await?;
-        let (applied, _) = sm.applied_state().await?;
-        ensure!(
-            applied == Some(log_id(30)) && state_of(&sm) == expected(30),
-            "the state is the snapshot file's (30), not the records' (60): applied {applied:?}"
-        );
-        sm.apply(entries(60).split_off(30)).await?;
-        ensure!(
-            state_of(&sm) == expected(60),
-            "entries 31..=60 applied again give the state of 60, each applied once"
-        );
-        sm.persist()?;
-    }
-    let (_log, sm) = open_quiet(&dir).await?;
-    let got = state_of(&sm);
-    ensure!(
-        got == expected(60),
-        "the records were written again, whole: the next start loads them (applied {:?})",
-        got.last_applied
-    );
-    Ok(())
-}
-
 /// A purge beyond the snapshot file writes a snapshot file of the state first, so that the
-/// file always reaches the log's purge point; records of an unfinished write in a store whose
-/// file does not reach it (here: the file is gone) are refused with a message saying what to
-/// do, never loaded.
+/// file always reaches the log's purge point.
 #[tokio::test]
 async fn a_purge_past_the_snapshot_file_writes_one_first() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
@@ -429,26 +440,10 @@ async fn a_purge_past_the_snapshot_file_writes_one_first() -> anyhow::Result<()>
             info.header.last_log_id
         );
     }
-    std::fs::remove_file(dir.join("raft-snapshot"))?;
-    leave_an_unfinished_write(&dir)?;
-    let e = match try_open(&dir).await {
-        Err(e) => e,
-        Ok(_) => anyhow::bail!("a store with unfinished records and no snapshot file opened"),
-    };
-    let StoreError::RecordsIncomplete {
-        snapshot_at,
-        purged_to,
-    } = &e
-    else {
-        anyhow::bail!("refused, but not for unfinished records: {e}");
-    };
+    let (_log, sm) = open_quiet(&dir).await?;
     ensure!(
-        snapshot_at.is_none() && *purged_to == Some(log_id(40)),
-        "the refusal says there is no snapshot file and the log is purged to 40: {e:?}"
-    );
-    ensure!(
-        e.to_string().contains("new incarnation"),
-        "the refusal says what to do: {e}"
+        state_of(&sm) == expected(60),
+        "a start loads that file: the state of 60"
     );
     Ok(())
 }

@@ -29,7 +29,7 @@ fn stand_in(
 }
 
 /// Stand-ins for every task, each on its stage's token, lingering as `lingers` says (in the
-/// order of [`task`]'s names, the persist thread left out).
+/// order of [`task`]'s names).
 fn stand_ins(stages: &Stages, lingers: [Option<Duration>; 6], ends: &Ends) -> Tasks {
     let [server, ticker, formation, batcher, forwarder, requests] = lingers;
     let spawn = |name, stop, linger| tokio::spawn(stand_in(name, stop, linger, ends));

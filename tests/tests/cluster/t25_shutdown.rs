@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::RaftLogReader;
 use registry_api::wire::{Consistency, HeartbeatIn, ServiceAction, ServiceOut};
 use registry_node::{task, RaftSettings, SHUTDOWN_GRACE};
 use registry_storage::{open_store, ServiceKey};
@@ -13,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Every task a node starts, in the order its shutdown stops them, and its database.
-const ALL_TASKS: [&str; 10] = [
+const ALL_TASKS: [&str; 9] = [
     task::SERVER,
     task::TICKER,
     task::FORMATION,
@@ -21,7 +23,6 @@ const ALL_TASKS: [&str; 10] = [
     task::FORWARDER,
     task::REQUESTS,
     task::RAFT,
-    task::PERSISTER,
     task::STORAGE_WORK,
     task::DATABASE,
 ];
@@ -29,19 +30,18 @@ const ALL_TASKS: [&str; 10] = [
 /// The tasks that run for as long as a node runs (formation ends once the node is in its
 /// group; request tasks run only while a node is put back in place or a read relayed, the
 /// storage's blocking work only while a snapshot is written or a purge removes entries).
-const LONG_LIVED: [&str; 7] = [
+const LONG_LIVED: [&str; 6] = [
     task::SERVER,
     task::TICKER,
     task::BATCHER,
     task::FORWARDER,
     task::RAFT,
-    task::PERSISTER,
     task::DATABASE,
 ];
 
 /// Once `Node::shutdown` returns, none of the node's tasks runs (the HTTP server with its
 /// connections, the ticker, formation, the batcher, the forwarder, request tasks, Raft's
-/// tasks, the persist thread, the storage's blocking work), nothing holds its database, its
+/// tasks, the storage's blocking work), nothing holds its database, its
 /// data directory opens again at once (sled's lock is free), and the
 /// records there hold every heartbeat acknowledged before the shutdown. It holds on a
 /// follower, whose heartbeats went through its forwarder, and on the leader, whose batcher
@@ -84,10 +84,10 @@ async fn shutdown_ends_every_task_and_releases_the_store() -> anyhow::Result<()>
         Vec::<&str>::new(),
         "tasks of the follower still run after its shutdown returned"
     );
-    reopened_holds(&c, follower, &[&via_follower, &via_leader])?;
+    reopened_holds(&c, follower, &[&via_follower, &via_leader]).await?;
 
     tracing::info!("phase: the leader stops with a request half sent");
-    // A heartbeat just before the stop: the last persist has to write it.
+    // A heartbeat just before the stop: the restarted node must hold it (from its log).
     let last = one(c
         .client_of(leader)
         .heartbeat(&[HeartbeatIn::new("via-leader", "cinder-volume")])
@@ -140,7 +140,7 @@ async fn shutdown_ends_every_task_and_releases_the_store() -> anyhow::Result<()>
         closed.is_ok(),
         "the half-sent request's connection was closed by the shutdown"
     );
-    reopened_holds(&c, leader, &[&via_follower, &last])?;
+    reopened_holds(&c, leader, &[&via_follower, &last]).await?;
     c.shutdown().await
 }
 
@@ -331,7 +331,7 @@ fn one(mut services: Vec<ServiceOut>) -> anyhow::Result<ServiceOut> {
 
 /// Opens the data directory of node index `i` (stopped) at once, and checks that its records
 /// are the `acked` ones, as acknowledged.
-fn reopened_holds(c: &InProcCluster, i: usize, acked: &[&ServiceOut]) -> anyhow::Result<()> {
+async fn reopened_holds(c: &InProcCluster, i: usize, acked: &[&ServiceOut]) -> anyhow::Result<()> {
     let started = Instant::now();
     let store = open_store(&c.configs[i].data_dir)?;
     let took = started.elapsed();
@@ -340,6 +340,16 @@ fn reopened_holds(c: &InProcCluster, i: usize, acked: &[&ServiceOut]) -> anyhow:
         "the data directory of node index {i} opened at once, not after waiting {took:?} for \
          its lock"
     );
+    // What a start does before it serves (openraft's): the snapshot file's state, then the
+    // log after it applied again up to the committed index.
+    let (mut log, mut sm) = (store.log.clone(), store.sm.clone());
+    let (applied, _) = sm.applied_state().await?;
+    let committed = log.read_committed().await?;
+    if let Some(committed) = committed.filter(|c| Some(*c) > applied) {
+        let from = applied.map_or(0, |l| l.index + 1);
+        sm.apply(log.try_get_log_entries(from..=committed.index).await?)
+            .await?;
+    }
     let held = store.sm.view().read(|state| {
         for want in acked {
             let got = state.get(&ServiceKey::new(&want.host, &want.binary));

@@ -10,7 +10,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -539,7 +539,7 @@ fn marked_encodings() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mut state = ServicesState::default();
     state.last_applied = Some(log_id(1, 1, 1));
-    state.apply_entry(&entry, &mut BTreeSet::new());
+    state.apply_entry(&entry);
     let record = state
         .records()
         .next()
@@ -674,7 +674,7 @@ fn a_snapshot_is_encoded_into_one_buffer_of_its_size() {
                 beats: beats.into(),
             }),
         };
-        state.apply_entry(&entry, &mut Vec::new());
+        state.apply_entry(&entry);
     }
     assert_eq!(state.len(), 20_000);
     let (bytes, largest) = largest_allocation(|| {
