@@ -726,6 +726,13 @@ scenario_list() {
 install_missing
 build
 [[ -x $NODE_BIN && -x $BENCH_BIN ]] || die "missing $NODE_BIN or $BENCH_BIN (drop --skip-build)"
+# registry-bench kills (failover) only a PID whose command line holds `registry-node`: a
+# --node-bin of another name runs through a link of that name.
+if [[ $(basename -- "$NODE_BIN") != registry-node ]]; then
+  mkdir -p "$WORK/bin"
+  ln -s -- "$(realpath -- "$NODE_BIN")" "$WORK/bin/registry-node"
+  NODE_BIN="$WORK/bin/registry-node"
+fi
 check_ports
 
 {
