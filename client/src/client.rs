@@ -194,9 +194,17 @@ impl RegistryClient {
         Ok(bytes.to_vec())
     }
 
-    /// The cluster as the first reachable node sees it.
+    /// The cluster as the first reachable node sees it (no digest).
     pub async fn cluster(&self) -> Result<ClusterOut, ClientError> {
         self.send(|base| self.http.get(format!("{base}/v1/cluster")))
+            .await
+    }
+
+    /// The cluster as the first reachable node sees it, with the digest of its state
+    /// machine (`?digest=true`), which costs that node a walk of every record.
+    pub async fn cluster_with_digest(&self) -> Result<ClusterOut, ClientError> {
+        let q = [("digest", "true")];
+        self.send(|base| self.http.get(format!("{base}/v1/cluster")).query(&q))
             .await
     }
 

@@ -297,7 +297,9 @@ pub struct ClusterOut {
     pub members: Vec<MemberOut>,
     /// Number of records in this node's state machine, removed ones included.
     pub records: usize,
-    /// Digest of this node's state machine (equal on nodes at the same applied index).
+    /// Digest of this node's state machine (equal on nodes at the same applied index) when
+    /// asked for with `?digest=true`, else empty: it walks every record, which a status poll
+    /// should not pay for. Always present, so that clients of older builds read the view.
     pub digest: String,
 }
 

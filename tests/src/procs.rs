@@ -926,7 +926,7 @@ pub async fn converged_digests(c: &ProcCluster, timeout: Duration) -> anyhow::Re
         timeout,
         || async {
             let asks = c.running().into_iter().map(|i| async move {
-                let cl = c.client_of(i).cluster().await.ok()?;
+                let cl = c.client_of(i).cluster_with_digest().await.ok()?;
                 Some((cl.applied_index?, cl.digest))
             });
             let seen: Vec<(u64, String)> = futures::future::join_all(asks)

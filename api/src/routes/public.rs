@@ -172,7 +172,17 @@ async fn get_services(gate: Gate, raw: String, app: RegistryApp) -> warp::reply:
     }
 }
 
-/// `GET /v1/cluster`: leader, term, members and indexes as this node knows them.
+/// Query of `GET /v1/cluster`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterQuery {
+    /// `true`: add the state machine's digest (a walk of every record).
+    #[serde(default)]
+    digest: bool,
+}
+
+/// `GET /v1/cluster[?digest=true]`: leader, term, members and indexes as this node knows
+/// them, and the digest of its state machine when asked for.
 fn cluster(
     app: RegistryApp,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -180,10 +190,14 @@ fn cluster(
         .and(name(&CLUSTER))
         .and(warp::get())
         .and(gate(&app, &CLUSTER))
+        .and(raw_query())
         .and(with_app(app))
-        .map(|gate: Gate, app: RegistryApp| match gate {
-            Ok(_) => warp::reply::json(&app.status().cluster()).into_response(),
-            Err(e) => e.into_reply(),
+        .map(|gate: Gate, raw: String, app: RegistryApp| {
+            let res = gate.and_then(|_| parse_query::<ClusterQuery>(&raw));
+            match res {
+                Ok(q) => warp::reply::json(&app.status().cluster(q.digest)).into_response(),
+                Err(e) => e.into_reply(),
+            }
         })
 }
 

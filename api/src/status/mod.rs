@@ -122,13 +122,18 @@ impl Status {
         })
     }
 
-    /// The group as this node sees it.
-    pub fn cluster(&self) -> ClusterOut {
+    /// The group as this node sees it, with the state machine's digest when `digest` (it
+    /// walks every record under the state's read lock, so writes wait for it: a status poll
+    /// does not ask for it).
+    pub fn cluster(&self, digest: bool) -> ClusterOut {
         let mut m = self.shared.raft.metrics().borrow().clone();
-        let (sm_applied, records, digest) = self
-            .shared
-            .view
-            .read(|s| (s.last_applied.map(|l| l.index), s.len(), s.digest()));
+        let (sm_applied, records, digest) = self.shared.view.read(|s| {
+            (
+                s.last_applied.map(|l| l.index),
+                s.len(),
+                digest.then(|| s.digest()),
+            )
+        });
         m.current_leader = leader_of(&m);
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -167,7 +172,7 @@ impl Status {
             purged_index: m.purged.map(|l| l.index),
             members,
             records,
-            digest: format!("{digest:016x}"),
+            digest: digest.map(|d| format!("{d:016x}")).unwrap_or_default(),
         }
     }
 

@@ -267,3 +267,65 @@ async fn bad_heartbeats_are_refused_and_change_nothing() -> anyhow::Result<()> {
     );
     c.shutdown().await
 }
+
+/// `GET /v1/cluster` leaves the digest out (a status poll must not walk the whole table
+/// under the state's lock); `?digest=true` adds it, equal on every node at one applied
+/// index and different once a heartbeat changed a record; a bad or unknown query is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_view_has_the_digest_only_when_asked() -> anyhow::Result<()> {
+    init_test_tracing();
+    let mut c = InProcCluster::start(ClusterSpec::default()).await?;
+    let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
+    let batch: Vec<HeartbeatIn> = SERVICES
+        .iter()
+        .map(|(h, b)| HeartbeatIn::new(*h, *b))
+        .collect();
+    c.client_of(leader).heartbeat(&batch).await?;
+
+    for i in 0..3 {
+        let plain = c.client_of(i).cluster().await?;
+        assert!(plain.digest.is_empty(), "no digest unless asked: {plain:?}");
+    }
+    // The leader commits a tick now and then: ask until the three agree on the index.
+    let seen = registry_tests::wait::until(
+        "every node at the same applied index",
+        Duration::from_secs(10),
+        || async {
+            let mut seen = Vec::new();
+            for i in 0..3 {
+                let with = c.client_of(i).cluster_with_digest().await.ok()?;
+                seen.push((with.applied_index, with.records, with.digest));
+            }
+            seen.iter().all(|s| s.0 == seen[0].0).then_some(seen)
+        },
+    )
+    .await?;
+    let first = seen[0].2.clone();
+    assert_eq!(first.len(), 16, "a 64-bit digest in hex: {seen:?}");
+    assert!(
+        seen.iter().all(|s| s.1 == SERVICES.len() && s.2 == first),
+        "every node at one applied index has the same records and digest: {seen:?}"
+    );
+
+    c.client_of(leader).heartbeat(&batch[..1]).await?;
+    let applied = c.last_applied(leader).expect("leader applied entries");
+    c.wait_applied(applied, Duration::from_secs(10)).await?;
+    let after = c.client_of(leader).cluster_with_digest().await?;
+    assert_ne!(
+        after.digest, first,
+        "a counted heartbeat changes the digest"
+    );
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", c.configs[0].listen);
+    for query in ["digest=maybe", "digests=true"] {
+        let resp = http
+            .get(format!("{base}/v1/cluster?{query}"))
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 400, "?{query} is refused");
+        let json: serde_json::Value = resp.json().await?;
+        assert_eq!(json["error"]["code"], 400, "a JSON error document: {json}");
+    }
+    c.shutdown().await
+}
