@@ -228,6 +228,27 @@ impl SnapshotSource {
         &self.meta.membership
     }
 
+    /// Number of records in the copy, soft-deleted ones included.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the copy holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The digest of the state the copy was taken of ([`ServicesState::digest`]), computed
+    /// without the state's lock.
+    pub fn digest(&self) -> u64 {
+        crate::state::digest_of(
+            self.meta.next_id,
+            self.meta.settings,
+            &self.meta.clock,
+            self.records.iter().map(|r| &**r),
+        )
+    }
+
     /// Encodes the copy as a snapshot of cluster `cluster_id` named `snapshot_id`, in memory
     /// (a backup; the node's own snapshots go straight to their file, [`Self::encode_to`]).
     pub fn encode(
@@ -586,6 +607,30 @@ mod tests {
         };
         s.apply_entry(&entry);
         s
+    }
+
+    /// The digest a status view computes off the lock, from a copy, is the state's own; it
+    /// moves with a heartbeat, and the copy keeps the digest of the moment it was taken.
+    #[test]
+    fn a_copy_has_the_digest_of_the_state_it_was_taken_of() {
+        let mut s = state();
+        let copy = SnapshotSource::of(&s);
+        assert_eq!((copy.len(), copy.digest()), (2, s.digest()));
+        let before = s.digest();
+        s.apply_entry(&Entry {
+            log_id: openraft::LogId::new(CommittedLeaderId::new(3, 1), 8),
+            payload: EntryPayload::Normal(Command::Heartbeats {
+                at: DateTime::from_timestamp(1_800_000_001, 0).unwrap_or_default(),
+                beats: vec![Heartbeat::new("h1", "cinder-volume")].into(),
+            }),
+        });
+        assert_ne!(s.digest(), before, "a counted heartbeat changes the digest");
+        assert_eq!(
+            copy.digest(),
+            before,
+            "the copy is of the moment it was taken"
+        );
+        assert_eq!(SnapshotSource::of(&s).digest(), s.digest());
     }
 
     #[test]

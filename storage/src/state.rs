@@ -372,36 +372,17 @@ impl ServicesState {
     }
 
     /// A digest of the replicated contents (every record, the id counter and the registry
-    /// clock), to compare nodes that applied the same index. It uses std's SipHash with its
-    /// fixed keys: stable for one build, which is all a running cluster compares.
+    /// clock), to compare nodes that applied the same index (see [`digest_of`]). It walks
+    /// every record: a caller holding the state's lock should take a
+    /// [`SnapshotSource`](crate::snapshot::SnapshotSource) instead and hash that after
+    /// releasing it.
     pub fn digest(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        self.next_id.hash(&mut h);
-        self.settings.hash(&mut h);
-        self.clock.now.map(|t| t.timestamp_micros()).hash(&mut h);
-        self.clock.rate.hash(&mut h);
-        for r in self.services.values() {
-            (&r.host, &r.binary, r.id, &r.topic, r.report_count).hash(&mut h);
-            (r.disabled, &r.disabled_reason, &r.availability_zone).hash(&mut h);
-            r.modified_by.hash(&mut h);
-            let times = [
-                Some(r.created_at),
-                r.updated_at,
-                r.modified_at,
-                r.deleted_at,
-            ];
-            times.map(|t| t.map(|t| t.timestamp_micros())).hash(&mut h);
-            (r.deleted, &r.rpc_current_version, &r.object_current_version).hash(&mut h);
-            (&r.replication_status, r.frozen, &r.active_backend_id).hash(&mut h);
-            (
-                &r.cluster_name,
-                r.forced_down,
-                r.last_seen.timestamp_micros(),
-            )
-                .hash(&mut h);
-        }
-        h.finish()
+        digest_of(
+            self.next_id,
+            self.settings,
+            &self.clock,
+            self.services.values().map(|r| &**r),
+        )
     }
 
     /// Number of records, soft-deleted ones included.
@@ -571,6 +552,44 @@ impl StateView {
     pub fn since_last_stamp(&self) -> Duration {
         self.last_stamp().elapsed
     }
+}
+
+/// The digest of a state from its parts: the id counter, the settings, the registry clock and
+/// every record in key order. It uses std's SipHash with its fixed keys: stable for one build,
+/// which is all a running cluster compares.
+pub(crate) fn digest_of<'a>(
+    next_id: u64,
+    settings: Option<LivenessSettings>,
+    clock: &RegistryClock,
+    records: impl Iterator<Item = &'a ServiceRecord>,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    next_id.hash(&mut h);
+    settings.hash(&mut h);
+    clock.now.map(|t| t.timestamp_micros()).hash(&mut h);
+    clock.rate.hash(&mut h);
+    for r in records {
+        (&r.host, &r.binary, r.id, &r.topic, r.report_count).hash(&mut h);
+        (r.disabled, &r.disabled_reason, &r.availability_zone).hash(&mut h);
+        r.modified_by.hash(&mut h);
+        let times = [
+            Some(r.created_at),
+            r.updated_at,
+            r.modified_at,
+            r.deleted_at,
+        ];
+        times.map(|t| t.map(|t| t.timestamp_micros())).hash(&mut h);
+        (r.deleted, &r.rpc_current_version, &r.object_current_version).hash(&mut h);
+        (&r.replication_status, r.frozen, &r.active_backend_id).hash(&mut h);
+        (
+            &r.cluster_name,
+            r.forced_down,
+            r.last_seen.timestamp_micros(),
+        )
+            .hash(&mut h);
+    }
+    h.finish()
 }
 
 #[cfg(test)]

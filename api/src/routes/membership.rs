@@ -213,7 +213,7 @@ fn promote(
                     .map_err(|e| ApiError::BadRequest(format!("invalid voter: {e}")))?;
                 let known = app
                     .status()
-                    .cluster(false)
+                    .cluster()
                     .members
                     .iter()
                     .any(|m| m.id == input.id);
@@ -258,7 +258,7 @@ fn remove(
         .then(|id: u64, gate: Gate, app: RegistryApp| async move {
             let res = async {
                 let pass = gate?;
-                let cluster = app.status().cluster(false);
+                let cluster = app.status().cluster();
                 let Some(member) = cluster.members.iter().find(|m| m.id == id) else {
                     return Err(ApiError::NotFound(format!("node {id} is not a member")));
                 };
@@ -304,7 +304,7 @@ fn finish(
     Ok(match done {
         OnLeader::Here(()) => {
             audit::committed(&caller.actor, change, None, "membership changed");
-            warp::reply::json(&app.status().cluster(false)).into_response()
+            warp::reply::json(&app.status().cluster()).into_response()
         }
         OnLeader::Forwarded(resp) => resp,
     })

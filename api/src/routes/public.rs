@@ -192,12 +192,18 @@ fn cluster(
         .and(gate(&app, &CLUSTER))
         .and(raw_query())
         .and(with_app(app))
-        .map(|gate: Gate, raw: String, app: RegistryApp| {
-            let res = gate.and_then(|_| parse_query::<ClusterQuery>(&raw));
-            match res {
-                Ok(q) => warp::reply::json(&app.status().cluster(q.digest)).into_response(),
-                Err(e) => e.into_reply(),
-            }
+        .then(|gate: Gate, raw: String, app: RegistryApp| async move {
+            let res = async {
+                gate?;
+                let q: ClusterQuery = parse_query(&raw)?;
+                let view = if q.digest {
+                    app.status().cluster_with_digest().await?
+                } else {
+                    app.status().cluster()
+                };
+                Ok::<_, ApiError>(warp::reply::json(&view).into_response())
+            };
+            res.await.unwrap_or_else(ApiError::into_reply)
         })
 }
 

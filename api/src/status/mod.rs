@@ -6,9 +6,11 @@ pub mod prometheus;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use registry_storage::snapshot::SnapshotSource;
 use registry_storage::NodeId;
 use serde::Serialize;
 
+use crate::error::ApiError;
 use crate::shared::{leader_of, Shared, LEADER_CONTACT_BOUND};
 use crate::wire::{ClusterOut, IdentityOut, MemberIdentity, MemberOut};
 
@@ -122,18 +124,38 @@ impl Status {
         })
     }
 
-    /// The group as this node sees it, with the state machine's digest when `digest` (it
-    /// walks every record under the state's read lock, so writes wait for it: a status poll
-    /// does not ask for it).
-    pub fn cluster(&self, digest: bool) -> ClusterOut {
-        let mut m = self.shared.raft.metrics().borrow().clone();
-        let (sm_applied, records, digest) = self.shared.view.read(|s| {
+    /// The group as this node sees it, without the digest of its state machine.
+    pub fn cluster(&self) -> ClusterOut {
+        let (applied, records) = self
+            .shared
+            .view
+            .read(|s| (s.last_applied.map(|l| l.index), s.len()));
+        self.cluster_view(applied, records, String::new())
+    }
+
+    /// The group as this node sees it, with the digest of its state machine. The digest
+    /// walks every record: the lock is held only to take a pointer to each
+    /// ([`SnapshotSource`]), and the walk runs on a blocking thread, so that neither the
+    /// applies (which wait for the lock) nor the runtime's workers wait for it.
+    pub async fn cluster_with_digest(&self) -> Result<ClusterOut, ApiError> {
+        let source = self.shared.view.read(SnapshotSource::of);
+        let (applied, records, digest) = tokio::task::spawn_blocking(move || {
             (
-                s.last_applied.map(|l| l.index),
-                s.len(),
-                digest.then(|| s.digest()),
+                source.last_applied().map(|l| l.index),
+                source.len(),
+                source.digest(),
             )
-        });
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the digest's task failed: {e}")))?;
+        Ok(self.cluster_view(applied, records, format!("{digest:016x}")))
+    }
+
+    /// The cluster view of this node, around the state machine's applied index, size and
+    /// digest (read together, from the state machine itself: Raft's metrics can lag it by an
+    /// apply).
+    fn cluster_view(&self, sm_applied: Option<u64>, records: usize, digest: String) -> ClusterOut {
+        let mut m = self.shared.raft.metrics().borrow().clone();
         m.current_leader = leader_of(&m);
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -165,14 +187,12 @@ impl Status {
             leader_addr,
             term: m.current_term,
             last_log_index: m.last_log_index,
-            // From the state machine itself, read together with its digest and size: Raft's
-            // metrics can lag the state machine by an apply.
             applied_index: sm_applied,
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             members,
             records,
-            digest: digest.map(|d| format!("{d:016x}")).unwrap_or_default(),
+            digest,
         }
     }
 
