@@ -372,8 +372,8 @@ impl ServicesState {
     }
 
     /// A digest of the replicated contents (every record, the id counter and the registry
-    /// clock), to compare nodes that applied the same index (see [`digest_of`]). It walks
-    /// every record: a caller holding the state's lock should take a
+    /// clock), to compare nodes that applied the same index. It walks every record: a caller
+    /// holding the state's lock should take a
     /// [`SnapshotSource`](crate::snapshot::SnapshotSource) instead and hash that after
     /// releasing it.
     pub fn digest(&self) -> u64 {
