@@ -222,15 +222,22 @@ fn has_records_tree(dir: &Path) -> anyhow::Result<bool> {
     Ok(db.tree_names().iter().any(|n| n == b"services".as_slice()))
 }
 
+/// A copy, in `dir`, of the format-4 fixture store without its snapshot file (as a store was
+/// before its first snapshot): its records are all its state.
+fn format_4_store_without_snapshot_file(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let copy = dir.join("store");
+    copy_dir(&fixtures(4).join("store"), &copy)?;
+    std::fs::remove_file(copy.join("raft-snapshot"))?;
+    Ok(copy)
+}
+
 /// A store of format 4 whose records are newer than its snapshot file (here: it has none, as
 /// a store had before its first snapshot) opens with its records: they become its snapshot
 /// file, and the records tree goes. The next start loads that file.
 #[tokio::test]
 async fn a_format_4_store_moves_its_records_into_its_snapshot_file() -> anyhow::Result<()> {
     let tmp = tempfile::TempDir::new()?;
-    let copy = tmp.path().join("store");
-    copy_dir(&fixtures(4).join("store"), &copy)?;
-    std::fs::remove_file(copy.join("raft-snapshot"))?;
+    let copy = format_4_store_without_snapshot_file(tmp.path())?;
     ensure!(has_records_tree(&copy)?, "the fixture has its records tree");
     {
         let store = open_store_with(&copy, &quiet())?;
@@ -263,9 +270,7 @@ async fn a_format_4_store_moves_its_records_into_its_snapshot_file() -> anyhow::
 #[tokio::test]
 async fn records_of_an_unfinished_write_are_not_loaded() -> anyhow::Result<()> {
     let tmp = tempfile::TempDir::new()?;
-    let copy = tmp.path().join("store");
-    copy_dir(&fixtures(4).join("store"), &copy)?;
-    std::fs::remove_file(copy.join("raft-snapshot"))?;
+    let copy = format_4_store_without_snapshot_file(tmp.path())?;
     {
         let db = open_closed_db(&copy)?;
         let services = db.open_tree("services")?;

@@ -279,19 +279,22 @@ async fn snapshot_of_another_cluster_is_not_installed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A backup of a store of `CLUSTER` that applied `entries(25)`, made in `dir`.
+async fn backup_of_25_entries(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let store = open_store(dir)?;
+    store.identity.adopt(CLUSTER).await?;
+    let mut sm = store.sm;
+    sm.apply(entries(25)).await?;
+    Ok(sm.backup().await?.0)
+}
+
 /// A restore prepares a new store from a backup: every record, no log, no membership, no
 /// cluster yet, the backup recorded; a damaged backup is refused before the directory is
 /// touched, and a directory that holds data is refused.
 #[tokio::test]
 async fn restore_prepares_a_new_store_from_a_backup() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
-    let (backup, _) = {
-        let store = open_store(&tmp.path().join("src"))?;
-        store.identity.adopt(CLUSTER).await?;
-        let mut sm = store.sm;
-        sm.apply(entries(25)).await?;
-        sm.backup().await?
-    };
+    let backup = backup_of_25_entries(&tmp.path().join("src")).await?;
     let target = tmp.path().join("restored");
     let mut bad = backup.clone();
     let mid = bad.len() / 2;
@@ -366,13 +369,7 @@ async fn restore_prepares_a_new_store_from_a_backup() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_restored_store_serves_a_snapshot_of_its_new_cluster() -> anyhow::Result<()> {
     let tmp = TempDir::new()?;
-    let (backup, _) = {
-        let store = open_store(&tmp.path().join("src"))?;
-        store.identity.adopt(CLUSTER).await?;
-        let mut sm = store.sm;
-        sm.apply(entries(25)).await?;
-        sm.backup().await?
-    };
+    let backup = backup_of_25_entries(&tmp.path().join("src")).await?;
     let target = tmp.path().join("restored");
     restore(&target, &backup)?;
     let store = open_store(&target)?;
