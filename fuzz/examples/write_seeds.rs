@@ -305,7 +305,6 @@ fn main() -> Result<()> {
 
     // A snapshot of the state the entries make, sent whole in one chunk.
     let mut state = ServicesState::default();
-    let mut changed = BTreeSet::new();
     for e in &entries {
         state.apply_entry(e);
     }

@@ -5,8 +5,6 @@
 //! and applying it (twice) to a fresh state machine does not panic either.
 #![no_main]
 
-use std::collections::BTreeSet;
-
 use libfuzzer_sys::fuzz_target;
 use registry_storage::types::Entry;
 use registry_storage::ServicesState;
@@ -17,7 +15,6 @@ fuzz_target!(|data: &[u8]| {
         .flatten()
     {
         let mut state = ServicesState::default();
-        let mut changed = BTreeSet::new();
         let _ = state.apply_entry(&entry);
         let _ = state.apply_entry(&entry);
     }
