@@ -173,7 +173,7 @@ async fn get_services(gate: Gate, raw: String, app: RegistryApp) -> warp::reply:
 }
 
 /// Query of `GET /v1/cluster`.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClusterQuery {
     /// `true`: add the state machine's digest (a walk of every record).
