@@ -121,8 +121,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
                 a.repeat, a.sizes
             );
             report.notes.push(
-                "registry: time to the last byte of the JSON answer (not parsed); etcd: time to \
-                 the decoded range answer; `stale` is etcd's serializable read"
+                "registry: time to the last byte of the JSON answer, read as it streams in (not \
+                 parsed, not gathered into one buffer); etcd: time to the decoded range answer; \
+                 `stale` is etcd's serializable read"
                     .into(),
             );
             for kind in &c.targets {
