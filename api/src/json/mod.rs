@@ -18,6 +18,11 @@ pub mod time;
 pub fn push_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
     let bytes = s.as_bytes();
+    if !needs_escaping(bytes) {
+        buf.extend_from_slice(bytes);
+        buf.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if !ESCAPED[usize::from(b)] {
@@ -29,6 +34,26 @@ pub fn push_str(buf: &mut Vec<u8>, s: &str) {
     }
     buf.extend_from_slice(&bytes[start..]);
     buf.push(b'"');
+}
+
+/// Whether any byte of `bytes` is one [`push_str`] escapes, looked at eight bytes at a time
+/// (the strings of a record are nearly always plain: this is most of a long list's scan).
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether some byte of `w` is below `n` (exact for n <= 0x80: the classic "has less").
+    let has_below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS != 0;
+    let has_byte = |w: u64, b: u8| has_below(w ^ (ONES * u64::from(b)), 1);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let w = u64::from_ne_bytes(w);
+        if has_below(w, 0x20) || has_byte(w, b'"') || has_byte(w, b'\\') {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| ESCAPED[usize::from(b)])
 }
 
 /// The bytes [`push_str`] escapes: control characters, `"` and `\\`.
@@ -124,8 +149,25 @@ mod tests {
             ]
             .map(String::from),
         );
+        // Every length up to three words, plain and with each escaped byte at each position
+        // (the word-wise scan), next to bytes just above and below the ones it looks for.
+        for len in 0..=24 {
+            samples.push("a".repeat(len));
+            samples.push("\u{80}é!#[]".chars().cycle().take(len).collect());
+            for at in 0..len {
+                for c in [
+                    '"', '\\', '\u{0}', '\u{1f}', '\n', '\u{7f}', ' ', '!', '#', '[', ']',
+                ] {
+                    let mut s: Vec<char> = "x".repeat(len).chars().collect();
+                    s[at] = c;
+                    samples.push(s.into_iter().collect());
+                }
+            }
+        }
         for s in samples {
             assert_eq!(pushed(|b| push_str(b, &s)), serde(&s), "{s:?}");
+            let escaped = s.bytes().any(|b| ESCAPED[usize::from(b)]);
+            assert_eq!(needs_escaping(s.as_bytes()), escaped, "{s:?}");
         }
         assert_eq!(pushed(|b| push_opt_str(b, None)), serde(&None::<&str>));
         assert_eq!(

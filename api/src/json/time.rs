@@ -5,19 +5,22 @@
 //! Years 0 to 9999 and ordinary seconds take the fast path; anything else (a leap second,
 //! a year chrono writes with a sign) is left to chrono itself, so the bytes never differ.
 
-use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
 
 /// Appends `t` as a JSON string, as `serde_json` writes a `DateTime<Utc>`: RFC 3339 with `Z`
 /// and as many fractional digits as needed (none, 3, 6 or 9), e.g.
 /// `"2026-11-28T03:13:19.425419Z"`.
 pub fn push_rfc3339(buf: &mut Vec<u8>, t: &DateTime<Utc>) {
     buf.push(b'"');
-    if !push_date_time(buf, t) {
+    // UTC's offset is zero: the naive form is the time itself, with no offset arithmetic
+    // (which `DateTime`'s own accessors do for every field).
+    let n = t.naive_utc();
+    if !push_date_time(buf, &n) {
         buf.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes());
         buf.push(b'"');
         return;
     }
-    let nano = t.nanosecond();
+    let nano = n.nanosecond();
     if nano == 0 {
     } else if nano.is_multiple_of(1_000_000) {
         push_fraction(buf, nano / 1_000_000, 3);
@@ -33,8 +36,9 @@ pub fn push_rfc3339(buf: &mut Vec<u8>, t: &DateTime<Utc>) {
 /// fractional digits (chrono's `%Y-%m-%dT%H:%M:%S%.6f`), e.g. `"2026-11-28T03:13:19.425419"`.
 pub fn push_naive_utc(buf: &mut Vec<u8>, t: &DateTime<Utc>) {
     buf.push(b'"');
-    if push_date_time(buf, t) {
-        push_fraction(buf, t.nanosecond() / 1_000, 6);
+    let n = t.naive_utc();
+    if push_date_time(buf, &n) {
+        push_fraction(buf, n.nanosecond() / 1_000, 6);
     } else {
         buf.extend_from_slice(naive_utc_chrono(t).as_bytes());
     }
@@ -48,31 +52,30 @@ pub fn naive_utc_chrono(t: &DateTime<Utc>) -> String {
 
 /// Appends `YYYY-MM-DDTHH:MM:SS` and returns true, or appends nothing and returns false when
 /// `t` is outside the fast path (a year outside 0..=9999, or a leap second).
-fn push_date_time(buf: &mut Vec<u8>, t: &DateTime<Utc>) -> bool {
-    let (date, time) = (t.date_naive(), t.time());
+fn push_date_time(buf: &mut Vec<u8>, t: &NaiveDateTime) -> bool {
+    let (date, time) = (t.date(), t.time());
     let year = date.year();
     if !(0..=9999).contains(&year) || time.nanosecond() >= 1_000_000_000 {
         return false;
     }
-    // Every value below is at most 99 after the year's split: two digits each.
+    // Every value below is at most 99 after the year's split: two digits each, written
+    // into their places and appended at once.
     let year = year as u32;
     let secs = time.num_seconds_from_midnight();
-    let parts = [
-        (year / 100, b'\0'),
-        (year % 100, b'-'),
-        (date.month(), b'-'),
-        (date.day(), b'T'),
-        (secs / 3600, b':'),
-        (secs / 60 % 60, b':'),
-        (secs % 60, b'\0'),
-    ];
-    for (value, sep) in parts {
-        buf.push(b'0' + (value / 10) as u8);
-        buf.push(b'0' + (value % 10) as u8);
-        if sep != b'\0' {
-            buf.push(sep);
-        }
+    let mut out = *b"0000-00-00T00:00:00";
+    for (at, value) in [
+        (0, year / 100),
+        (2, year % 100),
+        (5, date.month()),
+        (8, date.day()),
+        (11, secs / 3600),
+        (14, secs / 60 % 60),
+        (17, secs % 60),
+    ] {
+        out[at] = b'0' + (value / 10) as u8;
+        out[at + 1] = b'0' + (value % 10) as u8;
     }
+    buf.extend_from_slice(&out);
     true
 }
 
