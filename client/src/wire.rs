@@ -424,6 +424,15 @@ pub struct IdentityOut {
     pub members: Vec<MemberIdentity>,
 }
 
+/// The leader's answer to `POST /raft/read-index` (peers only): the log index a
+/// linearizable read must see applied, confirmed with a quorum after the request arrived. A
+/// follower that has applied that much serves the read from its own state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexOut {
+    /// The index (`None` while the log is empty).
+    pub read_index: Option<u64>,
+}
+
 /// Body of `POST /raft/join` (peers only): a node whose store was created anew asks the leader
 /// to put it back in place of the incarnation the membership records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

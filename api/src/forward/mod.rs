@@ -2,8 +2,11 @@
 //! arrives elsewhere goes through here.
 //!
 //! - heartbeats join the batches a follower sends the leader ([`forwarder`]);
-//! - any other write, or a linearizable read, is relayed as it came,
-//!   a read's answer streamed back as it arrives ([`relay`]);
+//! - a linearizable read asks the leader for its read index and is served here
+//!   ([`crate::read`]); only a leader of an older version, without that route, gets the read
+//!   itself;
+//! - any other write, or such a read, is relayed as it came, a read's answer streamed back
+//!   as it arrives ([`relay`]);
 //! - with no leader known, or the known one unreachable, the request waits (a bounded time)
 //!   for the group to elect one ([`Forwarding::forward_or_wait`]).
 //!
@@ -18,13 +21,13 @@ use std::time::{Duration, Instant};
 use openraft::error::ForwardToLeader;
 use openraft::ServerState;
 use registry_storage::{NodeId, RegistryNode};
-use warp::http::Method;
+use warp::http::{Method, StatusCode};
 
 use crate::audit::Actor;
 use crate::error::ApiError;
 use crate::request_id::current_request_id;
 use crate::shared::Shared;
-use crate::transport::peer::{relay_headers, Peer, RelayError, Relayed};
+use crate::transport::peer::{relay_headers, Peer, PeerError, RelayError, Relayed};
 use forwarder::Forwarder;
 
 pub use crate::transport::peer::FORWARDED_HEADER;
@@ -53,6 +56,17 @@ pub enum Via<'a> {
         /// Heartbeats in it.
         count: usize,
     },
+}
+
+/// What the leader said of a linearizable read's index ([`Forwarding::read_index_or_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderIndex {
+    /// The read must see this index applied.
+    At(Option<u64>),
+    /// Another leader is known now: ask again.
+    Retry,
+    /// The leader does not serve read indexes (an older version): forward the read.
+    Unsupported,
 }
 
 /// This node's way to the leader. Cheap to clone.
@@ -115,6 +129,48 @@ impl Forwarding {
         }
         self.wait_for_other_leader(fwd.leader_id, deadline).await?;
         Ok(None)
+    }
+
+    /// Asks the leader named in `fwd` for the read index of a linearizable read. When no
+    /// leader is known, the known one cannot be reached, or it refuses (it lost its lead or
+    /// its quorum), waits (until `deadline`) for the group to elect one and says to try
+    /// again; a leader without the route (an older version) says to forward the read.
+    pub async fn read_index_or_wait(
+        &self,
+        fwd: &ForwardToLeader<NodeId, RegistryNode>,
+        deadline: Instant,
+    ) -> Result<LeaderIndex, ApiError> {
+        let mut refusal = None;
+        if let (Some(leader), Some(node)) = (fwd.leader_id, &fwd.leader_node) {
+            if leader != self.shared.id {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                let rid = current_request_id();
+                match self
+                    .peer
+                    .read_index((leader, node), timeout, rid.as_deref())
+                    .await
+                {
+                    Ok(out) => return Ok(LeaderIndex::At(out.read_index)),
+                    Err(PeerError::Refused { status, .. })
+                        if status == StatusCode::NOT_FOUND.as_u16()
+                            || status == StatusCode::METHOD_NOT_ALLOWED.as_u16() =>
+                    {
+                        return Ok(LeaderIndex::Unsupported)
+                    }
+                    Err(e) => {
+                        tracing::debug!(leader, error = %e, "no read index from the leader; waiting for a leader");
+                        refusal = Some(e);
+                    }
+                }
+            }
+        }
+        match self.wait_for_other_leader(fwd.leader_id, deadline).await {
+            Ok(()) => Ok(LeaderIndex::Retry),
+            Err(e) => Err(match refusal {
+                Some(PeerError::Refused { message, .. }) => ApiError::Unavailable(message),
+                _ => e,
+            }),
+        }
     }
 
     /// Waits until a leader other than `not` is known, or fails at `deadline` or after

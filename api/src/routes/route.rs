@@ -38,7 +38,7 @@ pub enum RouteKind {
     /// `/health`, `/ready`, `/metrics`: never refused for load, so probes and scrapes still
     /// see an overloaded node.
     Probe,
-    /// `/raft/{append,vote,snapshot,identity,join}`: never refused for load (the group's
+    /// `/raft/{append,vote,snapshot,identity,join,read-index}`: never refused for load (the group's
     /// heartbeats must get through), and logged only at `trace` (they arrive many times a
     /// second per peer).
     RaftRpc,

@@ -18,7 +18,7 @@ use crate::error::ErrorBody;
 use crate::request_id::REQUEST_ID_HEADER;
 use crate::transport::identity::PeerIdentity;
 use crate::transport::tls::Scheme;
-use crate::wire::{IdentityOut, JoinIn, JoinOut};
+use crate::wire::{IdentityOut, JoinIn, JoinOut, ReadIndexOut};
 
 /// Header set on a request one node forwards to the leader, so it is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-registry-forwarded";
@@ -26,6 +26,8 @@ pub const FORWARDED_HEADER: &str = "x-registry-forwarded";
 pub const IDENTITY_PATH: &str = "/raft/identity";
 /// Path of the leader's route that adds back a node whose store was created anew.
 pub const JOIN_PATH: &str = "/raft/join";
+/// Path of the leader's route that confirms a read index for a follower's linearizable read.
+pub const READ_INDEX_PATH: &str = "/raft/read-index";
 
 /// The leader's answer to a forwarded request, to pass on to the client.
 #[derive(Debug, Clone)]
@@ -239,6 +241,25 @@ impl Peer {
             .send()
             .await;
         read_json(addr, resp).await
+    }
+
+    /// Asks the leader `(id, node)` for the index a linearizable read must see applied
+    /// (see [`ReadIndexOut`]), waiting at most `timeout` for its answer.
+    pub async fn read_index(
+        &self,
+        to: (NodeId, &RegistryNode),
+        timeout: Duration,
+        request_id: Option<&str>,
+    ) -> Result<ReadIndexOut, PeerError> {
+        let (id, node) = to;
+        let mut req = self
+            .request(Method::POST, &node.addr, READ_INDEX_PATH)
+            .headers(self.identity.headers_to(id, node))
+            .timeout(timeout);
+        if let Some(rid) = request_id {
+            req = req.header(REQUEST_ID_HEADER, rid);
+        }
+        read_json(&node.addr, req.send().await).await
     }
 
     /// Asks the leader `(id, node)` to add this node back (see [`JoinIn`]).

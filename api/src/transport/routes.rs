@@ -5,7 +5,9 @@
 //! - `GET /raft/identity`: who this node is ([`IdentityOut`](crate::wire::IdentityOut)), for a
 //!   peer that bootstraps a group, joins one or adds this node;
 //! - `POST /raft/join`: on the leader, put back a node whose store was created anew
-//!   ([`crate::replace`]).
+//!   ([`crate::replace`]);
+//! - `POST /raft/read-index`: on the leader, the index a follower's linearizable read must
+//!   see applied ([`ReadIndexOut`]), confirmed with a quorum ([`crate::read`]).
 //!
 //! The identity headers of the RPCs and of joins are checked before the body is read, by the
 //! server ([`crate::transport::identity`]).
@@ -27,7 +29,7 @@ use crate::routes::filters::with_app;
 use crate::routes::route::{gate, name, Access, Gate, PeerCheck, Route, RouteKind};
 use crate::transport::formats::{format_header_value, FORMAT_HEADER};
 use crate::transport::rpc::{self, path, VOTE_MAX_BYTES};
-use crate::wire::JoinIn;
+use crate::wire::{JoinIn, ReadIndexOut};
 
 /// Largest `POST /raft/join` body (a node id and an incarnation, in JSON).
 const MAX_JOIN_BYTES: u64 = 64 * 1024;
@@ -48,6 +50,7 @@ const VOTE: Route = rpc_route("/raft/vote", MEMBER);
 const SNAPSHOT: Route = rpc_route("/raft/snapshot", MEMBER);
 const IDENTITY: Route = rpc_route("/raft/identity", PeerCheck::Secret);
 const JOIN: Route = rpc_route("/raft/join", PeerCheck::Identity { joining: true });
+const READ_INDEX: Route = rpc_route("/raft/read-index", MEMBER);
 
 /// `/raft/NAME`, as the sender names it ([`rpc::path`]).
 fn rpc_path(name: &'static str) -> impl Filter<Extract = (), Error = Rejection> + Clone {
@@ -86,6 +89,21 @@ pub(crate) fn routes(
                 Err(e) => e.into_reply(),
             }
         });
+    let read_index = warp::path!("raft" / "read-index")
+        .and(name(&READ_INDEX))
+        .and(warp::post())
+        .and(gate(&app, &READ_INDEX))
+        .and(with_app(app.clone()))
+        .then(|gate: Gate, app: RegistryApp| async move {
+            let res = match gate {
+                Ok(_) => app.read().leader_read_index().await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(read_index) => warp::reply::json(&ReadIndexOut { read_index }).into_response(),
+                Err(e) => e.into_reply(),
+            }
+        });
     let limits = app.shared().settings.rpc;
     let append = rpc_path(path::APPEND)
         .and(name(&APPEND))
@@ -113,6 +131,8 @@ pub(crate) fn routes(
         .or(identity)
         .unify()
         .or(join)
+        .unify()
+        .or(read_index)
         .unify()
 }
 

@@ -156,8 +156,8 @@ const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// before the cluster started: nothing a node started (its HTTP server, its write path, the
 /// relay of a forwarded read, Raft's core, replication streams, snapshot sends and state
 /// machine worker) outlived `Node::shutdown`. The cluster first takes every path that starts
-/// a task: heartbeats forwarded by a follower, a linearizable list and an admin action relayed
-/// by it, snapshots with the log purged behind them on every node, a follower that comes back
+/// a task: heartbeats forwarded by a follower, a linearizable list served by it (after the
+/// leader's read index) and an admin action relayed by it, snapshots with the log purged behind them on every node, a follower that comes back
 /// behind the purge and is sent the leader's snapshot; and the leader stops while it sends a
 /// snapshot to a peer that never answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +181,7 @@ async fn no_task_of_a_node_outlives_its_shutdown() -> anyhow::Result<()> {
         .find(|i| *i != leader && *i != follower)
         .expect("a second follower");
 
-    tracing::info!("phase: forwarded heartbeats, a relayed list and a relayed action");
+    tracing::info!("phase: forwarded heartbeats, a follower's list and a relayed action");
     {
         let via = c.client_of(follower);
         for round in 0..5 {
@@ -194,7 +194,7 @@ async fn no_task_of_a_node_outlives_its_shutdown() -> anyhow::Result<()> {
         assert_eq!(
             listed.services.len(),
             200,
-            "the follower relayed the leader's whole list"
+            "the follower listed every service the leader acknowledged"
         );
         via.action(
             ServiceAction::Disable,

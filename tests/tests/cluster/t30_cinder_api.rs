@@ -570,7 +570,8 @@ async fn list_shows_cinder_fields_and_filters() -> anyhow::Result<()> {
         assert_eq!(count(&a), 4, "{path} lists every service");
     }
 
-    // A follower's linearizable answer is the leader's; its stale answer is its own.
+    // A follower serves a linearizable read itself, once it has applied the leader's read
+    // index, and answers exactly as the leader; its stale answer is its own too.
     let via_follower = fol.get("/v3/os-services", Some("volume 3.49")).await?;
     let at_leader = lead.get("/v3/os-services", Some("volume 3.49")).await?;
     assert_eq!(
@@ -579,10 +580,18 @@ async fn list_shows_cinder_fields_and_filters() -> anyhow::Result<()> {
     );
     assert_eq!(
         via_follower.header("x-registry-served-by"),
-        Some((leader as u64 + 1).to_string().as_str()),
-        "a linearizable read at a follower is served by the leader"
+        Some((follower as u64 + 1).to_string().as_str()),
+        "a linearizable read at a follower is served by that follower"
     );
-    assert_version(&via_follower, "volume 3.49", "forwarded list");
+    assert_eq!(
+        via_follower.header("x-registry-consistency"),
+        Some("linearizable")
+    );
+    assert_version(
+        &via_follower,
+        "volume 3.49",
+        "a follower's linearizable list",
+    );
     let stale = fol
         .get("/v3/os-services?consistency=stale", Some("volume 3.49"))
         .await?;

@@ -341,7 +341,13 @@ async fn credentials_are_checked_before_the_body_is_read() -> anyhow::Result<()>
         }
     }
     // Between nodes: no cluster secret, no read of the RPC body.
-    for path in ["/raft/append", "/raft/vote", "/raft/snapshot", "/raft/join"] {
+    for path in [
+        "/raft/append",
+        "/raft/vote",
+        "/raft/snapshot",
+        "/raft/join",
+        "/raft/read-index",
+    ] {
         let resp = raw_http::head_only(addr, "POST", path, &[], declared).await?;
         assert_eq!(resp.status, 401, "POST {path}: {}", resp.text());
         checked += 1;
