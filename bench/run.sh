@@ -84,7 +84,8 @@
 #              RAFT_KEEP_LOGS (1000); GROUP_COMMIT_LINGER (unset: the nodes' default, 2ms;
 #              written to the configs only when set); OPEN_SERVICES (100000) for the open-loop scenarios;
 #              WATCH_SERVICES (100000) and WATCH_WATCHERS (100) for the watch scenario;
-#              FAILOVER_KILLS (20) for the failover scenario.
+#              FAILOVER_KILLS (20) for the failover scenario; LIST_SIZES (1000,10000,100000) and
+#              LIST_REPEAT (20) for the list scenario.
 #              OVERLOAD_FACTOR (2) and OVERLOAD_DURATION (4 × its service_down_time of
 #              12 s) for the overload scenario.
 set -euo pipefail
@@ -171,8 +172,8 @@ OPEN4_DURATION=60s
 OPEN_WARMUP=10s
 OPEN_SAMPLE=10s
 OPEN4_SAMPLE=10s
-LIST_SIZES=1000,10000,100000
-LIST_REPEAT=20
+LIST_SIZES="${LIST_SIZES:-1000,10000,100000}"
+LIST_REPEAT="${LIST_REPEAT:-20}"
 WATCH_SERVICES="${WATCH_SERVICES:-100000}"
 WATCH_WATCHERS="${WATCH_WATCHERS:-100}"
 WATCH_DURATION=20s
