@@ -76,9 +76,9 @@ pub fn parse_heartbeats(body: &[u8]) -> Result<Vec<Heartbeat>, ApiError> {
 pub fn service_out(r: &ServiceRecord, state: State) -> ServiceOut {
     ServiceOut {
         id: r.id,
-        host: r.host.clone(),
-        binary: r.binary.clone(),
-        topic: r.topic.clone(),
+        host: r.host.to_string(),
+        binary: r.binary.to_string(),
+        topic: r.topic.to_string(),
         report_count: r.report_count,
         state,
         status: if r.disabled {
@@ -88,17 +88,17 @@ pub fn service_out(r: &ServiceRecord, state: State) -> ServiceOut {
         },
         disabled: r.disabled,
         disabled_reason: r.disabled_reason.clone(),
-        availability_zone: r.availability_zone.clone(),
+        availability_zone: r.availability_zone.to_string(),
         created_at: r.created_at,
         updated_at: r.updated_at,
         modified_at: r.modified_at,
         modified_by: r.modified_by.clone(),
-        rpc_current_version: r.rpc_current_version.clone(),
-        object_current_version: r.object_current_version.clone(),
-        replication_status: r.replication_status.clone(),
+        rpc_current_version: r.rpc_current_version.as_deref().map(str::to_string),
+        object_current_version: r.object_current_version.as_deref().map(str::to_string),
+        replication_status: r.replication_status.to_string(),
         frozen: r.frozen,
-        active_backend_id: r.active_backend_id.clone(),
-        cluster_name: r.cluster_name.clone(),
+        active_backend_id: r.active_backend_id.as_deref().map(str::to_string),
+        cluster_name: r.cluster_name.as_deref().map(str::to_string),
         forced_down: r.forced_down,
     }
 }

@@ -18,17 +18,20 @@ pub const DEFAULT_AVAILABILITY_ZONE: &str = "nova";
 pub const DEFAULT_REPLICATION_STATUS: &str = "not-capable";
 
 /// Identity of a service: one record per (host, binary), as in Cinder.
+///
+/// Its strings are shared (`Arc<str>`, encoded as plain strings): the table's key, its
+/// record and the derived index hold one copy of them between them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ServiceKey {
     /// Host the service runs on, e.g. `node1@lvm`.
-    pub host: String,
+    pub host: Arc<str>,
     /// The service's binary, e.g. `cinder-volume`.
-    pub binary: String,
+    pub binary: Arc<str>,
 }
 
 impl ServiceKey {
     /// Builds a key.
-    pub fn new(host: impl Into<String>, binary: impl Into<String>) -> Self {
+    pub fn new(host: impl Into<Arc<str>>, binary: impl Into<Arc<str>>) -> Self {
         Self {
             host: host.into(),
             binary: binary.into(),
@@ -37,17 +40,21 @@ impl ServiceKey {
 }
 
 /// One service, with the columns of Cinder's `services` table.
+///
+/// The strings that records repeat or that rarely change are shared (`Arc<str>`, encoded
+/// as plain strings): a binary, a zone or a version is held once by the table however many
+/// records carry it (see `state::strings`), and copying a record on write copies no string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceRecord {
     /// Id assigned by the state machine when the record is created (deterministic: a counter
     /// in the replicated state).
     pub id: u64,
     /// Host the service runs on.
-    pub host: String,
+    pub host: Arc<str>,
     /// The service's binary.
-    pub binary: String,
+    pub binary: Arc<str>,
     /// The service's RPC topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Number of heartbeats applied to this record; never goes backwards.
     pub report_count: u64,
     /// Whether an operator disabled the service.
@@ -55,7 +62,7 @@ pub struct ServiceRecord {
     /// Why it was disabled.
     pub disabled_reason: Option<String>,
     /// Availability zone the service reported.
-    pub availability_zone: String,
+    pub availability_zone: Arc<str>,
     /// When the record was created (leader time).
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub created_at: DateTime<Utc>,
@@ -75,17 +82,17 @@ pub struct ServiceRecord {
     #[serde(with = "chrono::serde::ts_microseconds_option")]
     pub deleted_at: Option<DateTime<Utc>>,
     /// RPC version the service reported.
-    pub rpc_current_version: Option<String>,
+    pub rpc_current_version: Option<Arc<str>>,
     /// Versioned-object version the service reported.
-    pub object_current_version: Option<String>,
+    pub object_current_version: Option<Arc<str>>,
     /// Replication status (Cinder volume services).
-    pub replication_status: String,
+    pub replication_status: Arc<str>,
     /// Whether the service is frozen (Cinder volume services).
     pub frozen: bool,
     /// Active replication backend (Cinder volume services).
-    pub active_backend_id: Option<String>,
+    pub active_backend_id: Option<Arc<str>>,
     /// Cluster the service belongs to (Cinder's `cluster_name`).
-    pub cluster_name: Option<String>,
+    pub cluster_name: Option<Arc<str>>,
     /// Forced down by an operator (Nova's `forced_down`, for fencing): listed `down` whatever
     /// its heartbeats say.
     pub forced_down: bool,
@@ -149,7 +156,7 @@ impl Heartbeat {
 
     /// The key of the service this heartbeat is for.
     pub fn key(&self) -> ServiceKey {
-        ServiceKey::new(self.host.clone(), self.binary.clone())
+        ServiceKey::new(self.host.as_str(), self.binary.as_str())
     }
 }
 

@@ -28,11 +28,13 @@ use crate::model::{
 use crate::types::{Entry, LogId, StoredMembership};
 
 mod derived;
+mod strings;
 
 use derived::{Derived, Effects};
+use strings::Strings;
 
 /// The replicated services table and the Raft state applied with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServicesState {
     /// Log id of the last entry applied.
     pub last_applied: Option<LogId>,
@@ -50,7 +52,25 @@ pub struct ServicesState {
     services: BTreeMap<ServiceKey, Arc<ServiceRecord>>,
     /// What the records, the clock and the settings imply (rebuilt, never stored).
     derived: Derived,
+    /// The strings the records share (never stored, no part of what the state is).
+    strings: Strings,
 }
+
+/// Two states are equal when what they replicate is: the strings they share are how they
+/// hold it.
+impl PartialEq for ServicesState {
+    fn eq(&self, other: &Self) -> bool {
+        self.last_applied == other.last_applied
+            && self.membership == other.membership
+            && self.next_id == other.next_id
+            && self.clock == other.clock
+            && self.settings == other.settings
+            && self.services == other.services
+            && self.derived == other.derived
+    }
+}
+
+impl Eq for ServicesState {}
 
 impl Default for ServicesState {
     fn default() -> Self {
@@ -62,6 +82,7 @@ impl Default for ServicesState {
             settings: None,
             services: BTreeMap::new(),
             derived: Derived::default(),
+            strings: Strings::default(),
         }
     }
 }
@@ -76,10 +97,12 @@ impl ServicesState {
         settings: Option<LivenessSettings>,
         records: impl IntoIterator<Item = impl Into<Arc<ServiceRecord>>>,
     ) -> Self {
+        let mut strings = Strings::default();
         let services = records
             .into_iter()
             .map(|r| {
-                let r = r.into();
+                let mut r = r.into();
+                strings.share(Arc::make_mut(&mut r));
                 (r.key(), r)
             })
             .collect();
@@ -91,6 +114,7 @@ impl ServicesState {
             settings,
             services,
             derived: Derived::default(),
+            strings,
         };
         state.derived = Derived::of(state.services.values(), state.clock.now, settings);
         state
@@ -141,7 +165,7 @@ impl ServicesState {
             Command::Heartbeats { beats, .. } => {
                 let records = beats
                     .iter()
-                    .map(|hb| self.heartbeat(hb.key(), hb, at, reg, fx))
+                    .map(|hb| self.heartbeat(hb, at, reg, fx))
                     .collect();
                 CommandResponse::Records(records)
             }
@@ -231,7 +255,7 @@ impl ServicesState {
         by: Option<&String>,
         fx: &mut Effects<'_>,
     ) -> CommandResponse {
-        let start = ServiceKey::new(host.clone(), String::new());
+        let start = ServiceKey::new(host.as_str(), "");
         let kind = if frozen {
             EventKind::Frozen
         } else {
@@ -241,7 +265,7 @@ impl ServicesState {
         let records: Vec<Arc<ServiceRecord>> = self
             .services
             .range_mut(start..)
-            .take_while(|(k, _)| &k.host == host)
+            .take_while(|(k, _)| *k.host == **host)
             .filter(|(_, r)| !r.deleted)
             .map(|(_, shared)| {
                 let r = Arc::make_mut(shared);
@@ -264,12 +288,13 @@ impl ServicesState {
     /// (registry time).
     fn heartbeat(
         &mut self,
-        key: ServiceKey,
         hb: &Heartbeat,
         at: DateTime<Utc>,
         reg: DateTime<Utc>,
         fx: &mut Effects<'_>,
     ) -> Arc<ServiceRecord> {
+        let strings = &mut self.strings;
+        let key = ServiceKey::new(hb.host.as_str(), strings.get(&hb.binary));
         let derived = &mut self.derived;
         let mut before = None;
         let shared = match self.services.entry(key) {
@@ -283,33 +308,31 @@ impl ServicesState {
                 shared
             }
             btree_map::Entry::Occupied(mut o) => {
-                let fresh = fresh_record(&mut self.next_id, o.key(), at, reg);
+                let fresh = fresh_record(&mut self.next_id, strings, o.key(), at, reg);
                 o.insert(Arc::new(fresh));
                 o.into_mut()
             }
             btree_map::Entry::Vacant(v) => {
-                let fresh = fresh_record(&mut self.next_id, v.key(), at, reg);
+                let fresh = fresh_record(&mut self.next_id, strings, v.key(), at, reg);
                 v.insert(Arc::new(fresh))
             }
         };
         let record = Arc::make_mut(shared);
         if let Some(t) = &hb.topic {
-            record.topic = t.clone();
+            strings.set(&mut record.topic, t);
         }
         let mut moved_from = None;
         if let Some(z) = &hb.availability_zone {
-            if *z != record.availability_zone {
-                moved_from = Some(std::mem::replace(&mut record.availability_zone, z.clone()));
-            }
+            moved_from = strings.set(&mut record.availability_zone, z);
         }
         if let Some(c) = &hb.cluster_name {
-            record.cluster_name = Some(c.clone());
+            strings.set_some(&mut record.cluster_name, c);
         }
         if let Some(v) = &hb.rpc_current_version {
-            record.rpc_current_version = Some(v.clone());
+            strings.set_some(&mut record.rpc_current_version, v);
         }
         if let Some(v) = &hb.object_current_version {
-            record.object_current_version = Some(v.clone());
+            strings.set_some(&mut record.object_current_version, v);
         }
         let record = Arc::clone(shared);
         match before {
@@ -364,10 +387,10 @@ impl ServicesState {
         &'a self,
         host: &'a str,
     ) -> impl Iterator<Item = &'a Arc<ServiceRecord>> + 'a {
-        let start = ServiceKey::new(host, String::new());
+        let start = ServiceKey::new(host, "");
         self.services
             .range(start..)
-            .take_while(move |(k, _)| k.host == host)
+            .take_while(move |(k, _)| *k.host == *host)
             .map(|(_, r)| r)
     }
 
@@ -398,8 +421,9 @@ impl ServicesState {
 
 /// A new record for a service's first heartbeat (or its first after removal), taking the next
 /// id from the replicated counter.
-pub(crate) fn fresh_record(
+fn fresh_record(
     next_id: &mut u64,
+    strings: &mut Strings,
     key: &ServiceKey,
     at: DateTime<Utc>,
     reg: DateTime<Utc>,
@@ -408,13 +432,13 @@ pub(crate) fn fresh_record(
     *next_id += 1;
     ServiceRecord {
         id,
-        host: key.host.clone(),
-        binary: key.binary.clone(),
-        topic: key.binary.clone(),
+        host: Arc::clone(&key.host),
+        binary: Arc::clone(&key.binary),
+        topic: Arc::clone(&key.binary),
         report_count: 1,
         disabled: false,
         disabled_reason: None,
-        availability_zone: DEFAULT_AVAILABILITY_ZONE.to_string(),
+        availability_zone: strings.get(DEFAULT_AVAILABILITY_ZONE),
         created_at: at,
         updated_at: Some(at),
         modified_at: None,
@@ -423,7 +447,7 @@ pub(crate) fn fresh_record(
         deleted_at: None,
         rpc_current_version: None,
         object_current_version: None,
-        replication_status: DEFAULT_REPLICATION_STATUS.to_string(),
+        replication_status: strings.get(DEFAULT_REPLICATION_STATUS),
         frozen: false,
         active_backend_id: None,
         cluster_name: None,
@@ -606,6 +630,89 @@ mod tests {
             log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Command::Tick { at }),
         }
+    }
+
+    /// Heartbeats stamped at leader time `secs`, at log index `index`.
+    fn beats(index: u64, secs: i64, beats: Vec<Heartbeat>) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::Heartbeats {
+                at: DateTime::from_timestamp(secs, 0).unwrap_or_default(),
+                beats: beats.into(),
+            }),
+        }
+    }
+
+    fn reporting(host: &str, binary: &str, zone: &str, version: &str) -> Heartbeat {
+        let mut hb = Heartbeat::new(host, binary);
+        hb.topic = Some(binary.into());
+        hb.availability_zone = Some(zone.into());
+        hb.rpc_current_version = Some(version.into());
+        hb
+    }
+
+    /// Whether the records of `a` and `b` hold one copy of each string they have in common.
+    fn share_strings(a: &ServiceRecord, b: &ServiceRecord) -> bool {
+        Arc::ptr_eq(&a.binary, &b.binary)
+            && Arc::ptr_eq(&a.topic, &b.topic)
+            && Arc::ptr_eq(&a.availability_zone, &b.availability_zone)
+            && Arc::ptr_eq(&a.replication_status, &b.replication_status)
+            && matches!(
+                (&a.rpc_current_version, &b.rpc_current_version),
+                (Some(x), Some(y)) if Arc::ptr_eq(x, y)
+            )
+    }
+
+    /// Records created by heartbeats, and the same records decoded from a snapshot, hold one
+    /// copy of a binary, topic, zone or version however many carry it; the table's key
+    /// holds the record's own host; a changed value is the new one, and an equal one leaves
+    /// the record's copy alone.
+    #[test]
+    fn records_share_the_strings_they_repeat() -> Result<(), crate::StoreError> {
+        let mut s = ServicesState::default();
+        let volume = |host: &str| reporting(host, "cinder-volume", "az1", "3.17");
+        s.apply_entry(&beats(1, 1_800_000_000, vec![volume("h1"), volume("h2")]));
+        s.apply_entry(&beats(2, 1_800_000_001, vec![volume("h1")]));
+        let key = |host: &str| ServiceKey::new(host, "cinder-volume");
+        let (h1, h2) = (key("h1"), key("h2"));
+        let (a, b) = (s.get(&h1).cloned(), s.get(&h2).cloned());
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("both services are recorded");
+        };
+        assert_eq!((a.report_count, &*a.availability_zone), (2, "az1"));
+        assert!(share_strings(&a, &b), "one copy of each repeated string");
+        let (held, _) = s.services.get_key_value(&h1).expect("h1 is in the table");
+        assert!(
+            Arc::ptr_eq(&held.host, &a.host),
+            "the key holds the record's host"
+        );
+
+        let source = crate::snapshot::SnapshotSource::of(&s);
+        let bytes = source.encode(None, "1-2-1".into())?;
+        let (info, records) = crate::snapshot::decode(&bytes)?;
+        let decoded = crate::snapshot::into_state(info.header, records);
+        assert_eq!(decoded, s, "the snapshot decodes to the same state");
+        let (Some(a), Some(b)) = (decoded.get(&h1), decoded.get(&h2)) else {
+            panic!("both services are in the snapshot");
+        };
+        assert!(
+            share_strings(a, b),
+            "decoded records share their strings too"
+        );
+
+        s.apply_entry(&beats(
+            3,
+            1_800_000_002,
+            vec![reporting("h1", "cinder-volume", "az2", "3.17")],
+        ));
+        let moved = s.get(&h1).expect("h1 is in the table");
+        assert_eq!(&*moved.availability_zone, "az2", "the new zone");
+        let b = s.get(&h2).expect("h2 is in the table");
+        assert!(
+            Arc::ptr_eq(&moved.topic, &b.topic),
+            "the topic is still the shared copy"
+        );
+        Ok(())
     }
 
     /// How old the first stamp is when the second apply begins.

@@ -70,7 +70,7 @@ fn kinds(events: &[Event]) -> Vec<(EventKind, String)> {
     events
         .iter()
         .map(|e| match &e.subject {
-            Subject::Service { key, .. } => (e.kind, key.host.clone()),
+            Subject::Service { key, .. } => (e.kind, key.host.to_string()),
             Subject::Zone { .. } => (e.kind, e.zone.clone()),
         })
         .collect()

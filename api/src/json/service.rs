@@ -108,32 +108,33 @@ pub(crate) mod tests {
         (0..48)
             .map(|i: usize| {
                 let odd = |k: usize| ODD[(i + k) % ODD.len()].to_string();
+                let shared = |k: usize| std::sync::Arc::<str>::from(ODD[(i + k) % ODD.len()]);
                 let some = |k: usize| (i >> k) & 1 == 1;
                 ServiceRecord {
                     id: (i as u64) * 1_000_003,
-                    host: odd(0),
+                    host: shared(0),
                     binary: if i.is_multiple_of(3) {
                         "cinder-volume".into()
                     } else {
-                        odd(1)
+                        shared(1)
                     },
-                    topic: odd(2),
+                    topic: shared(2),
                     report_count: u64::MAX - i as u64,
                     disabled: some(0),
                     disabled_reason: some(1).then(|| odd(3)),
-                    availability_zone: odd(4),
+                    availability_zone: shared(4),
                     created_at: times[i % 4],
                     updated_at: some(2).then(|| times[(i + 1) % 4]),
                     modified_at: some(3).then(|| times[(i + 2) % 4]),
                     modified_by: some(4).then(|| odd(0)),
                     deleted: false,
                     deleted_at: None,
-                    rpc_current_version: some(4).then(|| odd(5)),
-                    object_current_version: some(0).then(|| odd(1)),
-                    replication_status: odd(3),
+                    rpc_current_version: some(4).then(|| shared(5)),
+                    object_current_version: some(0).then(|| shared(1)),
+                    replication_status: shared(3),
                     frozen: some(1),
-                    active_backend_id: some(3).then(|| odd(2)),
-                    cluster_name: some(5).then(|| odd(4)),
+                    active_backend_id: some(3).then(|| shared(2)),
+                    cluster_name: some(5).then(|| shared(4)),
                     forced_down: some(2),
                     last_seen: times[0],
                 }

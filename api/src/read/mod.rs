@@ -264,7 +264,7 @@ impl ReadPath {
     pub fn services(&self, query: &ServicesQuery) -> Listing {
         let now = self.shared.registry_now();
         let keep = |r: &&Arc<ServiceRecord>| {
-            !r.deleted && query.binary.as_ref().is_none_or(|b| &r.binary == b)
+            !r.deleted && query.binary.as_ref().is_none_or(|b| *r.binary == **b)
         };
         let (records, applied, settings) = self.shared.view.read(|state| {
             let records = match &query.host {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use chrono::Utc;
 use openraft::ServerState;
@@ -88,7 +89,7 @@ struct ServiceCounts {
     forced_down: u64,
     frozen: u64,
     /// Up and down services by availability zone.
-    zones: BTreeMap<String, (u64, u64)>,
+    zones: BTreeMap<Arc<str>, (u64, u64)>,
 }
 
 /// The resident memory of this process (`VmRSS` of `/proc/self/status`), on Linux.
@@ -295,7 +296,7 @@ pub async fn render(status: &Status) -> Result<String, std::fmt::Error> {
         for (state, n) in [("up", up), ("down", down)] {
             zones
                 .get_or_create(&ZoneLabels {
-                    zone: zone.clone(),
+                    zone: zone.to_string(),
                     state,
                 })
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));

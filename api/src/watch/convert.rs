@@ -53,8 +53,8 @@ pub fn event_out(e: &Event) -> EventOut {
             down,
             disabled,
         } => (
-            Some(key.host.clone()),
-            Some(key.binary.clone()),
+            Some(key.host.to_string()),
+            Some(key.binary.to_string()),
             Some(if *down { State::Down } else { State::Up }),
             Some(if *disabled {
                 Status::Disabled

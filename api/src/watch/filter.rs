@@ -78,8 +78,8 @@ impl EventFilter {
         }
         match &e.subject {
             Subject::Service { key, .. } => {
-                self.host.as_ref().is_none_or(|h| *h == key.host)
-                    && self.binary.as_ref().is_none_or(|b| *b == key.binary)
+                self.host.as_ref().is_none_or(|h| **h == *key.host)
+                    && self.binary.as_ref().is_none_or(|b| **b == *key.binary)
             }
             Subject::Zone { .. } => self.host.is_none() && self.binary.is_none(),
         }

@@ -106,7 +106,7 @@ impl Derived {
         after: Share,
         fx: &mut Effects,
     ) {
-        if from != r.availability_zone || before != after {
+        if *from != *r.availability_zone || before != after {
             self.zones.count(from, before, false);
             self.zones.count(&r.availability_zone, after, true);
             fx.touch(from);

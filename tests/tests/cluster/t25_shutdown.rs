@@ -352,7 +352,7 @@ async fn reopened_holds(c: &InProcCluster, i: usize, acked: &[&ServiceOut]) -> a
     }
     let held = store.sm.view().read(|state| {
         for want in acked {
-            let got = state.get(&ServiceKey::new(&want.host, &want.binary));
+            let got = state.get(&ServiceKey::new(want.host.as_str(), want.binary.as_str()));
             assert_eq!(
                 got.map(|r| (r.id, r.report_count, r.updated_at)),
                 Some((want.id, want.report_count, want.updated_at)),

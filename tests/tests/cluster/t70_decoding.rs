@@ -278,9 +278,9 @@ fn record() -> impl Strategy<Value = ServiceRecord> {
             |((id, host, binary, topic, count), (disabled, reason, at), (seen, frozen, down))| {
                 ServiceRecord {
                     id,
-                    host,
-                    binary,
-                    topic,
+                    host: host.into(),
+                    binary: binary.into(),
+                    topic: topic.into(),
                     report_count: count,
                     disabled,
                     disabled_reason: reason.clone(),
