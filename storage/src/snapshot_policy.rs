@@ -8,6 +8,12 @@
 //! a bounded share of the write work (at most about as many bytes as the log took) and the
 //! log on disk within a few snapshots' size, whatever the rate or the batch size.
 //!
+//! Past [`MAX_LOG_BYTES`] a snapshot is due whatever the table's size: the log between two
+//! snapshots is held in memory as well as on disk (sled 0.34 keeps the pages it wrote
+//! resident far past its cache's capacity: about 1.2 bytes of RSS per byte of log, measured
+//! on sled alone), and at a million services it grew to 1¾ times the table's encoded size,
+//! about 200 MB, before each snapshot.
+//!
 //! Each node decides for itself (openraft's own entry-count policy stays as a bound), and
 //! the nodes' thresholds differ a little ([`SnapshotPolicy::due_for`]) so the three do not
 //! encode the table at the same moment.
@@ -21,6 +27,10 @@ use crate::types::Entry;
 
 /// The least log since the last snapshot that makes one due, however small the table.
 pub const MIN_LOG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The most log since the last snapshot that the node's factor is applied to, however
+/// large the table: with it a node holds at most 80–112 MiB of log between snapshots.
+pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What a node counts to tell when a snapshot is due.
 #[derive(Debug, Default)]
@@ -50,10 +60,14 @@ impl SnapshotPolicy {
     }
 
     /// Whether node `node_id` should build a snapshot now: the log since the last one holds
-    /// at least the last snapshot's size (and [`MIN_LOG_BYTES`]) times the node's factor
-    /// (1¼, 1½ or 1¾ by node id, so nodes snapshot at different indexes).
+    /// at least the last snapshot's size (within [`MIN_LOG_BYTES`] and [`MAX_LOG_BYTES`])
+    /// times the node's factor (1¼, 1½ or 1¾ by node id, so nodes snapshot at different
+    /// indexes).
     pub fn due_for(&self, node_id: u64) -> bool {
-        let base = self.last_size.load(Ordering::Relaxed).max(MIN_LOG_BYTES);
+        let base = self
+            .last_size
+            .load(Ordering::Relaxed)
+            .clamp(MIN_LOG_BYTES, MAX_LOG_BYTES);
         let quarters = 5 + node_id % 3;
         self.since.load(Ordering::Relaxed) >= base / 4 * quarters
     }
@@ -137,5 +151,26 @@ mod tests {
             p.applied(&entries);
         }
         assert!(p.due_for(3));
+    }
+
+    /// A table whose snapshot is larger than [`MAX_LOG_BYTES`] gets one once the log holds
+    /// that bound times the node's factor, not its own size.
+    #[test]
+    fn due_within_the_bound_for_a_large_table() {
+        let p = SnapshotPolicy::default();
+        let entries = vec![beats(1000); 10];
+        p.sized(16 * MAX_LOG_BYTES);
+        while p.since() < MAX_LOG_BYTES {
+            p.applied(&entries);
+        }
+        assert!(!p.due_for(3), "below the bound times 1¼");
+        while p.since() < MAX_LOG_BYTES / 4 * 5 {
+            p.applied(&entries);
+        }
+        assert!(
+            p.due_for(3),
+            "the bound times 1¼, a sixteenth of the snapshot's size"
+        );
+        assert!(!p.due_for(2), "factor 1¾");
     }
 }
